@@ -1,0 +1,536 @@
+"""Pop3Connection: the sans-IO POP3 server state machine.
+
+Theory of operation (compare h11's ``Connection``): the I/O layer feeds received bytes
+to ``receive_data`` and calls ``next_event`` in a loop.  Everything that needs no outside
+knowledge (framing, parsing, state checks, CAPA, USER, STAT, LIST, UIDL, DELE, RSET,
+NOOP, SASL framing) is answered here, into an output queue the I/O layer drains with
+``data_to_send``.  What needs the outside world comes back as an event the I/O layer
+must answer through exactly one of the methods named in the event's docstring before
+calling ``next_event`` again; commands are therefore answered strictly in order, which is
+what PIPELINING (RFC 2449 section 6.6) requires.
+
+The connection never touches a socket, the disk or the clock: timers are the I/O
+layer's, which reports expiry with ``timed_out``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from popbox.protocol import commands as c
+from popbox.protocol.framing import LineBuffer, LineTooLong
+from popbox.protocol.maildrop import Maildrop
+from popbox.protocol.replies import TERMINATOR, Err, Ok, RespCode, multiline, serialise
+from popbox.protocol.states import ALLOWED, State
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from popbox.store.base import MessageInfo
+
+__all__ = [
+    "ConnectionSettings",
+    "Event",
+    "PasswordLogin",
+    "Pop3Connection",
+    "Retrieve",
+    "SaslCancelled",
+    "SaslContinue",
+    "SaslStart",
+    "Signal",
+    "StartTls",
+    "Update",
+]
+
+LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
+
+
+class Signal(enum.Enum):
+    NEED_DATA = "need_data"  # feed more bytes
+    CLOSED = "closed"  # flush the output, then close the connection
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordLogin:
+    """USER/PASS.  Answer: ``login_succeeded`` or ``login_failed``."""
+
+    user: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaslStart:
+    """AUTH with a mechanism allowed here.  Answer: ``sasl_challenge``, ``login_*``."""
+
+    mechanism: str
+    initial_response: bytes | None  # None: no initial response; b"": "=" (RFC 5034)
+
+
+@dataclass(frozen=True, slots=True)
+class SaslContinue:
+    """A client response in a SASL exchange.  Answer as for ``SaslStart``."""
+
+    response: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SaslCancelled:
+    """The exchange ended by "*" or bad base64; already answered.  Drop mechanism state."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """STLS accepted.  Flush output, run the handshake, then ``tls_established``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieve:
+    """RETR (``lines`` None) or TOP.  Answer: ``send_message``/``message_gone``/``store_failed``."""
+
+    msg: int
+    info: MessageInfo
+    lines: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """QUIT from TRANSACTION: remove ``deleted`` atomically.  Answer: ``update_finished``."""
+
+    deleted: tuple[int, ...]
+    retrieved: tuple[int, ...]
+
+
+Event = PasswordLogin | SaslStart | SaslContinue | SaslCancelled | StartTls | Retrieve | Update
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    banner: str = "popbox POP3 server ready"
+    max_command_size: int = 512  # 2.1.2, E0006
+    sasl_line_max: int = 65536  # RFC 5034: responses are not bound by the command size
+    single_space: bool = False  # 2.1.1
+    exact_rfc822_size: bool = True  # 2.1.4, 2.1.5
+    login_type: LoginType = "secure_login"  # V0010
+    tls_active: bool = False  # an implicit-TLS listener
+    stls_available: bool = True  # a plain listener with a certificate to upgrade to
+    max_bad_commands: int = 20  # C0005
+    max_auth_failures: int = 3  # C0005
+    expire: str = "NEVER"  # RFC 2449 section 6.7 argument
+    # (name, sends the password itself) for every SASL mechanism this server offers,
+    # in the order CAPA lists them; the plaintext ones follow login_type like USER.
+    sasl_mechanisms: tuple[tuple[str, bool], ...] = ()
+    implementation: str = "popbox"
+
+
+@dataclass(slots=True)
+class _Authorization:
+    pending_user: str | None = None
+
+
+@dataclass(slots=True)
+class _Sasl:
+    mechanism: str
+
+
+@dataclass(slots=True)
+class _Transaction:
+    user: str
+    maildrop: Maildrop
+
+
+@dataclass(slots=True)
+class _Awaiting:
+    """Waiting for the I/O layer's answer to an event; holds what the answer needs."""
+
+    event: Event
+    resume: _Authorization | _Sasl | _Transaction
+
+
+@dataclass(slots=True)
+class _Closed:
+    pass
+
+
+_Phase = _Authorization | _Sasl | _Transaction | _Awaiting | _Closed
+
+
+@dataclass(slots=True)
+class _Counters:
+    bad_commands: int = 0
+    auth_failures: int = 0
+    lines: int = 0  # complete lines received; the I/O layer resets its timer on change
+    output: list[bytes] = field(default_factory=list)
+
+
+class Pop3Connection:
+    """One POP3 server-side session, bytes in and bytes out."""
+
+    def __init__(self, settings: ConnectionSettings | None = None) -> None:
+        self.settings = settings or ConnectionSettings()
+        self._tls_active = self.settings.tls_active
+        self._buffer = LineBuffer()
+        self._phase: _Phase = _Authorization()
+        self._counters = _Counters()
+        self._write(Ok(self.settings.banner))
+
+    # -- observation ---------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        phase = self._phase
+        if isinstance(phase, _Awaiting):
+            if isinstance(phase.event, Update):
+                return State.UPDATE
+            phase = phase.resume
+        return _STATE_OF[type(phase)]
+
+    @property
+    def user(self) -> str | None:
+        """The logged-in user, once in TRANSACTION."""
+        phase = self._phase.resume if isinstance(self._phase, _Awaiting) else self._phase
+        return phase.user if isinstance(phase, _Transaction) else None
+
+    @property
+    def lines_received(self) -> int:
+        return self._counters.lines
+
+    @property
+    def tls_active(self) -> bool:
+        return self._tls_active
+
+    def data_to_send(self) -> list[bytes]:
+        """Take the queued output, as chunks to write in order."""
+        out, self._counters.output = self._counters.output, []
+        return out
+
+    # -- input ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if not isinstance(self._phase, _Closed):
+            self._buffer.feed(data)
+
+    def next_event(self) -> Event | Signal:
+        """Process buffered lines until one needs the outside world, data runs out or closed."""
+        while True:
+            phase = self._phase
+            if isinstance(phase, _Closed):
+                return Signal.CLOSED
+            if isinstance(phase, _Awaiting):
+                msg = f"answer {type(phase.event).__name__} before asking for the next event"
+                raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
+            sasl = isinstance(phase, _Sasl)
+            limit = self.settings.sasl_line_max if sasl else self.settings.max_command_size
+            line = self._buffer.next_line(limit)
+            if line is None:
+                return Signal.NEED_DATA
+            if isinstance(line, LineTooLong):
+                self._bad_input(f"line too long: the limit is {line.limit} octets including CRLF")
+                if sasl:
+                    self._phase = _Authorization()
+                    return SaslCancelled()
+                continue
+            self._counters.lines += 1
+            event = self._sasl_line(line) if sasl else self._command_line(line)
+            if event is not None:
+                return event
+
+    # -- answers to events ----------------------------------------------------------
+
+    def login_succeeded(self, user: str, messages: Sequence[MessageInfo]) -> None:
+        self._expect(PasswordLogin, SaslStart, SaslContinue)
+        maildrop = Maildrop(messages, exact_size=self.settings.exact_rfc822_size)
+        count, size = maildrop.stat()
+        self._phase = _Transaction(user, maildrop)
+        self._write(Ok(f"logged in, {count} messages ({size} octets)"))
+
+    def login_failed(self, reply: Err) -> None:
+        """Refuse the login; after ``max_auth_failures`` the connection closes (C0005)."""
+        self._expect(PasswordLogin, SaslStart, SaslContinue)
+        self._phase = _Authorization()
+        self._write(reply)
+        self._counters.auth_failures += 1
+        if self._counters.auth_failures >= self.settings.max_auth_failures:
+            self._close(Err("too many failed logins, closing connection"))
+
+    def sasl_challenge(self, challenge: bytes) -> None:
+        """Send a server challenge ("+ " and base64, RFC 5034) and wait for the response."""
+        awaiting = self._expect(SaslStart, SaslContinue)
+        assert isinstance(awaiting.resume, _Sasl)
+        self._phase = awaiting.resume
+        self._counters.output.append(b"+ " + base64.b64encode(challenge) + b"\r\n")
+
+    def tls_established(self) -> None:
+        """The STLS handshake finished; everything learnt before it is forgotten (RFC 2595)."""
+        self._expect(StartTls)
+        self._tls_active = True
+        self._phase = _Authorization()
+
+    def send_message(self, data: bytes) -> None:
+        """Answer ``Retrieve`` with the message's wire form (whole, or cut by TOP)."""
+        awaiting = self._expect(Retrieve)
+        event = awaiting.event
+        assert isinstance(event, Retrieve)
+        transaction = awaiting.resume
+        assert isinstance(transaction, _Transaction)
+        self._phase = transaction
+        if event.lines is None:
+            transaction.maildrop.mark_retrieved(event.msg)
+            size = transaction.maildrop.size_of(event.info)
+            self._write(Ok(f"{size} octets"))
+        else:
+            self._write(Ok("top of message follows"))
+        self._counters.output.append(data)
+        if data and not data.endswith(b"\r\n"):
+            self._counters.output.append(b"\r\n")
+        self._counters.output.append(TERMINATOR)
+
+    def message_gone(self) -> None:
+        """The message was removed after this session's snapshot (C0004)."""
+        awaiting = self._expect(Retrieve)
+        assert isinstance(awaiting.event, Retrieve)
+        self._phase = awaiting.resume
+        event = awaiting.event
+        self._write(Err(f"message {event.msg} was deleted by another session"))
+
+    def store_failed(self) -> None:
+        """The store could not answer now: ``-ERR [SYS/TEMP]`` and carry on."""
+        awaiting = self._expect(PasswordLogin, SaslStart, SaslContinue, Retrieve)
+        self._phase = awaiting.resume
+        if not isinstance(awaiting.resume, _Transaction):
+            self._phase = _Authorization()
+        self._write(Err("the mail store is not available, try again later", RespCode.SYS_TEMP))
+
+    def update_finished(self, *, ok: bool) -> None:
+        """UPDATE done: all marked messages removed, or none of them (V0006)."""
+        event = self._expect(Update).event
+        assert isinstance(event, Update)
+        if ok:
+            self._close(Ok(f"signing off, {len(event.deleted)} messages deleted"))
+        else:
+            self._close(
+                Err("messages marked as deleted were not removed, try again", RespCode.SYS_TEMP)
+            )
+
+    def timed_out(self, seconds: float) -> None:
+        """The inactivity timer ran out: one -ERR line, then close, no UPDATE (V0003)."""
+        self._close(Err(f"connection closed after {seconds:g} seconds of inactivity"))
+
+    def shutdown(self) -> None:
+        """The server is stopping: tell the client, close, no UPDATE."""
+        self._close(Err("server shutting down, try again later", RespCode.SYS_TEMP))
+
+    # -- internals ------------------------------------------------------------------
+
+    def _command_line(self, line: bytes) -> Event | None:
+        command = c.parse_command(line, single_space=self.settings.single_space)
+        if isinstance(command, c.ParseError):
+            self._bad_input(command.text)
+            return None
+        state = self.state
+        if type(command) not in ALLOWED[state]:
+            verb = type(command).__name__.upper()
+            text = (
+                f"{verb} is not allowed before login, log in first"
+                if state is State.AUTHORIZATION
+                else f"{verb} is only allowed before login"
+            )
+            self._bad_input(text)
+            return None
+        phase = self._phase
+        if isinstance(phase, _Transaction):
+            return self._transaction(command, phase)
+        assert isinstance(phase, _Authorization)
+        return self._authorization(command, phase)
+
+    def _authorization(self, command: c.Command, phase: _Authorization) -> Event | None:
+        match command:
+            case c.Capa():
+                self._counters.output.append(self._capabilities())
+            case c.User(name):
+                if not self._plaintext_allowed(sasl=False):
+                    self._write(Err("USER/PASS is only allowed over TLS, issue STLS first"))
+                else:
+                    phase.pending_user = name  # V0008/V0009: +OK whether it exists or not
+                    self._write(Ok("send PASS"))
+            case c.Pass(password):
+                if phase.pending_user is None:
+                    self._bad_input("PASS must follow a successful USER")
+                else:
+                    return self._await(PasswordLogin(phase.pending_user, password), phase)
+            case c.Auth(mechanism, initial):
+                return self._auth(mechanism, initial, phase)
+            case c.Stls():
+                return self._stls(phase)
+            case c.Quit():
+                self._close(Ok("signing off"))  # no UPDATE from AUTHORIZATION (s6)
+        return None
+
+    def _transaction(self, command: c.Command, phase: _Transaction) -> Event | None:  # noqa: C901 - one arm per command
+        maildrop = phase.maildrop
+        match command:
+            case c.Capa():
+                self._counters.output.append(self._capabilities())
+            case c.Stat():
+                count, size = maildrop.stat()
+                self._write(Ok(f"{count} {size}"))  # V0004: nothing after the size
+            case c.List(None):
+                listing = [f"{n} {maildrop.size_of(i)}" for n, i in maildrop.live()]
+                self._counters.output.append(multiline(Ok("scan listing follows"), listing))
+            case c.List(msg) if msg is not None:
+                info = maildrop.get(msg)
+                self._write(
+                    info if isinstance(info, Err) else Ok(f"{msg} {maildrop.size_of(info)}")
+                )
+            case c.Uidl(None):
+                listing = [f"{n} {i.uidl}" for n, i in maildrop.live()]
+                self._counters.output.append(multiline(Ok("unique-id listing follows"), listing))
+            case c.Uidl(msg) if msg is not None:
+                info = maildrop.get(msg)
+                self._write(info if isinstance(info, Err) else Ok(f"{msg} {info.uidl}"))
+            case c.Retr(msg) | c.Top(msg, _):
+                info = maildrop.get(msg)
+                if isinstance(info, Err):
+                    self._write(info)
+                    return None
+                lines = command.lines if isinstance(command, c.Top) else None
+                return self._await(Retrieve(msg, info, lines), phase)
+            case c.Dele(msg):
+                info = maildrop.delete(msg)
+                self._write(info if isinstance(info, Err) else Ok(f"message {msg} deleted"))
+            case c.Noop():
+                self._write(Ok())
+            case c.Rset():
+                maildrop.reset()
+                count, size = maildrop.stat()
+                self._write(Ok(f"maildrop has {count} messages ({size} octets)"))
+            case c.Quit():
+                update = Update(maildrop.deleted_uids(), maildrop.retrieved_uids())
+                return self._await(update, phase)
+        return None
+
+    def _auth(
+        self, mechanism: str | None, initial: str | None, phase: _Authorization
+    ) -> Event | None:
+        allowed = self._allowed_mechanisms()
+        if mechanism is None:  # [MS-OXPOP3]: bare AUTH lists the mechanisms
+            self._counters.output.append(multiline(Ok("supported mechanisms follow"), allowed))
+            return None
+        if mechanism not in allowed:
+            offered = {name for name, _ in self.settings.sasl_mechanisms}
+            if mechanism in offered:
+                self._write(Err(f"{mechanism} is only allowed over TLS, issue STLS first"))
+            else:
+                self._write(Err(f"unsupported authentication mechanism {mechanism}"))
+            return None
+        decoded: bytes | None = None
+        if initial is not None:
+            decoded = _decode_base64(initial)
+            if decoded is None:
+                self._write(Err("initial response is not valid base64"))
+                return None
+        phase.pending_user = None
+        return self._await(SaslStart(mechanism, decoded), _Sasl(mechanism))
+
+    def _sasl_line(self, line: bytes) -> Event:
+        phase = self._phase
+        assert isinstance(phase, _Sasl)
+        if line == b"*":
+            self._phase = _Authorization()
+            self._write(Err("authentication cancelled"))  # RFC 5034 s4
+            return SaslCancelled()
+        decoded = _decode_base64(line.decode("latin-1"))
+        if decoded is None:
+            self._phase = _Authorization()
+            self._write(Err("SASL response is not valid base64, authentication cancelled"))
+            return SaslCancelled()
+        return self._await(SaslContinue(decoded), phase)
+
+    def _stls(self, phase: _Authorization) -> Event | None:
+        if self._tls_active:
+            self._write(Err("already using TLS"))
+        elif not self.settings.stls_available:
+            self._write(Err("TLS is not available on this port"))
+        else:
+            self._write(Ok("begin TLS negotiation"))
+            # RFC 2595 s4: pipelined plaintext after STLS must not reach the TLS session.
+            self._buffer.clear()
+            return self._await(StartTls(), phase)
+        return None
+
+    def _capabilities(self) -> bytes:
+        """CAPA (RFC 2449 s5) from the same tables that implement each capability."""
+        before_login = self.state is State.AUTHORIZATION
+        lines = ["TOP", "UIDL"]
+        if before_login and self._plaintext_allowed(sasl=False):
+            lines.append("USER")
+        if before_login and (mechanisms := self._allowed_mechanisms()):
+            lines.append("SASL " + " ".join(mechanisms))
+        lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        lines += [f"EXPIRE {self.settings.expire}", "LOGIN-DELAY 0"]
+        if before_login and not self._tls_active and self.settings.stls_available:
+            lines.append("STLS")
+        lines.append(f"IMPLEMENTATION {self.settings.implementation}")
+        return multiline(Ok("capability list follows"), lines)
+
+    def _allowed_mechanisms(self) -> list[str]:
+        plaintext_ok = self._plaintext_allowed(sasl=True)
+        return [
+            name
+            for name, plaintext in self.settings.sasl_mechanisms
+            if plaintext_ok or not plaintext
+        ]
+
+    def _plaintext_allowed(self, *, sasl: bool) -> bool:
+        """V0010: may a password cross this connection as it is?"""
+        login_type = self.settings.login_type
+        if self._tls_active or login_type == "plaintext_login":
+            return True
+        return login_type == "plaintext_authentication" and sasl
+
+    def _bad_input(self, text: str) -> None:
+        self._write(Err(text))
+        self._counters.bad_commands += 1
+        if self._counters.bad_commands >= self.settings.max_bad_commands:
+            self._close(Err("too many invalid commands, closing connection"))
+
+    def _await(self, event: Event, resume: _Authorization | _Sasl | _Transaction) -> Event:
+        self._phase = _Awaiting(event, resume)
+        return event
+
+    def _expect(self, *kinds: type) -> _Awaiting:
+        phase = self._phase
+        if not isinstance(phase, _Awaiting) or not isinstance(phase.event, kinds):
+            msg = f"no pending {' or '.join(k.__name__ for k in kinds)} to answer"
+            raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
+        return phase
+
+    def _write(self, reply: Ok | Err) -> None:
+        self._counters.output.append(serialise(reply))
+
+    def _close(self, reply: Ok | Err) -> None:
+        if not isinstance(self._phase, _Closed):
+            self._write(reply)
+            self._phase = _Closed()
+            self._buffer.clear()
+
+
+_STATE_OF: dict[type, State] = {
+    _Authorization: State.AUTHORIZATION,
+    _Sasl: State.SASL,
+    _Transaction: State.TRANSACTION,
+    _Closed: State.CLOSED,
+}
+
+
+def _decode_base64(text: str) -> bytes | None:
+    """Strict base64 (RFC 5034 s4: reject characters outside the alphabet); "=" is empty."""
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None

@@ -1,0 +1,70 @@
+"""The maildrop snapshot a session works on (C0004) and the message-number rules.
+
+The snapshot is taken once at login: message numbers, sizes and unique-ids stay fixed
+for the session whatever other sessions or deliveries do.  DELE only marks; RSET
+clears the marks; storage changes only in UPDATE (RFC 1939 section 6).  This class is
+the only place that turns a 1-based message number into a message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from popbox.protocol.replies import Err
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from popbox.store.base import MessageInfo
+
+__all__ = ["Maildrop"]
+
+
+class Maildrop:
+    __slots__ = ("_deleted", "_exact_size", "_messages", "_retrieved")
+
+    def __init__(self, messages: Sequence[MessageInfo], *, exact_size: bool = True) -> None:
+        self._messages = tuple(messages)
+        self._exact_size = exact_size  # 2.1.4/2.1.5: exact RFC 822 size, or storage size
+        self._deleted: set[int] = set()  # message numbers marked by DELE
+        self._retrieved: set[int] = set()  # message numbers sent by RETR
+
+    def size_of(self, info: MessageInfo) -> int:
+        return info.size if self._exact_size else info.stored_size
+
+    def get(self, msg: int) -> MessageInfo | Err:
+        """The message numbered ``msg``, or the -ERR that explains why there is none."""
+        if msg > len(self._messages):
+            count = len(self._messages)
+            return Err(f"no message {msg}: the maildrop has {count} message{'s' * (count != 1)}")
+        if msg in self._deleted:
+            return Err(f"message {msg} is marked as deleted")
+        return self._messages[msg - 1]
+
+    def live(self) -> Iterator[tuple[int, MessageInfo]]:
+        """(message number, message) for every message not marked as deleted."""
+        deleted = self._deleted
+        return ((n, info) for n, info in enumerate(self._messages, 1) if n not in deleted)
+
+    def stat(self) -> tuple[int, int]:
+        """Count and total size of the messages not marked as deleted."""
+        sizes = [self.size_of(info) for _, info in self.live()]
+        return len(sizes), sum(sizes)
+
+    def delete(self, msg: int) -> MessageInfo | Err:
+        info = self.get(msg)
+        if not isinstance(info, Err):
+            self._deleted.add(msg)
+        return info
+
+    def mark_retrieved(self, msg: int) -> None:
+        self._retrieved.add(msg)
+
+    def reset(self) -> None:
+        self._deleted.clear()
+
+    def deleted_uids(self) -> tuple[int, ...]:
+        return tuple(self._messages[n - 1].uid for n in sorted(self._deleted))
+
+    def retrieved_uids(self) -> tuple[int, ...]:
+        return tuple(self._messages[n - 1].uid for n in sorted(self._retrieved - self._deleted))

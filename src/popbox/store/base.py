@@ -1,0 +1,193 @@
+"""The mailbox-store contract every backend implements.
+
+Theory of operation: a store keeps users (with their credential verifiers and quota)
+and, per user, a maildrop of messages.  Each message is kept in *wire form*: CRLF line
+ends and already dot-stuffed (RFC 1939 section 3), without the terminating ".CRLF", so
+RETR is a straight copy.  Its exact RFC 822 size (the octets before stuffing) and its
+stored size are computed once, at delivery, by the caller (``popbox.message``), and the
+store only records them: STAT, LIST and UIDL never read message bodies.
+
+Unique-ids come from a per-mailbox counter that is never decremented (C0007-C0009), so a
+deleted message's id is never given out again.  A message imported from another server
+may carry a legacy unique-id string that UIDL shows instead of the number.
+
+Every method may raise ``StoreTemporaryError`` (try again later: the database is down or
+busy) or ``StorePermanentError`` (an administrator must act).  The session maps each to
+exactly one ``-ERR [SYS/...]`` reply; nothing else about the failure reaches a client.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+__all__ = [
+    "DeliveryRefused",
+    "MailStore",
+    "MaildropLocked",
+    "MessageInfo",
+    "NewMessage",
+    "RefusalReason",
+    "StoreError",
+    "StorePermanentError",
+    "StoreTemporaryError",
+    "UnknownUser",
+    "UserExists",
+    "UserRecord",
+]
+
+
+class StoreError(Exception):
+    """Base of every error a store raises on purpose."""
+
+
+class StoreTemporaryError(StoreError):
+    """The store cannot answer now (connection lost, database busy); retrying may work."""
+
+
+class StorePermanentError(StoreError):
+    """The store refuses for a reason only an administrator can fix (corruption, schema)."""
+
+
+class UnknownUser(StoreError):
+    """The named user does not exist."""
+
+
+class UserExists(StoreError):
+    """A user with that name already exists."""
+
+
+class MaildropLocked(StoreError):
+    """Another live session holds the maildrop's exclusive lock (``lock_mailbox``)."""
+
+
+class RefusalReason(enum.Enum):
+    OVER_QUOTA = "over_quota"
+    UNKNOWN_USER = "unknown_user"
+
+
+class DeliveryRefused(StoreError):
+    """A delivery was refused as a whole; nothing of it was stored."""
+
+    def __init__(self, reason: RefusalReason, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One account.
+
+    ``verifiers`` maps a scheme name to the stored verifier for it: ``"argon2id"`` (the
+    PHC string for USER/PASS and the plaintext SASL mechanisms) and whatever further
+    schemes the SASL mechanisms need (``"nt"``, ``"scram-sha-256"``).  The plaintext
+    password itself is never stored.
+    """
+
+    name: str
+    verifiers: Mapping[str, str] = field(default_factory=dict)
+    quota: int | None = None  # octets; None inherits the server default (E0003)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """What a login snapshot needs of one message; never includes the body."""
+
+    uid: int  # the mailbox counter's value for this message: decimal, increasing (C0007)
+    size: int  # exact RFC 822 size: CRLF line ends, before dot-stuffing (2.1.4, 2.1.5)
+    stored_size: int  # octets the wire form occupies in storage (Exchange's default size)
+    received_at: float  # POSIX seconds
+    legacy_uidl: str | None = None  # an imported message's unique-id from its old server
+
+    @property
+    def uidl(self) -> str:
+        """The unique-id UIDL shows: the legacy string if imported with one, else the uid."""
+        return self.legacy_uidl if self.legacy_uidl is not None else str(self.uid)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message ready to store: wire form plus the sizes computed from it."""
+
+    wire: bytes  # CRLF line ends, dot-stuffed, ends with CRLF, no terminating ".CRLF"
+    size: int  # exact RFC 822 size
+    legacy_uidl: str | None = None
+    received_at: float | None = None  # None: the store's current time
+
+
+class MailStore(Protocol):
+    """The contract of a mailbox store.  All methods are coroutines; see module docs."""
+
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    async def close(self) -> None:
+        """Release every connection; the store is unusable afterwards."""
+
+    # -- users ---------------------------------------------------------------
+
+    async def add_user(
+        self, name: str, verifiers: Mapping[str, str], quota: int | None = None
+    ) -> None:
+        """Create a user with an empty maildrop.  Raises ``UserExists``."""
+
+    async def set_verifiers(self, name: str, verifiers: Mapping[str, str]) -> None:
+        """Replace every verifier of a user at once.  Raises ``UnknownUser``."""
+
+    async def set_quota(self, name: str, quota: int | None) -> None:
+        """Set (or with None, clear) a user's own quota.  Raises ``UnknownUser``."""
+
+    async def delete_user(self, name: str) -> None:
+        """Remove a user and every message of theirs.  Raises ``UnknownUser``."""
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        """The user, or None when there is no such user."""
+
+    async def list_users(self) -> Sequence[UserRecord]:
+        """Every user, ordered by name."""
+
+    # -- maildrop ------------------------------------------------------------
+
+    async def snapshot(self, name: str) -> Sequence[MessageInfo]:
+        """Every message of the maildrop, ordered by uid, in one consistent read."""
+
+    async def usage(self, name: str) -> int:
+        """Sum of the exact sizes of the user's messages, in octets."""
+
+    async def fetch(self, name: str, uid: int) -> bytes | None:
+        """The wire form of one message, or None if it has been removed since."""
+
+    async def deliver(
+        self, name: str, message: NewMessage, *, quota: int | None = None
+    ) -> MessageInfo:
+        """Store one message durably (committed before returning) and give it a uid.
+
+        With ``quota`` (octets), refuses with ``DeliveryRefused(OVER_QUOTA)`` when the
+        message would take the maildrop over it; the check and the insert are atomic.
+        Raises ``UnknownUser``.
+        """
+
+    async def delete(self, name: str, uids: Iterable[int]) -> int:
+        """Remove these messages in one transaction (all or none, V0006).
+
+        Uids already gone are skipped; returns how many were removed.
+        """
+
+    async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
+        """Record the first retrieval time of these messages (for retention, E0005)."""
+
+    # -- exclusive lock (lock_mailbox = true) ---------------------------------
+
+    async def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> None:
+        """Take the maildrop lock for ``owner``, or raise ``MaildropLocked``.
+
+        A lock whose lease has run out is taken over, so a crashed process cannot
+        hold a maildrop forever.  Holders renew by acquiring again with the same owner.
+        """
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """Release the lock if ``owner`` holds it; otherwise do nothing."""
