@@ -1,0 +1,200 @@
+"""An in-memory ``MailStore`` for tests and ``popbox.testing``.
+
+It keeps the semantics of the real backends (the same contract tests run against it):
+uids come from a per-user counter that is never decremented, deliveries are checked
+against the quota before anything is stored, deletion is all-or-nothing, and the
+maildrop lock is a lease measured with an injectable clock.  Every method completes
+without awaiting, so under asyncio each call is atomic, as a database transaction is.
+
+Unlike the real backends, ``open()`` is optional: a fresh ``MemoryStore`` is usable at
+once, which keeps protocol tests short.  After ``close()`` every call raises.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from popbox.store.base import (
+    DeliveryRefused,
+    MaildropLocked,
+    MessageInfo,
+    NewMessage,
+    RefusalReason,
+    UnknownUser,
+    UserExists,
+    UserRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(slots=True)
+class _Stored:
+    info: MessageInfo
+    wire: bytes
+    retrieved_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Lock:
+    owner: str
+    expires: float
+
+
+@dataclass(slots=True)
+class _Mailbox:
+    verifiers: dict[str, str]
+    quota: int | None
+    next_uid: int = 1
+    # Uids are handed out in increasing order and appended, so insertion order is uid
+    # order: snapshot() needs no sort.
+    messages: dict[int, _Stored] = field(default_factory=dict)
+    lock: _Lock | None = None
+
+
+class MemoryStore:
+    """A ``MailStore`` that keeps everything in process memory.
+
+    ``clock`` returns POSIX seconds; tests pass a fake one to expire lock leases and to
+    control default ``received_at`` values.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._users: dict[str, _Mailbox] = {}
+        self._closed = False
+
+    async def open(self) -> None:
+        """Nothing to connect to; present for the contract."""
+        self._check_open()
+
+    async def close(self) -> None:
+        """Drop every user and message; later calls raise ``RuntimeError``."""
+        self._closed = True
+        self._users.clear()
+
+    # -- users ---------------------------------------------------------------
+
+    async def add_user(
+        self, name: str, verifiers: Mapping[str, str], quota: int | None = None
+    ) -> None:
+        self._check_open()
+        if name in self._users:
+            raise UserExists(f"user {name!r} already exists")
+        self._users[name] = _Mailbox(verifiers=dict(verifiers), quota=quota)
+
+    async def set_verifiers(self, name: str, verifiers: Mapping[str, str]) -> None:
+        self._mailbox(name).verifiers = dict(verifiers)
+
+    async def set_quota(self, name: str, quota: int | None) -> None:
+        self._mailbox(name).quota = quota
+
+    async def delete_user(self, name: str) -> None:
+        self._mailbox(name)
+        del self._users[name]
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        self._check_open()
+        mailbox = self._users.get(name)
+        return None if mailbox is None else _record(name, mailbox)
+
+    async def list_users(self) -> Sequence[UserRecord]:
+        self._check_open()
+        return [_record(name, self._users[name]) for name in sorted(self._users)]
+
+    # -- maildrop ------------------------------------------------------------
+
+    async def snapshot(self, name: str) -> Sequence[MessageInfo]:
+        return [stored.info for stored in self._mailbox(name).messages.values()]
+
+    async def usage(self, name: str) -> int:
+        return sum(stored.info.size for stored in self._mailbox(name).messages.values())
+
+    async def fetch(self, name: str, uid: int) -> bytes | None:
+        self._check_open()
+        mailbox = self._users.get(name)
+        stored = None if mailbox is None else mailbox.messages.get(uid)
+        return None if stored is None else stored.wire
+
+    async def deliver(
+        self, name: str, message: NewMessage, *, quota: int | None = None
+    ) -> MessageInfo:
+        mailbox = self._mailbox(name)
+        if quota is not None:
+            used = sum(stored.info.size for stored in mailbox.messages.values())
+            if used + message.size > quota:
+                raise DeliveryRefused(
+                    RefusalReason.OVER_QUOTA,
+                    f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
+                )
+        uid = mailbox.next_uid
+        mailbox.next_uid += 1
+        received_at = message.received_at
+        info = MessageInfo(
+            uid=uid,
+            size=message.size,
+            stored_size=len(message.wire),
+            received_at=self._clock() if received_at is None else received_at,
+            legacy_uidl=message.legacy_uidl,
+        )
+        mailbox.messages[uid] = _Stored(info=info, wire=message.wire)
+        return info
+
+    async def delete(self, name: str, uids: Iterable[int]) -> int:
+        messages = self._mailbox(name).messages
+        # A set: naming a uid twice must not count it twice.
+        gone = {uid for uid in uids if uid in messages}
+        for uid in gone:
+            del messages[uid]
+        return len(gone)
+
+    async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
+        messages = self._mailbox(name).messages
+        for uid in uids:
+            stored = messages.get(uid)
+            if stored is not None and stored.retrieved_at is None:
+                stored.retrieved_at = at
+
+    def retrieved_at(self, name: str, uid: int) -> float | None:
+        """When ``uid`` was first retrieved, or None; for tests, outside the contract."""
+        stored = self._mailbox(name).messages.get(uid)
+        return None if stored is None else stored.retrieved_at
+
+    # -- exclusive lock ------------------------------------------------------
+
+    async def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> None:
+        mailbox = self._mailbox(name)
+        now = self._clock()
+        held = mailbox.lock
+        if held is not None and held.owner != owner and held.expires > now:
+            raise MaildropLocked(f"maildrop {name!r} is locked by another session")
+        mailbox.lock = _Lock(owner=owner, expires=now + lease_seconds)
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        self._check_open()
+        mailbox = self._users.get(name)
+        if mailbox is not None and mailbox.lock is not None and mailbox.lock.owner == owner:
+            mailbox.lock = None
+
+    # -- helpers -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+
+    def _mailbox(self, name: str) -> _Mailbox:
+        self._check_open()
+        mailbox = self._users.get(name)
+        if mailbox is None:
+            raise UnknownUser(f"no such user {name!r}")
+        return mailbox
+
+
+def _record(name: str, mailbox: _Mailbox) -> UserRecord:
+    # A copy, so a caller mutating the mapping cannot change the stored verifiers.
+    return UserRecord(name=name, verifiers=dict(mailbox.verifiers), quota=mailbox.quota)

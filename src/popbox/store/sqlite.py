@@ -1,0 +1,280 @@
+"""The embedded default ``MailStore``: one SQLite file in WAL mode.
+
+Theory of operation: ``sqlite3`` blocks, so no call runs on the event loop.  All writes
+go through one connection on a single-thread executor: SQLite allows one writer at a
+time anyway, and serialising them in-process turns lock contention into a queue.  Each
+write is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so a
+transaction never fails half-way while upgrading a read lock) committed with
+``synchronous = FULL``, so a delivery is on disk before it is acknowledged.  Reads
+(login snapshots, RETR) use a small pool of read-only connections on their own threads:
+in WAL mode they see the last commit and neither wait for nor block the writer.
+
+Other popbox processes on the same file (several workers, the CLI) are serialised by
+SQLite's own lock; a wait longer than ``busy_timeout`` becomes ``StoreTemporaryError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+
+from popbox.store import sqlite_ops as ops
+from popbox.store.base import (
+    MessageInfo,
+    StoreError,
+    StorePermanentError,
+    StoreTemporaryError,
+    UserRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from pathlib import Path
+
+    from popbox.store.base import NewMessage
+
+__all__ = ["SqliteStore"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# Primary result codes (the low byte of an extended code) that describe a passing
+# condition: contention, a full or failing disk, memory pressure.  Retrying later may
+# work, so the client hears [SYS/TEMP] and an MTA keeps the message queued.
+_TEMPORARY_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        10,  # SQLITE_IOERR
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+        17,  # SQLITE_SCHEMA
+    }
+)
+
+
+def _translate(exc: sqlite3.Error) -> StoreError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", "unknown error")
+    if isinstance(code, int) and code & 0xFF in _TEMPORARY_CODES:
+        return StoreTemporaryError(f"the mail database is unavailable ({name})")
+    return StorePermanentError(f"the mail database needs an administrator ({name})")
+
+
+def _connect(path: Path, *, busy_timeout: float, writer: bool) -> sqlite3.Connection:
+    # isolation_level=None: transactions are explicit BEGIN IMMEDIATE ... COMMIT, not
+    # the module's implicit ones.  check_same_thread=False only lets close() run on
+    # another thread; each connection is used by one thread at a time.
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        _configure(conn, writer=writer)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: sqlite3.Connection, *, writer: bool) -> None:
+    conn.execute("PRAGMA foreign_keys = ON")
+    if not writer:
+        conn.execute("PRAGMA query_only = ON")
+        return
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise StorePermanentError(f"the mail database cannot use WAL (got {mode})")
+    # FULL syncs the WAL at every commit: a delivery is durable before it is acknowledged.
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+class SqliteStore:
+    """A ``MailStore`` in the SQLite file at ``path`` (created, with its directory, on open).
+
+    ``clock`` returns POSIX seconds (lock leases, default ``received_at``);
+    ``busy_timeout`` is how long to wait for another process's write lock before
+    raising ``StoreTemporaryError``; ``readers`` is the size of the read pool.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 5.0,
+        readers: int = 4,
+    ) -> None:
+        if readers < 1:
+            raise ValueError("the read pool needs at least one connection")
+        self._path = path
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._readers = readers
+        self._state = "new"
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="popbox-sqlite-write")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="popbox-sqlite-read")
+        self._connections: list[sqlite3.Connection] = []
+        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+
+    async def open(self) -> None:
+        """Create or open the file, apply pending migrations, and start the read pool."""
+        if self._state != "new":
+            raise RuntimeError("the store was already opened")
+        self._state = "opening"
+        try:
+            await self._run(self._writer_pool, self._open_sync)
+        except BaseException:
+            await self.close()
+            raise
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Wait for running calls, then close every connection."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        await asyncio.to_thread(self._shutdown)
+
+    # -- users ---------------------------------------------------------------
+
+    async def add_user(
+        self, name: str, verifiers: Mapping[str, str], quota: int | None = None
+    ) -> None:
+        await self._write(ops.add_user, name, json.dumps(dict(verifiers)), quota, self._clock())
+
+    async def set_verifiers(self, name: str, verifiers: Mapping[str, str]) -> None:
+        sql = "UPDATE users SET verifiers = ? WHERE name = ?"
+        cursor = await self._write(
+            sqlite3.Connection.execute, sql, (json.dumps(dict(verifiers)), name)
+        )
+        ops.require_change(cursor, name)
+
+    async def set_quota(self, name: str, quota: int | None) -> None:
+        sql = "UPDATE users SET quota = ? WHERE name = ?"
+        ops.require_change(await self._write(sqlite3.Connection.execute, sql, (quota, name)), name)
+
+    async def delete_user(self, name: str) -> None:
+        # One statement, so atomic; ON DELETE CASCADE removes the messages and the lock.
+        sql = "DELETE FROM users WHERE name = ?"
+        ops.require_change(await self._write(sqlite3.Connection.execute, sql, (name,)), name)
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        sql = "SELECT name, verifiers, quota FROM users WHERE name = ?"
+        rows = await self._read(ops.user_rows, sql, (name,))
+        return ops.user_record(rows[0]) if rows else None
+
+    async def list_users(self) -> Sequence[UserRecord]:
+        # BINARY collation orders by code point, as Python's sorted() does for str.
+        sql = "SELECT name, verifiers, quota FROM users ORDER BY name"
+        return [ops.user_record(row) for row in await self._read(ops.user_rows, sql, ())]
+
+    # -- maildrop ------------------------------------------------------------
+
+    async def snapshot(self, name: str) -> Sequence[MessageInfo]:
+        return await self._read(ops.snapshot, name)
+
+    async def usage(self, name: str) -> int:
+        return await self._read(ops.usage, name)
+
+    async def fetch(self, name: str, uid: int) -> bytes | None:
+        return await self._read(ops.fetch, name, uid)
+
+    async def deliver(
+        self, name: str, message: NewMessage, *, quota: int | None = None
+    ) -> MessageInfo:
+        # If the caller is cancelled while the commit runs, the message may still be
+        # stored without an acknowledgement; the MTA then retries (at-least-once).
+        return await self._write(ops.deliver, name, message, quota, self._clock)
+
+    async def delete(self, name: str, uids: Iterable[int]) -> int:
+        return await self._write(ops.delete, name, sorted(set(uids)))
+
+    async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
+        await self._write(ops.mark_retrieved, name, sorted(set(uids)), at)
+
+    # -- exclusive lock ------------------------------------------------------
+
+    async def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> None:
+        await self._write(ops.acquire_lock, name, owner, lease_seconds, self._clock)
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        sql = (
+            "DELETE FROM locks WHERE owner = ? AND user_id = (SELECT id FROM users WHERE name = ?)"
+        )
+        await self._write(sqlite3.Connection.execute, sql, (owner, name))
+
+    # -- threads and connections ---------------------------------------------
+
+    def _open_sync(self) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorePermanentError("cannot create the mail database directory") from exc
+        writer = _connect(self._path, busy_timeout=self._busy_timeout, writer=True)
+        self._connections.append(writer)
+        ops.apply_migrations(writer, self._clock)
+        for _ in range(self._readers):
+            reader = _connect(self._path, busy_timeout=self._busy_timeout, writer=False)
+            self._connections.append(reader)
+            self._idle_readers.put(reader)
+
+    def _shutdown(self) -> None:
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        for conn in self._connections:
+            conn.close()
+        self._connections.clear()
+
+    def _with_reader(
+        self,
+        operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        # Never blocks: the pool has as many connections as threads.
+        conn = self._idle_readers.get()
+        try:
+            return operation(conn, *args, **kwargs)
+        finally:
+            self._idle_readers.put(conn)
+
+    async def _write(
+        self,
+        operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        self._check_open()
+        writer = self._connections[0]
+        return await self._run(self._writer_pool, partial(operation, writer, *args, **kwargs))
+
+    async def _read(
+        self,
+        operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        self._check_open()
+        job = partial(self._with_reader, operation, *args, **kwargs)
+        return await self._run(self._reader_pool, job)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError("the store is not open")
+
+    @staticmethod
+    async def _run(pool: ThreadPoolExecutor, job: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, job)
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # misuse of the API is a bug to fix, not a database condition
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc

@@ -1,0 +1,262 @@
+"""The blocking SQL operations behind ``SqliteStore``, one function per transaction.
+
+Each function takes the connection it runs on and is called on one of the store's
+threads, never on the event loop.  Writers wrap their statements in ``_transaction``
+(``BEGIN IMMEDIATE`` ... ``COMMIT``), so each store call is all-or-nothing.  Readers run
+one statement each: in WAL mode a single statement is a consistent read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from popbox.store import migrate
+from popbox.store.base import (
+    DeliveryRefused,
+    MaildropLocked,
+    MessageInfo,
+    RefusalReason,
+    StorePermanentError,
+    UnknownUser,
+    UserExists,
+    UserRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from popbox.store.base import NewMessage
+
+__all__ = [
+    "acquire_lock",
+    "add_user",
+    "apply_migrations",
+    "delete",
+    "deliver",
+    "fetch",
+    "mark_retrieved",
+    "require_change",
+    "snapshot",
+    "usage",
+    "user_record",
+    "user_rows",
+]
+
+_CONSTRAINT_UNIQUE = 2067
+
+_SNAPSHOT = (
+    "SELECT m.uid, m.size, m.stored_size, m.received_at, m.legacy_uidl"
+    " FROM users AS u LEFT JOIN messages AS m ON m.user_id = u.id"
+    " WHERE u.name = ? ORDER BY m.uid"
+)
+_USAGE = (
+    "SELECT coalesce(sum(m.size), 0) FROM users AS u"
+    " LEFT JOIN messages AS m ON m.user_id = u.id WHERE u.name = ? GROUP BY u.id"
+)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            # After an I/O error the rollback may fail too; the first error is the news.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> Iterator[str]:
+    # sqlite3 executes one statement per call, and executescript() would commit our
+    # transaction; complete_statement() knows about quotes, comments and triggers.
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    return int(version or 0)
+
+
+def apply_migrations(conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
+    conn.execute(migrate.SCHEMA_VERSION_DDL)
+    for step in migrate.pending(migrate.load("sqlite"), _schema_version(conn)):
+        with _transaction(conn):
+            # Another process may have applied it while this one waited for the lock.
+            if _schema_version(conn) >= step.version:
+                continue
+            for statement in _statements(step.sql):
+                conn.execute(statement)
+            applied_at = datetime.fromtimestamp(clock(), UTC).isoformat()
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (step.version, applied_at),
+            )
+
+
+def _user_id(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise UnknownUser(f"no such user {name!r}")
+    return int(row[0])
+
+
+def require_change(cursor: sqlite3.Cursor, name: str) -> None:
+    if cursor.rowcount == 0:
+        raise UnknownUser(f"no such user {name!r}")
+
+
+def user_record(row: tuple[str, str, int | None]) -> UserRecord:
+    name, verifiers_json, quota = row
+    try:
+        verifiers = json.loads(verifiers_json)
+    except ValueError as exc:
+        raise StorePermanentError(f"user {name!r} has unreadable verifiers") from exc
+    if not isinstance(verifiers, dict) or not all(
+        isinstance(value, str) for value in verifiers.values()
+    ):
+        raise StorePermanentError(f"user {name!r} has unreadable verifiers")
+    return UserRecord(name=name, verifiers=verifiers, quota=quota)
+
+
+def add_user(
+    conn: sqlite3.Connection, name: str, verifiers: str, quota: int | None, now: float
+) -> None:
+    try:
+        conn.execute(
+            "INSERT INTO users (name, verifiers, quota, created) VALUES (?, ?, ?, ?)",
+            (name, verifiers, quota, now),
+        )
+    except sqlite3.IntegrityError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == _CONSTRAINT_UNIQUE:
+            raise UserExists(f"user {name!r} already exists") from exc
+        raise
+
+
+def deliver(
+    conn: sqlite3.Connection,
+    name: str,
+    message: NewMessage,
+    quota: int | None,
+    clock: Callable[[], float],
+) -> MessageInfo:
+    with _transaction(conn):
+        row = conn.execute("SELECT id, next_uid FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownUser(f"no such user {name!r}")
+        user_id, uid = row
+        if quota is not None:
+            used = conn.execute(
+                "SELECT coalesce(sum(size), 0) FROM messages WHERE user_id = ?", (user_id,)
+            ).fetchone()[0]
+            if used + message.size > quota:
+                raise DeliveryRefused(
+                    RefusalReason.OVER_QUOTA,
+                    f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
+                )
+        # Inside the same write transaction as the insert, so two deliveries can never
+        # read the same counter value, and a refused one leaves it untouched.
+        conn.execute("UPDATE users SET next_uid = next_uid + 1 WHERE id = ?", (user_id,))
+        info = MessageInfo(
+            uid=uid,
+            size=message.size,
+            stored_size=len(message.wire),
+            received_at=clock() if message.received_at is None else message.received_at,
+            legacy_uidl=message.legacy_uidl,
+        )
+        conn.execute(
+            "INSERT INTO messages (user_id, uid, size, stored_size, received_at, legacy_uidl,"
+            " wire) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                user_id,
+                uid,
+                info.size,
+                info.stored_size,
+                info.received_at,
+                info.legacy_uidl,
+                message.wire,
+            ),
+        )
+    return info
+
+
+def delete(conn: sqlite3.Connection, name: str, uids: list[int]) -> int:
+    with _transaction(conn):
+        user_id = _user_id(conn, name)
+        cursor = conn.executemany(
+            "DELETE FROM messages WHERE user_id = ? AND uid = ?",
+            [(user_id, uid) for uid in uids],
+        )
+        # executemany sums the rows each statement changed; gone uids add nothing.
+        return max(cursor.rowcount, 0)
+
+
+def mark_retrieved(conn: sqlite3.Connection, name: str, uids: list[int], at: float) -> None:
+    with _transaction(conn):
+        user_id = _user_id(conn, name)
+        conn.executemany(
+            "UPDATE messages SET retrieved_at = ?"
+            " WHERE user_id = ? AND uid = ? AND retrieved_at IS NULL",
+            [(at, user_id, uid) for uid in uids],
+        )
+
+
+def acquire_lock(
+    conn: sqlite3.Connection, name: str, owner: str, lease: float, clock: Callable[[], float]
+) -> None:
+    with _transaction(conn):
+        user_id = _user_id(conn, name)
+        now = clock()
+        held = conn.execute(
+            "SELECT owner, expires FROM locks WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if held is not None and held[0] != owner and held[1] > now:
+            raise MaildropLocked(f"maildrop {name!r} is locked by another session")
+        conn.execute(
+            "INSERT INTO locks (user_id, owner, expires) VALUES (?, ?, ?) ON CONFLICT (user_id)"
+            " DO UPDATE SET owner = excluded.owner, expires = excluded.expires",
+            (user_id, owner, now + lease),
+        )
+
+
+def snapshot(conn: sqlite3.Connection, name: str) -> list[MessageInfo]:
+    rows = conn.execute(_SNAPSHOT, (name,)).fetchall()
+    if not rows:
+        raise UnknownUser(f"no such user {name!r}")
+    if rows[0][0] is None:  # the LEFT JOIN row of a user with an empty maildrop
+        return []
+    return [MessageInfo(*row) for row in rows]
+
+
+def usage(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute(_USAGE, (name,)).fetchone()
+    if row is None:
+        raise UnknownUser(f"no such user {name!r}")
+    return int(row[0])
+
+
+def fetch(conn: sqlite3.Connection, name: str, uid: int) -> bytes | None:
+    row = conn.execute(
+        "SELECT m.wire FROM messages AS m JOIN users AS u ON u.id = m.user_id"
+        " WHERE u.name = ? AND m.uid = ?",
+        (name, uid),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def user_rows(
+    conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
+) -> list[tuple[str, str, int | None]]:
+    rows: list[tuple[str, str, int | None]] = conn.execute(sql, params).fetchall()
+    return rows
