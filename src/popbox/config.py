@@ -65,7 +65,7 @@ class Pop3Config:
     max_auth_failures: int = 3  # C0005: close after this many failed logins
     auth_failure_delay: float = 1.0  # seconds before any failed login is answered
     expire_days: int | None = None  # E0005 / RFC 2449 EXPIRE; None: NEVER
-    login_delay: int = 0  # RFC 2449 LOGIN-DELAY seconds advertised; 0 omits it
+    shutdown_grace: float = 30.0  # seconds SIGTERM lets sessions finish before closing them
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +312,9 @@ def _check_pop3(pop3: Pop3Config) -> None:
     for key in ("max_bad_commands", "max_auth_failures", "sasl_line_max"):
         if getattr(pop3, key) < 1:
             raise ConfigError(f"pop3.{key}: must be at least 1")
-    if pop3.auth_failure_delay < 0 or pop3.login_delay < 0:
-        raise ConfigError("pop3.auth_failure_delay and pop3.login_delay: must not be negative")
+    for key in ("auth_failure_delay", "shutdown_grace"):
+        if getattr(pop3, key) < 0:
+            raise ConfigError(f"pop3.{key}: must not be negative")
     if pop3.expire_days is not None and pop3.expire_days < 0:
         raise ConfigError("pop3.expire_days: must not be negative")
     if len(pop3.banner.encode("utf-8")) > 400 or any(c in pop3.banner for c in "\r\n"):

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from popbox.store.base import MessageInfo
 
 __all__ = [
+    "CommandRecord",
     "ConnectionSettings",
     "Event",
     "PasswordLogin",
@@ -158,12 +159,22 @@ class _Closed:
 _Phase = _Authorization | _Sasl | _Transaction | _Awaiting | _Closed
 
 
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """One line of the protocol log: the verb and whether it succeeded; never arguments."""
+
+    verb: str
+    ok: bool
+
+
 @dataclass(slots=True)
 class _Counters:
     bad_commands: int = 0
     auth_failures: int = 0
     lines: int = 0  # complete lines received; the I/O layer resets its timer on change
     output: list[bytes] = field(default_factory=list)
+    records: list[CommandRecord] = field(default_factory=list)
+    verb: str | None = None  # the command being answered, until its status line
 
 
 class Pop3Connection:
@@ -202,6 +213,11 @@ class Pop3Connection:
     def tls_active(self) -> bool:
         return self._tls_active
 
+    def take_records(self) -> list[CommandRecord]:
+        """Take the protocol-log records of the commands answered since the last call."""
+        records, self._counters.records = self._counters.records, []
+        return records
+
     def data_to_send(self) -> list[bytes]:
         """Take the queued output, as chunks to write in order."""
         out, self._counters.output = self._counters.output, []
@@ -234,6 +250,7 @@ class Pop3Connection:
                     return SaslCancelled()
                 continue
             self._counters.lines += 1
+            self._counters.verb = "SASL-RESPONSE" if sasl else _verb_of(line)
             event = self._sasl_line(line) if sasl else self._command_line(line)
             if event is not None:
                 return event
@@ -261,6 +278,7 @@ class Pop3Connection:
         awaiting = self._expect(SaslStart, SaslContinue)
         assert isinstance(awaiting.resume, _Sasl)
         self._phase = awaiting.resume
+        self._record(ok=True)
         self._counters.output.append(b"+ " + base64.b64encode(challenge) + b"\r\n")
 
     def tls_established(self) -> None:
@@ -349,7 +367,7 @@ class Pop3Connection:
     def _authorization(self, command: c.Command, phase: _Authorization) -> Event | None:
         match command:
             case c.Capa():
-                self._counters.output.append(self._capabilities())
+                self._write_multiline(self._capabilities())
             case c.User(name):
                 if not self._plaintext_allowed(sasl=False):
                     self._write(Err("USER/PASS is only allowed over TLS, issue STLS first"))
@@ -373,13 +391,13 @@ class Pop3Connection:
         maildrop = phase.maildrop
         match command:
             case c.Capa():
-                self._counters.output.append(self._capabilities())
+                self._write_multiline(self._capabilities())
             case c.Stat():
                 count, size = maildrop.stat()
                 self._write(Ok(f"{count} {size}"))  # V0004: nothing after the size
             case c.List(None):
                 listing = [f"{n} {maildrop.size_of(i)}" for n, i in maildrop.live()]
-                self._counters.output.append(multiline(Ok("scan listing follows"), listing))
+                self._write_multiline(multiline(Ok("scan listing follows"), listing))
             case c.List(msg) if msg is not None:
                 info = maildrop.get(msg)
                 self._write(
@@ -387,7 +405,7 @@ class Pop3Connection:
                 )
             case c.Uidl(None):
                 listing = [f"{n} {i.uidl}" for n, i in maildrop.live()]
-                self._counters.output.append(multiline(Ok("unique-id listing follows"), listing))
+                self._write_multiline(multiline(Ok("unique-id listing follows"), listing))
             case c.Uidl(msg) if msg is not None:
                 info = maildrop.get(msg)
                 self._write(info if isinstance(info, Err) else Ok(f"{msg} {info.uidl}"))
@@ -417,7 +435,7 @@ class Pop3Connection:
     ) -> Event | None:
         allowed = self._allowed_mechanisms()
         if mechanism is None:  # [MS-OXPOP3]: bare AUTH lists the mechanisms
-            self._counters.output.append(multiline(Ok("supported mechanisms follow"), allowed))
+            self._write_multiline(multiline(Ok("supported mechanisms follow"), allowed))
             return None
         if mechanism not in allowed:
             offered = {name for name, _ in self.settings.sasl_mechanisms}
@@ -509,7 +527,17 @@ class Pop3Connection:
         return phase
 
     def _write(self, reply: Ok | Err) -> None:
+        self._record(ok=isinstance(reply, Ok))
         self._counters.output.append(serialise(reply))
+
+    def _write_multiline(self, data: bytes) -> None:
+        self._record(ok=True)
+        self._counters.output.append(data)
+
+    def _record(self, *, ok: bool) -> None:
+        if self._counters.verb is not None:
+            self._counters.records.append(CommandRecord(self._counters.verb, ok))
+            self._counters.verb = None
 
     def _close(self, reply: Ok | Err) -> None:
         if not isinstance(self._phase, _Closed):
@@ -524,6 +552,12 @@ _STATE_OF: dict[type, State] = {
     _Transaction: State.TRANSACTION,
     _Closed: State.CLOSED,
 }
+
+
+def _verb_of(line: bytes) -> str:
+    """The keyword for the protocol log, or "?" when it is not a plausible one."""
+    keyword = line.split(None, 1)[0][:10] if line.strip() else b""
+    return keyword.decode("ascii").upper() if keyword.isalpha() and keyword.isascii() else "?"
 
 
 def _decode_base64(text: str) -> bytes | None:

@@ -1,0 +1,109 @@
+"""Running the server: build the shared pieces from the configuration, serve, shut down.
+
+``serve`` is what ``popbox serve`` and ``popbox demo`` run.  It builds the store, the
+TLS context, the mechanism registry and the logger and passes them down (no global
+state), prints one ``listening KIND HOST:PORT`` line per socket once it accepts, and runs
+until SIGTERM or SIGINT, then drains (DESIGN.md section 4).  SIGHUP reloads the TLS
+certificate without dropping sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from popbox.auth.passwords import DEFAULT_PARAMS
+from popbox.auth.registry import build_registry
+from popbox.log import make_logger
+from popbox.server.context import ServerContext
+from popbox.server.listener import Pop3Server
+from popbox.server.tls import TlsContextHolder, load_or_create_certificate
+from popbox.store import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import structlog
+
+    from popbox.config import Config
+    from popbox.server.listener import Listening
+    from popbox.store.base import MailStore
+
+__all__ = ["build_context", "serve", "start_servers"]
+
+
+async def build_context(
+    config: Config,
+    *,
+    store: MailStore | None = None,
+    log: structlog.typing.FilteringBoundLogger | None = None,
+) -> ServerContext:
+    """Everything sessions share; opens the configured store unless one is given."""
+    if store is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+        await store.open()
+    tls = None
+    if config.pop3.tls_listen or config.pop3.listen:
+        cert, key = load_or_create_certificate(
+            config.tls.cert_file, config.tls.key_file, config.data_dir
+        )
+        tls = TlsContextHolder(cert, key)
+    return ServerContext(
+        config=config,
+        store=store,
+        registry=build_registry(config),
+        tls=tls,
+        log=log or make_logger(),
+        password_params=DEFAULT_PARAMS,
+    )
+
+
+async def start_servers(context: ServerContext) -> tuple[list[Pop3Server], list[Listening]]:
+    """Bind every listener; returns the servers and what they listen on."""
+    pop3 = Pop3Server(context)
+    return [pop3], await pop3.start()
+
+
+async def serve(
+    config: Config,
+    *,
+    store: MailStore | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain and return."""
+    context = await build_context(config, store=store)
+    say = announce or _print_flush
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(context))
+    try:
+        servers, listening = await start_servers(context)
+        for kind, host, port in listening:
+            say(f"listening {kind} {host}:{port}")
+        context.log.info("ready", listeners=len(listening))
+        await stop.wait()
+        context.log.info("stopping", sessions=len(context.sessions))
+        for server in servers:
+            await server.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(Exception):
+            await context.store.close()
+
+
+def _reload(context: ServerContext) -> None:
+    if context.tls is not None:
+        context.tls.reload()
+        context.log.info("tls_reloaded", cert=str(context.tls.cert_path))
+
+
+def _print_flush(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,89 @@
+"""``popbox demo``: a working server in one command, for trying popbox out.
+
+It writes a configuration into the demo folder (unprivileged loopback ports), creates the
+user ``demo`` with password ``demo`` and a few sample messages the first time, prints how
+to connect with real clients, and serves until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+from typing import TYPE_CHECKING
+
+from popbox import app
+from popbox.auth.passwords import verifiers_for
+from popbox.config import load
+from popbox.message import prepare
+from popbox.store import open_store
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from popbox.config import Config
+
+__all__ = ["DEMO_PASSWORD", "DEMO_USER", "run"]
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo"  # noqa: S105 - the documented password of a local trial account
+CONFIG_TEXT = """\
+# popbox demo configuration: loopback only, unprivileged ports.
+data_dir = "."
+
+[pop3]
+listen = ["127.0.0.1:1110"]
+tls_listen = ["127.0.0.1:1995"]
+
+[lmtp]
+listen = ["127.0.0.1:2424"]
+"""
+SAMPLES = (
+    ("Welcome to popbox", "This mailbox is served by popbox over POP3.\n"),
+    ("A second message", "Lines that start with a dot are byte-stuffed on the wire:\n.like this\n"),
+    ("Exchange-like behaviour", "UIDL gives decimal, increasing unique-ids (C0007).\n"),
+)
+
+
+def run(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "popbox.toml"
+    if not config_path.exists():
+        config_path.write_text(CONFIG_TEXT, encoding="utf-8")
+    config = load(config_path, required=True)
+    asyncio.run(_provision(config))
+    print(_instructions(config_path), flush=True)
+    asyncio.run(app.serve(config))
+    return 0
+
+
+async def _provision(config: Config) -> None:
+    store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+    await store.open()
+    try:
+        if await store.get_user(DEMO_USER) is not None:
+            return
+        await store.add_user(DEMO_USER, verifiers_for(DEMO_PASSWORD))
+        for subject, body in SAMPLES:
+            raw = (
+                f"From: popbox <postmaster@localhost>\nTo: {DEMO_USER}@localhost\n"
+                f"Subject: {subject}\nDate: {email.utils.formatdate()}\n"
+                f"Message-ID: {email.utils.make_msgid(domain='localhost')}\n\n{body}"
+            )
+            await store.deliver(DEMO_USER, prepare(raw.encode()))
+    finally:
+        await store.close()
+
+
+def _instructions(config_path: Path) -> str:
+    return f"""\
+popbox demo: user "{DEMO_USER}", password "{DEMO_PASSWORD}", configuration {config_path}
+
+  List the mailbox over STLS on the plain port (self-signed certificate, hence -k):
+    curl -k --ssl-reqd pop3://127.0.0.1:1110/ -u {DEMO_USER}:{DEMO_PASSWORD}
+  Read message 1 over implicit TLS:
+    curl -k pop3s://127.0.0.1:1995/1 -u {DEMO_USER}:{DEMO_PASSWORD}
+  Talk POP3 by hand:
+    openssl s_client -quiet -starttls pop3 -connect 127.0.0.1:1110
+
+Press Ctrl-C to stop.
+"""

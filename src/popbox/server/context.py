@@ -1,0 +1,28 @@
+"""What every session of one server shares; built once by ``serve`` and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import structlog
+
+    from popbox.auth.passwords import Argon2Params
+    from popbox.auth.registry import Registry
+    from popbox.config import Config
+    from popbox.server.tls import TlsContextHolder
+    from popbox.store.base import MailStore
+
+__all__ = ["ServerContext"]
+
+
+@dataclass(slots=True)
+class ServerContext:
+    config: Config
+    store: MailStore
+    registry: Registry
+    tls: TlsContextHolder | None
+    log: structlog.typing.FilteringBoundLogger
+    password_params: Argon2Params
+    sessions: set[Any] = field(default_factory=set)  # live Pop3Protocol objects

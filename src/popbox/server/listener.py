@@ -1,0 +1,105 @@
+"""Listeners, the running server, and graceful shutdown.
+
+``Pop3Server.start`` binds every configured address (plain with STLS, implicit TLS) and
+reports each real address once it accepts, so port 0 gives an ephemeral port whose
+number is printed.  ``stop`` stops accepting, lets sessions finish up to
+``shutdown_grace`` seconds, then ends the rest with a -ERR line and no UPDATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from typing import TYPE_CHECKING
+
+from popbox.config import parse_address
+from popbox.protocol.connection import ConnectionSettings
+from popbox.server.session import Pop3Protocol
+
+if TYPE_CHECKING:
+    import socket
+
+    from popbox.server.context import ServerContext
+
+__all__ = ["Listening", "Pop3Server", "connection_settings"]
+
+Listening = tuple[str, str, int]  # (kind, host, port): ("pop3s", "127.0.0.1", 995)
+
+
+def connection_settings(context: ServerContext, *, implicit_tls: bool) -> ConnectionSettings:
+    """The protocol settings of one listener, from the configuration and the registry."""
+    pop3 = context.config.pop3
+    return ConnectionSettings(
+        banner=pop3.banner,
+        max_command_size=pop3.max_command_size,
+        sasl_line_max=pop3.sasl_line_max,
+        single_space=pop3.single_space_separators,
+        exact_rfc822_size=pop3.exact_rfc822_size,
+        login_type=pop3.login_type,
+        tls_active=implicit_tls,
+        stls_available=context.tls is not None and not implicit_tls,
+        max_bad_commands=pop3.max_bad_commands,
+        max_auth_failures=pop3.max_auth_failures,
+        expire="NEVER" if pop3.expire_days is None else str(pop3.expire_days),
+        sasl_mechanisms=context.registry.offered(),
+    )
+
+
+class Pop3Server:
+    """The POP3 listeners of one process."""
+
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        self._servers: list[asyncio.Server] = []
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3)
+
+    async def start(self) -> list[Listening]:
+        pop3 = self.context.config.pop3
+        listening: list[Listening] = []
+        for kind, addresses in (("pop3", pop3.listen), ("pop3s", pop3.tls_listen)):
+            implicit = kind == "pop3s"
+            if implicit and addresses and self.context.tls is None:
+                msg = "pop3.tls_listen needs a TLS certificate"
+                raise RuntimeError(msg)
+            settings = connection_settings(self.context, implicit_tls=implicit)
+            for address in addresses:
+                host, port = parse_address(address, f"pop3.{'tls_' * implicit}listen")
+                server = await asyncio.get_running_loop().create_server(
+                    lambda settings=settings: self._new_session(settings),
+                    host,
+                    port,
+                    ssl=self.context.tls.context if implicit and self.context.tls else None,
+                    ssl_handshake_timeout=30 if implicit else None,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+                self._servers.append(server)
+                listening.extend((kind, *_address_of(s)) for s in server.sockets)
+        return listening
+
+    def _new_session(self, settings: ConnectionSettings) -> Pop3Protocol:
+        return Pop3Protocol(self.context, settings, f"{self._prefix}-{next(self._ids)}")
+
+    async def stop(self) -> None:
+        """Stop accepting, drain sessions up to ``shutdown_grace``, then close the rest."""
+        for server in self._servers:
+            server.close()
+        sessions = list(self.context.sessions)
+        if sessions:
+            waiting = [asyncio.ensure_future(s.wait_closed()) for s in sessions]
+            _, pending = await asyncio.wait(
+                waiting, timeout=self.context.config.pop3.shutdown_grace
+            )
+            for session in list(self.context.sessions):
+                session.shutdown()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for server in self._servers:
+            await server.wait_closed()
+
+
+def _address_of(sock: socket.socket) -> tuple[str, int]:
+    host, port = sock.getsockname()[:2]
+    return (f"[{host}]" if ":" in host else host), port

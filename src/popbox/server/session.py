@@ -1,0 +1,368 @@
+"""Drives one Pop3Connection over an asyncio transport: read → feed → events → store → write.
+
+Theory of operation: ``Pop3Protocol`` is an ``asyncio.Protocol`` (not streams) because
+STLS needs to know exactly which bytes arrived before the handshake: everything received
+after the STLS line and before the TLS layer takes over is dropped (RFC 2595 section 4),
+which streams cannot do without touching their private buffer.  One task per connection
+(``_run``) pulls events from the sans-IO connection and answers them; it does not read a
+new command until the previous reply has been handed to the transport and the transport
+is below its high-water mark (back-pressure, as Dovecot's output throttle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from popbox import message
+from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
+from popbox.auth.passwords import ARGON2ID, verify_password
+from popbox.protocol.connection import (
+    PasswordLogin,
+    Pop3Connection,
+    Retrieve,
+    SaslCancelled,
+    SaslContinue,
+    SaslStart,
+    Signal,
+    StartTls,
+    Update,
+)
+from popbox.protocol.replies import Err, RespCode
+from popbox.store.base import MaildropLocked, StoreError
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Awaitable
+
+    import structlog
+
+    from popbox.auth.base import Step
+    from popbox.protocol.connection import ConnectionSettings, Event
+    from popbox.server.context import ServerContext
+
+__all__ = ["Pop3Protocol"]
+
+AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
+READ_PAUSE_THRESHOLD = 256 * 1024  # stop reading while this much is queued unanswered
+
+
+class Pop3Protocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(
+        self, server: ServerContext, settings: ConnectionSettings, session_id: str
+    ) -> None:
+        self._server = server
+        self._settings = settings
+        self._session_id = session_id
+        self._conn = Pop3Connection(settings)
+        self._transport: asyncio.Transport | None = None
+        self._data_ready = asyncio.Event()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._lost = False
+        self._dropping_plaintext = False
+        self._shutting_down = False
+        self._unanswered = 0
+        self._mechanism: Mechanism | None = None
+        self._lock_renewer: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._peer = "-"
+        self._log: structlog.typing.FilteringBoundLogger = server.log
+
+    # -- asyncio.Protocol callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
+        self._log = self._server.log.bind(session=self._session_id, peer=self._peer)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._server.sessions.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._dropping_plaintext:
+            return  # RFC 2595 s4: plaintext between STLS and the handshake is discarded
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+        self._unanswered += len(data)
+        if self._unanswered > READ_PAUSE_THRESHOLD and self._transport is not None:
+            self._transport.pause_reading()
+        self._data_ready.set()
+
+    def eof_received(self) -> bool:
+        self._lost = True
+        self._data_ready.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends it
+        self._lost = True
+        self._data_ready.set()
+        self._can_write.set()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # -- control from the listener ----------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Close this session once its current command is answered: -ERR line, no UPDATE."""
+        self._shutting_down = True
+        self._data_ready.set()
+
+    async def wait_closed(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # -- the session ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._log.info("connect", tls=self._settings.tls_active)
+        try:
+            await self._serve()
+        except Exception:  # noqa: BLE001 - one session's bug must never take the server down
+            self._log.exception("session_failed")
+        finally:
+            await self._cleanup()
+
+    async def _serve(self) -> None:
+        conn = self._conn
+        deadline = self._deadline()
+        lines_seen = conn.lines_received
+        while True:
+            event = conn.next_event()
+            await self._flush()
+            if conn.lines_received != lines_seen:  # V0002: any command resets the timer
+                lines_seen = conn.lines_received
+                deadline = self._deadline()
+            if event is Signal.CLOSED:
+                return
+            if event is Signal.NEED_DATA:
+                if self._lost:
+                    return  # dropped connection: no UPDATE (RFC 1939 s6)
+                if self._shutting_down:
+                    conn.shutdown()
+                elif not await self._wait_for_data(deadline):
+                    conn.timed_out(self._timeout())
+                continue
+            await self._answer(event)
+
+    async def _wait_for_data(self, deadline: float) -> bool:
+        """Wait for bytes until ``deadline``; False when the inactivity timer expired."""
+        self._unanswered = 0
+        if self._transport is not None and not self._lost:
+            self._transport.resume_reading()
+        self._data_ready.clear()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._data_ready.wait(), remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _answer(self, event: Event) -> None:
+        conn = self._conn
+        match event:
+            case PasswordLogin(user, password):
+                await self._password_login(user, password)
+            case SaslStart(name, initial):
+                context = AuthContext(self._server.store, self._peer, conn.tls_active)
+                self._mechanism = self._server.registry.create(name, context)
+                await self._sasl_step(self._mechanism.start(initial), name)
+            case SaslContinue(response):
+                assert self._mechanism is not None
+                await self._sasl_step(self._mechanism.step(response), "")
+            case SaslCancelled():
+                self._mechanism = None
+            case StartTls():
+                await self._start_tls()
+            case Retrieve():
+                await self._retrieve(event)
+            case Update(deleted, retrieved):
+                await self._update(deleted, retrieved)
+
+    async def _password_login(self, user: str, password: str) -> None:
+        try:
+            record = await self._server.store.get_user(user)
+        except StoreError:
+            self._log.warning("login_store_error", user=user)
+            self._conn.store_failed()
+            return
+        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same.
+        phc = record.verifiers.get(ARGON2ID) if record is not None else None
+        if await verify_password(phc, password, self._server.password_params):
+            await self._login(user, "USER")
+        else:
+            await self._fail_login(user, "USER", "wrong password or unknown user")
+
+    async def _sasl_step(self, pending: Awaitable[Step], mechanism: str) -> None:
+        try:
+            step = await pending
+        except StoreError:
+            self._mechanism = None
+            self._conn.store_failed()
+            return
+        name = mechanism or (self._mechanism.name if self._mechanism else "?")
+        match step:
+            case Challenge(data):
+                self._conn.sasl_challenge(data)
+            case Success(user):
+                self._mechanism = None
+                await self._login(user, name)
+            case Failure(reason, user):
+                self._mechanism = None
+                await self._fail_login(user, name, reason)
+
+    async def _login(self, user: str, mechanism: str) -> None:
+        store, pop3 = self._server.store, self._server.config.pop3
+        try:
+            if pop3.lock_mailbox:
+                await store.acquire_lock(user, self._session_id, pop3.lock_lease)
+                self._lock_renewer = asyncio.get_running_loop().create_task(self._renew_lock(user))
+            messages = await store.snapshot(user)
+        except MaildropLocked:
+            self._log.info("login_refused_locked", user=user, mechanism=mechanism)
+            self._conn.login_failed(
+                Err("maildrop is locked by another session, try again later", RespCode.IN_USE)
+            )
+            return
+        except StoreError:
+            self._log.warning("login_store_error", user=user)
+            self._conn.store_failed()
+            return
+        self._log = self._log.bind(user=user)
+        self._log.info("login", mechanism=mechanism, messages=len(messages))
+        self._conn.login_succeeded(user, messages)
+
+    async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
+        self._log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
+        await asyncio.sleep(self._server.config.pop3.auth_failure_delay)
+        self._conn.login_failed(AUTH_FAILED)
+
+    async def _renew_lock(self, user: str) -> None:
+        lease = self._server.config.pop3.lock_lease
+        with contextlib.suppress(StoreError):
+            while True:
+                await asyncio.sleep(lease / 3)
+                await self._server.store.acquire_lock(user, self._session_id, lease)
+
+    async def _start_tls(self) -> None:
+        await self._flush()
+        self._dropping_plaintext = True
+        tls = self._server.tls
+        transport = self._transport
+        if tls is None or transport is None or self._lost:
+            self._lost = True
+            return
+        context: ssl.SSLContext = tls.context
+        try:
+            new_transport = await asyncio.get_running_loop().start_tls(
+                transport, _TlsSide(self), context, server_side=True, ssl_handshake_timeout=30
+            )
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            self._log.info("stls_failed", error=type(exc).__name__)
+            self._lost = True
+            transport.abort()
+            return
+        if new_transport is None:  # the connection went away during the handshake
+            self._lost = True
+            return
+        self._transport = new_transport
+        self._conn.tls_established()
+
+    async def _retrieve(self, event: Retrieve) -> None:
+        user = self._conn.user
+        assert user is not None
+        try:
+            wire = await self._server.store.fetch(user, event.info.uid)
+        except StoreError:
+            self._log.warning("fetch_store_error", uid=event.info.uid)
+            self._conn.store_failed()
+            return
+        if wire is None:
+            self._conn.message_gone()  # C0004: removed behind this session's back
+        elif event.lines is None:
+            self._conn.send_message(wire)
+        else:
+            self._conn.send_message(message.top_lines(wire, event.lines))
+
+    async def _update(self, deleted: tuple[int, ...], retrieved: tuple[int, ...]) -> None:
+        user = self._conn.user
+        assert user is not None
+        store = self._server.store
+        try:
+            removed = await store.delete(user, deleted) if deleted else 0
+            if retrieved:
+                await store.mark_retrieved(user, retrieved, time.time())
+        except StoreError:
+            self._log.warning("update_failed", marked=len(deleted))
+            self._conn.update_finished(ok=False)
+            return
+        self._log.info("update", deleted=removed)
+        self._conn.update_finished(ok=True)
+
+    async def _flush(self) -> None:
+        for record in self._conn.take_records():
+            self._log.info("command", verb=record.verb, ok=record.ok)
+        chunks = self._conn.data_to_send()
+        if chunks and self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(chunks)
+        await self._can_write.wait()
+
+    async def _cleanup(self) -> None:
+        self._server.sessions.discard(self)
+        if self._lock_renewer is not None:
+            self._lock_renewer.cancel()
+            user = self._conn.user
+            if user is not None:
+                with contextlib.suppress(StoreError):
+                    await self._server.store.release_lock(user, self._session_id)
+        if self._transport is not None:
+            self._transport.close()
+        self._log.info("disconnect")
+
+    def _timeout(self) -> float:
+        pop3 = self._server.config.pop3
+        authed = self._conn.user is not None
+        return pop3.authenticated_timeout if authed else pop3.unauthenticated_timeout
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self._timeout()
+
+
+class _TlsSide(asyncio.Protocol):
+    """The protocol behind the TLS layer after STLS.
+
+    Decrypted bytes come through here, so they are never mistaken for the plaintext the
+    session drops; bytes the client sends right after its handshake (curl sends CAPA at
+    once) can arrive before ``start_tls`` returns, and must be kept.
+    """
+
+    def __init__(self, session: Pop3Protocol) -> None:
+        self._session = session
+
+    def data_received(self, data: bytes) -> None:
+        self._session._feed(data)  # noqa: SLF001 - the session's own other half
+
+    def eof_received(self) -> bool:
+        return self._session.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._session.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._session.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._session.resume_writing()
