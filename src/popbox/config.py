@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
 
+from popbox.auth.registry import DEFAULT_MECHANISMS, MECHANISMS, OAUTH_MECHANISMS
+
 __all__ = [
     "COMPAT_PROFILES",
+    "AuthConfig",
     "Config",
     "ConfigError",
     "LmtpConfig",
@@ -86,6 +89,34 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """SASL mechanisms, password verifiers, OAuth token checks and brute-force limits."""
+
+    mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS  # offered, in CAPA order
+    admins: tuple[str, ...] = ()  # may log in as another user (PLAIN authzid, RFC 4616)
+    secret_file: str = ""  # empty: data_dir/auth-secret, generated; keys SCRAM's fake salts
+    scram_iterations: int = 10000  # PBKDF2 rounds of new SCRAM verifiers (RFC 7677: >= 4096)
+    # OAUTHBEARER (RFC 7628) and XOAUTH2: JWT access tokens.
+    oauth_issuer: str = ""  # the "iss" every token must carry
+    oauth_audience: str = ""  # the "aud" every token must include
+    oauth_jwks: str = ""  # JWKS file path, or https:// URL fetched and cached
+    oauth_jwks_ttl: float = 3600.0  # seconds a fetched JWKS is reused
+    oauth_jwks_ca_file: str = ""  # CA bundle for an https JWKS; empty: system CAs
+    oauth_user_claims: tuple[str, ...] = ("email", "sub")  # first present names the user
+    oauth_strip_domain: str = ""  # "example.com": "ann@example.com" logs in as "ann"
+    oauth_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    oauth_leeway: float = 30.0  # seconds of clock skew allowed on exp/nbf/iat
+    # Brute-force protection; the first delay is pop3.auth_failure_delay, doubling per
+    # recent failure of the same source IP or user, up to failure_delay_max.
+    failure_delay_max: float = 15.0
+    failure_half_life: float = 300.0  # seconds for a remembered failure to count half
+    ip_lockout_failures: int = 10  # recent failures that lock out a source IP; 0: never
+    user_lockout_failures: int = 10  # recent failures that lock out a user name; 0: never
+    lockout_duration: float = 300.0  # seconds a lockout lasts ([LOGIN-DELAY] meanwhile)
+    max_tracked: int = 100000  # source IPs and names remembered; the oldest are forgotten
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
     compat: Compat = "exchange2013"
@@ -93,6 +124,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 # The documented variances each profile changes together (DESIGN.md section 2).
@@ -150,7 +182,9 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         tls=_build(TlsConfig, _section(raw, "tls"), "tls"),
         lmtp=_build(LmtpConfig, _section(raw, "lmtp"), "lmtp"),
         storage=storage,
+        auth=_build(AuthConfig, _section(raw, "auth"), "auth"),
     )
+    _check_auth(config.auth)
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
     for key, addresses in (
@@ -210,7 +244,7 @@ def parse_address(
 def dump(config: Config) -> str:
     """The effective configuration as TOML, for ``popbox config show``."""
     lines = [f"data_dir = {_toml_value(str(config.data_dir))}", f'compat = "{config.compat}"']
-    for section in ("pop3", "tls", "lmtp", "storage"):
+    for section in ("pop3", "tls", "lmtp", "storage", "auth"):
         lines.append(f"\n[{section}]")
         values = getattr(config, section)
         lines.extend(
@@ -319,3 +353,38 @@ def _check_pop3(pop3: Pop3Config) -> None:
         raise ConfigError("pop3.expire_days: must not be negative")
     if len(pop3.banner.encode("utf-8")) > 400 or any(c in pop3.banner for c in "\r\n"):
         raise ConfigError("pop3.banner: must be one line of at most 400 octets")
+
+
+def _check_auth(auth: AuthConfig) -> None:
+    for name in auth.mechanisms:
+        if name not in MECHANISMS:
+            raise ConfigError(f"auth.mechanisms: {name!r} is not one of {', '.join(MECHANISMS)}")
+    if len(set(auth.mechanisms)) != len(auth.mechanisms):
+        raise ConfigError("auth.mechanisms: a mechanism is listed twice")
+    if auth.scram_iterations < 4096:
+        raise ConfigError("auth.scram_iterations: must be at least 4096 (RFC 7677 s4)")
+    for key in ("oauth_jwks_ttl", "failure_half_life", "lockout_duration", "max_tracked"):
+        if getattr(auth, key) <= 0:
+            raise ConfigError(f"auth.{key}: must be greater than 0")
+    for key in (
+        "oauth_leeway",
+        "failure_delay_max",
+        "ip_lockout_failures",
+        "user_lockout_failures",
+    ):
+        if getattr(auth, key) < 0:
+            raise ConfigError(f"auth.{key}: must not be negative")
+    _check_oauth(auth)
+
+
+def _check_oauth(auth: AuthConfig) -> None:
+    if OAUTH_MECHANISMS.intersection(auth.mechanisms):
+        for key in ("oauth_issuer", "oauth_audience", "oauth_jwks"):
+            if not getattr(auth, key):
+                raise ConfigError(f"auth.{key}: required when OAUTHBEARER or XOAUTH2 is offered")
+        if not auth.oauth_user_claims:
+            raise ConfigError("auth.oauth_user_claims: name at least one claim")
+        if not auth.oauth_algorithms:
+            raise ConfigError("auth.oauth_algorithms: name at least one algorithm")
+    if "://" in auth.oauth_jwks and not auth.oauth_jwks.startswith("https://"):
+        raise ConfigError("auth.oauth_jwks: a URL must use https://")

@@ -2,11 +2,13 @@
 
 The registry is built per server from the configuration (``build_registry``), never
 held in a module global, so two servers in one process can offer different mechanisms.
+This module is the one place that spells the mechanism names: ``config.py`` validates
+``auth.mechanisms`` against ``MECHANISMS``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -14,7 +16,23 @@ if TYPE_CHECKING:
     from popbox.auth.base import AuthContext, Mechanism
     from popbox.config import Config
 
-__all__ = ["Registry", "build_registry"]
+__all__ = ["DEFAULT_MECHANISMS", "MECHANISMS", "Registry", "build_registry"]
+
+PLAIN: Final = "PLAIN"
+LOGIN: Final = "LOGIN"
+SCRAM_SHA_256: Final = "SCRAM-SHA-256"
+OAUTHBEARER: Final = "OAUTHBEARER"
+XOAUTH2: Final = "XOAUTH2"
+
+# Every name ``build_registry`` can build; ``auth.mechanisms`` picks from these.
+MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256, OAUTHBEARER, XOAUTH2)
+# Offered when the configuration says nothing: the ones that need no further settings.
+DEFAULT_MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256)
+# Mechanisms whose exchange carries the password (or a bearer token) itself: they follow
+# ``pop3.login_type`` like USER/PASS (V0010), so CAPA hides them before TLS.
+PLAINTEXT_MECHANISMS: Final = frozenset({PLAIN, LOGIN, OAUTHBEARER, XOAUTH2})
+# Mechanisms that need the oauth_* settings.
+OAUTH_MECHANISMS: Final = frozenset({OAUTHBEARER, XOAUTH2})
 
 
 class Registry:
