@@ -117,6 +117,10 @@ class NewMessage:
     size: int  # exact RFC 822 size
     legacy_uidl: str | None = None
     received_at: float | None = None  # None: the store's current time
+    retrieved_at: float | None = None  # an imported message already read elsewhere (E0005)
+    # An import's name for where the message came from; ``import_messages`` stores a
+    # key at most once per mailbox, which makes an interrupted import safe to run again.
+    import_key: str | None = None
 
 
 class MailStore(Protocol):
@@ -179,6 +183,38 @@ class MailStore(Protocol):
 
     async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
         """Record the first retrieval time of these messages (for retention, E0005)."""
+
+    async def import_messages(
+        self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
+    ) -> Sequence[MessageInfo]:
+        """Store a batch of imported messages in one transaction (all or none), in order.
+
+        No quota applies (an administrator is moving mail in).  A message whose
+        ``import_key`` this mailbox has recorded before is skipped, and every new key is
+        recorded in the same transaction as its message, so re-running an interrupted
+        import never stores a message twice.  Before assigning uids, the counter is
+        raised past ``uids_above``: an import keeping numeric unique-ids from the old
+        server passes the highest one, so no uid given out later can show the same
+        unique-id as an imported message (C0008, C0009).  Returns the stored messages.
+        Raises ``UnknownUser``.
+        """
+
+    async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
+        """Set the user's "quota warning sent" flag; returns its previous value (E0004).
+
+        Test and set in one step, so two deliveries crossing the warning threshold at
+        the same time send one warning between them.  Raises ``UnknownUser``.
+        """
+
+    async def expire(
+        self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
+    ) -> int:
+        """Remove, in one transaction, the messages retention no longer keeps (E0005).
+
+        Those first retrieved before ``retrieved_before`` and those never retrieved and
+        received before ``unretrieved_before``; None keeps that kind.  Returns how many
+        were removed.  Raises ``UnknownUser``.
+        """
 
     # -- exclusive lock (lock_mailbox = true) ---------------------------------
 

@@ -51,6 +51,8 @@ class _Mailbox:
     verifiers: dict[str, str]
     quota: int | None
     next_uid: int = 1
+    quota_warned: bool = False
+    import_keys: set[str] = field(default_factory=set)
     # Uids are handed out in increasing order and appended, so insertion order is uid
     # order: snapshot() needs no sort.
     messages: dict[int, _Stored] = field(default_factory=dict)
@@ -132,6 +134,9 @@ class MemoryStore:
                     RefusalReason.OVER_QUOTA,
                     f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
                 )
+        return self._store(mailbox, message)
+
+    def _store(self, mailbox: _Mailbox, message: NewMessage) -> MessageInfo:
         uid = mailbox.next_uid
         mailbox.next_uid += 1
         received_at = message.received_at
@@ -142,8 +147,43 @@ class MemoryStore:
             received_at=self._clock() if received_at is None else received_at,
             legacy_uidl=message.legacy_uidl,
         )
-        mailbox.messages[uid] = _Stored(info=info, wire=message.wire)
+        mailbox.messages[uid] = _Stored(
+            info=info, wire=message.wire, retrieved_at=message.retrieved_at
+        )
         return info
+
+    async def import_messages(
+        self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
+    ) -> Sequence[MessageInfo]:
+        mailbox = self._mailbox(name)
+        mailbox.next_uid = max(mailbox.next_uid, uids_above + 1)
+        stored = []
+        for message in messages:
+            key = message.import_key
+            if key is not None:
+                if key in mailbox.import_keys:
+                    continue
+                mailbox.import_keys.add(key)
+            stored.append(self._store(mailbox, message))
+        return stored
+
+    async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
+        mailbox = self._mailbox(name)
+        previous, mailbox.quota_warned = mailbox.quota_warned, warned
+        return previous
+
+    async def expire(
+        self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
+    ) -> int:
+        messages = self._mailbox(name).messages
+        due = [
+            uid
+            for uid, stored in messages.items()
+            if _due(stored, retrieved_before, unretrieved_before)
+        ]
+        for uid in due:
+            del messages[uid]
+        return len(due)
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
         messages = self._mailbox(name).messages
@@ -193,6 +233,12 @@ class MemoryStore:
         if mailbox is None:
             raise UnknownUser(f"no such user {name!r}")
         return mailbox
+
+
+def _due(stored: _Stored, retrieved_before: float | None, unretrieved_before: float | None) -> bool:
+    if stored.retrieved_at is not None:
+        return retrieved_before is not None and stored.retrieved_at < retrieved_before
+    return unretrieved_before is not None and stored.info.received_at < unretrieved_before
 
 
 def _record(name: str, mailbox: _Mailbox) -> UserRecord:

@@ -200,6 +200,19 @@ class SqliteStore:
     async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
         await self._write(ops.mark_retrieved, name, sorted(set(uids)), at)
 
+    async def import_messages(
+        self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
+    ) -> Sequence[MessageInfo]:
+        return await self._write(ops.import_messages, name, messages, uids_above, self._clock)
+
+    async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
+        return await self._write(ops.set_quota_warned, name, warned)
+
+    async def expire(
+        self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
+    ) -> int:
+        return await self._write(ops.expire, name, retrieved_before, unretrieved_before)
+
     # -- exclusive lock ------------------------------------------------------
 
     async def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> None:

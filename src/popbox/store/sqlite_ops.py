@@ -27,7 +27,7 @@ from popbox.store.base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from popbox.store.base import NewMessage
 
@@ -37,9 +37,12 @@ __all__ = [
     "apply_migrations",
     "delete",
     "deliver",
+    "expire",
     "fetch",
+    "import_messages",
     "mark_retrieved",
     "require_change",
+    "set_quota_warned",
     "snapshot",
     "usage",
     "user_record",
@@ -168,27 +171,99 @@ def deliver(
         # Inside the same write transaction as the insert, so two deliveries can never
         # read the same counter value, and a refused one leaves it untouched.
         conn.execute("UPDATE users SET next_uid = next_uid + 1 WHERE id = ?", (user_id,))
-        info = MessageInfo(
+        [info] = _insert(conn, user_id, uid, [message], clock)
+    return info
+
+
+def import_messages(
+    conn: sqlite3.Connection,
+    name: str,
+    messages: Sequence[NewMessage],
+    uids_above: int,
+    clock: Callable[[], float],
+) -> list[MessageInfo]:
+    with _transaction(conn):
+        row = conn.execute("SELECT id, next_uid FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownUser(f"no such user {name!r}")
+        user_id, next_uid = row
+        fresh = []
+        for message in messages:
+            if message.import_key is not None:
+                cursor = conn.execute(
+                    "INSERT INTO import_keys (user_id, key) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (user_id, message.import_key),
+                )
+                if cursor.rowcount == 0:
+                    continue  # committed by an earlier run of the same import
+            fresh.append(message)
+        first = max(next_uid, uids_above + 1)
+        conn.execute("UPDATE users SET next_uid = ? WHERE id = ?", (first + len(fresh), user_id))
+        return _insert(conn, user_id, first, fresh, clock)
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    user_id: int,
+    first_uid: int,
+    messages: Sequence[NewMessage],
+    clock: Callable[[], float],
+) -> list[MessageInfo]:
+    infos = [
+        MessageInfo(
             uid=uid,
             size=message.size,
             stored_size=len(message.wire),
             received_at=clock() if message.received_at is None else message.received_at,
             legacy_uidl=message.legacy_uidl,
         )
-        conn.execute(
-            "INSERT INTO messages (user_id, uid, size, stored_size, received_at, legacy_uidl,"
-            " wire) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        for uid, message in enumerate(messages, first_uid)
+    ]
+    conn.executemany(
+        "INSERT INTO messages (user_id, uid, size, stored_size, received_at, retrieved_at,"
+        " legacy_uidl, wire) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
             (
                 user_id,
-                uid,
+                info.uid,
                 info.size,
                 info.stored_size,
                 info.received_at,
+                message.retrieved_at,
                 info.legacy_uidl,
                 message.wire,
-            ),
+            )
+            for info, message in zip(infos, messages, strict=True)
+        ],
+    )
+    return infos
+
+
+def set_quota_warned(conn: sqlite3.Connection, name: str, warned: bool) -> bool:  # noqa: FBT001
+    with _transaction(conn):
+        row = conn.execute("SELECT id, quota_warned FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownUser(f"no such user {name!r}")
+        conn.execute("UPDATE users SET quota_warned = ? WHERE id = ?", (int(warned), row[0]))
+        return bool(row[1])
+
+
+def expire(
+    conn: sqlite3.Connection,
+    name: str,
+    retrieved_before: float | None,
+    unretrieved_before: float | None,
+) -> int:
+    with _transaction(conn):
+        user_id = _user_id(conn, name)
+        # A comparison with NULL is never true, so a None cut-off keeps that kind.
+        cursor = conn.execute(
+            "DELETE FROM messages WHERE user_id = ? AND ("
+            " (retrieved_at IS NOT NULL AND retrieved_at < ?)"
+            " OR (retrieved_at IS NULL AND received_at < ?))",
+            (user_id, retrieved_before, unretrieved_before),
         )
-    return info
+        return max(cursor.rowcount, 0)
 
 
 def delete(conn: sqlite3.Connection, name: str, uids: list[int]) -> int:
