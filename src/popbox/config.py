@@ -9,6 +9,7 @@ section 2); any key set explicitly in the file still wins over the profile.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import tomllib
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from popbox.auth.registry import DEFAULT_MECHANISMS, MECHANISMS, OAUTH_MECHANISMS
+from popbox.auth.registry import DEFAULT_MECHANISMS, GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 
 __all__ = [
     "COMPAT_PROFILES",
@@ -126,6 +127,16 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
 
+    # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
+    ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
+    ntlm_domain: str = "POPBOX"  # NetBIOS domain name the CHALLENGE announces
+    ntlm_server_name: str = ""  # DNS name the CHALLENGE announces; empty: this host's name
+    # GSSAPI (RFC 4752): Kerberos V5 with a service keytab.
+    gssapi_keytab: str = ""  # empty: $KRB5_KTNAME, else the system keytab
+    gssapi_service_name: str = ""  # "pop@mail.example.com"; empty: pop@<this host's name>
+    gssapi_replay_cache: str = ""  # MIT rcache name; empty: "file2:<data_dir>/krb5.rcache"
+    gssapi_strip_realm: bool = True  # alice@REALM logs in as alice (REALM: the service's)
+    gssapi_principal_map: tuple[str, ...] = ()  # "principal=mailbox" pairs, looked up first
 
 # The documented variances each profile changes together (DESIGN.md section 2).
 COMPAT_PROFILES: dict[str, dict[str, Any]] = {
@@ -388,3 +399,20 @@ def _check_oauth(auth: AuthConfig) -> None:
             raise ConfigError("auth.oauth_algorithms: name at least one algorithm")
     if "://" in auth.oauth_jwks and not auth.oauth_jwks.startswith("https://"):
         raise ConfigError("auth.oauth_jwks: a URL must use https://")
+    _check_kerberos(auth)
+
+
+def _check_kerberos(auth: AuthConfig) -> None:
+    for entry in auth.gssapi_principal_map:
+        principal, _, mailbox = entry.partition("=")
+        if not principal.strip() or not mailbox.strip():
+            raise ConfigError(
+                f"auth.gssapi_principal_map: {entry!r} is not of the form 'principal=mailbox'"
+            )
+    service, _, host = auth.gssapi_service_name.partition("@")
+    if auth.gssapi_service_name and (not service or not host):
+        raise ConfigError("auth.gssapi_service_name: must be of the form service@host")
+    if GSSAPI in auth.mechanisms and importlib.util.find_spec("gssapi") is None:
+        raise ConfigError(
+            "auth.mechanisms: GSSAPI needs the gssapi package (pip install 'popbox[kerberos]')"
+        )

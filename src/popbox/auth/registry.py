@@ -26,6 +26,8 @@ XOAUTH2: Final = "XOAUTH2"
 
 # Every name ``build_registry`` can build; ``auth.mechanisms`` picks from these.
 MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256, OAUTHBEARER, XOAUTH2)
+NTLM: Final = "NTLM"
+GSSAPI: Final = "GSSAPI"
 # Offered when the configuration says nothing: the ones that need no further settings.
 DEFAULT_MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256)
 # Mechanisms whose exchange carries the password (or a bearer token) itself: they follow
