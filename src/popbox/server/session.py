@@ -65,6 +65,9 @@ class Pop3Protocol(asyncio.Protocol):
         self._can_write.set()
         self._lost = False
         self._dropping_plaintext = False
+        # Decrypted bytes that arrive before ``start_tls`` returns: held back until the
+        # connection has heard ``tls_established``, which forgets what came before it.
+        self._tls_early: bytearray | None = None
         self._shutting_down = False
         self._unanswered = 0
         self._mechanism: Mechanism | None = None
@@ -139,6 +142,9 @@ class Pop3Protocol(asyncio.Protocol):
         deadline = self._deadline()
         lines_seen = conn.lines_received
         while True:
+            # Cleared before the buffer is read, not when waiting: bytes that arrive while
+            # _flush waits for a slow reader must still wake the wait that follows.
+            self._data_ready.clear()
             event = conn.next_event()
             await self._flush()
             if conn.lines_received != lines_seen:  # V0002: any command resets the timer
@@ -161,7 +167,8 @@ class Pop3Protocol(asyncio.Protocol):
         self._unanswered = 0
         if self._transport is not None and not self._lost:
             self._transport.resume_reading()
-        self._data_ready.clear()
+        if self._data_ready.is_set():
+            return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
@@ -266,6 +273,7 @@ class Pop3Protocol(asyncio.Protocol):
             self._lost = True
             return
         context: ssl.SSLContext = tls.context
+        self._tls_early = bytearray()
         try:
             new_transport = await asyncio.get_running_loop().start_tls(
                 transport, _TlsSide(self), context, server_side=True, ssl_handshake_timeout=30
@@ -280,6 +288,15 @@ class Pop3Protocol(asyncio.Protocol):
             return
         self._transport = new_transport
         self._conn.tls_established()
+        early, self._tls_early = self._tls_early, None
+        if early:
+            self._feed(bytes(early))
+
+    def _tls_data_received(self, data: bytes) -> None:
+        if self._tls_early is not None:
+            self._tls_early += data  # the handshake just finished; see _start_tls
+        else:
+            self._feed(data)
 
     async def _retrieve(self, event: Retrieve) -> None:
         user = self._conn.user
@@ -346,14 +363,15 @@ class _TlsSide(asyncio.Protocol):
 
     Decrypted bytes come through here, so they are never mistaken for the plaintext the
     session drops; bytes the client sends right after its handshake (curl sends CAPA at
-    once) can arrive before ``start_tls`` returns, and must be kept.
+    once) can arrive before ``start_tls`` returns, and must be kept: the session holds
+    them until the connection knows TLS is up.
     """
 
     def __init__(self, session: Pop3Protocol) -> None:
         self._session = session
 
     def data_received(self, data: bytes) -> None:
-        self._session._feed(data)  # noqa: SLF001 - the session's own other half
+        self._session._tls_data_received(data)  # noqa: SLF001 - the session's own other half
 
     def eof_received(self) -> bool:
         return self._session.eof_received()
