@@ -14,13 +14,22 @@ Unknown users (V0008, V0009): the session looks the user up and passes `None` as
 stored hash when there is none. We then verify against a dummy hash with the same
 parameters (one that no password matches) and return False, so an unknown user costs
 the same time as a wrong password and PASS timing does not reveal which users exist.
+
+SCRAM-SHA-256 (RFC 5802/7677) cannot use the argon2id hash: the client proves knowledge
+of ``PBKDF2-HMAC-SHA-256(SASLprep(password), salt, i)``, so the server keeps that
+derivation's StoredKey and ServerKey in RFC 5803 form (``SCRAM-SHA-256$i:salt$Stored:Server``),
+made here at password-set time; the password itself is never stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Final
 
@@ -28,18 +37,29 @@ import argon2
 import argon2.low_level
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from popbox.auth.registry import SCRAM_SHA_256 as SCRAM_MECHANISM
+from popbox.auth.saslprep import saslprep
+from popbox.config import AuthConfig
+
 __all__ = [
     "ARGON2ID",
     "DEFAULT_PARAMS",
+    "SCRAM_SHA256",
     "Argon2Params",
+    "ScramVerifier",
     "hash_password",
     "needs_rehash",
+    "parse_scram_verifier",
+    "scram_verifier",
     "verifiers_for",
     "verify_password",
 ]
 
 # Key of the argon2id PHC string in the verifier map a user record stores.
 ARGON2ID: Final = "argon2id"
+# Key of the RFC 5803 SCRAM-SHA-256 verifier.
+SCRAM_SHA256: Final = "scram-sha-256"
+SCRAM_SALT_LEN: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +126,71 @@ def needs_rehash(phc: str, params: Argon2Params = DEFAULT_PARAMS) -> bool:
         return True
 
 
-def verifiers_for(password: str, params: Argon2Params = DEFAULT_PARAMS) -> dict[str, str]:
+def verifiers_for(
+    password: str, params: Argon2Params = DEFAULT_PARAMS, *, auth: AuthConfig | None = None
+) -> dict[str, str]:
     """Return every stored verifier derived from `password`, keyed by scheme.
 
     `popbox user add` and `user passwd` store this map, so each SASL mechanism finds
-    the verifier it needs without the plaintext ever being stored.
+    the verifier it needs without the plaintext ever being stored.  Verifiers weaker
+    than argon2id (SCRAM's PBKDF2) are only made for mechanisms ``auth`` offers; with
+    no ``auth`` the default mechanisms count.
     """
-    return {ARGON2ID: hash_password(password, params)}
+    auth = AuthConfig() if auth is None else auth
+    verifiers = {ARGON2ID: hash_password(password, params)}
+    if SCRAM_MECHANISM in auth.mechanisms:
+        with contextlib.suppress(ValueError):  # not SASLprep-able: SCRAM cannot be used
+            verifiers[SCRAM_SHA256] = scram_verifier(password, auth.scram_iterations)
+    return verifiers
+
+
+@dataclass(frozen=True, slots=True)
+class ScramVerifier:
+    """What the server keeps for SCRAM-SHA-256 (RFC 5802 s3): no password equivalent."""
+
+    iterations: int
+    salt: bytes
+    stored_key: bytes  # H(ClientKey)
+    server_key: bytes  # HMAC(SaltedPassword, "Server Key")
+
+    def __str__(self) -> str:
+        """RFC 5803 s3: ``SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>``."""
+        b64 = _b64std
+        return (
+            f"SCRAM-SHA-256${self.iterations}:{b64(self.salt)}"
+            f"${b64(self.stored_key)}:{b64(self.server_key)}"
+        )
+
+
+def scram_verifier(password: str, iterations: int, salt: bytes | None = None) -> str:
+    """The RFC 5803 SCRAM-SHA-256 verifier of `password` (SASLprep'd) with a fresh salt.
+
+    Raises ValueError when SASLprep prohibits a character of the password.  Blocking:
+    PBKDF2 with `iterations` rounds.
+    """
+    salt = secrets.token_bytes(SCRAM_SALT_LEN) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    return str(ScramVerifier(iterations, salt, stored_key, server_key))
+
+
+def parse_scram_verifier(text: str) -> ScramVerifier | None:
+    """Read an RFC 5803 SCRAM-SHA-256 verifier; None when it is not one."""
+    scheme, _, rest = text.partition("$")
+    params, _, keys = rest.partition("$")
+    iterations, _, salt = params.partition(":")
+    stored, _, server = keys.partition(":")
+    if scheme != "SCRAM-SHA-256" or not iterations.isdigit():
+        return None
+    try:
+        decoded = [base64.b64decode(part, validate=True) for part in (salt, stored, server)]
+    except (binascii.Error, ValueError):
+        return None
+    if not decoded[0] or any(len(key) != hashlib.sha256().digest_size for key in decoded[1:]):
+        return None
+    return ScramVerifier(int(iterations), *decoded)
 
 
 def _verify_blocking(phc: str | None, password: str, params: Argon2Params) -> bool:
@@ -160,3 +238,8 @@ def _dummy_hash(params: Argon2Params) -> str:
 def _b64(data: bytes) -> str:
     # PHC strings use standard base64 without padding.
     return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64std(data: bytes) -> str:
+    # RFC 5803 uses standard base64 with padding.
+    return base64.b64encode(data).decode("ascii")

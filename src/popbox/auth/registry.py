@@ -8,12 +8,15 @@ This module is the one place that spells the mechanism names: ``config.py`` vali
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from popbox.auth.base import AuthContext, Mechanism
+    from popbox.auth.passwords import Argon2Params
     from popbox.config import Config
 
 __all__ = ["DEFAULT_MECHANISMS", "MECHANISMS", "Registry", "build_registry"]
@@ -23,11 +26,11 @@ LOGIN: Final = "LOGIN"
 SCRAM_SHA_256: Final = "SCRAM-SHA-256"
 OAUTHBEARER: Final = "OAUTHBEARER"
 XOAUTH2: Final = "XOAUTH2"
-
-# Every name ``build_registry`` can build; ``auth.mechanisms`` picks from these.
-MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256, OAUTHBEARER, XOAUTH2)
 NTLM: Final = "NTLM"
 GSSAPI: Final = "GSSAPI"
+
+# Every name ``build_registry`` can build; ``auth.mechanisms`` picks from these.
+MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256, OAUTHBEARER, XOAUTH2, NTLM, GSSAPI)
 # Offered when the configuration says nothing: the ones that need no further settings.
 DEFAULT_MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256)
 # Mechanisms whose exchange carries the password (or a bearer token) itself: they follow
@@ -55,6 +58,75 @@ class Registry:
         return self._factories[name](context)
 
 
-def build_registry(config: Config) -> Registry:  # noqa: ARG001 - mechanisms will read their settings
-    """The mechanisms this server offers.  USER/PASS is not SASL and is always there."""
-    return Registry([])
+def build_registry(config: Config, *, password_params: Argon2Params | None = None) -> Registry:
+    """The mechanisms ``auth.mechanisms`` names, in that order.  USER/PASS is not SASL.
+
+    Objects every session shares (the JWKS cache, the SCRAM secret) are made here, once.
+    """
+    factories = _factories(config, password_params)
+    return Registry([(name, *factories[name]()) for name in config.auth.mechanisms])
+
+
+_Factory = Callable[["AuthContext"], "Mechanism"]
+
+
+def _factories(
+    config: Config, password_params: Argon2Params | None
+) -> dict[str, Callable[[], tuple[bool, _Factory]]]:
+    """Name → a thunk that builds the mechanism's shared state and its factory.
+
+    Imports are local: the mechanism modules import this one (for the names) and the
+    configuration, which imports this one too.
+    """
+    from popbox.auth import oauth, plain, scram  # noqa: PLC0415 - see docstring
+    from popbox.auth.jwks import JwksCache  # noqa: PLC0415 - see docstring
+    from popbox.auth.login import LoginMechanism  # noqa: PLC0415 - see docstring
+
+    auth = config.auth
+    passwords = plain.PasswordSettings(
+        admins=frozenset(auth.admins),
+        **({"params": password_params} if password_params is not None else {}),
+    )
+
+    def scram_factory() -> tuple[bool, _Factory]:
+        path = Path(auth.secret_file) if auth.secret_file else config.data_dir / "auth-secret"
+        settings = scram.ScramSettings(
+            scram.load_or_create_secret(path), auth.scram_iterations, frozenset(auth.admins)
+        )
+        return False, lambda context: scram.ScramMechanism(context, settings)
+
+    def bearer(kind: type[oauth.OAuthBearerMechanism | oauth.XOAuth2Mechanism]) -> _Thunk:
+        def build() -> tuple[bool, _Factory]:
+            checker = shared_checker()
+            return True, lambda context: kind(context, checker)
+
+        return build
+
+    checkers: list[oauth.TokenChecker] = []
+
+    def shared_checker() -> oauth.TokenChecker:
+        if not checkers:  # OAUTHBEARER and XOAUTH2 share one JWKS cache
+            jwks = JwksCache(
+                auth.oauth_jwks, ttl=auth.oauth_jwks_ttl, ca_file=auth.oauth_jwks_ca_file
+            )
+            settings = oauth.OAuthSettings(
+                issuer=auth.oauth_issuer,
+                audience=auth.oauth_audience,
+                algorithms=auth.oauth_algorithms,
+                user_claims=auth.oauth_user_claims,
+                strip_domain=auth.oauth_strip_domain,
+                leeway=auth.oauth_leeway,
+            )
+            checkers.append(oauth.TokenChecker(settings, jwks))
+        return checkers[0]
+
+    return {
+        PLAIN: lambda: (True, lambda context: plain.PlainMechanism(context, passwords)),
+        LOGIN: lambda: (True, lambda context: LoginMechanism(context, passwords)),
+        SCRAM_SHA_256: scram_factory,
+        OAUTHBEARER: bearer(oauth.OAuthBearerMechanism),
+        XOAUTH2: bearer(oauth.XOAuth2Mechanism),
+    }
+
+
+_Thunk = Callable[[], tuple[bool, _Factory]]

@@ -1,0 +1,144 @@
+"""Brute-force protection: a growing failure delay and a lockout, per source IP and per user.
+
+Theory of operation: the guard remembers, for each source IP and each claimed user name
+(whether or not it exists, so that the answers do not tell), a failure score that decays
+exponentially with ``auth.failure_half_life``.  Each failed login adds one to both scores
+and is answered after ``pop3.auth_failure_delay * 2 ** (score - 1)`` seconds (the larger
+score of the two), capped at ``auth.failure_delay_max``: an online guesser slows down
+quickly while a user who mistypes once waits a second.  A score that reaches its lockout
+threshold locks that IP or name for ``auth.lockout_duration`` seconds; meanwhile every
+login is refused with ``[LOGIN-DELAY]`` before any password is checked, even a correct
+one, so guessing during a lockout learns nothing.  A successful login clears the user's
+score (not the IP's: one known account must not launder an IP's guesses).
+
+Memory is bounded: at most ``auth.max_tracked`` keys are kept, and the least recently
+touched are forgotten first.  The guard lives in one process; several worker processes
+each keep their own (documented in the README).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from popbox.config import Config
+
+__all__ = ["GuardSettings", "LoginGuard"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    base_delay: float = 1.0  # pop3.auth_failure_delay
+    max_delay: float = 15.0
+    half_life: float = 300.0
+    ip_lockout: int = 10  # 0: never
+    user_lockout: int = 10  # 0: never
+    lockout_duration: float = 300.0
+    max_tracked: int = 100_000
+
+    @classmethod
+    def from_config(cls, config: Config) -> GuardSettings:
+        auth = config.auth
+        return cls(
+            base_delay=config.pop3.auth_failure_delay,
+            max_delay=auth.failure_delay_max,
+            half_life=auth.failure_half_life,
+            ip_lockout=auth.ip_lockout_failures,
+            user_lockout=auth.user_lockout_failures,
+            lockout_duration=auth.lockout_duration,
+            max_tracked=auth.max_tracked,
+        )
+
+
+@dataclass(slots=True)
+class _Score:
+    value: float
+    at: float  # when ``value`` was last brought up to date
+    locked_until: float = 0.0
+
+
+class LoginGuard:
+    """Failure scores and lockouts of one server process."""
+
+    def __init__(
+        self,
+        settings: GuardSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or GuardSettings()
+        self._clock = clock
+        self._scores: OrderedDict[str, _Score] = OrderedDict()
+
+    def locked_for(self, ip: str, user: str | None) -> float:
+        """Seconds until neither ``ip`` nor ``user`` is locked out; 0 when neither is."""
+        now = self._clock()
+        remaining = 0.0
+        for key in _keys(ip, user):
+            score = self._scores.get(key)
+            if score is not None:
+                remaining = max(remaining, score.locked_until - now)
+        return remaining
+
+    def failed(self, ip: str, user: str | None) -> float:
+        """Record one failed login; returns the seconds to wait before answering it."""
+        now = self._clock()
+        worst = 0.0
+        for key in _keys(ip, user):
+            score = self._touch(key, now)
+            score.value += 1
+            threshold = self.settings.user_lockout if key[0] == "u" else self.settings.ip_lockout
+            if threshold and score.value >= threshold:
+                score.locked_until = now + self.settings.lockout_duration
+            worst = max(worst, score.value)
+        self._forget_oldest()
+        return self.delay_for(worst)
+
+    def succeeded(self, user: str) -> None:
+        """A login succeeded: the user's own failures are forgiven."""
+        self._scores.pop(_user_key(user), None)
+
+    def delay_for(self, score: float) -> float:
+        """The answer delay after a failure that brought a score to ``score`` (>= 1)."""
+        base, cap = self.settings.base_delay, self.settings.max_delay
+        if base <= 0 or cap <= base:
+            return min(base, cap) if base > 0 else 0.0
+        # Compare exponents, not values: 2 ** score overflows a float for huge scores.
+        exponent = max(0.0, score - 1)
+        if exponent >= math.log2(cap / base):
+            return cap
+        return base * 2**exponent
+
+    def tracked(self) -> int:
+        """How many IPs and names are remembered (for tests and metrics)."""
+        return len(self._scores)
+
+    def _touch(self, key: str, now: float) -> _Score:
+        score = self._scores.get(key)
+        if score is None:
+            score = self._scores[key] = _Score(0.0, now)
+        else:
+            elapsed = max(0.0, now - score.at)
+            score.value *= 0.5 ** (elapsed / self.settings.half_life)
+            score.at = now
+            self._scores.move_to_end(key)
+        return score
+
+    def _forget_oldest(self) -> None:
+        while len(self._scores) > self.settings.max_tracked:
+            self._scores.popitem(last=False)
+
+
+def _user_key(user: str) -> str:
+    return "u:" + user
+
+
+def _keys(ip: str, user: str | None) -> tuple[str, ...]:
+    # "i:" and "u:" prefixes keep an IP and a user named like it apart.
+    return ("i:" + ip,) if user is None else ("i:" + ip, _user_key(user))
