@@ -73,8 +73,13 @@ async def serve(
     *,
     store: MailStore | None = None,
     announce: Callable[[str], None] | None = None,
+    ready: Callable[[list[Listening]], None] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then drain and return."""
+    """Run until SIGTERM/SIGINT, then drain and return.
+
+    ``ready`` is called once every listener accepts, with the real addresses (port 0 in
+    the configuration is an ephemeral port by then).
+    """
     context = await build_context(config, store=store)
     say = announce or _print_flush
     stop = asyncio.Event()
@@ -86,6 +91,8 @@ async def serve(
         servers, listening = await start_servers(context)
         for kind, host, port in listening:
             say(f"listening {kind} {host}:{port}")
+        if ready is not None:
+            ready(listening)
         context.log.info("ready", listeners=len(listening))
         await stop.wait()
         context.log.info("stopping", sessions=len(context.sessions))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from popbox.config import Config
+    from popbox.server.listener import Listening
 
 __all__ = ["DEMO_PASSWORD", "DEMO_USER", "run"]
 
@@ -51,8 +52,11 @@ def run(directory: Path) -> int:
         config_path.write_text(CONFIG_TEXT, encoding="utf-8")
     config = load(config_path, required=True)
     asyncio.run(_provision(config))
-    print(_instructions(config_path), flush=True)
-    asyncio.run(app.serve(config))
+
+    def ready(listening: list[Listening]) -> None:
+        print(_instructions(config_path, listening), flush=True)
+
+    asyncio.run(app.serve(config, ready=ready))
     return 0
 
 
@@ -74,16 +78,26 @@ async def _provision(config: Config) -> None:
         await store.close()
 
 
-def _instructions(config_path: Path) -> str:
-    return f"""\
-popbox demo: user "{DEMO_USER}", password "{DEMO_PASSWORD}", configuration {config_path}
-
-  List the mailbox over STLS on the plain port (self-signed certificate, hence -k):
-    curl -k --ssl-reqd pop3://127.0.0.1:1110/ -u {DEMO_USER}:{DEMO_PASSWORD}
-  Read message 1 over implicit TLS:
-    curl -k pop3s://127.0.0.1:1995/1 -u {DEMO_USER}:{DEMO_PASSWORD}
-  Talk POP3 by hand:
-    openssl s_client -quiet -starttls pop3 -connect 127.0.0.1:1110
-
-Press Ctrl-C to stop.
-"""
+def _instructions(config_path: Path, listening: list[Listening]) -> str:
+    """How to connect, with the addresses the server really listens on (port 0 works)."""
+    first = {kind: f"{host}:{port}" for kind, host, port in reversed(listening)}
+    lines = [
+        f'popbox demo: user "{DEMO_USER}", password "{DEMO_PASSWORD}", configuration {config_path}',
+        "",
+    ]
+    if plain := first.get("pop3"):
+        lines += [
+            "  List the mailbox over STLS on the plain port (self-signed certificate, hence -k):",
+            f"    curl -k --ssl-reqd pop3://{plain}/ -u {DEMO_USER}:{DEMO_PASSWORD}",
+        ]
+    if implicit := first.get("pop3s"):
+        lines += [
+            "  Read message 1 over implicit TLS:",
+            f"    curl -k pop3s://{implicit}/1 -u {DEMO_USER}:{DEMO_PASSWORD}",
+        ]
+    if plain:
+        lines += [
+            "  Talk POP3 by hand:",
+            f"    openssl s_client -quiet -starttls pop3 -connect {plain}",
+        ]
+    return "\n".join([*lines, "", "Press Ctrl-C to stop."]) + "\n"
