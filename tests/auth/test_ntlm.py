@@ -23,6 +23,9 @@ from ntlm_client import (
 from popbox.auth.base import AuthContext, Challenge, Failure, Success
 from popbox.auth.ntlm import NtlmMechanism, NtlmSettings, target_names
 from popbox.auth.ntlm_messages import AV_FLAG_MIC_PRESENT, AvId, Flag, parse_av_pairs
+from popbox.auth.passwords import NT, Argon2Params, verifiers_for
+from popbox.auth.passwords import nt_hash as passwords_nt_hash
+from popbox.config import AuthConfig
 from popbox.store.memory import MemoryStore
 
 PASSWORD = "alice secret"
@@ -244,3 +247,12 @@ async def test_arbitrary_authenticate_bytes_only_ever_fail(data, prefix):
     await challenge_for(mech)
     message = (b"NTLMSSP\0\x03\0\0\0" + data) if prefix else data
     assert isinstance(await mech.step(message), Failure)
+
+
+def test_nt_hash_is_stored_only_while_ntlm_is_offered():
+    """The NT hash is password-equivalent for NTLM: made only when NTLM is offered."""
+    cheap = Argon2Params(time_cost=1, memory_cost_kib=8 * 1024)
+    with_ntlm = verifiers_for(PASSWORD, cheap, auth=AuthConfig(mechanisms=("NTLM",)))
+    assert with_ntlm[NT] == nt_hash(PASSWORD).hex() == passwords_nt_hash(PASSWORD)
+    without = verifiers_for(PASSWORD, cheap, auth=AuthConfig(mechanisms=("PLAIN",)))
+    assert NT not in without

@@ -53,8 +53,7 @@ from popbox.auth.ntlm_messages import (
     parse_av_pairs,
     parse_negotiate,
 )
-
-NT = "nt"  # TEMP until passwords.NT lands
+from popbox.auth.passwords import NT
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -36,7 +36,9 @@ from typing import Final
 import argon2
 import argon2.low_level
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from Crypto.Hash import MD4
 
+from popbox.auth.registry import NTLM as NTLM_MECHANISM
 from popbox.auth.registry import SCRAM_SHA_256 as SCRAM_MECHANISM
 from popbox.auth.saslprep import saslprep
 from popbox.config import AuthConfig
@@ -44,11 +46,13 @@ from popbox.config import AuthConfig
 __all__ = [
     "ARGON2ID",
     "DEFAULT_PARAMS",
+    "NT",
     "SCRAM_SHA256",
     "Argon2Params",
     "ScramVerifier",
     "hash_password",
     "needs_rehash",
+    "nt_hash",
     "parse_scram_verifier",
     "scram_verifier",
     "verifiers_for",
@@ -60,6 +64,9 @@ ARGON2ID: Final = "argon2id"
 # Key of the RFC 5803 SCRAM-SHA-256 verifier.
 SCRAM_SHA256: Final = "scram-sha-256"
 SCRAM_SALT_LEN: Final = 16
+# Key of the NT hash NTLM checks responses against (MD4 of the UTF-16LE password, in hex).
+# Unsalted and password-equivalent for NTLM, so it is only made while NTLM is offered.
+NT: Final = "nt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +148,14 @@ def verifiers_for(
     if SCRAM_MECHANISM in auth.mechanisms:
         with contextlib.suppress(ValueError):  # not SASLprep-able: SCRAM cannot be used
             verifiers[SCRAM_SHA256] = scram_verifier(password, auth.scram_iterations)
+    if NTLM_MECHANISM in auth.mechanisms:
+        verifiers[NT] = nt_hash(password)
     return verifiers
+
+
+def nt_hash(password: str) -> str:
+    """NTOWFv1 ([MS-NLMP] 3.3.1): MD4 of the UTF-16LE password, as hex."""
+    return MD4.new(password.encode("utf-16-le", "surrogatepass")).hexdigest()  # noqa: S303
 
 
 @dataclass(frozen=True, slots=True)

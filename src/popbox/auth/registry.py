@@ -78,7 +78,7 @@ def _factories(
     Imports are local: the mechanism modules import this one (for the names) and the
     configuration, which imports this one too.
     """
-    from popbox.auth import oauth, plain, scram  # noqa: PLC0415 - see docstring
+    from popbox.auth import ntlm, oauth, plain, scram  # noqa: PLC0415 - see docstring
     from popbox.auth.jwks import JwksCache  # noqa: PLC0415 - see docstring
     from popbox.auth.login import LoginMechanism  # noqa: PLC0415 - see docstring
 
@@ -120,12 +120,26 @@ def _factories(
             checkers.append(oauth.TokenChecker(settings, jwks))
         return checkers[0]
 
+    def ntlm_factory() -> tuple[bool, _Factory]:
+        names = ntlm.target_names(auth.ntlm_domain, auth.ntlm_server_name)
+        settings = ntlm.NtlmSettings(names, allow_v1=auth.ntlm_allow_v1)
+        return False, lambda context: ntlm.NtlmMechanism(context, settings)
+
+    def gssapi_factory() -> tuple[bool, _Factory]:
+        # python-gssapi is an optional extra: imported only when GSSAPI is offered.
+        from popbox.auth import gssapi  # noqa: PLC0415
+
+        settings = gssapi.gssapi_settings(auth, config.data_dir)
+        return False, lambda context: gssapi.GssapiMechanism(context, settings)
+
     return {
         PLAIN: lambda: (True, lambda context: plain.PlainMechanism(context, passwords)),
         LOGIN: lambda: (True, lambda context: LoginMechanism(context, passwords)),
         SCRAM_SHA_256: scram_factory,
         OAUTHBEARER: bearer(oauth.OAuthBearerMechanism),
         XOAUTH2: bearer(oauth.XOAuth2Mechanism),
+        NTLM: ntlm_factory,
+        GSSAPI: gssapi_factory,
     }
 
 
