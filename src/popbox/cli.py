@@ -140,7 +140,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    verifiers = verifiers_for(_read_password(args))
+    verifiers = verifiers_for(_read_password(args), auth=_config(args).auth)
 
     async def work(store: MailStore) -> int:
         try:
@@ -155,7 +155,7 @@ def _user_add(args: argparse.Namespace) -> int:
 
 
 def _user_passwd(args: argparse.Namespace) -> int:
-    verifiers = verifiers_for(_read_password(args))
+    verifiers = verifiers_for(_read_password(args), auth=_config(args).auth)
 
     async def work(store: MailStore) -> int:
         await store.set_verifiers(args.name, verifiers)
