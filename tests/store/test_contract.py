@@ -1,13 +1,13 @@
 """One contract suite for every MailStore backend.
 
-Each test runs against the in-memory store and SQLite, and against PostgreSQL once a
-``popbox.store.postgres`` module exists and ``PG_DSN`` points at a test database.
+Each test runs against the in-memory store and SQLite, and against PostgreSQL in a
+throwaway database from the ``pg_dsn`` fixture (tests/store/conftest.py: ``PG_DSN``, or
+a local server; skipped only when neither is there).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from typing import TYPE_CHECKING
 
@@ -43,12 +43,11 @@ class FakeClock:
         return self.now
 
 
-def _factory(backend: str, data_dir: Path, clock: FakeClock) -> Callable[[], MailStore]:
+def _factory(
+    backend: str, data_dir: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> Callable[[], MailStore]:
     if backend == "postgres":
-        dsn = os.environ.get("PG_DSN", "")
-        if not dsn:
-            pytest.skip("PG_DSN is not set")
-        pytest.importorskip("popbox.store.postgres")
+        dsn = str(request.getfixturevalue("pg_dsn"))
         return lambda: open_store("postgresql", data_dir=data_dir, dsn=dsn, clock=clock)
     return lambda: open_store(backend, data_dir=data_dir, dsn="", clock=clock)
 
@@ -64,8 +63,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(backend: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[MailStore]:
-    opened = _factory(backend, tmp_path, clock)()
+async def store(
+    backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[MailStore]:
+    opened = _factory(backend, tmp_path, clock, request)()
     await opened.open()
     # A shared PostgreSQL database may hold a previous run's users.
     for user in await opened.list_users():
@@ -77,7 +78,7 @@ async def store(backend: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], MailStore]:
-    return _factory(str(request.param), tmp_path, FakeClock())
+    return _factory(str(request.param), tmp_path, FakeClock(), request)
 
 
 async def _retrieved_at(store: MailStore, backend: str, tmp_path: Path, uid: int) -> float | None:

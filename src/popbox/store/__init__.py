@@ -20,16 +20,17 @@ def open_store(
     backend: str,
     *,
     data_dir: Path,
-    dsn: str,  # noqa: ARG001 -- read by the postgresql backend, which is not here yet
+    dsn: str,
     clock: Callable[[], float] = time.time,
 ) -> MailStore:
     """Build the store ``[storage] backend`` names; the caller then awaits ``open()``.
 
     ``"sqlite"`` keeps everything in ``data_dir / "popbox.sqlite3"``; ``"memory"`` keeps
-    nothing across restarts (tests, demos).  ``clock`` (POSIX seconds) measures lock
-    leases and default receive times.  Raises ``StorePermanentError`` for
-    ``"postgresql"``, which this version does not provide, and ``ValueError`` for a name
-    no version knows (configuration validation should have caught it first).
+    nothing across restarts (tests, demos); ``"postgresql"`` uses the database at ``dsn``
+    (``postgresql://...``), which several nodes may share.  ``clock`` (POSIX seconds)
+    measures lock leases and default receive times.  Raises ``StorePermanentError`` for
+    ``"postgresql"`` without a ``dsn``, and ``ValueError`` for a name no version knows
+    (configuration validation should have caught both first).
     """
     # Imported here so that choosing one backend never loads the others' drivers.
     if backend == "sqlite":
@@ -41,8 +42,11 @@ def open_store(
 
         return MemoryStore(clock=clock)
     if backend == "postgresql":
-        raise StorePermanentError(
-            'storage backend "postgresql" is not available yet in this version of popbox;'
-            ' set [storage] backend = "sqlite"'
-        )
-    raise ValueError(f"unknown storage backend {backend!r}; expected sqlite or memory")
+        if not dsn:
+            # An empty DSN would make the driver fall back to PGHOST and friends, which
+            # nobody configuring popbox.toml expects.
+            raise StorePermanentError('[storage] dsn is required when backend = "postgresql"')
+        from popbox.store.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore(dsn, clock=clock)
+    raise ValueError(f"unknown storage backend {backend!r}; expected sqlite, postgresql or memory")

@@ -1,0 +1,315 @@
+"""The multi-node ``MailStore``: PostgreSQL through an asyncpg connection pool.
+
+Theory of operation: several popbox nodes (or worker processes) share one database, so
+every guarantee of the contract is made by the database, never by process memory:
+
+* ``deliver`` runs one transaction that locks the mailbox's ``users`` row (which holds
+  the uid counter) with ``SELECT ... FOR NO KEY UPDATE``, checks the quota, inserts the
+  message and advances the counter; ``import_messages`` holds the same lock for its
+  whole batch.  Everything that hands out uids for one mailbox, from any number of
+  nodes, therefore queues on that row lock: uids are strictly increasing, never
+  reused, and two deliveries can never both pass the quota check on the same usage.
+  The NO KEY variant conflicts with itself but not with the KEY SHARE lock that
+  foreign-key checks take, so a concurrent ``acquire_lock`` is not held up.
+* Reads that must be consistent (the login snapshot, usage) and changes that must be
+  atomic (``delete``, ``mark_retrieved``, ``expire``, ``set_quota_warned``,
+  ``acquire_lock``) are single statements.
+* ``open`` applies the numbered migrations of ``migrations/postgresql`` through
+  ``popbox.store.migrate``, under an advisory lock, so nodes starting together
+  migrate once.
+* The ``lock_mailbox`` lock is a lease row, measured with the injected clock, so the
+  nodes' clocks must agree (NTP) to well within the lease length.
+* Bodies are ``bytea`` (see the 0001 migration for why), selected only by ``fetch``;
+  asyncpg's binary protocol decodes the value straight into the ``bytes`` returned.
+
+Driver failures become ``StoreTemporaryError`` or ``StorePermanentError`` in one place,
+``_connection()``, using ``postgres_ops.translate``.  Every network wait is bounded:
+connecting and waiting for a pooled connection by ``connect_timeout``, each statement
+by ``command_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from popbox.store import migrate
+from popbox.store import postgres_copy as pg_copy
+from popbox.store import postgres_ops as ops
+from popbox.store.base import (
+    MaildropLocked,
+    MessageInfo,
+    StoreError,
+    UnknownUser,
+    UserExists,
+    UserRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+
+    from asyncpg.pool import PoolConnectionProxy
+
+    from popbox.store.base import NewMessage
+    from popbox.store.transfer import ImportedMessage, MailboxState
+
+__all__ = ["PostgresStore"]
+
+
+class PostgresStore:
+    """A ``MailStore`` in the PostgreSQL database at ``dsn``.
+
+    ``dsn`` is a libpq connection URL, ``postgresql://user:password@host:port/database``
+    with optional ``?sslmode=...`` and the like; asyncpg does not accept libpq's
+    ``key=value`` form.
+
+    ``clock`` returns POSIX seconds (lock leases, default ``received_at``).  The pool
+    keeps between ``min_size`` and ``max_size`` connections.  ``connect_timeout`` bounds
+    opening a connection and waiting for a free one; ``command_timeout`` bounds each
+    statement.  Either running out raises ``StoreTemporaryError``.
+    """
+
+    def __init__(  # noqa: PLR0913 -- keyword-only tuning knobs with defaults
+        self,
+        dsn: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 30.0,
+    ) -> None:
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
+        self._dsn = dsn
+        self._clock = clock
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._state = "new"
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    async def open(self) -> None:
+        """Connect, then apply pending migrations (once, whichever node gets there first)."""
+        if self._state != "new":
+            raise RuntimeError("the store was already opened")
+        self._state = "opening"
+        try:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=self._connect_timeout,
+                    command_timeout=self._command_timeout,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                mapped = ops.translate(exc, connection_gone=False)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            async with self._connection() as conn:
+                await ops.apply_migrations(conn, migrate.load("postgresql"), self._clock)
+        except BaseException:
+            await self.close()
+            raise
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Wait up to ``command_timeout`` for running calls, then close every connection."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._command_timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # Closing is best effort: a dead server or a stuck call must not keep the
+            # process from shutting down.  terminate() closes the sockets at once.
+            pool.terminate()
+
+    # -- users ---------------------------------------------------------------
+
+    async def add_user(
+        self, name: str, verifiers: Mapping[str, str], quota: int | None = None
+    ) -> None:
+        sql = "INSERT INTO users (name, verifiers, quota, created) VALUES ($1, $2::jsonb, $3, $4)"
+        async with self._connection() as conn:
+            try:
+                await conn.execute(sql, name, json.dumps(dict(verifiers)), quota, self._clock())
+            except asyncpg.UniqueViolationError as exc:  # the only unique key we set is name
+                raise UserExists(f"user {name!r} already exists") from exc
+
+    async def set_verifiers(self, name: str, verifiers: Mapping[str, str]) -> None:
+        sql = "UPDATE users SET verifiers = $2::jsonb WHERE name = $1 RETURNING id"
+        await self._change_user(sql, name, json.dumps(dict(verifiers)))
+
+    async def set_quota(self, name: str, quota: int | None) -> None:
+        await self._change_user(
+            "UPDATE users SET quota = $2 WHERE name = $1 RETURNING id", name, quota
+        )
+
+    async def delete_user(self, name: str) -> None:
+        # ON DELETE CASCADE removes messages and lock in the same statement.  DELETE locks
+        # the row FOR UPDATE, so it waits for a delivery in progress instead of racing it.
+        await self._change_user("DELETE FROM users WHERE name = $1 RETURNING id", name)
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        sql = "SELECT name, verifiers::text, quota FROM users WHERE name = $1"
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql, name)
+        return None if row is None else ops.user_record(row)
+
+    async def list_users(self) -> Sequence[UserRecord]:
+        # The column's "C" collation gives code point order, as Python's sorted() does.
+        sql = "SELECT name, verifiers::text, quota FROM users ORDER BY name"
+        async with self._connection() as conn:
+            rows = await conn.fetch(sql)
+        return [ops.user_record(row) for row in rows]
+
+    # -- maildrop ------------------------------------------------------------
+
+    async def snapshot(self, name: str) -> Sequence[MessageInfo]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(ops.SNAPSHOT, name)
+        if not rows:
+            raise UnknownUser(f"no such user {name!r}")
+        if rows[0]["uid"] is None:  # the LEFT JOIN row of a user with an empty maildrop
+            return []
+        return [MessageInfo(*row) for row in rows]
+
+    async def usage(self, name: str) -> int:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(ops.USAGE, name)
+        if row is None:
+            raise UnknownUser(f"no such user {name!r}")
+        return int(row[0])
+
+    async def fetch(self, name: str, uid: int) -> bytes | None:
+        # asyncpg reads bytea in the binary format straight into one bytes object, which
+        # is returned as it is: one copy of the body in memory, and no hex text that
+        # would double it on the wire and in the decoder.
+        async with self._connection() as conn:
+            wire: bytes | None = await conn.fetchval(ops.FETCH, name, uid)
+        return wire
+
+    async def deliver(
+        self, name: str, message: NewMessage, *, quota: int | None = None
+    ) -> MessageInfo:
+        # If the caller is cancelled while COMMIT runs, the message may be stored
+        # without an acknowledgement; the MTA then retries (at-least-once delivery).
+        async with self._connection() as conn:
+            return await ops.deliver(conn, name, message, quota, self._clock)
+
+    async def delete(self, name: str, uids: Iterable[int]) -> int:
+        return await self._count_for_user(ops.DELETE, name, sorted(set(uids)))
+
+    async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
+        await self._count_for_user(ops.MARK_RETRIEVED, name, sorted(set(uids)), at)
+
+    async def import_messages(
+        self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
+    ) -> Sequence[MessageInfo]:
+        async with self._connection() as conn:
+            return await ops.import_messages(conn, name, messages, uids_above, self._clock)
+
+    async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(ops.SET_QUOTA_WARNED, name, warned)
+        if row is None:
+            raise UnknownUser(f"no such user {name!r}")
+        return bool(row[0])
+
+    async def expire(
+        self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
+    ) -> int:
+        return await self._count_for_user(ops.EXPIRE, name, retrieved_before, unretrieved_before)
+
+    # -- exclusive lock ------------------------------------------------------
+
+    async def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> None:
+        now = self._clock()
+        taken = await self._count_for_user(ops.ACQUIRE_LOCK, name, owner, now, now + lease_seconds)
+        if not taken:
+            raise MaildropLocked(f"maildrop {name!r} is locked by another session")
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        sql = (
+            "DELETE FROM locks"
+            " WHERE owner = $2 AND user_id = (SELECT id FROM users WHERE name = $1)"
+        )
+        async with self._connection() as conn:
+            await conn.execute(sql, name, owner)
+
+    # -- store-to-store copy (popbox.store.transfer) --------------------------
+
+    async def export_state(self, name: str) -> MailboxState:
+        """``name``'s counter, retrieval times, quota-warning flag and import keys."""
+        async with self._connection() as conn:
+            return await pg_copy.export_state(conn, name)
+
+    async def import_mailbox(
+        self, user: UserRecord, messages: AsyncIterator[ImportedMessage], *, state: MailboxState
+    ) -> int:
+        """Create ``user`` with ``messages`` under their own uids, all or nothing.
+
+        Raises ``UserExists``; see ``popbox.store.transfer.MailboxImporter``.
+        """
+        async with self._connection() as conn:
+            return await pg_copy.import_mailbox(conn, user, messages, state, self._clock)
+
+    # -- helpers -------------------------------------------------------------
+
+    async def _change_user(self, sql: str, name: str, *args: Any) -> None:
+        async with self._connection() as conn:
+            changed = await conn.fetchval(sql, name, *args)
+        if changed is None:
+            raise UnknownUser(f"no such user {name!r}")
+
+    async def _count_for_user(self, sql: str, name: str, *args: Any) -> int:
+        """Run a ``user_id, n`` statement of ``postgres_ops``; ``n`` if the user exists."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql, name, *args)
+        if row is None or row["user_id"] is None:
+            raise UnknownUser(f"no such user {name!r}")
+        return int(row["n"])
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        """A pooled connection; driver failures inside the block become ``StoreError``s."""
+        pool = self._pool
+        if pool is None or self._state == "closed":
+            raise RuntimeError("the store is not open")
+        lost = False
+        try:
+            async with pool.acquire(timeout=self._connect_timeout) as conn:
+                try:
+                    yield conn
+                finally:
+                    # After a dropped connection, leaving a transaction block raises a
+                    # plain InterfaceError ("connection is closed") that hides the cause.
+                    lost = _is_lost(conn)
+        except StoreError:
+            raise
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            mapped = ops.translate(exc, connection_gone=lost or pool.is_closing())
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+
+def _is_lost(conn: PoolConnectionProxy[asyncpg.Record]) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        # The pool detaches a proxy from its connection when that connection is lost;
+        # nothing else releases it while the block that acquired it is still running.
+        return True

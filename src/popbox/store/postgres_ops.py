@@ -1,0 +1,338 @@
+"""SQL, transactions, schema migration and error mapping behind ``PostgresStore``.
+
+Kept apart from the store class so that the class reads as the contract it implements
+and this module as the database-specific detail: which SQLSTATEs are worth retrying,
+how nodes agree on who migrates, the statements whose shape matters for correctness
+(one statement where the contract asks for one consistent read or one atomic change),
+and the multi-statement transactions, each a function taking the connection it runs on.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from popbox.store import migrate
+from popbox.store.base import (
+    DeliveryRefused,
+    MessageInfo,
+    RefusalReason,
+    StoreError,
+    StorePermanentError,
+    StoreTemporaryError,
+    UnknownUser,
+    UserRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import TypeAlias
+
+    from asyncpg.pool import PoolConnectionProxy
+
+    from popbox.store.base import NewMessage
+
+    # A pooled connection in the store, a plain one in migration tests and tools.
+    Conn: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+
+__all__ = [
+    "ACQUIRE_LOCK",
+    "DELETE",
+    "EXPIRE",
+    "FETCH",
+    "LOCK_COUNTER",
+    "MARK_RETRIEVED",
+    "MIGRATION_LOCK_KEY",
+    "MIGRATION_TIMEOUT",
+    "SET_QUOTA_WARNED",
+    "SNAPSHOT",
+    "USAGE",
+    "USED_BY_ID",
+    "apply_migrations",
+    "copy_rows",
+    "deliver",
+    "import_messages",
+    "translate",
+    "user_record",
+]
+
+# pg_advisory_xact_lock key held while migrating: "popbox" in ASCII, so that it is
+# recognisable in pg_locks and unlikely to collide with another application's key.
+MIGRATION_LOCK_KEY = 0x706F70626F78
+
+# A migration may wait for another node's migration (the advisory lock) and then build
+# indexes over a large table: far longer than an ordinary command may take.
+MIGRATION_TIMEOUT = 600.0
+
+# SQLSTATE classes and codes that describe a passing condition, so the client hears
+# [SYS/TEMP] and an MTA keeps the message queued: 08 connection exception, 40
+# transaction rollback (serialization failure, deadlock), 53 insufficient resources
+# (disk full, too many connections), 57 operator intervention (shutdown, cancel,
+# "cannot connect now"), 58 system error (I/O), and 55P03 lock_not_available.
+_TEMPORARY_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_TEMPORARY_CODES = frozenset({"55P03"})
+
+# The statements below use a CTE that reads the user id and acts on messages in ONE
+# statement: it is atomic, and the outer SELECT still tells "no such user" (NULL id)
+# from "nothing matched" (count 0) without a second round trip.
+SNAPSHOT = (
+    "SELECT m.uid, m.size, m.stored_size, m.received_at, m.legacy_uidl"
+    " FROM users AS u LEFT JOIN messages AS m ON m.user_id = u.id"
+    " WHERE u.name = $1 ORDER BY m.uid"
+)
+# sum(bigint) is numeric in PostgreSQL; the cast keeps it an int on the Python side.
+USAGE = (
+    "SELECT coalesce(sum(m.size), 0)::bigint FROM users AS u"
+    " LEFT JOIN messages AS m ON m.user_id = u.id WHERE u.name = $1 GROUP BY u.id"
+)
+USED_BY_ID = "SELECT coalesce(sum(size), 0)::bigint FROM messages WHERE user_id = $1"
+FETCH = (
+    "SELECT m.wire FROM messages AS m JOIN users AS u ON u.id = m.user_id"
+    " WHERE u.name = $1 AND m.uid = $2"
+)
+DELETE = (
+    "WITH u AS (SELECT id FROM users WHERE name = $1),"
+    " gone AS (DELETE FROM messages AS m USING u"
+    "  WHERE m.user_id = u.id AND m.uid = ANY($2::bigint[]) RETURNING 1)"
+    " SELECT (SELECT id FROM u) AS user_id, (SELECT count(*) FROM gone) AS n"
+)
+MARK_RETRIEVED = (
+    "WITH u AS (SELECT id FROM users WHERE name = $1),"
+    " marked AS (UPDATE messages AS m SET retrieved_at = $3 FROM u"
+    "  WHERE m.user_id = u.id AND m.uid = ANY($2::bigint[]) AND m.retrieved_at IS NULL"
+    "  RETURNING 1)"
+    " SELECT (SELECT id FROM u) AS user_id, (SELECT count(*) FROM marked) AS n"
+)
+# The lease row: a new lock is inserted; an existing one is overwritten only when it has
+# expired or belongs to the same owner (a renewal).  Two nodes racing for a free
+# maildrop both reach ON CONFLICT, and the loser re-evaluates the WHERE against the
+# winner's committed row, so it sees a live lease and takes nothing.
+ACQUIRE_LOCK = (
+    "WITH u AS (SELECT id FROM users WHERE name = $1),"
+    " taken AS (INSERT INTO locks (user_id, owner, expires) SELECT id, $2, $4 FROM u"
+    "  ON CONFLICT (user_id) DO UPDATE"
+    "  SET owner = excluded.owner, expires = excluded.expires"
+    "  WHERE locks.expires <= $3 OR locks.owner = excluded.owner RETURNING 1)"
+    " SELECT (SELECT id FROM u) AS user_id, (SELECT count(*) FROM taken) AS n"
+)
+
+
+EXPIRE = (
+    "WITH u AS (SELECT id FROM users WHERE name = $1),"
+    " gone AS (DELETE FROM messages AS m USING u WHERE m.user_id = u.id AND ("
+    "  (m.retrieved_at IS NOT NULL AND m.retrieved_at < $2::float8)"
+    "  OR (m.retrieved_at IS NULL AND m.received_at < $3::float8)) RETURNING 1)"
+    " SELECT (SELECT id FROM u) AS user_id, (SELECT count(*) FROM gone) AS n"
+)
+# Test and set in one statement: the subquery locks the row, and under READ COMMITTED
+# a waiter re-reads it after the lock is granted, so of two concurrent calls setting
+# True exactly one sees False (one quota warning, E0004).
+SET_QUOTA_WARNED = (
+    "UPDATE users AS u SET quota_warned = $2 FROM"
+    " (SELECT id, quota_warned FROM users WHERE name = $1 FOR NO KEY UPDATE) AS old"
+    " WHERE u.id = old.id RETURNING old.quota_warned"
+)
+# The row that holds the uid counter.  Locking it serialises everything that hands out
+# uids for this mailbox (deliver, import_messages) across all nodes.  NO KEY: it
+# conflicts with itself but not with the KEY SHARE lock that foreign-key checks take.
+LOCK_COUNTER = "SELECT id, next_uid FROM users WHERE name = $1 FOR NO KEY UPDATE"
+_MESSAGE_COLUMNS = (
+    "user_id",
+    "uid",
+    "size",
+    "stored_size",
+    "received_at",
+    "retrieved_at",
+    "legacy_uidl",
+    "wire",
+)
+
+
+def translate(exc: BaseException, *, connection_gone: bool) -> StoreError | None:
+    """The ``StoreError`` a driver or network failure stands for, or None for a bug.
+
+    ``connection_gone`` says whether the connection was found closed or the pool is
+    closing: asyncpg then answers with a plain ``InterfaceError``, which otherwise means
+    the API was misused.
+    """
+    if isinstance(exc, OSError):  # refused, reset, unreachable, and TimeoutError
+        return StoreTemporaryError("the mail database is unreachable")
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if (
+            isinstance(exc, asyncpg.PostgresConnectionError)
+            or state[:2] in _TEMPORARY_CLASSES
+            or state in _TEMPORARY_CODES
+        ):
+            return StoreTemporaryError(f"the mail database is unavailable ({state})")
+        # Undefined table or column, a violated constraint, permission denied: the
+        # schema or the data is not what this code expects.  Retrying will not help.
+        return StorePermanentError(f"the mail database needs an administrator ({state})")
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return StorePermanentError("the mail database address ([storage] dsn) is invalid")
+    if isinstance(exc, asyncpg.InterfaceError) and connection_gone:
+        return StoreTemporaryError("the connection to the mail database was lost")
+    return None
+
+
+async def apply_migrations(
+    conn: Conn,
+    migrations: Sequence[migrate.Migration],
+    clock: Callable[[], float],
+) -> None:
+    """Bring the database up to the last of ``migrations``, one transaction per step.
+
+    Every step takes a transaction-scoped advisory lock first and re-reads the schema
+    version under it, so when several nodes start together one applies the step and
+    the others wait, then find nothing left to do.  The lock is released at commit or
+    when a crashed node's connection drops, so it can never be left behind.
+    """
+    while True:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY, timeout=MIGRATION_TIMEOUT
+            )
+            # Under the lock: CREATE TABLE IF NOT EXISTS is not safe against a
+            # concurrent twin (both may pass the check, one fails on the catalog).
+            await conn.execute(migrate.SCHEMA_VERSION_DDL)
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            todo = migrate.pending(migrations, int(current))
+            if not todo:
+                return
+            step = todo[0]
+            # No arguments: asyncpg uses the simple query protocol, which runs a whole
+            # multi-statement script.
+            await conn.execute(step.sql, timeout=MIGRATION_TIMEOUT)
+            applied_at = datetime.fromtimestamp(clock(), UTC).isoformat()
+            await conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                step.version,
+                applied_at,
+            )
+
+
+def user_record(row: asyncpg.Record) -> UserRecord:
+    """A ``UserRecord`` from a ``name, verifiers, quota`` row; verifiers come as JSON text."""
+    name = str(row["name"])
+    try:
+        verifiers = json.loads(row["verifiers"])
+    except (TypeError, ValueError) as exc:
+        raise StorePermanentError(f"user {name!r} has unreadable verifiers") from exc
+    if not isinstance(verifiers, dict) or not all(
+        isinstance(value, str) for value in verifiers.values()
+    ):
+        raise StorePermanentError(f"user {name!r} has unreadable verifiers")
+    quota = row["quota"]
+    return UserRecord(name=name, verifiers=verifiers, quota=None if quota is None else int(quota))
+
+
+async def deliver(
+    conn: Conn,
+    name: str,
+    message: NewMessage,
+    quota: int | None,
+    clock: Callable[[], float],
+) -> MessageInfo:
+    """``MailStore.deliver`` as one transaction: lock the counter, check quota, store."""
+    async with conn.transaction():
+        user_id, uid = await _lock_counter(conn, name)
+        if quota is not None:
+            # A statement after the lock: under READ COMMITTED it sees every delivery
+            # committed before ours got the row, so two cannot pass on the same usage.
+            used = int(await conn.fetchval(USED_BY_ID, user_id))
+            if used + message.size > quota:
+                raise DeliveryRefused(
+                    RefusalReason.OVER_QUOTA,
+                    f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
+                )
+        [info] = _infos([message], uid, clock)
+        await conn.execute(
+            "WITH stored AS (INSERT INTO messages (user_id, uid, size, stored_size,"
+            " received_at, retrieved_at, legacy_uidl, wire)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8))"
+            " UPDATE users SET next_uid = $2 + 1 WHERE id = $1",
+            user_id,
+            *_row(info, message.retrieved_at, message.wire),
+        )
+    return info
+
+
+async def import_messages(
+    conn: Conn,
+    name: str,
+    messages: Sequence[NewMessage],
+    uids_above: int,
+    clock: Callable[[], float],
+) -> list[MessageInfo]:
+    """``MailStore.import_messages`` as one transaction under the counter lock."""
+    async with conn.transaction():
+        user_id, next_uid = await _lock_counter(conn, name)
+        keys = [m.import_key for m in messages if m.import_key is not None]
+        # ON CONFLICT DO NOTHING returns only keys this mailbox has not recorded
+        # before, each once even when the batch repeats it.
+        fresh_keys = set()
+        if keys:
+            rows = await conn.fetch(
+                "INSERT INTO import_keys (user_id, key) SELECT $1, unnest($2::text[])"
+                " ON CONFLICT DO NOTHING RETURNING key",
+                user_id,
+                keys,
+            )
+            fresh_keys = {str(row[0]) for row in rows}
+        fresh = []
+        for message in messages:
+            if message.import_key is not None:
+                if message.import_key not in fresh_keys:
+                    continue  # committed by an earlier run, or earlier in this batch
+                fresh_keys.discard(message.import_key)
+            fresh.append(message)
+        first = max(next_uid, uids_above + 1)
+        infos = _infos(fresh, first, clock)
+        await copy_rows(
+            conn,
+            [
+                (user_id, *_row(info, message.retrieved_at, message.wire))
+                for info, message in zip(infos, fresh, strict=True)
+            ],
+        )
+        await conn.execute(
+            "UPDATE users SET next_uid = $2 WHERE id = $1", user_id, first + len(fresh)
+        )
+    return infos
+
+
+async def copy_rows(conn: Conn, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert whole ``messages`` rows with binary COPY: one round trip for a batch."""
+    if rows:
+        await conn.copy_records_to_table("messages", records=rows, columns=_MESSAGE_COLUMNS)
+
+
+async def _lock_counter(conn: Conn, name: str) -> tuple[int, int]:
+    row = await conn.fetchrow(LOCK_COUNTER, name)
+    if row is None:
+        raise UnknownUser(f"no such user {name!r}")
+    return int(row["id"]), int(row["next_uid"])
+
+
+def _infos(
+    messages: Sequence[NewMessage], first_uid: int, clock: Callable[[], float]
+) -> list[MessageInfo]:
+    return [
+        MessageInfo(
+            uid=uid,
+            size=message.size,
+            stored_size=len(message.wire),
+            received_at=clock() if message.received_at is None else message.received_at,
+            legacy_uidl=message.legacy_uidl,
+        )
+        for uid, message in enumerate(messages, first_uid)
+    ]
+
+
+def _row(info: MessageInfo, retrieved_at: float | None, wire: bytes) -> tuple[object, ...]:
+    """The ``messages`` columns after ``user_id``, in ``_MESSAGE_COLUMNS`` order."""
+    sizes = (info.uid, info.size, info.stored_size, info.received_at)
+    return (*sizes, retrieved_at, info.legacy_uidl, wire)
