@@ -1,0 +1,410 @@
+"""The POP3 load generator: asyncio clients in several processes, so the client keeps up.
+
+Theory of operation: a scenario is described by a ``Spec`` (server address, users,
+how many connections, when to start and for how long).  ``run_parallel`` splits the
+connections over ``processes`` client processes (spawned, so no event loop or thread is
+inherited), each runs ``run_spec`` on its own event loop (uvloop when installed, as for
+the server), and the per-process ``Result``s are merged.  All processes start at the
+same wall-clock instant and stop at the same deadline, so a rate is simply operations
+over the window.
+
+Every exchange is checked: status lines must be +OK, STAT must count the provisioned
+messages, LIST must give their sizes and every RETR must return exactly the octets that
+were delivered (``payload.wire_form``).  A mismatch counts as an error and the first one
+is kept for the report; a benchmark of wrong answers measures nothing.
+
+The ``idle`` scenario has two phases: open and log in ``sessions`` connections, report
+``ready`` and wait; when the parent has measured the server, it says ``check`` and every
+session must still answer NOOP before it QUITs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import resource
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import payload
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from multiprocessing.connection import Connection
+
+__all__ = ["Pop3Client", "Result", "Spec", "run_parallel", "run_spec"]
+
+READ_LIMIT = 1 << 24  # the largest LIST/UIDL reply read in one piece
+IDLE_CONNECT_BATCH = 64  # logins in flight per process while idle sessions are opened
+
+
+class ProtocolMismatch(Exception):
+    """The server's answer was not the one the provisioned data requires."""
+
+
+@dataclass(slots=True)
+class Spec:
+    scenario: str  # login | retr | biglist | idle
+    host: str
+    port: int
+    users: list[str]
+    kind: str  # key of payload.MAILBOXES
+    count: int  # messages per provisioned mailbox
+    tls: bool = False
+    concurrency: int = 1  # connections in flight in this process
+    sessions: int = 0  # idle: sessions to hold open in this process
+    start_at: float = 0.0  # wall clock (time.time) at which every process starts
+    duration: float = 1.0
+    timeout: float = 60.0  # per session, so a stuck server cannot hang the run
+
+
+@dataclass(slots=True)
+class Result:
+    ops: int = 0
+    octets: int = 0
+    errors: int = 0
+    first_error: str = ""
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    cipher: str = ""
+
+    def merge(self, other: Result) -> None:
+        self.ops += other.ops
+        self.octets += other.octets
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+        self.latencies.extend(other.latencies)
+        self.elapsed = max(self.elapsed, other.elapsed)
+        self.cipher = self.cipher or other.cipher
+
+    def fail(self, exc: BaseException) -> None:
+        self.errors += 1
+        if not self.first_error:
+            self.first_error = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def client_tls() -> ssl.SSLContext:
+    # The bench servers present a self-signed certificate; privacy, not identity, is
+    # what is being measured, and both servers get the same client context.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Pop3Client:
+    """A minimal POP3 client: one command at a time, every reply checked."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None) -> Pop3Client:
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls, limit=READ_LIMIT)
+        client = cls(reader, writer)
+        await client.status()  # the greeting
+        return client
+
+    async def status(self) -> bytes:
+        line = await self.reader.readline()
+        if not line.startswith(b"+OK"):
+            raise ProtocolMismatch(f"expected +OK, got {line[:120]!r}")
+        return line
+
+    async def command(self, line: bytes) -> bytes:
+        self.writer.write(line + b"\r\n")
+        return await self.status()
+
+    async def login(self, user: str) -> None:
+        self.writer.write(f"USER {user}\r\n".encode())
+        await self.status()
+        await self.command(f"PASS {payload.password(user)}".encode())
+
+    async def stat(self, count: int) -> int:
+        parts = (await self.command(b"STAT")).split()
+        if int(parts[1]) != count:
+            raise ProtocolMismatch(f"STAT counts {parts[1]!r} messages, expected {count}")
+        return int(parts[2])
+
+    async def listing(self, command: bytes) -> list[bytes]:
+        """A multi-line reply's lines, status line excluded (none here is stuffed)."""
+        self.writer.write(command + b"\r\n")
+        # An empty listing is "+OK ...\r\n.\r\n": the status line's CRLF closes it too.
+        data = await self.reader.readuntil(b"\r\n.\r\n")
+        if not data.startswith(b"+OK"):
+            raise ProtocolMismatch(f"{command!r} answered {data[:120]!r}")
+        return data.split(b"\r\n")[1:-2]
+
+    async def retr(self, msg: int, expected: bytes) -> None:
+        self.writer.write(b"RETR %d\r\n" % msg)
+        await self.status()
+        got = await self.reader.readexactly(len(expected))
+        if got != expected:
+            at = next(i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
+            raise ProtocolMismatch(f"RETR {msg} differs from the delivered message at {at}")
+
+    async def quit(self) -> None:
+        await self.command(b"QUIT")
+        self.writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await self.writer.wait_closed()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+    def cipher(self) -> str:
+        info = self.writer.get_extra_info("cipher")
+        return f"{info[1]} {info[0]}" if info else "plain"
+
+
+# -- scenarios ---------------------------------------------------------------------------
+
+
+async def _login_loop(spec: Spec, result: Result, worker: int, tls: ssl.SSLContext | None):
+    deadline = spec.start_at + spec.duration
+    n = worker
+    while time.time() < deadline:
+        user = spec.users[n % len(spec.users)]
+        n += spec.concurrency
+        began = time.perf_counter()
+        client = None
+        try:
+            async with asyncio.timeout(spec.timeout):
+                client = await Pop3Client.connect(spec.host, spec.port, tls)
+                await client.login(user)
+                await client.stat(spec.count)
+                await client.quit()
+        except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+            result.fail(exc)
+            if client is not None:
+                client.abort()
+            continue
+        result.latencies.append(time.perf_counter() - began)
+        result.ops += 1
+
+
+def _expected_wire(spec: Spec, user: str) -> list[bytes]:
+    kind = payload.MAILBOXES[spec.kind]
+    return [payload.wire_form(m) for m in payload.mailbox(kind, user, spec.count)]
+
+
+async def _retr_loop(
+    spec: Spec, result: Result, user: str, expected: list[bytes], tls: ssl.SSLContext | None
+) -> None:
+    deadline = spec.start_at + spec.duration
+    while time.time() < deadline:
+        client = None
+        try:
+            async with asyncio.timeout(spec.timeout):
+                client = await Pop3Client.connect(spec.host, spec.port, tls)
+                result.cipher = client.cipher()
+                await client.login(user)
+                await client.stat(spec.count)
+                for msg, wire in enumerate(expected, 1):
+                    if time.time() >= deadline:
+                        break
+                    await client.retr(msg, wire)
+                    result.ops += 1
+                    result.octets += len(wire)
+                await client.quit()
+        except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+            result.fail(exc)
+            if client is not None:
+                client.abort()
+
+
+async def _biglist_once(spec: Spec, result: Result, tls: ssl.SSLContext | None) -> None:
+    kind = payload.MAILBOXES[spec.kind]
+    user = spec.users[0]
+    last = b"%d %d" % (spec.count, len(payload.make_message(kind, user, spec.count - 1)))
+    began = time.perf_counter()
+    async with asyncio.timeout(spec.timeout):
+        client = await Pop3Client.connect(spec.host, spec.port, tls)
+        await client.login(user)
+        await client.stat(spec.count)
+        scan = await client.listing(b"LIST")
+        uidl = await client.listing(b"UIDL")
+        await client.quit()
+    result.latencies.append(time.perf_counter() - began)
+    if len(scan) != spec.count or len(uidl) != spec.count:
+        raise ProtocolMismatch(f"LIST gave {len(scan)} and UIDL {len(uidl)} lines")
+    if scan[-1] != last:
+        raise ProtocolMismatch(f"last scan line {scan[-1]!r} does not match the mailbox")
+    result.ops += 1
+
+
+async def _biglist_loop(spec: Spec, result: Result, tls: ssl.SSLContext | None) -> None:
+    deadline = spec.start_at + spec.duration
+    while True:
+        try:
+            await _biglist_once(spec, result, tls)
+        except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+            result.fail(exc)
+        if time.time() >= deadline:
+            return
+
+
+async def _idle(spec: Spec, result: Result, control: Connection | None) -> None:
+    """Open ``spec.sessions`` logged-in sessions, hold them, then NOOP each and QUIT."""
+    tls = client_tls() if spec.tls else None
+    clients: list[Pop3Client] = []
+    gate = asyncio.Semaphore(IDLE_CONNECT_BATCH)
+
+    async def open_one(n: int) -> None:
+        async with gate:
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    client = await Pop3Client.connect(spec.host, spec.port, tls)
+                    await client.login(spec.users[n % len(spec.users)])
+                    await client.command(b"NOOP")
+                clients.append(client)
+            except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+                result.fail(exc)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(open_one(n) for n in range(spec.sessions)))
+    result.elapsed = time.perf_counter() - began
+    if control is not None:
+        control.send(("ready", len(clients)))
+        await asyncio.get_running_loop().run_in_executor(None, control.recv)
+
+    async def check(client: Pop3Client) -> None:
+        async with gate:
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    await client.command(b"NOOP")
+                    await client.quit()
+                result.ops += 1
+            except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+                result.fail(exc)
+                client.abort()
+
+    await asyncio.gather(*(check(c) for c in clients))
+
+
+async def run_spec(spec: Spec, control: Connection | None = None) -> Result:
+    """Run one process's share of a scenario on the running loop."""
+    result = Result()
+    tls = client_tls() if spec.tls else None
+    # Built before the start so that only the exchanges are timed.
+    retr_users = [spec.users[w % len(spec.users)] for w in range(spec.concurrency)]
+    wires = {u: _expected_wire(spec, u) for u in retr_users} if spec.scenario == "retr" else {}
+    delay = spec.start_at - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    began = time.perf_counter()
+    jobs: list[Awaitable[None]]
+    if spec.scenario == "idle":
+        await _idle(spec, result, control)
+        return result
+    if spec.scenario == "login":
+        jobs = [_login_loop(spec, result, w, tls) for w in range(spec.concurrency)]
+    elif spec.scenario == "retr":
+        jobs = [_retr_loop(spec, result, u, wires[u], tls) for u in retr_users]
+    elif spec.scenario == "biglist":
+        jobs = [_biglist_loop(spec, result, tls)]
+    else:
+        raise ValueError(f"unknown scenario {spec.scenario!r}")
+    await asyncio.gather(*jobs)
+    result.elapsed = time.perf_counter() - began
+    return result
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def event_loop_runner() -> Callable[[Any], Any]:
+    try:
+        import uvloop  # noqa: PLC0415 - optional: the stdlib loop is the fallback
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def _process_main(spec: Spec, control: Connection) -> None:
+    raise_fd_limit()
+    try:
+        result = event_loop_runner()(run_spec(spec, control))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
+        result = Result()
+        result.fail(exc)
+    control.send(("done", result))
+    control.close()
+
+
+class ClientProcesses:
+    """``processes`` spawned clients sharing a scenario; ``users`` are dealt round-robin."""
+
+    def __init__(self, spec: Spec, processes: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipes: list[Connection] = []
+        self._procs = []
+        for n in range(processes):
+            share = Spec(**{f: getattr(spec, f) for f in spec.__slots__})  # type: ignore[attr-defined]
+            share.users = spec.users[n::processes] or spec.users
+            share.concurrency = _split(spec.concurrency, processes, n)
+            share.sessions = _split(spec.sessions, processes, n)
+            parent, child = context.Pipe()
+            proc = context.Process(target=_process_main, args=(share, child), daemon=True)
+            proc.start()
+            child.close()
+            self._pipes.append(parent)
+            self._procs.append(proc)
+
+    def wait_ready(self, timeout: float) -> int:
+        """Idle: wait until every process holds its sessions; returns how many are open."""
+        return sum(self._receive(pipe, "ready", timeout) for pipe in self._pipes)
+
+    def release(self) -> None:
+        for pipe in self._pipes:
+            pipe.send("check")
+
+    def results(self, timeout: float) -> Result:
+        merged = Result()
+        for pipe in self._pipes:
+            merged.merge(self._receive(pipe, "done", timeout))
+        for proc in self._procs:
+            proc.join(10)
+        return merged
+
+    def terminate(self) -> None:
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(10)
+
+    @staticmethod
+    def _receive(pipe: Connection, kind: str, timeout: float) -> Any:
+        if not pipe.poll(timeout):
+            raise TimeoutError(f"a client process sent no {kind!r} within {timeout:.0f} s")
+        what, value = pipe.recv()
+        if what != kind:
+            raise RuntimeError(f"a client process sent {what!r}, expected {kind!r}: {value}")
+        return value
+
+
+def _split(total: int, parts: int, index: int) -> int:
+    return total // parts + (index < total % parts)
+
+
+def run_parallel(spec: Spec, processes: int, *, lead: float = 1.0) -> Result:
+    """Run ``spec`` on ``processes`` client processes starting ``lead`` s from now."""
+    spec.start_at = time.time() + lead
+    clients = ClientProcesses(spec, processes)
+    try:
+        return clients.results(lead + spec.duration + spec.timeout + 30)
+    finally:
+        clients.terminate()

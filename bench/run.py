@@ -1,0 +1,271 @@
+"""Benchmark popbox against Dovecot side by side: same data, same machine, one run.
+
+    .venv/bin/python bench/run.py --scenarios login,retr,biglist,idle --runs 3
+    .venv/bin/python bench/run.py --quick          # smoke test: small data, short windows
+
+Provisions the same users and messages into both servers (see provision.py), starts
+both from configurations in one temp dir, warms both up, then runs every scenario
+against each server in turn (the order alternates between runs) and prints the
+medians and the popbox/Dovecot ratios.  With ``--results FILE`` (default
+bench/RESULTS.md unless --quick) the table is written between the markers in that
+file, with the machine and the versions.  Must run as root (Dovecot's master needs it).
+
+Fairness on a small machine: the client processes and the server share the cores, so
+both servers are measured under identical conditions (same client, same data, same
+number of client processes and server worker processes per core) and server CPU per
+operation is reported next to each rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import loadgen
+import payload
+import provision
+import scenarios
+import servers
+
+from popbox.server.tls import load_or_create_certificate
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+TARGETS = {  # metric prefix -> (comparison, ratio) popbox/Dovecot must meet
+    "login: logins/s": (">=", 1.5),
+    "plain: MB/s": (">=", 1.0),
+    "tls: MB/s": (">=", 0.8),
+    "biglist": ("<=", 1.0),
+    "idle: RSS per session": ("<=", 0.1),
+}
+RETR_KINDS = ("r4k", "r100k", "r1m")
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default="login,retr,biglist,idle")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small data, short windows")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--duration", type=float, help="seconds per timed window")
+    parser.add_argument("--idle-sessions", type=int)
+    parser.add_argument("--dovecot", choices=("tuned", "stock"), default="tuned")
+    parser.add_argument("--results", type=Path, help="file to write the table into")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    return parser.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> tuple[scenarios.Settings, provision.Plan]:
+    quick = args.quick
+    m = payload.MAILBOXES
+    login_users = payload.users_of(m["login"], 20 if quick else 200)
+    retr_concurrency = 2 if quick else 4
+    retr_users = {k: payload.users_of(m[k], retr_concurrency) for k in RETR_KINDS}
+    retr_counts = {k: max(m[k].count // (10 if quick else 1), 2) for k in RETR_KINDS}
+    big_count = 2_000 if quick else m["big"].count
+    settings = scenarios.Settings(
+        clients=args.clients,
+        duration=args.duration or (1.0 if quick else 5.0),
+        login_concurrency=50,
+        retr_concurrency=retr_concurrency,
+        idle_sessions=args.idle_sessions or (200 if quick else 10_000),
+        login_users=login_users,
+        retr_users=retr_users,
+        big_user=payload.users_of(m["big"], 1)[0],
+        big_count=big_count,
+        login_count=m["login"].count,
+        retr_counts=retr_counts,
+    )
+    wanted = set(args.scenarios.split(","))
+    plan: provision.Plan = [(m["login"], login_users, m["login"].count)]
+    if "retr" in wanted:
+        plan += [(m[k], retr_users[k], retr_counts[k]) for k in RETR_KINDS]
+    if "biglist" in wanted:
+        plan.append((m["big"], [settings.big_user], big_count))
+    return settings, plan
+
+
+def _measure(name: str, server: servers._Server, s: scenarios.Settings) -> list:
+    if name == "login":
+        return scenarios.login(server, s)
+    if name == "retr":
+        found = []
+        for tls in (False, True):
+            for kind in RETR_KINDS:
+                found += scenarios.retr(server, s, kind, tls=tls)
+        return found
+    if name == "biglist":
+        return scenarios.biglist(server, s)
+    if name == "idle":
+        return scenarios.idle(server, s)
+    raise SystemExit(f"unknown scenario {name!r}")
+
+
+def _warm_up(pair: list[servers._Server], s: scenarios.Settings, wanted: set[str]) -> None:
+    # First logins build Dovecot's indexes and fill both servers' caches; not measured.
+    short = dataclasses.replace(s, duration=1.0)
+    for server in pair:
+        scenarios.login(server, short)
+        if "retr" in wanted:
+            for kind in RETR_KINDS:
+                scenarios.retr(server, short, kind, tls=False)
+        if "biglist" in wanted:
+            scenarios.biglist(server, short)
+
+
+def _machine() -> list[str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split(":")[1].strip()
+    return [f"nproc {os.cpu_count()}", f"CPU {cpu}", f"memory {mem}", f"Linux {platform.release()}"]
+
+
+def _table(medians: dict[str, dict[str, tuple[float, str, str]]], order: list[str]) -> list[str]:
+    lines = [
+        "| measurement | popbox | Dovecot | popbox/Dovecot | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        pop, unit, better = medians["popbox"][name]
+        dov = medians["dovecot"][name][0]
+        ratio = pop / dov if dov else float("inf")
+        target = next((t for key, t in TARGETS.items() if key in name), None)
+        goal, met = "", ""
+        if target is not None:
+            goal = f"{target[0]} {target[1]}"
+            met = (
+                "yes" if (ratio >= target[1] if target[0] == ">=" else ratio <= target[1]) else "NO"
+            )
+        lines.append(
+            f"| {name} | {pop:.4g} {unit} | {dov:.4g} {unit} | {ratio:.3g} | {goal} | {met} |"
+        )
+        del better
+    return lines
+
+
+def _write_results(path: Path, body: list[str]) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    path.write_text(f"{head}{START}\n" + "\n".join(body) + f"\n{END}{tail}")
+
+
+def _provision(args: argparse.Namespace, plan: provision.Plan, root: Path) -> list[servers._Server]:
+    began = time.monotonic()
+    cert, key = load_or_create_certificate("", "", root / "tls")
+    for path in (cert, key):
+        path.chmod(0o644)
+    phc = provision.hashes(u for _, users, _ in plan for u in users)
+    provision.provision_popbox(root / "popbox-data", plan, phc)
+    passwd = provision.provision_dovecot(root, plan, phc)
+    print(f"provisioned in {time.monotonic() - began:.1f} s under {root}", flush=True)
+    return [
+        servers.PopboxServer(root, root / "popbox-data", cert, key, args.workers),
+        servers.DovecotServer(root, passwd, cert, key, tuned=args.dovecot == "tuned"),
+    ]
+
+
+Medians = dict[str, dict[str, tuple[float, str, str]]]
+
+
+def _run_all(
+    pair: list[servers._Server], wanted: list[str], runs: int, settings: scenarios.Settings
+) -> tuple[Medians, list[str]]:
+    samples: dict[str, dict[str, list[float]]] = {"popbox": {}, "dovecot": {}}
+    units: dict[str, tuple[str, str]] = {}
+    order: list[str] = []
+    for name in wanted:
+        for run in range(runs):
+            for server in pair if run % 2 == 0 else pair[::-1]:
+                for m in _measure(name, server, settings):
+                    samples[server.name].setdefault(m.name, []).append(m.value)
+                    units[m.name] = (m.unit, m.better)
+                    if m.name not in order:
+                        order.append(m.name)
+                    line = f"  run {run + 1} {server.name:8} {m.name}: {m.value:.4g} {m.unit}"
+                    print(line, flush=True)
+    medians = {
+        who: {n: (statistics.median(v), *units[n]) for n, v in found.items()}
+        for who, found in samples.items()
+    }
+    return medians, order
+
+
+def _report(
+    args: argparse.Namespace,
+    pair: list[servers._Server],
+    settings: scenarios.Settings,
+    medians: Medians,
+    order: list[str],
+) -> list[str]:
+    pop, dov = pair
+    quick = " --quick" if args.quick else ""
+    command = f"bench/run.py --scenarios {args.scenarios} --runs {args.runs}{quick}"
+    return [
+        f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: medians of {args.runs} runs.",
+        "",
+        "- machine: " + ", ".join(_machine()),
+        f"- {pop.version()}, {getattr(pop, 'workers', 1)} worker process(es)",
+        (
+            f"- {dov.version()} ({args.dovecot} settings), same certificate, "
+            f"argon2id {provision.BENCH_ARGON2} for both"
+        ),
+        (
+            f"- {settings.clients} client processes, {settings.duration:g} s per window, "
+            f"{settings.idle_sessions} idle sessions"
+        ),
+        "",
+        *_table(medians, order),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    why = servers.available()
+    if why:
+        print(f"bench: {why}", file=sys.stderr)
+        return 2
+    loadgen.raise_fd_limit()
+    wanted = [w for w in args.scenarios.split(",") if w]
+    settings, plan = _settings(args)
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    root = Path(tempfile.mkdtemp(prefix="popbox-bench-", dir=base))
+    root.chmod(0o755)  # Dovecot's unprivileged processes must reach their files
+    pair: list[servers._Server] = []
+    try:
+        pair = _provision(args, plan, root)
+        for server in pair:
+            server.start()
+        _warm_up(pair, settings, set(wanted))
+        medians, order = _run_all(pair, wanted, args.runs, settings)
+        body = _report(args, pair, settings, medians, order)
+        print("\n".join(body))
+        results = args.results or (None if args.quick else RESULTS)
+        if results is not None:
+            _write_results(results, body)
+            print(f"written to {results}")
+    finally:
+        for server in pair:
+            if server.stop():
+                print(f"bench: {server.name} left processes behind; killed", file=sys.stderr)
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

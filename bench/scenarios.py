@@ -1,0 +1,169 @@
+"""One function per scenario: drive one server once, return named measurements.
+
+Each measurement is (name, value, unit, better) where ``better`` is "higher" or
+"lower"; ``run.py`` takes medians over runs and divides popbox's by Dovecot's.  Server
+CPU time per operation is reported beside each throughput: on a 2-core machine the
+client processes compete with the server for the same cores, and CPU per operation
+is the number that does not depend on how that contention falls out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import loadgen
+import procs
+
+if TYPE_CHECKING:
+    from servers import _Server
+
+__all__ = ["Measurement", "Settings", "biglist", "idle", "login", "retr"]
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    name: str
+    value: float
+    unit: str
+    better: str  # "higher" | "lower"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    clients: int  # client processes
+    duration: float  # seconds per timed window
+    login_concurrency: int
+    retr_concurrency: int
+    idle_sessions: int
+    login_users: list[str]
+    retr_users: dict[str, list[str]]  # payload kind -> users
+    big_user: str
+    big_count: int
+    login_count: int
+    retr_counts: dict[str, int]
+
+
+def _check(result: loadgen.Result, what: str, server: _Server) -> None:
+    if result.errors:
+        raise RuntimeError(
+            f"{server.name} {what}: {result.errors} failed exchanges, first: {result.first_error}"
+        )
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def login(server: _Server, s: Settings) -> list[Measurement]:
+    spec = loadgen.Spec(
+        "login",
+        "127.0.0.1",
+        server.port,
+        s.login_users,
+        "login",
+        s.login_count,
+        concurrency=s.login_concurrency,
+        duration=s.duration,
+    )
+    cpu = procs.cpu_seconds(server.pid)
+    result = loadgen.run_parallel(spec, s.clients)
+    cpu = procs.cpu_seconds(server.pid) - cpu
+    _check(result, "login", server)
+    return [
+        Measurement("login: logins/s", result.ops / s.duration, "/s", "higher"),
+        Measurement(
+            "login: p99 latency", _percentile(result.latencies, 0.99) * 1000, "ms", "lower"
+        ),
+        Measurement("login: server CPU per login", cpu * 1000 / max(result.ops, 1), "ms", "lower"),
+    ]
+
+
+def retr(server: _Server, s: Settings, kind: str, *, tls: bool) -> list[Measurement]:
+    spec = loadgen.Spec(
+        "retr",
+        "127.0.0.1",
+        server.tls_port if tls else server.port,
+        s.retr_users[kind],
+        kind,
+        s.retr_counts[kind],
+        tls=tls,
+        concurrency=s.retr_concurrency,
+        duration=s.duration,
+    )
+    cpu = procs.cpu_seconds(server.pid)
+    result = loadgen.run_parallel(spec, s.clients)
+    cpu = procs.cpu_seconds(server.pid) - cpu
+    label = f"retr {kind[1:]} {'tls' if tls else 'plain'}"
+    _check(result, label, server)
+    return [
+        Measurement(f"{label}: MB/s", result.octets / MB / s.duration, "MB/s", "higher"),
+        Measurement(
+            f"{label}: server CPU per MB", cpu * 1000 / max(result.octets / MB, 1e-9), "ms", "lower"
+        ),
+    ]
+
+
+def biglist(server: _Server, s: Settings) -> list[Measurement]:
+    spec = loadgen.Spec(
+        "biglist",
+        "127.0.0.1",
+        server.port,
+        [s.big_user],
+        "big",
+        s.big_count,
+        duration=s.duration,
+    )
+    result = loadgen.run_parallel(spec, 1)
+    _check(result, "biglist", server)
+    return [
+        Measurement(
+            "biglist: login+STAT+LIST+UIDL", _percentile(result.latencies, 0.5), "s", "lower"
+        )
+    ]
+
+
+def idle(server: _Server, s: Settings) -> list[Measurement]:
+    # A fresh server, so that memory freed by earlier scenarios (popbox's allocator
+    # keeps it) or mail processes kept for reuse (Dovecot) do not hide the cost.
+    server.stop()
+    server.start()
+    login(server, dataclasses.replace(s, duration=0.3, login_concurrency=2))
+    before = procs.footprint(server.pid)
+    spec = loadgen.Spec(
+        "idle",
+        "127.0.0.1",
+        server.port,
+        s.login_users,
+        "login",
+        s.login_count,
+        sessions=s.idle_sessions,
+        timeout=300,
+    )
+    spec.start_at = time.time()
+    clients = loadgen.ClientProcesses(spec, s.clients)
+    try:
+        opened = clients.wait_ready(timeout=900)
+        time.sleep(1.0)  # let lazily freed memory and late children settle
+        after = procs.footprint(server.pid)
+        clients.release()
+        result = clients.results(timeout=900)
+    finally:
+        clients.terminate()
+    _check(result, "idle", server)
+    if opened != s.idle_sessions or result.ops != opened:
+        raise RuntimeError(f"{server.name} idle: {opened} opened, {result.ops} answered NOOP")
+    return [
+        Measurement(
+            "idle: RSS per session", (after.rss_kib - before.rss_kib) / opened, "KiB", "lower"
+        ),
+        Measurement(
+            "idle: PSS per session", (after.pss_kib - before.pss_kib) / opened, "KiB", "lower"
+        ),
+        Measurement("idle: server processes", after.processes, "", "lower"),
+    ]

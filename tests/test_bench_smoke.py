@@ -1,0 +1,102 @@
+"""The benchmark's own code keeps working: its clients against an in-process popbox.
+
+Not a timed test: it asserts that every exchange of every scenario succeeds and that
+each did some work, never how fast.  The comparison with Dovecot is ``bench/run.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# bench/ is a directory of scripts that import each other, not a package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import loadgen
+import payload
+import provision
+
+from popbox import app
+from popbox.auth.passwords import ARGON2ID
+from popbox.config import from_mapping
+from popbox.message import prepare
+from popbox.server.tls import load_or_create_certificate
+from popbox.store import open_store
+
+KIND = payload.MailboxKind("smoke", 3000, 6)
+
+
+async def _server(tmp_path: Path):
+    cert, key = load_or_create_certificate("", "", tmp_path / "tls")
+    config = from_mapping(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "pop3": {
+                "listen": ["127.0.0.1:0"],
+                "tls_listen": ["127.0.0.1:0"],
+                "login_type": "plaintext_login",
+            },
+            "tls": {"cert_file": str(cert), "key_file": str(key)},
+        }
+    )
+    store = open_store("memory", data_dir=tmp_path, dsn="")
+    await store.open()
+    users = payload.users_of(KIND, 3)
+    for user, phc in provision.hashes(users).items():
+        await store.add_user(user, {ARGON2ID: phc})
+        for text in payload.mailbox(KIND, user):
+            await store.deliver(user, prepare(text))
+    context = await app.build_context(config, store=store)
+    servers, listening = await app.start_servers(context)
+    ports = {kind: port for kind, _, port in listening}
+    return servers, ports, users
+
+
+def _spec(scenario: str, port: int, users: list[str], **extra) -> loadgen.Spec:
+    return loadgen.Spec(scenario, "127.0.0.1", port, users, "smoke", KIND.count, **extra)
+
+
+@pytest.fixture(autouse=True)
+def _smoke_kind(monkeypatch):
+    monkeypatch.setitem(payload.MAILBOXES, "smoke", KIND)
+
+
+async def test_bench_clients_complete_every_scenario_against_popbox(tmp_path):
+    """Every scenario of the load generator runs without a failed or wrong exchange."""
+    servers, ports, users = await _server(tmp_path)
+    try:
+        plain, tls = ports["pop3"], ports["pop3s"]
+        runs = {
+            "login": _spec("login", plain, users, concurrency=4, duration=0.3),
+            "retr": _spec("retr", plain, users, concurrency=2, duration=0.3),
+            "retr tls": _spec("retr", tls, users, tls=True, concurrency=2, duration=0.3),
+            "biglist": _spec("biglist", plain, users[:1], duration=0.1),
+            "idle": _spec("idle", plain, users, sessions=20),
+        }
+        for name, spec in runs.items():
+            spec.start_at = time.time()
+            result = await loadgen.run_spec(spec)
+            assert result.errors == 0, f"{name}: {result.first_error}"
+            assert result.ops > 0, name
+        assert result.ops == 20  # every idle session answered NOOP after being held
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+async def test_bench_client_processes_report_back(tmp_path):
+    """The multi-process driver spawns clients, merges their results and leaves none."""
+    servers, ports, users = await _server(tmp_path)
+    try:
+        spec = _spec("login", ports["pop3"], users, concurrency=2, duration=0.5)
+        result = await asyncio.to_thread(loadgen.run_parallel, spec, 2, lead=0.5)
+        assert result.errors == 0, result.first_error
+        assert result.ops > 0
+        assert len(result.latencies) == result.ops
+    finally:
+        for server in servers:
+            await server.stop()
