@@ -242,7 +242,8 @@ def _parse_auth(_verb: str, args: list[str]) -> Auth | ParseError:
     if len(args) > 2:
         return ParseError("AUTH takes a mechanism and at most one initial response")
     mechanism = args[0].upper()
-    if not _MECHANISM.fullmatch(mechanism):
+    # isascii first: str.upper() maps some non-ASCII letters to ASCII ("\u0131" to "I").
+    if not args[0].isascii() or not _MECHANISM.fullmatch(mechanism):
         return ParseError("AUTH mechanism name is not valid")
     return Auth(mechanism, args[1] if len(args) == 2 else None)
 

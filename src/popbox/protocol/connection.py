@@ -244,9 +244,10 @@ class Pop3Connection:
             if line is None:
                 return Signal.NEED_DATA
             if isinstance(line, LineTooLong):
+                if sasl:  # leave SASL first: _bad_input may close, and closed must stay closed
+                    self._phase = _Authorization()
                 self._bad_input(f"line too long: the limit is {line.limit} octets including CRLF")
                 if sasl:
-                    self._phase = _Authorization()
                     return SaslCancelled()
                 continue
             self._counters.lines += 1
@@ -286,6 +287,7 @@ class Pop3Connection:
         self._expect(StartTls)
         self._tls_active = True
         self._phase = _Authorization()
+        self._buffer.clear()  # bytes fed before the handshake finished were plaintext
 
     def send_message(self, data: bytes) -> None:
         """Answer ``Retrieve`` with the message's wire form (whole, or cut by TOP)."""
@@ -483,9 +485,10 @@ class Pop3Connection:
         """CAPA (RFC 2449 s5) from the same tables that implement each capability."""
         before_login = self.state is State.AUTHORIZATION
         lines = ["TOP", "UIDL"]
-        if before_login and self._plaintext_allowed(sasl=False):
+        # USER and SASL are announced in both states (RFC 2449 s5, RFC 5034 s3).
+        if self._plaintext_allowed(sasl=False):
             lines.append("USER")
-        if before_login and (mechanisms := self._allowed_mechanisms()):
+        if mechanisms := self._allowed_mechanisms():
             lines.append("SASL " + " ".join(mechanisms))
         lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         lines += [f"EXPIRE {self.settings.expire}", "LOGIN-DELAY 0"]
