@@ -41,10 +41,8 @@ def test_open_store_builds_sqlite_in_data_dir(tmp_path: Path) -> None:
     assert isinstance(open_store("memory", data_dir=tmp_path, dsn=""), MemoryStore)
 
 
-def test_open_store_postgresql_is_not_available_yet(tmp_path: Path) -> None:
-    """[storage] backend = "postgresql" must fail clearly until that backend ships."""
-    with pytest.raises(StorePermanentError, match="not available yet"):
-        open_store("postgresql", data_dir=tmp_path, dsn="postgresql://x")
+def test_open_store_rejects_unknown_backend(tmp_path: Path) -> None:
+    """A backend name no version knows fails clearly instead of picking a default."""
     with pytest.raises(ValueError, match="unknown storage backend"):
         open_store("mysql", data_dir=tmp_path, dsn="")
 
