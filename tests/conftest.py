@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import krb5realm
 from popbox_servers import (
     USERS,
     InProcessServer,
@@ -38,13 +39,19 @@ def start_pop3_server(
 ) -> Iterator[Callable[..., InProcessServer]]:
     """Factory: ``start_pop3_server(pop3={...})`` starts an in-process server with USERS.
 
-    ``pop3`` overrides keys of the ``[pop3]`` section.  Every server is stopped after the
+    ``pop3`` overrides keys of the ``[pop3]`` section, ``sections`` adds other sections.  Every server is stopped after the
     test, and the test fails if a session logged an error (a crash in the session code).
     """
     servers: list[InProcessServer] = []
 
-    def start(pop3: Mapping[str, Any] | None = None, *, users: bool = True) -> InProcessServer:
-        server = InProcessServer.start(tmp_path_factory.mktemp("popbox-data"), tls_files, pop3)
+    def start(
+        pop3: Mapping[str, Any] | None = None,
+        *,
+        sections: Mapping[str, Mapping[str, Any]] | None = None,
+        users: bool = True,
+    ) -> InProcessServer:
+        data_dir = tmp_path_factory.mktemp("popbox-data")
+        server = InProcessServer.start(data_dir, tls_files, pop3, sections)
         servers.append(server)
         if users:
             server.add_users(USERS)
@@ -93,3 +100,9 @@ def start_popbox_serve(
     yield start
     for process in processes:
         process.close()
+
+
+@pytest.fixture(scope="session")
+def kerberos_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[krb5realm.Realm]:
+    """A throwaway MIT Kerberos realm with a KDC on 127.0.0.1 (tests/krb5realm.py)."""
+    yield from krb5realm.session_realm(tmp_path_factory)

@@ -92,10 +92,18 @@ def make_tls_files(directory: Path) -> TlsFiles:
 
 
 def config_mapping(
-    data_dir: Path, tls: TlsFiles, pop3: Mapping[str, Any] | None = None
+    data_dir: Path,
+    tls: TlsFiles,
+    pop3: Mapping[str, Any] | None = None,
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A configuration on ephemeral loopback ports; ``pop3`` overrides that section."""
+    """A configuration on ephemeral loopback ports.
+
+    ``pop3`` overrides keys of the ``[pop3]`` section; ``sections`` adds whole other
+    sections, e.g. ``{"auth": {"ip_lockout_failures": 0}}``.
+    """
     return {
+        **(sections or {}),
         "data_dir": str(data_dir),
         "pop3": {
             "listen": ["127.0.0.1:0"],
@@ -207,9 +215,13 @@ class InProcessServer:
 
     @classmethod
     def start(
-        cls, data_dir: Path, tls: TlsFiles, pop3: Mapping[str, Any] | None = None
+        cls,
+        data_dir: Path,
+        tls: TlsFiles,
+        pop3: Mapping[str, Any] | None = None,
+        sections: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> InProcessServer:
-        server = cls(from_mapping(config_mapping(data_dir, tls, pop3)), tls)
+        server = cls(from_mapping(config_mapping(data_dir, tls, pop3, sections)), tls)
         server._thread = threading.Thread(target=server._thread_main, name="popbox-test-server")
         server._thread.start()
         try:

@@ -324,10 +324,24 @@ class Pop3Protocol(asyncio.Protocol):
                 await store.mark_retrieved(user, retrieved, time.time())
         except StoreError:
             self._log.warning("update_failed", marked=len(deleted))
+            await self._release_lock()
             self._conn.update_finished(ok=False)
             return
         self._log.info("update", deleted=removed)
+        # RFC 1939 s6: UPDATE releases the maildrop before the +OK, so a client that
+        # reconnects as soon as it reads it does not find the maildrop still locked.
+        await self._release_lock()
         self._conn.update_finished(ok=True)
+
+    async def _release_lock(self) -> None:
+        renewer, self._lock_renewer = self._lock_renewer, None
+        if renewer is None:
+            return
+        renewer.cancel()
+        user = self._conn.user
+        if user is not None:
+            with contextlib.suppress(StoreError):
+                await self._server.store.release_lock(user, self._session_id)
 
     async def _flush(self) -> None:
         for record in self._conn.take_records():
@@ -339,12 +353,7 @@ class Pop3Protocol(asyncio.Protocol):
 
     async def _cleanup(self) -> None:
         self._server.sessions.discard(self)
-        if self._lock_renewer is not None:
-            self._lock_renewer.cancel()
-            user = self._conn.user
-            if user is not None:
-                with contextlib.suppress(StoreError):
-                    await self._server.store.release_lock(user, self._session_id)
+        await self._release_lock()
         if self._transport is not None:
             self._transport.close()
         self._log.info("disconnect")
