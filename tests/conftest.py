@@ -39,8 +39,9 @@ def start_pop3_server(
 ) -> Iterator[Callable[..., InProcessServer]]:
     """Factory: ``start_pop3_server(pop3={...})`` starts an in-process server with USERS.
 
-    ``pop3`` overrides keys of the ``[pop3]`` section, ``sections`` adds other sections.  Every server is stopped after the
-    test, and the test fails if a session logged an error (a crash in the session code).
+    ``pop3`` overrides keys of the ``[pop3]`` section, ``sections`` adds other sections.
+    Every server is stopped after the test, and the test fails if a session logged an
+    error (a crash in the session code).
     """
     servers: list[InProcessServer] = []
 
