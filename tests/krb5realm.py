@@ -7,7 +7,9 @@ exports the service key and each user's key to keytabs, and starts ``krb5kdc`` i
 foreground on an ephemeral port.  Users get tickets with ``kinit -k`` from their keytab,
 into a credential cache file of their own.  ``close`` stops the KDC.
 
-The whole thing takes well under a second, so one realm serves the test session.
+The whole thing takes well under a second; ``session_realm`` (the ``kerberos_realm``
+fixture of tests/conftest.py) makes one for the test session and points this process's
+Kerberos library at it, because an in-process server reads KRB5_CONFIG when it accepts.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import pytest
+
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
 REALM = "TEST.POPBOX"
@@ -31,6 +35,8 @@ TIMEOUT = 30.0
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
 PROGRAMS = ("kdb5_util", "kadmin.local", "krb5kdc", "kinit")
+# Principals every GSSAPI test may use: alice and bob have mailboxes, carol has none.
+PRINCIPALS = {"alice": "alice-krb5-pw", "bob": "bob-krb5-pw", "carol": "carol-krb5-pw"}
 
 
 def find_program(name: str) -> str | None:
@@ -61,7 +67,6 @@ class Realm:
             "KRB5_CONFIG": str(self.directory / "krb5.conf"),
             "KRB5_KDC_PROFILE": str(self.directory / "kdc.conf"),
             "KRB5RCACHEDIR": str(self.directory),
-            "KRB5_TRACE": str(self.directory / "trace.log"),
         }
 
     @classmethod
@@ -181,3 +186,22 @@ class Realm:
             else:
                 return
         raise AssertionError(f"the KDC did not listen on 127.0.0.1:{self.port}")
+
+
+def session_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realm]:
+    """Create the realm, export its environment to this process, and tear both down."""
+    missing = [name for name in PROGRAMS if find_program(name) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: run scripts/setup (CI installs them)")
+    realm = Realm.create(tmp_path_factory.mktemp("krb5"), PRINCIPALS)
+    saved = {key: os.environ.get(key) for key in realm.env}
+    os.environ.update(realm.env)
+    try:
+        yield realm
+    finally:
+        realm.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
