@@ -161,6 +161,8 @@ class Pop3Protocol(asyncio.Protocol):
                     conn.timed_out(self._timeout())
                 continue
             await self._answer(event)
+            if isinstance(event, StartTls) and not conn.tls_active:
+                return  # the handshake failed and the connection is gone: nothing to answer
 
     async def _wait_for_data(self, deadline: float) -> bool:
         """Wait for bytes until ``deadline``; False when the inactivity timer expired."""
