@@ -79,8 +79,13 @@ def authenticate(  # noqa: PLR0913 - one argument per message field
     lm_response: bytes = bytes(24),
     session_key: bytes = b"",
     mic: bytes | None = None,
+    short_header: bool = False,
 ) -> bytes:
-    """An AUTHENTICATE_MESSAGE; with ``mic`` the header has Version and MIC (88 octets)."""
+    """An AUTHENTICATE_MESSAGE; with ``mic`` the header has Version and MIC (88 octets).
+
+    ``short_header``: the oldest layout, payload right after the five fields (52 octets),
+    with no session key and no NegotiateFlags.
+    """
     encoding = "utf-16-le" if flags & Flag.UNICODE else "latin-1"
     fields = [
         lm_response,
@@ -90,12 +95,16 @@ def authenticate(  # noqa: PLR0913 - one argument per message field
         "WORKSTATION".encode(encoding),
         session_key,
     ]
-    offset = 88 if mic is not None else 64
+    if short_header:
+        fields.pop()
+    offset = 52 if short_header else 88 if mic is not None else 64
     header = SIGNATURE + struct.pack("<I", 3)
     payload = b""
     for value in fields:
         header += struct.pack("<HHI", len(value), len(value), offset + len(payload))
         payload += value
+    if short_header:
+        return header + payload
     header += struct.pack("<I", flags)
     if mic is not None:
         header += bytes(8) + mic

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import gssapi
@@ -213,3 +214,62 @@ def test_settings_from_the_auth_section(tmp_path):
         b"rcache": f"file2:{tmp_path / 'krb5.rcache'}".encode(),
     }
     assert gssapi_settings(AuthConfig(), tmp_path).service_name.startswith("pop@")
+
+
+async def test_an_authzid_that_is_not_utf8_is_refused(settings, ccache):
+    ccache("alice")
+    mech, client = await mechanism(settings), Client()
+    offer = await client.establish(mech)
+    assert isinstance(await mech.step(client.choose(offer, NO_LAYER + b"\xff\xfe")), Failure)
+
+
+async def test_without_realm_stripping_an_unmapped_principal_has_no_mailbox(settings, ccache):
+    ccache("alice")
+    strict = GssapiSettings(
+        settings.service_name,
+        keytab=settings.keytab,
+        replay_cache=settings.replay_cache,
+        strip_realm=False,
+    )
+    mech, client = await mechanism(strict), Client()
+    offer = await client.establish(mech)
+    step = await mech.step(client.choose(offer, NO_LAYER))
+    assert step == Failure(
+        "GSSAPI: no mailbox for principal alice@TEST.POPBOX", "alice@TEST.POPBOX"
+    )
+
+
+class TwoRoundContext:
+    """A mechanism that needs two context tokens (Kerberos needs one): the loop must hold."""
+
+    initiator_name = "alice@TEST.POPBOX"
+    target_name = "pop/localhost@TEST.POPBOX"
+
+    def __init__(self, **_: object) -> None:
+        self.complete = False
+        self.rounds = 0
+
+    def step(self, token: bytes) -> bytes | None:
+        self.rounds += 1
+        self.complete = self.rounds == 2
+        return None if self.complete else b"again:" + token
+
+    def wrap(self, data: bytes, *, encrypt: bool) -> SimpleNamespace:
+        assert not encrypt  # RFC 4752: integrity only
+        return SimpleNamespace(message=b"wrapped:" + data)
+
+    def unwrap(self, data: bytes) -> SimpleNamespace:
+        return SimpleNamespace(message=data.removeprefix(b"wrapped:"))
+
+
+async def test_multi_round_context_establishment(settings, monkeypatch):
+    monkeypatch.setattr(gssapi, "SecurityContext", TwoRoundContext)
+    monkeypatch.setattr(gssapi, "Credentials", lambda **_: None)
+    mech = await mechanism(settings)
+    assert await mech.start(b"one") == Challenge(b"again:one")
+    assert await mech.step(b"two") == Challenge(b"wrapped:" + NO_LAYER)
+    assert await mech.step(b"wrapped:" + NO_LAYER) == Success("alice")
+
+
+def test_an_empty_credential_store_means_the_library_defaults():
+    assert GssapiSettings("pop@x").credential_store() == {}

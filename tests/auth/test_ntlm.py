@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import pytest
@@ -20,8 +21,10 @@ from ntlm_client import (
     parse_challenge,
 )
 
+from popbox.auth import ntlm
 from popbox.auth.base import AuthContext, Challenge, Failure, Success
 from popbox.auth.ntlm import NtlmMechanism, NtlmSettings, target_names
+from popbox.auth.ntlm_crypto import desl
 from popbox.auth.ntlm_messages import AV_FLAG_MIC_PRESENT, AvId, Flag, parse_av_pairs
 from popbox.auth.passwords import NT, Argon2Params, verifiers_for
 from popbox.auth.passwords import nt_hash as passwords_nt_hash
@@ -256,3 +259,68 @@ def test_nt_hash_is_stored_only_while_ntlm_is_offered():
     assert with_ntlm[NT] == nt_hash(PASSWORD).hex() == passwords_nt_hash(PASSWORD)
     without = verifiers_for(PASSWORD, cheap, auth=AuthConfig(mechanisms=("PLAIN",)))
     assert NT not in without
+
+
+@pytest.mark.parametrize("stored", ["not hex at all", "abcd"], ids=["not-hex", "too-short"])
+async def test_a_corrupt_stored_nt_hash_fails_like_a_wrong_password(stored):
+    store = await store_with_users()
+    await store.add_user("corrupt", {NT: stored})
+    mech = NtlmMechanism(
+        AuthContext(store, "127.0.0.1:4000", tls_active=False), NtlmSettings(NAMES)
+    )
+    challenge = parse_challenge(await challenge_for(mech))
+    response = ntlmv2_response(PASSWORD, "corrupt", "", challenge.server_challenge, b"\0\0\0\0")
+    step = await mech.step(authenticate(response, user="corrupt"))
+    assert step == Failure("wrong password, unknown user or no NT hash stored", "corrupt")
+
+
+async def test_an_nt_response_too_short_for_ntlmv2_fails():
+    mech = await mechanism()
+    await challenge_for(mech)
+    assert isinstance(await mech.step(authenticate(b"x" * 30)), Failure)
+
+
+@pytest.mark.parametrize(
+    ("password", "lm_response", "ok"),
+    [
+        (PASSWORD, bytes(range(8)) + bytes(16), True),
+        ("wrong", bytes(range(8)) + bytes(16), False),
+        (PASSWORD, b"", False),
+    ],
+    ids=["right", "wrong-password", "no-client-challenge"],
+)
+async def test_ntlmv1_with_extended_session_security_ms_nlmp_3_3_1(password, lm_response, ok):
+    """With ESS the response covers MD5(ServerChallenge + ClientChallenge) (3.3.1)."""
+    mech = await mechanism(allow_v1=True)
+    flags = UNICODE_FLAGS | Flag.EXTENDED_SESSIONSECURITY
+    challenge = parse_challenge(await challenge_for(mech, flags))
+    digest = hashlib.md5(challenge.server_challenge + lm_response[:8]).digest()  # noqa: S324
+    response = desl(nt_hash(password), digest[:8])
+    step = await mech.step(authenticate(response, flags=flags, lm_response=lm_response))
+    assert (step == Success("alice")) is ok
+
+
+async def test_unknown_users_cost_the_same_verification_work(monkeypatch):
+    """V0009 spirit for NTLM: an unknown user runs the same HMAC checks as a wrong password."""
+    calls: list[str] = []
+    real = ntlm.verify_v2
+
+    def counting(nt_hash_, user, domain, *args):
+        calls.append(user)
+        return real(nt_hash_, user, domain, *args)
+
+    monkeypatch.setattr(ntlm, "verify_v2", counting)
+    for user in ("alice", "nobody"):
+        mech = await mechanism()
+        challenge = parse_challenge(await challenge_for(mech))
+        response = ntlmv2_response("wrong", user, "Dom", challenge.server_challenge, b"\0" * 4)
+        assert isinstance(await mech.step(authenticate(response, user=user, domain="Dom")), Failure)
+    assert calls.count("alice") == calls.count("nobody") == 3  # "Dom", "DOM", ""
+
+
+async def test_the_oldest_authenticate_layout_without_flags_is_read_ms_nlmp_2_2_1_3():
+    """A 52-octet header (no session key, no flags): the negotiated flags apply."""
+    mech = await mechanism()
+    challenge = parse_challenge(await challenge_for(mech))
+    response = ntlmv2_response(PASSWORD, "alice", "", challenge.server_challenge, b"\0\0\0\0")
+    assert await mech.step(authenticate(response, short_header=True)) == Success("alice")

@@ -88,6 +88,12 @@ def test_ntlmv1_response_ms_nlmp_4_2_2_2_1():
         NT_HASH, SERVER_CHALLENGE, bytes(24), expected, extended_session_security=False
     )
     assert verified is not None
+    assert (
+        verify_v1(
+            NT_HASH, SERVER_CHALLENGE, bytes(24), expected[:23], extended_session_security=False
+        )
+        is None
+    )
     # 4.2.2.1.3 SessionBaseKey = MD4(NTOWFv1): d8 72 62 b0 cd e4 b1 cb ...
     assert verified.key_exchange_key == unhex("d87262b0cde4b1cb7499becccdf10784")
 
