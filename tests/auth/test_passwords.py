@@ -143,7 +143,8 @@ def test_unparseable_hash_needs_rehash() -> None:
 async def test_verifiers_for_gives_an_argon2id_verifier() -> None:
     verifiers = verifiers_for("s3cret", CHEAP)
 
-    assert set(verifiers) == {ARGON2ID}
+    assert ARGON2ID in verifiers  # and one per further mechanism offered (test_scram.py)
+    assert "s3cret" not in "".join(verifiers.values())
     assert await verify_password(verifiers[ARGON2ID], "s3cret") is True
 
 

@@ -94,7 +94,8 @@ class LoginGuard:
             score = self._touch(key, now)
             score.value += 1
             threshold = self.settings.user_lockout if key[0] == "u" else self.settings.ip_lockout
-            if threshold and score.value >= threshold:
+            # Rounded: two failures a second apart have faded to 1.998, and are two.
+            if threshold and score.value + 0.5 >= threshold:
                 score.locked_until = now + self.settings.lockout_duration
             worst = max(worst, score.value)
         self._forget_oldest()

@@ -240,7 +240,9 @@ class Pop3Connection:
                 raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
             sasl = isinstance(phase, _Sasl)
             limit = self.settings.sasl_line_max if sasl else self.settings.max_command_size
-            line = self._buffer.next_line(limit)
+            # RFC 5034 s4: the initial response on an AUTH line is bound like a response.
+            auth_limit = self.settings.sasl_line_max if isinstance(phase, _Authorization) else None
+            line = self._buffer.next_line(limit, auth_limit=auth_limit)
             if line is None:
                 return Signal.NEED_DATA
             if isinstance(line, LineTooLong):
