@@ -22,6 +22,7 @@ from popbox.auth.passwords import verifiers_for
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.message import MalformedMessage, prepare
 from popbox.server.tls import TlsConfigError
+from popbox.server.workers import WorkerStartError
 from popbox.store import open_store
 from popbox.store.base import (
     DeliveryRefused,
@@ -103,7 +104,14 @@ def _with_store(
 
 
 def _serve(args: argparse.Namespace) -> int:
-    asyncio.run(app.serve(_config(args)))
+    path = Path(args.config) if args.config else default_config_path()
+    config = load(path, required=bool(args.config))
+    try:
+        # SIGHUP re-reads the file the server started from (none: only the certificate).
+        asyncio.run(app.serve(config, config_path=path if path.is_file() else None))
+    except (OSError, WorkerStartError) as exc:
+        print(f"popbox: cannot serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

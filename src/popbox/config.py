@@ -26,6 +26,7 @@ __all__ = [
     "ConfigError",
     "LmtpConfig",
     "Pop3Config",
+    "ServerConfig",
     "StorageConfig",
     "TlsConfig",
     "default_config_path",
@@ -118,6 +119,21 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Processes, load balancers, limits and observability (DESIGN.md section 4)."""
+
+    workers: int = 0  # processes serving the listeners; 0: one per CPU core; 1: no supervisor
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose connections start with a PROXY header
+    proxy_header_timeout: float = 5.0  # seconds a trusted proxy has to send its header
+    max_connections: int = 0  # POP3 connections on this node at once; 0: no limit
+    max_connections_per_ip: int = 0  # ... from one client address; 0: no limit
+    max_sessions_per_user: int = 0  # logged-in sessions of one user on this node; 0: no limit
+    metrics_listen: str = ""  # "host:port" for /metrics and /healthz; empty: off
+    json_logs: bool = False  # one JSON object per log line instead of key=value text
+    protocol_log_users: tuple[str, ...] = ()  # users whose command lines and replies are logged
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
     compat: Compat = "exchange2013"
@@ -126,6 +142,7 @@ class Config:
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
     ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
@@ -194,7 +211,9 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         lmtp=_build(LmtpConfig, _section(raw, "lmtp"), "lmtp"),
         storage=storage,
         auth=_build(AuthConfig, _section(raw, "auth"), "auth"),
+        server=_build(ServerConfig, _section(raw, "server"), "server"),
     )
+    _check_server(config.server)
     _check_auth(config.auth)
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
@@ -255,7 +274,7 @@ def parse_address(
 def dump(config: Config) -> str:
     """The effective configuration as TOML, for ``popbox config show``."""
     lines = [f"data_dir = {_toml_value(str(config.data_dir))}", f'compat = "{config.compat}"']
-    for section in ("pop3", "tls", "lmtp", "storage", "auth"):
+    for section in ("pop3", "tls", "lmtp", "storage", "auth", "server"):
         lines.append(f"\n[{section}]")
         values = getattr(config, section)
         lines.extend(
@@ -364,6 +383,31 @@ def _check_pop3(pop3: Pop3Config) -> None:
         raise ConfigError("pop3.expire_days: must not be negative")
     if len(pop3.banner.encode("utf-8")) > 400 or any(c in pop3.banner for c in "\r\n"):
         raise ConfigError("pop3.banner: must be one line of at most 400 octets")
+
+
+def _check_server(server: ServerConfig) -> None:
+    for key in ("workers", "max_connections", "max_connections_per_ip", "max_sessions_per_user"):
+        if getattr(server, key) < 0:
+            raise ConfigError(f"server.{key}: must not be negative (0 means {_ZERO[key]})")
+    if server.proxy_header_timeout <= 0:
+        raise ConfigError("server.proxy_header_timeout: must be greater than 0")
+    for network in server.trusted_proxies:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"server.trusted_proxies: {network!r} is not an address or network (CIDR)"
+            ) from None
+    if server.metrics_listen:
+        parse_address(server.metrics_listen, "server.metrics_listen")
+
+
+_ZERO = {
+    "workers": "one per CPU core",
+    "max_connections": "no limit",
+    "max_connections_per_ip": "no limit",
+    "max_sessions_per_user": "no limit",
+}
 
 
 def _check_auth(auth: AuthConfig) -> None:

@@ -9,16 +9,18 @@ number is printed.  ``stop`` stops accepting, lets sessions finish up to
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
 from typing import TYPE_CHECKING
 
-from popbox.config import parse_address
 from popbox.protocol.connection import ConnectionSettings
+from popbox.server.accept import Acceptor, Bound, bind_listeners
 from popbox.server.session import Pop3Protocol
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Sequence
 
     from popbox.server.context import ServerContext
 
@@ -51,41 +53,37 @@ class Pop3Server:
 
     def __init__(self, context: ServerContext) -> None:
         self.context = context
-        self._servers: list[asyncio.Server] = []
+        self._acceptors: list[Acceptor] = []
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)
 
-    async def start(self) -> list[Listening]:
-        pop3 = self.context.config.pop3
+    async def start(self, sockets: Sequence[Bound] | None = None) -> list[Listening]:
+        """Accept on ``sockets`` (bound by a supervisor), else bind the configured ones."""
+        if sockets is None:
+            sockets = bind_listeners(self.context.config)
         listening: list[Listening] = []
-        for kind, addresses in (("pop3", pop3.listen), ("pop3s", pop3.tls_listen)):
-            implicit = kind == "pop3s"
-            if implicit and addresses and self.context.tls is None:
+        for kind, sock in sockets:
+            if kind == "pop3s" and self.context.tls is None:
                 msg = "pop3.tls_listen needs a TLS certificate"
                 raise RuntimeError(msg)
-            settings = connection_settings(self.context, implicit_tls=implicit)
-            for address in addresses:
-                host, port = parse_address(address, f"pop3.{'tls_' * implicit}listen")
-                server = await asyncio.get_running_loop().create_server(
-                    lambda settings=settings: self._new_session(settings),
-                    host,
-                    port,
-                    ssl=self.context.tls.context if implicit and self.context.tls else None,
-                    ssl_handshake_timeout=30 if implicit else None,
-                    reuse_address=True,
-                    backlog=1024,
-                )
-                self._servers.append(server)
-                listening.extend((kind, *_address_of(s)) for s in server.sockets)
+            acceptor = Acceptor(
+                self.context, kind, sock, functools.partial(self._new_session, kind)
+            )
+            acceptor.start()
+            self._acceptors.append(acceptor)
+            listening.append((kind, *_address_of(sock)))
         return listening
 
-    def _new_session(self, settings: ConnectionSettings) -> Pop3Protocol:
-        return Pop3Protocol(self.context, settings, f"{self._prefix}-{next(self._ids)}")
+    def _new_session(self, kind: str, client: tuple[str, int]) -> Pop3Protocol:
+        # Settings are taken per connection, so a reload (SIGHUP) applies to the next one.
+        settings = connection_settings(self.context, implicit_tls=kind == "pop3s")
+        session_id = f"{self._prefix}-{next(self._ids)}"
+        return Pop3Protocol(self.context, settings, session_id, client=client)
 
     async def stop(self) -> None:
         """Stop accepting, drain sessions up to ``shutdown_grace``, then close the rest."""
-        for server in self._servers:
-            server.close()
+        for acceptor in self._acceptors:
+            await acceptor.stop_accepting()
         sessions = list(self.context.sessions)
         if sessions:
             waiting = [asyncio.ensure_future(s.wait_closed()) for s in sessions]
@@ -96,8 +94,9 @@ class Pop3Server:
                 session.shutdown()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        for server in self._servers:
-            await server.wait_closed()
+        connections = [task for a in self._acceptors for task in a.connections]
+        if connections:
+            await asyncio.wait(connections, timeout=5)
 
 
 def _address_of(sock: socket.socket) -> tuple[str, int]:

@@ -1,0 +1,328 @@
+"""Prometheus metrics, the store timing proxy, and the /metrics + /healthz HTTP listener.
+
+Theory of operation: every process has one ``Metrics`` (its own ``CollectorRegistry``,
+no global default registry, so tests can run several servers in one process).  Sessions,
+listeners and the LMTP server count into it; ``TimedStore`` wraps the store and times
+every call into a histogram.
+
+The HTTP listener is a few lines of asyncio (``asyncio.start_server``), not
+prometheus_client's thread server: /healthz must ask the store, whose connections live on
+the event loop, and the listener then stops with the rest of the server on SIGTERM.
+
+With several worker processes the supervisor serves HTTP: on each scrape it asks every
+worker for ``Metrics.export()`` over the control channel and renders the sums
+(``render_merged``), so one scrape sees the whole node.  Counters of a worker that died
+are lost with it (Prometheus' ``rate()`` treats that as a counter reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from popbox import __version__
+from popbox.config import parse_address
+from popbox.store.base import StoreError, StorePermanentError, StoreTemporaryError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
+
+    from popbox.server.context import ServerContext
+    from popbox.store.base import MailStore
+
+__all__ = [
+    "CONTENT_TYPE",
+    "KNOWN_VERBS",
+    "Export",
+    "Metrics",
+    "MetricsHttpServer",
+    "TimedStore",
+    "check_store",
+    "export_registry",
+    "render_merged",
+    "start_metrics",
+    "timed_store",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Verbs get their own label value; anything else a client sends is counted as OTHER, so
+# a client cannot create unbounded label values (time series) by inventing commands.
+KNOWN_VERBS = frozenset(
+    [
+        "USER",
+        "PASS",
+        "APOP",
+        "AUTH",
+        "STLS",
+        "CAPA",
+        "QUIT",
+        "STAT",
+        "LIST",
+        "RETR",
+        "TOP",
+        "DELE",
+        "NOOP",
+        "RSET",
+        "UIDL",
+    ]
+) | {"SASL-RESPONSE"}
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+HEALTH_TIMEOUT = 5.0
+_HTTP_TIMEOUT = 10.0
+_HTTP_MAX_HEADER = 8192
+
+Export = list[dict[str, Any]]  # one process's metric families, JSON-ready
+
+
+class Metrics:
+    """The counters of one process."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Counter(
+            "popbox_connections", "Connections accepted", ["listener"], registry=r
+        )
+        self.connections_open = Gauge(
+            "popbox_connections_open", "Connections open now", ["listener"], registry=r
+        )
+        self.refused = Counter(
+            "popbox_connections_refused",
+            "Connections or logins refused by a limit or a bad PROXY header",
+            ["reason"],
+            registry=r,
+        )
+        self.logins = Counter(
+            "popbox_logins", "Login attempts", ["mechanism", "result"], registry=r
+        )
+        self.commands = Counter(
+            "popbox_commands", "Commands answered", ["verb", "result"], registry=r
+        )
+        self.bytes_sent = Counter("popbox_sent_bytes", "Octets sent to clients", registry=r)
+        self.bytes_received = Counter(
+            "popbox_received_bytes", "Octets received from clients", registry=r
+        )
+        self.deliveries = Counter(
+            "popbox_deliveries", "Delivery attempts per recipient", ["result"], registry=r
+        )
+        self.store_seconds = Histogram(
+            "popbox_store_operation_seconds",
+            "Time spent in mail store calls",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "popbox_store_errors", "Mail store calls that failed", ["operation"], registry=r
+        )
+        info = Gauge("popbox_build_info", "popbox version", ["version"], registry=r)
+        info.labels(__version__).set(1)
+
+    def command(self, verb: str, *, ok: bool) -> None:
+        label = verb if verb in KNOWN_VERBS else "OTHER"
+        self.commands.labels(label, "ok" if ok else "err").inc()
+
+    def login(self, mechanism: str, result: str) -> None:
+        """``result``: success, failure, locked, limited, store_error (or a new one)."""
+        self.logins.labels(mechanism, result).inc()
+
+    def delivery(self, result: str) -> None:
+        """One recipient's delivery: delivered, over_quota, unknown_user, temp_failure."""
+        self.deliveries.labels(result).inc()
+
+    def export(self) -> Export:
+        return export_registry(self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def export_registry(registry: CollectorRegistry) -> Export:
+    """Every sample but ``_created`` ones, for the supervisor to add up across workers."""
+    return [
+        {
+            "name": family.name,
+            "type": family.type,
+            "help": family.documentation,
+            "samples": [
+                [s.name, s.labels, s.value]
+                for s in family.samples
+                if not s.name.endswith("_created")
+            ],
+        }
+        for family in registry.collect()
+    ]
+
+
+class _Static:
+    """A collector that yields families built elsewhere."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def render_merged(exports: Iterable[Export]) -> bytes:
+    """Sum the exports of several processes (same family, same labels) and render them.
+
+    Gauges add up too: connections open on the node are the sum over its workers.
+    ``popbox_build_info`` is the same in every worker and so is kept, not summed.
+    """
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for export in exports:
+        for exported in export:
+            name = exported["name"]
+            if name not in families:
+                families[name] = Metric(name, exported["help"], exported["type"])
+                values[name] = {}
+            for sample_name, labels, value in exported["samples"]:
+                key = (sample_name, tuple(sorted(labels.items())))
+                previous = values[name].get(key, 0.0)
+                keep_one = name == "popbox_build_info"
+                values[name][key] = value if keep_one else previous + value
+    for name, family in families.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Static(families.values()))
+    return generate_latest(registry)
+
+
+class TimedStore:
+    """Wraps a store: every coroutine method is timed into ``popbox_store_operation_seconds``.
+
+    Everything else (attributes, plain methods) passes straight through, so backends
+    with extra capabilities keep them.  ``StoreError`` subclasses that are answers rather
+    than failures (an unknown user, a locked maildrop) are not counted as errors.
+    """
+
+    def __init__(self, store: MailStore, metrics: Metrics) -> None:
+        self.wrapped = store
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.wrapped, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+        histogram = self._metrics.store_seconds.labels(name)
+        errors = self._metrics.store_errors.labels(name)
+
+        @functools.wraps(attribute)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await attribute(*args, **kwargs)
+            except StoreError as exc:
+                if _is_failure(exc):
+                    errors.inc()
+                raise
+            finally:
+                histogram.observe(time.perf_counter() - start)
+
+        setattr(self, name, timed)  # later lookups skip __getattr__
+        return timed
+
+
+def timed_store(store: MailStore, metrics: Metrics) -> MailStore:
+    """``store`` behind a ``TimedStore`` (which has every method of the store it wraps)."""
+    return cast("MailStore", TimedStore(store, metrics))
+
+
+def _is_failure(exc: StoreError) -> bool:
+    return isinstance(exc, StoreTemporaryError | StorePermanentError)
+
+
+async def check_store(store: MailStore) -> tuple[bool, str]:
+    """/healthz: can the store answer a query now?"""
+    try:
+        await asyncio.wait_for(store.get_user("popbox-health-check"), HEALTH_TIMEOUT)
+    except (StoreError, OSError, TimeoutError) as exc:
+        return False, f"store unavailable: {type(exc).__name__}"
+    return True, "ok"
+
+
+class MetricsHttpServer:
+    """``GET /metrics`` and ``GET /healthz`` over HTTP/1.0-style one-request connections."""
+
+    def __init__(
+        self,
+        render: Callable[[], Awaitable[bytes]],
+        health: Callable[[], Awaitable[tuple[bool, str]]],
+    ) -> None:
+        self._render = render
+        self._health = health
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        bound_host, bound_port = self._server.sockets[0].getsockname()[:2]
+        return bound_host, bound_port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HTTP_TIMEOUT)
+            status, body, content_type = await self._respond(head)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            status, body, content_type = "400 Bad Request", b"bad request\n", "text/plain"
+        with contextlib.suppress(OSError):
+            writer.write(
+                (
+                    f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                ).encode("ascii")
+                + body
+            )
+            await asyncio.wait_for(writer.drain(), _HTTP_TIMEOUT)
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), _HTTP_TIMEOUT)
+
+    async def _respond(self, head: bytes) -> tuple[str, bytes, str]:
+        if len(head) > _HTTP_MAX_HEADER:
+            return "431 Request Header Fields Too Large", b"headers too large\n", "text/plain"
+        method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
+        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        if method != b"GET":
+            return "405 Method Not Allowed", b"only GET\n", "text/plain"
+        if path == b"/metrics":
+            return "200 OK", await self._render(), CONTENT_TYPE
+        if path == b"/healthz":
+            ok, text = await self._health()
+            return (
+                ("200 OK" if ok else "503 Service Unavailable"),
+                text.encode() + b"\n",
+                ("text/plain"),
+            )
+        return "404 Not Found", b"not found: try /metrics or /healthz\n", "text/plain"
+
+
+async def start_metrics(
+    context: ServerContext, announce: Callable[[str], None]
+) -> MetricsHttpServer | None:
+    """Serve this process's metrics at ``server.metrics_listen``, if set; says where."""
+    if not context.config.server.metrics_listen:
+        return None
+
+    async def render() -> bytes:
+        return context.metrics.render()
+
+    server = MetricsHttpServer(render, lambda: check_store(context.store))
+    host, port = parse_address(context.config.server.metrics_listen, "server.metrics_listen")
+    bound_host, bound_port = await server.start(host, port)
+    announce(f"listening metrics {bound_host}:{bound_port}")
+    return server

@@ -1,0 +1,108 @@
+"""What a session reports about itself: metrics, per-user limits, the per-user protocol log.
+
+Theory of operation: the session (``server/session.py``) calls a ``SessionObserver`` at a
+few points (bytes in, replies out, login outcome, end), and the observer turns them into
+Prometheus counters, the node's per-user session count, and, for the users named in
+``server.protocol_log_users``, a ``protocol`` log event per client line and per server
+status line.  That log starts only once the user is logged in, so it never sees USER,
+PASS or AUTH lines; message bodies (RETR, TOP) and listing lines are never logged, only
+the status line before them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import structlog
+
+    from popbox.protocol.connection import CommandRecord
+    from popbox.server.context import ServerContext
+    from popbox.server.limits import Refused
+
+__all__ = ["ProtocolLog", "SessionObserver"]
+
+LOGGED_LINE_MAX = 200  # characters of one logged line; the rest is cut
+
+
+class ProtocolLog:
+    """Client lines and server status lines of one logged-in session."""
+
+    def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
+        self._log = log
+        self._partial = b""
+
+    def received(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[: LOGGED_LINE_MAX + 2]
+        for line in lines:
+            self._log.info("protocol", direction="in", line=_printable(line))
+
+    def sent(self, chunks: Sequence[bytes], body: object) -> None:
+        for chunk in chunks:
+            # Status lines start a chunk of their own; a message body is skipped by
+            # identity, so a body line that happens to start with "+OK" is never logged.
+            if chunk is not body and chunk[:1] in (b"+", b"-"):
+                line = chunk.split(b"\n", 1)[0]
+                self._log.info("protocol", direction="out", line=_printable(line))
+
+
+def _printable(line: bytes) -> str:
+    text = line.rstrip(b"\r").decode("utf-8", "replace")[:LOGGED_LINE_MAX]
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class SessionObserver:
+    """The reporting side of one session."""
+
+    def __init__(self, server: ServerContext) -> None:
+        self._server = server
+        self._metrics = server.metrics
+        self._user: str | None = None  # counted against max_sessions_per_user
+        self._protocol_log: ProtocolLog | None = None
+        self.body: bytes | None = None  # the message body being sent, never to be logged
+
+    def received(self, data: bytes) -> None:
+        self._metrics.bytes_received.inc(len(data))
+        if self._protocol_log is not None:
+            self._protocol_log.received(data)
+
+    def flushed(self, records: Sequence[CommandRecord], chunks: Sequence[bytes]) -> None:
+        for record in records:
+            self._metrics.command(record.verb, ok=record.ok)
+        self._metrics.bytes_sent.inc(sum(map(len, chunks)))
+        if self._protocol_log is not None:
+            self._protocol_log.sent(chunks, self.body)
+        self.body = None
+
+    async def admit_login(self, user: str, mechanism: str) -> Refused | None:
+        """Count the session against the user's limit, or say which limit refuses it."""
+        refused = await self._server.limits.login(user)
+        if refused is None:
+            self._user = user
+        else:
+            self.login_result(mechanism, "limited")
+        return refused
+
+    def login_result(self, mechanism: str, result: str) -> None:
+        """A login that did not succeed: failure, lockout, locked, store_error, limited."""
+        if result != "limited":
+            self._release_user()
+        self._metrics.login(mechanism, result)
+
+    def logged_in(
+        self, user: str, mechanism: str, log: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        self._metrics.login(mechanism, "success")
+        if user in self._server.config.server.protocol_log_users:
+            self._protocol_log = ProtocolLog(log)
+
+    def closed(self) -> None:
+        self._release_user()
+
+    def _release_user(self) -> None:
+        if self._user is not None:
+            self._server.limits.logout(self._user)
+            self._user = None

@@ -1,0 +1,144 @@
+"""One worker process of a supervised node: ``python -m popbox.server.worker``.
+
+Started only by the supervisor (``server/workers.py``), with the listening sockets and
+one end of its control channel as inherited file descriptors.  It asks the supervisor
+for the configuration, builds its own context (store connections, TLS, metrics), accepts
+on the inherited sockets and says ``ready``.  It stops (draining its sessions) on
+SIGTERM, SIGINT, a ``stop`` request, or when the control channel closes because the
+supervisor is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+from popbox import app
+from popbox.log import make_logger
+from popbox.metrics import check_store
+from popbox.server.control import Channel, Message, decode_config
+from popbox.server.lifecycle import apply_config, reload_tls
+from popbox.server.limits import LimitSettings, Refused
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from popbox.server.accept import Bound
+    from popbox.server.context import ServerContext
+
+__all__ = ["SupervisorLimiter", "main"]
+
+ADMIT_TIMEOUT = 2.0  # seconds; past that a connection is admitted rather than left hanging
+HELLO_TIMEOUT = 30.0
+
+
+class SupervisorLimiter:
+    """A ``Limiter`` that asks the supervisor, which counts for the whole node.
+
+    If the supervisor does not answer in time the connection is admitted: limits
+    protect the node from overload, and a supervisor that is gone means this worker is
+    about to drain and exit anyway.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    async def admit(self, ip: str) -> Refused | None:
+        return await self._ask("admit", ip=ip)
+
+    def release(self, ip: str) -> None:
+        self._channel.notify("release", ip=ip)
+
+    async def login(self, user: str) -> Refused | None:
+        return await self._ask("login", user=user)
+
+    def logout(self, user: str) -> None:
+        self._channel.notify("logout", user=user)
+
+    def configure(self, settings: LimitSettings) -> None:
+        """The supervisor holds the settings; nothing to do here."""
+
+    async def _ask(self, op: str, **fields: str) -> Refused | None:
+        try:
+            async with asyncio.timeout(ADMIT_TIMEOUT):
+                reply = await self._channel.request(op, **fields)
+        except (ConnectionError, TimeoutError):
+            return None
+        refused = reply.get("refused")
+        return Refused(refused[0], refused[1]) if refused else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="popbox-worker", description=__doc__)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--control", type=int, required=True, help="control channel fd")
+    parser.add_argument("--listener", action="append", default=[], help="KIND:FD")
+    args = parser.parse_args(argv)
+    bound: list[Bound] = []
+    for spec in args.listener:
+        kind, _, fd = spec.partition(":")
+        bound.append((kind, socket.socket(fileno=int(fd))))
+    control = socket.socket(fileno=args.control)
+    asyncio.run(_run(args.index, control, bound))
+    return 0
+
+
+async def _run(index: int, control: socket.socket, bound: list[Bound]) -> None:
+    stop = asyncio.Event()
+    box: dict[str, ServerContext] = {}
+
+    async def handle(message: Message) -> Message | None:
+        return await _answer(message, box.get("context"), stop)
+
+    channel = await Channel.open(control, handle)
+    async with asyncio.timeout(HELLO_TIMEOUT):
+        config = decode_config((await channel.request("hello"))["config"])
+    log = make_logger(json=config.server.json_logs).bind(worker=index)
+    context = await app.build_context(config, log=log)
+    context.limits = SupervisorLimiter(channel)
+    box["context"] = context
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # The supervisor sends reloads over the channel; a stray SIGHUP must not kill us.
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_tls(context))
+    try:
+        servers, _ = await app.start_servers(context, bound)
+        channel.notify("ready")
+        closed = loop.create_task(channel.closed.wait())
+        await asyncio.wait([closed, loop.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        context.log.info("stopping", sessions=len(context.sessions), orphaned=closed.done())
+        for server in servers:
+            await server.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            await context.store.close()
+        await channel.close()
+
+
+async def _answer(message: Message, context: ServerContext | None, stop: asyncio.Event) -> Message:
+    op = message.get("op")
+    if op == "stop":
+        stop.set()
+        return {}
+    if context is None:
+        return {"error": "not started yet"}
+    if op == "metrics":
+        return {"export": context.metrics.export()}
+    if op == "health":
+        ok, text = await check_store(context.store)
+        return {"ok": ok, "text": text}
+    if op == "reload":
+        apply_config(context, decode_config(message["config"]))
+        reload_tls(context)
+        return {}
+    return {"error": f"unknown op {op!r}"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

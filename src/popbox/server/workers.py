@@ -1,0 +1,325 @@
+"""Several worker processes on the same listeners, under a supervisor.
+
+Theory of operation: with ``[server] workers = N`` (N > 1; 0 means one per CPU core)
+``popbox serve`` becomes a supervisor.  It binds every listening socket itself, then
+starts N workers (``python -m popbox.server.worker``) that inherit those sockets and
+all accept on them: the kernel hands each new connection to one of them, so every core
+serves one port.
+
+Why bind once in the supervisor instead of one SO_REUSEPORT socket per worker: with port
+0 each worker would get a different port, and the ``listening KIND HOST:PORT`` lines could
+not name one; a worker that dies would take the connections waiting in its own accept
+queue with it, while a shared queue lets the other workers pick them up; and a
+privileged port is bound once.  Why fresh interpreters instead of ``fork``: forking a
+process that runs an asyncio loop copies its epoll set and signal wiring into the child,
+which then sees events meant for the parent.
+
+Each worker has a control channel to the supervisor (``server/control.py``): the worker
+gets its configuration there, asks the supervisor to admit connections and logins
+against the node's limits (one ``ConnectionLimits`` for all workers), and answers
+requests for its metrics and its store's health, which the supervisor's HTTP listener
+adds up.  A worker that exits is started again, after a delay that doubles with each
+quick failure (0.5 s up to 30 s).  SIGTERM (or SIGINT) drains: workers stop accepting and
+finish their sessions up to ``pop3.shutdown_grace``; SIGHUP re-reads the configuration
+file, which the supervisor validates and sends to every worker, and each worker reloads
+its TLS certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import socket
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as PromCounter
+
+from popbox.config import ConfigError, load, parse_address
+from popbox.metrics import MetricsHttpServer, export_registry, render_merged
+from popbox.server.accept import address_of, bind_listeners
+from popbox.server.control import Channel, Message, encode_config
+from popbox.server.lifecycle import merge_reload
+from popbox.server.limits import ConnectionLimits, LimitSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import structlog
+
+    from popbox.config import Config
+    from popbox.server.accept import Bound
+
+__all__ = ["Supervisor", "WorkerStartError", "worker_count"]
+
+WORKER_MODULE = "popbox.server.worker"
+READY_TIMEOUT = 60.0  # seconds a new worker has to open its store and start accepting
+STABLE_AFTER = 10.0  # a worker that ran this long did not crash at start: reset the delay
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+KILL_AFTER = 10.0  # seconds past shutdown_grace before a worker that is still there is killed
+ASK_TIMEOUT = 5.0
+
+
+def worker_count(config: Config) -> int:
+    return config.server.workers or os.cpu_count() or 1
+
+
+class WorkerStartError(RuntimeError):
+    """A worker exited before it was ready at startup; its own log says why."""
+
+
+@dataclass(eq=False)
+class _Slot:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    channel: Channel | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_status: int | None = None
+    ips: Counter[str] = field(default_factory=Counter)  # what this worker holds of the limits
+    users: Counter[str] = field(default_factory=Counter)
+
+
+class Supervisor:
+    """Starts, watches and stops the workers of one node."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None,
+        announce: Callable[[str], None],
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.config = config
+        self._path = config_path
+        self._announce = announce
+        self._log = log.bind(process="supervisor")
+        self._limits = ConnectionLimits(LimitSettings.from_config(config.server))
+        self._slots = [_Slot(i) for i in range(worker_count(config))]
+        self._bound: list[Bound] = []
+        self._started = False
+        self._stopping = False
+        self._changed = asyncio.Event()
+        self._registry = CollectorRegistry(auto_describe=True)
+        self._workers_ready = Gauge(
+            "popbox_workers", "Worker processes accepting connections", registry=self._registry
+        )
+        self._restarts = PromCounter(
+            "popbox_worker_restarts", "Workers started again after exiting", registry=self._registry
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain every worker and return."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        self._bound = bind_listeners(self.config)
+        keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
+        metrics: MetricsHttpServer | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        try:
+            await self._wait_ready()
+            self._started = True
+            for kind, sock in self._bound:
+                self._announce("listening {} {}:{}".format(kind, *address_of(sock)))
+            metrics = await self._start_metrics()
+            self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
+            await stop.wait()
+            self._log.info("stopping", workers=len(self._slots))
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self._stop_workers(keepers)
+            for _, sock in self._bound:
+                sock.close()
+            if metrics is not None:
+                await metrics.stop()
+
+    # -- starting and watching -------------------------------------------------------
+
+    async def _wait_ready(self) -> None:
+        async with asyncio.timeout(READY_TIMEOUT):
+            while not all(slot.ready.is_set() for slot in self._slots):
+                for slot in self._slots:
+                    if slot.exit_status is not None:
+                        msg = (
+                            f"worker {slot.index} exited with status {slot.exit_status} "
+                            "before it was ready (its log above says why)"
+                        )
+                        raise WorkerStartError(msg)
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def _keep(self, slot: _Slot) -> None:
+        """Run the worker of ``slot``, and again each time it exits, until stopping."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._stopping:
+            started = loop.time()
+            status = await self._run_worker(slot)
+            if self._stopping or not self._started:
+                return
+            failures = 1 if loop.time() - started >= STABLE_AFTER else failures + 1
+            delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+            self._restarts.inc()
+            self._log.warning("worker_exited", worker=slot.index, status=status, restart_in=delay)
+            await asyncio.sleep(delay)
+
+    async def _run_worker(self, slot: _Slot) -> int:
+        ours, theirs = socket.socketpair()
+        fds = [theirs.fileno(), *(sock.fileno() for _, sock in self._bound)]
+        argv = [sys.executable, "-m", WORKER_MODULE, "--index", str(slot.index)]
+        argv += ["--control", str(theirs.fileno())]
+        for kind, sock in self._bound:
+            argv += ["--listener", f"{kind}:{sock.fileno()}"]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+            )
+        finally:
+            theirs.close()
+        slot.process = process
+        slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
+        self._log.info("worker_started", worker=slot.index, pid=process.pid)
+        try:
+            status = await process.wait()
+        finally:
+            await slot.channel.close()
+            slot.channel = None
+            slot.ready.clear()
+            self._forget(slot)
+        slot.exit_status = status
+        self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
+        self._changed.set()
+        return status
+
+    def _forget(self, slot: _Slot) -> None:
+        """A worker is gone: so are its connections and sessions."""
+        for ip, count in slot.ips.items():
+            for _ in range(count):
+                self._limits.release(ip)
+        for user, count in slot.users.items():
+            for _ in range(count):
+                self._limits.logout(user)
+        slot.ips.clear()
+        slot.users.clear()
+
+    async def _on_message(self, slot: _Slot, message: Message) -> Message | None:
+        op = message.get("op")
+        if op == "hello":
+            return {"config": encode_config(self.config)}
+        if op == "ready":
+            slot.ready.set()
+            self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
+            self._changed.set()
+            return None
+        if op == "admit":
+            refused = self._limits.admit(message["ip"])
+            if refused is None:
+                slot.ips[message["ip"]] += 1
+            return {"refused": None if refused is None else [refused.limit, refused.text]}
+        if op == "login":
+            refused = self._limits.login(message["user"])
+            if refused is None:
+                slot.users[message["user"]] += 1
+            return {"refused": None if refused is None else [refused.limit, refused.text]}
+        if op == "release" and _take_one(slot.ips, message["ip"]):
+            self._limits.release(message["ip"])
+        if op == "logout" and _take_one(slot.users, message["user"]):
+            self._limits.logout(message["user"])
+        return None
+
+    # -- stopping --------------------------------------------------------------------
+
+    async def _stop_workers(self, keepers: list[asyncio.Task[None]]) -> None:
+        self._stopping = True
+        for slot in self._slots:
+            if slot.process is not None and slot.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.send_signal(signal.SIGTERM)
+        deadline = self.config.pop3.shutdown_grace + KILL_AFTER
+        _, pending = await asyncio.wait(keepers, timeout=deadline)
+        for slot in self._slots:
+            if slot.process is not None and slot.process.returncode is None:
+                self._log.warning("worker_killed", worker=slot.index, pid=slot.process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.kill()
+        if pending:
+            await asyncio.wait(pending, timeout=KILL_AFTER)
+        for task in pending:
+            task.cancel()
+
+    # -- reload, metrics, health --------------------------------------------------------
+
+    def _spawn_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload(self) -> None:
+        if self._path is not None:
+            try:
+                loaded = load(self._path, required=True)
+            except ConfigError as exc:
+                self._log.error("config_reload_failed", error=str(exc))
+                return
+            self.config, ignored = merge_reload(self.config, loaded)
+            self._limits.settings = LimitSettings.from_config(self.config.server)
+            self._log.info("config_reloaded", path=str(self._path), needs_restart=ignored or None)
+        await self._ask_all("reload", config=encode_config(self.config))
+
+    async def _ask(self, slot: _Slot, op: str, **fields: object) -> Message | None:
+        if slot.channel is None or not slot.ready.is_set():
+            return None
+        try:
+            async with asyncio.timeout(ASK_TIMEOUT):
+                return await slot.channel.request(op, **fields)
+        except (ConnectionError, TimeoutError):
+            return None
+
+    async def _ask_all(self, op: str, **fields: object) -> list[Message | None]:
+        return list(await asyncio.gather(*(self._ask(s, op, **fields) for s in self._slots)))
+
+    async def _start_metrics(self) -> MetricsHttpServer | None:
+        if not self.config.server.metrics_listen:
+            return None
+        server = MetricsHttpServer(self._render, self._health)
+        host, port = parse_address(self.config.server.metrics_listen, "server.metrics_listen")
+        bound = await server.start(host, port)
+        self._announce("listening metrics {}:{}".format(*bound))
+        return server
+
+    async def _render(self) -> bytes:
+        replies = await self._ask_all("metrics")
+        exports = [export_registry(self._registry)]
+        exports += [reply["export"] for reply in replies if reply and "export" in reply]
+        return render_merged(exports)
+
+    async def _health(self) -> tuple[bool, str]:
+        ready = [slot for slot in self._slots if slot.ready.is_set()]
+        if not ready:
+            return False, "no worker is ready"
+        for reply in await asyncio.gather(*(self._ask(slot, "health") for slot in ready)):
+            if reply is None or not reply.get("ok"):
+                return False, (reply or {}).get("text", "a worker does not answer")
+        return True, "ok"
+
+
+def _take_one(held: Counter[str], key: str) -> bool:
+    """Decrement ``key`` if held (dropping it at zero); False if it was not held."""
+    if held[key] <= 0:
+        return False
+    held[key] -= 1
+    if not held[key]:
+        del held[key]
+    return True
