@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from popbox.metrics import Metrics
-from popbox.server.limits import Limiter, LocalLimiter
+from popbox.auth.bruteforce import LoginGuard
 
 if TYPE_CHECKING:
     import structlog
@@ -29,5 +28,4 @@ class ServerContext:
     log: structlog.typing.FilteringBoundLogger
     password_params: Argon2Params
     sessions: set[Any] = field(default_factory=set)  # live Pop3Protocol objects
-    metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters
-    limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits
+    guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts

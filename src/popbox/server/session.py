@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,6 @@ from popbox.protocol.connection import (
     Update,
 )
 from popbox.protocol.replies import Err, RespCode
-from popbox.server.observe import SessionObserver
 from popbox.store.base import MaildropLocked, StoreError
 
 if TYPE_CHECKING:
@@ -54,16 +54,9 @@ class Pop3Protocol(asyncio.Protocol):
     """One client connection."""
 
     def __init__(
-        self,
-        server: ServerContext,
-        settings: ConnectionSettings,
-        session_id: str,
-        *,
-        client: tuple[str, int] | None = None,  # from a PROXY header; None: the socket's peer
+        self, server: ServerContext, settings: ConnectionSettings, session_id: str
     ) -> None:
         self._server = server
-        self._client = client
-        self._observe = SessionObserver(server)  # metrics, per-user limit, protocol log
         self._settings = settings
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
@@ -82,6 +75,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._lock_renewer: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._peer = "-"
+        self._peer_ip = "-"  # brute-force accounting is per source IP, not per port
         self._log: structlog.typing.FilteringBoundLogger = server.log
 
     # -- asyncio.Protocol callbacks ---------------------------------------------------
@@ -89,8 +83,9 @@ class Pop3Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        peer = self._client or transport.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
+        self._peer_ip = str(peer[0]) if isinstance(peer, tuple) else self._peer
         self._log = self._server.log.bind(session=self._session_id, peer=self._peer)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._server.sessions.add(self)
@@ -101,7 +96,6 @@ class Pop3Protocol(asyncio.Protocol):
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
-        self._observe.received(data)
         self._conn.receive_data(data)
         self._unanswered += len(data)
         if self._unanswered > READ_PAUSE_THRESHOLD and self._transport is not None:
@@ -211,6 +205,8 @@ class Pop3Protocol(asyncio.Protocol):
                 await self._update(deleted, retrieved)
 
     async def _password_login(self, user: str, password: str) -> None:
+        if self._locked_out(user, "USER"):
+            return  # refused before hashing: a lockout must not cost CPU
         try:
             record = await self._server.store.get_user(user)
         except StoreError:
@@ -228,6 +224,7 @@ class Pop3Protocol(asyncio.Protocol):
         try:
             step = await pending
         except StoreError:
+            self._log.warning("auth_backend_unavailable", mechanism=mechanism or "?")
             self._mechanism = None
             self._conn.store_failed()
             return
@@ -244,11 +241,8 @@ class Pop3Protocol(asyncio.Protocol):
 
     async def _login(self, user: str, mechanism: str) -> None:
         store, pop3 = self._server.store, self._server.config.pop3
-        refused = await self._observe.admit_login(user, mechanism)
-        if refused is not None:  # server.max_sessions_per_user on this node
-            self._log.warning("login_refused_limit", user=user, limit=refused.limit)
-            self._conn.login_failed(refused.reply)
-            return
+        if self._locked_out(user, mechanism):
+            return  # even the right password is refused during a lockout
         try:
             if pop3.lock_mailbox:
                 await store.acquire_lock(user, self._session_id, pop3.lock_lease)
@@ -256,26 +250,35 @@ class Pop3Protocol(asyncio.Protocol):
             messages = await store.snapshot(user)
         except MaildropLocked:
             self._log.info("login_refused_locked", user=user, mechanism=mechanism)
-            self._observe.login_result(mechanism, "locked")
             self._conn.login_failed(
                 Err("maildrop is locked by another session, try again later", RespCode.IN_USE)
             )
             return
         except StoreError:
             self._log.warning("login_store_error", user=user)
-            self._observe.login_result(mechanism, "store_error")
             self._conn.store_failed()
             return
         self._log = self._log.bind(user=user)
         self._log.info("login", mechanism=mechanism, messages=len(messages))
-        self._observe.logged_in(user, mechanism, self._log)
+        self._server.guard.succeeded(user)
         self._conn.login_succeeded(user, messages)
 
     async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
+        guard = self._server.guard
+        locked = guard.locked_for(self._peer_ip, user)
+        delay = guard.failed(self._peer_ip, user)  # grows with recent failures
         self._log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
-        self._observe.login_result(mechanism, "failure")
-        await asyncio.sleep(self._server.config.pop3.auth_failure_delay)
-        self._conn.login_failed(AUTH_FAILED)
+        await asyncio.sleep(delay)
+        self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
+
+    def _locked_out(self, user: str, mechanism: str) -> bool:
+        """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out."""
+        seconds = self._server.guard.locked_for(self._peer_ip, user)
+        if seconds <= 0:
+            return False
+        self._log.info("login_locked_out", user=user, mechanism=mechanism, seconds=round(seconds))
+        self._conn.login_failed(_lockout_reply(seconds))
+        return True
 
     async def _renew_lock(self, user: str) -> None:
         lease = self._server.config.pop3.lock_lease
@@ -330,11 +333,9 @@ class Pop3Protocol(asyncio.Protocol):
         if wire is None:
             self._conn.message_gone()  # C0004: removed behind this session's back
         elif event.lines is None:
-            self._observe.body = wire
             self._conn.send_message(wire)
         else:
-            self._observe.body = message.top_lines(wire, event.lines)
-            self._conn.send_message(self._observe.body)
+            self._conn.send_message(message.top_lines(wire, event.lines))
 
     async def _update(self, deleted: tuple[int, ...], retrieved: tuple[int, ...]) -> None:
         user = self._conn.user
@@ -366,17 +367,15 @@ class Pop3Protocol(asyncio.Protocol):
                 await self._server.store.release_lock(user, self._session_id)
 
     async def _flush(self) -> None:
-        for record in (records := self._conn.take_records()):
+        for record in self._conn.take_records():
             self._log.info("command", verb=record.verb, ok=record.ok)
         chunks = self._conn.data_to_send()
-        self._observe.flushed(records, chunks)
         if chunks and self._transport is not None and not self._transport.is_closing():
             self._transport.writelines(chunks)
         await self._can_write.wait()
 
     async def _cleanup(self) -> None:
         self._server.sessions.discard(self)
-        self._observe.closed()
         await self._release_lock()
         if self._transport is not None:
             self._transport.close()
@@ -389,6 +388,12 @@ class Pop3Protocol(asyncio.Protocol):
 
     def _deadline(self) -> float:
         return time.monotonic() + self._timeout()
+
+
+def _lockout_reply(seconds: float) -> Err:
+    # RFC 2449 s8.1.2 LOGIN-DELAY: the client should not retry before the delay is over.
+    text = f"too many failed logins, try again in {math.ceil(seconds)} seconds"
+    return Err(text, RespCode.LOGIN_DELAY)
 
 
 class _TlsSide(asyncio.Protocol):
