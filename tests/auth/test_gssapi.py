@@ -140,8 +140,17 @@ async def test_the_principal_map_wins_over_realm_stripping(settings, ccache):
     assert await mech.step(client.choose(offer, NO_LAYER)) == Success("bob")
 
 
-async def test_a_replayed_first_token_is_refused_in_the_same_process(settings, ccache):
-    """The same AP-REQ accepted once is refused the second time (MIT replay cache)."""
+@pytest.mark.parametrize("rcache_type", [None, "none"], ids=["default", "env-says-none"])
+async def test_a_replayed_first_token_is_refused_in_the_same_process(
+    settings, ccache, monkeypatch, rcache_type
+):
+    """The same AP-REQ accepted once is refused the second time (MIT replay cache).
+
+    The replay cache is named in the credential store, so an inherited
+    KRB5RCACHETYPE=none (which turns MIT's default cache off) does not switch it off.
+    """
+    if rcache_type is not None:
+        monkeypatch.setenv("KRB5RCACHETYPE", rcache_type)
     ccache("alice")
     client = Client()
     offer = await client.establish(await mechanism(settings))
