@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from popbox.auth.bruteforce import LoginGuard
+from popbox.metrics import Metrics
+from popbox.server.limits import Limiter, LocalLimiter
 
 if TYPE_CHECKING:
     import structlog
@@ -29,3 +31,5 @@ class ServerContext:
     password_params: Argon2Params
     sessions: set[Any] = field(default_factory=set)  # live Pop3Protocol objects
     guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts
+    metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters
+    limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits

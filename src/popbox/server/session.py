@@ -32,6 +32,7 @@ from popbox.protocol.connection import (
     Update,
 )
 from popbox.protocol.replies import Err, RespCode
+from popbox.server.observe import SessionObserver
 from popbox.store.base import MaildropLocked, StoreError
 
 if TYPE_CHECKING:
@@ -54,9 +55,16 @@ class Pop3Protocol(asyncio.Protocol):
     """One client connection."""
 
     def __init__(
-        self, server: ServerContext, settings: ConnectionSettings, session_id: str
+        self,
+        server: ServerContext,
+        settings: ConnectionSettings,
+        session_id: str,
+        *,
+        client: tuple[str, int] | None = None,  # from a PROXY header; None: the socket's peer
     ) -> None:
         self._server = server
+        self._client = client
+        self._observe = SessionObserver(server)  # metrics, per-user limit, protocol log
         self._settings = settings
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
@@ -83,7 +91,7 @@ class Pop3Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        peer = transport.get_extra_info("peername")
+        peer = self._client or transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
         self._peer_ip = str(peer[0]) if isinstance(peer, tuple) else self._peer
         self._log = self._server.log.bind(session=self._session_id, peer=self._peer)
@@ -96,6 +104,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
+        self._observe.received(data)
         self._conn.receive_data(data)
         self._unanswered += len(data)
         if self._unanswered > READ_PAUSE_THRESHOLD and self._transport is not None:
@@ -243,6 +252,11 @@ class Pop3Protocol(asyncio.Protocol):
         store, pop3 = self._server.store, self._server.config.pop3
         if self._locked_out(user, mechanism):
             return  # even the right password is refused during a lockout
+        refused = await self._observe.admit_login(user, mechanism)
+        if refused is not None:  # server.max_sessions_per_user on this node
+            self._log.warning("login_refused_limit", user=user, limit=refused.limit)
+            self._conn.login_failed(refused.reply)
+            return
         try:
             if pop3.lock_mailbox:
                 await store.acquire_lock(user, self._session_id, pop3.lock_lease)
@@ -250,16 +264,19 @@ class Pop3Protocol(asyncio.Protocol):
             messages = await store.snapshot(user)
         except MaildropLocked:
             self._log.info("login_refused_locked", user=user, mechanism=mechanism)
+            self._observe.login_result(mechanism, "locked")
             self._conn.login_failed(
                 Err("maildrop is locked by another session, try again later", RespCode.IN_USE)
             )
             return
         except StoreError:
             self._log.warning("login_store_error", user=user)
+            self._observe.login_result(mechanism, "store_error")
             self._conn.store_failed()
             return
         self._log = self._log.bind(user=user)
         self._log.info("login", mechanism=mechanism, messages=len(messages))
+        self._observe.logged_in(user, mechanism, self._log)
         self._server.guard.succeeded(user)
         self._conn.login_succeeded(user, messages)
 
@@ -268,6 +285,7 @@ class Pop3Protocol(asyncio.Protocol):
         locked = guard.locked_for(self._peer_ip, user)
         delay = guard.failed(self._peer_ip, user)  # grows with recent failures
         self._log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
+        self._observe.login_result(mechanism, "failure")
         await asyncio.sleep(delay)
         self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
 
@@ -277,6 +295,7 @@ class Pop3Protocol(asyncio.Protocol):
         if seconds <= 0:
             return False
         self._log.info("login_locked_out", user=user, mechanism=mechanism, seconds=round(seconds))
+        self._observe.login_result(mechanism, "lockout")
         self._conn.login_failed(_lockout_reply(seconds))
         return True
 
@@ -333,9 +352,11 @@ class Pop3Protocol(asyncio.Protocol):
         if wire is None:
             self._conn.message_gone()  # C0004: removed behind this session's back
         elif event.lines is None:
+            self._observe.body = wire
             self._conn.send_message(wire)
         else:
-            self._conn.send_message(message.top_lines(wire, event.lines))
+            self._observe.body = message.top_lines(wire, event.lines)
+            self._conn.send_message(self._observe.body)
 
     async def _update(self, deleted: tuple[int, ...], retrieved: tuple[int, ...]) -> None:
         user = self._conn.user
@@ -367,15 +388,17 @@ class Pop3Protocol(asyncio.Protocol):
                 await self._server.store.release_lock(user, self._session_id)
 
     async def _flush(self) -> None:
-        for record in self._conn.take_records():
+        for record in (records := self._conn.take_records()):
             self._log.info("command", verb=record.verb, ok=record.ok)
         chunks = self._conn.data_to_send()
+        self._observe.flushed(records, chunks)
         if chunks and self._transport is not None and not self._transport.is_closing():
             self._transport.writelines(chunks)
         await self._can_write.wait()
 
     async def _cleanup(self) -> None:
         self._server.sessions.discard(self)
+        self._observe.closed()
         await self._release_lock()
         if self._transport is not None:
             self._transport.close()
