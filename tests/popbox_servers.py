@@ -334,6 +334,7 @@ class ServeProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.output: list[str] = []
+        self._sigterm_sent = False
         self.addresses: dict[str, list[tuple[str, int]]] = {}
 
     def _read(self) -> None:
@@ -366,10 +367,15 @@ class ServeProcess:
     def port(self, kind: str) -> int:
         return self.addresses[kind][0][1]
 
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then the exit status (killed and failed if it does not stop in time)."""
-        if self.process.poll() is None:
+    def send_sigterm(self) -> None:
+        """Ask for a graceful stop, once: a second SIGTERM during the drain may kill it."""
+        if not self._sigterm_sent and self.process.poll() is None:
+            self._sigterm_sent = True
             self.process.send_signal(signal.SIGTERM)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM (unless sent already), then the exit status; fails if it does not stop."""
+        self.send_sigterm()
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:

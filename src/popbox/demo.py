@@ -8,6 +8,7 @@ to connect with real clients, and serves until Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,9 @@ def run(directory: Path) -> int:
     if not config_path.exists():
         config_path.write_text(CONFIG_TEXT, encoding="utf-8")
     config = load(config_path, required=True)
+    # One process: a trial needs no worker supervisor, and the connection commands are
+    # printed from the ready callback, which only a single-process server calls.
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, workers=1))
     asyncio.run(_provision(config))
 
     def ready(listening: list[Listening]) -> None:
