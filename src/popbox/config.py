@@ -26,6 +26,8 @@ __all__ = [
     "ConfigError",
     "LmtpConfig",
     "Pop3Config",
+    "QuotaConfig",
+    "RetentionConfig",
     "ServerConfig",
     "StorageConfig",
     "TlsConfig",
@@ -40,6 +42,7 @@ __all__ = [
 LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
 Compat = Literal["exchange2013", "exchange2007", "rfc1939"]
 Backend = Literal["sqlite", "postgresql"]
+OverQuota = Literal["temporary", "permanent"]
 
 MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
 MAX_COMMAND_SIZE = 1024
@@ -69,7 +72,6 @@ class Pop3Config:
     max_bad_commands: int = 20  # C0005: close after this many -ERR for bad input
     max_auth_failures: int = 3  # C0005: close after this many failed logins
     auth_failure_delay: float = 1.0  # seconds before any failed login is answered
-    expire_days: int | None = None  # E0005 / RFC 2449 EXPIRE; None: NEVER
     shutdown_grace: float = 30.0  # seconds SIGTERM lets sessions finish before closing them
 
 
@@ -82,6 +84,23 @@ class TlsConfig:
 @dataclass(frozen=True, slots=True)
 class LmtpConfig:
     listen: tuple[str, ...] = ("127.0.0.1:24",)
+    hostname: str = ""  # in the greeting and Received headers; empty: this host's name
+    max_message_size: int = 50 * 1024 * 1024  # octets, announced as SIZE; larger: 552 5.3.4
+    over_quota: OverQuota = "temporary"  # 452 4.2.2 (the MTA retries) or 552 5.2.2 (bounce)
+    timeout: float = 300.0  # seconds an LMTP client may stay silent
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    default_quota: int | None = None  # octets per mailbox unless the user has one (E0003)
+    warning_percent: int = 90  # E0004: crossing this share of the quota sends one warning
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    retrieved_days: int | None = None  # E0005: days kept after first retrieval; None: ever
+    unretrieved_days: int | None = None  # days a never-retrieved message is kept
+    interval: float = 3600.0  # seconds between retention sweeps in `popbox serve`
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +160,8 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
@@ -210,11 +231,14 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         tls=_build(TlsConfig, _section(raw, "tls"), "tls"),
         lmtp=_build(LmtpConfig, _section(raw, "lmtp"), "lmtp"),
         storage=storage,
+        quota=_build(QuotaConfig, _section(raw, "quota"), "quota"),
+        retention=_build(RetentionConfig, _section(raw, "retention"), "retention"),
         auth=_build(AuthConfig, _section(raw, "auth"), "auth"),
         server=_build(ServerConfig, _section(raw, "server"), "server"),
     )
     _check_server(config.server)
     _check_auth(config.auth)
+    _check_mail_in(config)
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
     for key, addresses in (
@@ -274,7 +298,7 @@ def parse_address(
 def dump(config: Config) -> str:
     """The effective configuration as TOML, for ``popbox config show``."""
     lines = [f"data_dir = {_toml_value(str(config.data_dir))}", f'compat = "{config.compat}"']
-    for section in ("pop3", "tls", "lmtp", "storage", "auth", "server"):
+    for section in ("pop3", "tls", "lmtp", "storage", "auth", "server", "quota", "retention"):
         lines.append(f"\n[{section}]")
         values = getattr(config, section)
         lines.extend(
@@ -323,6 +347,7 @@ _TYPES: dict[str, Any] = {
     "LoginType": LoginType,
     "Compat": Compat,
     "Backend": Backend,
+    "OverQuota": OverQuota,
     "str": str,
     "int": int,
     "float": float,
@@ -338,7 +363,7 @@ def _resolve(annotation: object) -> Any:
 
 
 def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one case per type
-    if expected in (LoginType, Compat, Backend):
+    if expected in (LoginType, Compat, Backend, OverQuota):
         choices = get_args(expected)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
@@ -379,8 +404,6 @@ def _check_pop3(pop3: Pop3Config) -> None:
     for key in ("auth_failure_delay", "shutdown_grace"):
         if getattr(pop3, key) < 0:
             raise ConfigError(f"pop3.{key}: must not be negative")
-    if pop3.expire_days is not None and pop3.expire_days < 0:
-        raise ConfigError("pop3.expire_days: must not be negative")
     if len(pop3.banner.encode("utf-8")) > 400 or any(c in pop3.banner for c in "\r\n"):
         raise ConfigError("pop3.banner: must be one line of at most 400 octets")
 
@@ -408,6 +431,24 @@ _ZERO = {
     "max_connections_per_ip": "no limit",
     "max_sessions_per_user": "no limit",
 }
+
+
+def _check_mail_in(config: Config) -> None:
+    lmtp, quota, retention = config.lmtp, config.quota, config.retention
+    if lmtp.max_message_size < 1 or lmtp.timeout <= 0:
+        raise ConfigError("lmtp.max_message_size and lmtp.timeout: must be greater than 0")
+    if any(c.isspace() for c in lmtp.hostname):
+        raise ConfigError(f"lmtp.hostname: {lmtp.hostname!r} must not contain white space")
+    if quota.default_quota is not None and quota.default_quota < 0:
+        raise ConfigError("quota.default_quota: must not be negative")
+    if not 1 <= quota.warning_percent <= 100:
+        raise ConfigError("quota.warning_percent: must be in 1..100")
+    for key in ("retrieved_days", "unretrieved_days"):
+        days = getattr(retention, key)
+        if days is not None and days < 0:
+            raise ConfigError(f"retention.{key}: must not be negative")
+    if retention.interval <= 0:
+        raise ConfigError("retention.interval: must be greater than 0")
 
 
 def _check_auth(auth: AuthConfig) -> None:

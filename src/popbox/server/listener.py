@@ -14,6 +14,7 @@ import itertools
 import secrets
 from typing import TYPE_CHECKING
 
+from popbox.delivery.retention import expire_capability
 from popbox.protocol.connection import ConnectionSettings
 from popbox.server.accept import Acceptor, Bound, bind_listeners
 from popbox.server.session import Pop3Protocol
@@ -43,7 +44,7 @@ def connection_settings(context: ServerContext, *, implicit_tls: bool) -> Connec
         stls_available=context.tls is not None and not implicit_tls,
         max_bad_commands=pop3.max_bad_commands,
         max_auth_failures=pop3.max_auth_failures,
-        expire="NEVER" if pop3.expire_days is None else str(pop3.expire_days),
+        expire=expire_capability(context.config.retention),
         sasl_mechanisms=context.registry.offered(),
     )
 

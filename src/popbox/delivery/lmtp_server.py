@@ -1,0 +1,375 @@
+"""LMTP listeners (RFC 2033) on aiosmtpd, delivering through ``DeliveryAgent``.
+
+Theory of operation: aiosmtpd's ``LMTP`` class parses the commands and calls the
+envelope hooks of ``LmtpHandler``: LHLO (the extensions RFC 2033 s5 requires), MAIL
+(SIZE, RFC 1870), RCPT (is there such a mailbox, is there room in it).  ``LmtpSession``
+replaces aiosmtpd's DATA, which answers once for the whole transaction: RFC 2033 s4.2
+wants one reply per accepted RCPT, in RCPT order, after the data.  Each recipient's
+copy is committed by the store before its own reply is written, so a message that got
+a 250 survives a crash; one that did not is still queued at the MTA, which sends it
+again (at-least-once, never lost).
+
+The payload is read line by line into a ``DataReader`` that stops keeping octets past
+``[lmtp] max_message_size`` (the refusal comes after the data, RFC 5321 s4.5.3.1.10),
+and aiosmtpd's stream buffer keeps whatever a pipelining client sent after the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import secrets
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AnyStr
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import Envelope, Session, syntax
+
+from popbox.config import parse_address
+from popbox.delivery import lmtp_protocol as lp
+from popbox.delivery.agent import DeliveryAgent
+from popbox.message import MalformedMessage, prepare
+from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    import structlog
+
+    from popbox.config import LmtpConfig
+    from popbox.server.context import ServerContext
+    from popbox.server.listener import Listening
+
+__all__ = ["LmtpEnvelope", "LmtpHandler", "LmtpServer", "LmtpSession"]
+
+_TIMER_RESET_OCTETS = 1 << 20  # a long DATA keeps the idle timer from firing
+UNIX_SOCKET_MODE = 0o666  # the MTA's delivery agent runs as its own user (as Dovecot's)
+
+
+class LmtpEnvelope(Envelope):
+    """aiosmtpd's envelope plus the mailbox each accepted RCPT resolved to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mailboxes: list[str] = []
+
+
+class LmtpHandler:
+    """The transaction's decisions: which extensions, which senders, which recipients."""
+
+    def __init__(
+        self,
+        agent: DeliveryAgent,
+        config: LmtpConfig,
+        *,
+        hostname: str,
+        log: structlog.typing.FilteringBoundLogger,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.agent = agent
+        self.max_message_size = config.max_message_size
+        self._permanent_over_quota = config.over_quota == "permanent"
+        self._hostname = hostname
+        self._log = log
+        self._clock = clock
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: Any
+    ) -> list[str]:
+        del server, envelope, responses  # the reply is ours alone
+        session.host_name = hostname
+        return [
+            f"250-{self._hostname}",
+            "250-PIPELINING",
+            "250-ENHANCEDSTATUSCODES",
+            f"250-SIZE {self.max_message_size}",
+            "250-8BITMIME",
+            "250 SMTPUTF8",
+        ]
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        del server, session
+        size = lp.declared_size(options)
+        if size is not None and size > self.max_message_size:
+            return lp.reply_too_big(self.max_message_size)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 sender OK"
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        del server, session
+        assert isinstance(envelope, LmtpEnvelope)
+        try:
+            name = await self.agent.resolve(address)
+            if name is None:
+                self._log.info("lmtp_unknown_recipient", recipient=address)
+                return lp.reply_no_mailbox(address)
+            # An early refusal, before the client sends the data; deliver() decides.
+            declared = lp.declared_size(envelope.mail_options) or 0
+            if not await self.agent.has_room(name, declared):
+                self._log.info("lmtp_over_quota", user=name, stage="rcpt")
+                return lp.reply_over_quota(address, permanent=self._permanent_over_quota)
+        except UnknownUser:
+            return lp.reply_no_mailbox(address)
+        except StoreError:
+            self._log.warning("lmtp_store_error", recipient=address, stage="rcpt")
+            return lp.reply_temporary(address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        envelope.mailboxes.append(name)
+        return "250 2.1.5 recipient OK"
+
+    async def handle_exception(self, error: Exception) -> str:
+        self._log.error("lmtp_session_failed", error=type(error).__name__, exc_info=error)
+        return "451 4.3.0 internal error, try again later"
+
+    async def deliver(
+        self, session: Session, envelope: LmtpEnvelope, data: lp.DataReader
+    ) -> AsyncIterator[str]:
+        """One reply per accepted RCPT, each after that recipient's copy is committed."""
+        if data.too_big:
+            self._log.info("lmtp_too_big", size=data.size)
+            for _ in envelope.rcpt_tos:
+                yield lp.reply_too_big(self.max_message_size)
+            return
+        content = data.content()
+        transaction = secrets.token_hex(6)
+        # A mailbox named twice (alice@example.com and alice) gets one copy, and each
+        # RCPT still its own reply naming its own address.
+        outcomes: dict[str, Callable[[str], str]] = {}
+        for address, name in zip(envelope.rcpt_tos, envelope.mailboxes, strict=True):
+            if name not in outcomes:
+                outcomes[name] = await self._deliver_one(
+                    session, envelope, address=address, name=name, content=content, txn=transaction
+                )
+            yield outcomes[name](address)
+
+    async def _deliver_one(  # noqa: PLR0913 - the parts of one recipient's delivery
+        self,
+        session: Session,
+        envelope: LmtpEnvelope,
+        *,
+        address: str,
+        name: str,
+        content: bytes,
+        txn: str,
+    ) -> Callable[[str], str]:
+        now = self._clock()
+        peer = session.peer
+        headers = lp.trace_headers(
+            sender=envelope.mail_from or "",
+            recipient=address,
+            helo=session.host_name or "",
+            peer=f"[{peer[0]}]" if isinstance(peer, tuple) else "local",
+            hostname=self._hostname,
+            transaction_id=txn,
+            utf8=envelope.smtp_utf8,
+            now=now,
+        )
+        log = self._log.bind(user=name, transaction=txn)
+        try:
+            message = prepare(content, trace_headers=headers, received_at=now)
+        except MalformedMessage as exc:
+            log.info("lmtp_malformed", problem=str(exc))
+            return functools.partial(lp.reply_bad_message, problem=str(exc))
+        try:
+            info = await self.agent.deliver(name, message)
+        except DeliveryRefused:
+            log.info("lmtp_over_quota", stage="data", size=message.size)
+            return functools.partial(lp.reply_over_quota, permanent=self._permanent_over_quota)
+        except UnknownUser:
+            return lp.reply_no_mailbox
+        except StoreError:
+            log.warning("lmtp_store_error", stage="data")
+            return lp.reply_temporary
+        log.info("lmtp_delivered", uid=info.uid, size=info.size)
+        return functools.partial(lp.reply_delivered, uid=info.uid)
+
+
+class LmtpSession(LMTP):
+    """One LMTP connection: aiosmtpd's command loop with popbox's DATA and replies."""
+
+    def __init__(
+        self,
+        handler: LmtpHandler,
+        *,
+        hostname: str,
+        timeout: float,
+        on_close: Callable[[LmtpSession], None],
+    ) -> None:
+        super().__init__(
+            handler,
+            data_size_limit=None,  # SIZE is announced and checked by the handler
+            enable_SMTPUTF8=True,
+            hostname=hostname,
+            ident="popbox LMTP",
+            timeout=timeout,
+            loop=asyncio.get_running_loop(),
+        )
+        self._popbox_handler = handler
+        self._on_close = on_close
+        self._exempt = False
+        # Clear between the end of DATA and the last reply: shutdown waits for it.
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def _create_envelope(self) -> Envelope:
+        return LmtpEnvelope()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self._on_close(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        # RFC 2034 s3: every reply but the greeting and LHLO's carries an enhanced code.
+        if isinstance(status, str) and not self._exempt and not status.startswith("220 "):
+            await super().push(lp.with_enhanced_code(status))
+        else:
+            await super().push(status)
+
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's method name
+        self._exempt = True
+        try:
+            await super().smtp_LHLO(arg)
+        finally:
+            self._exempt = False
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's method name
+        if await self.check_helo_needed("LHLO"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, LmtpEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 need a valid RCPT command first")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = await self._read_data()
+        self.envelope = self._create_envelope()  # a fresh one for the next transaction
+        assert self.session is not None
+        self.idle.clear()
+        try:
+            async for reply in self._popbox_handler.deliver(self.session, envelope, data):
+                await self.push(reply)
+        finally:
+            self.idle.set()
+
+    async def _read_data(self) -> lp.DataReader:
+        data = lp.DataReader(self._popbox_handler.max_message_size)
+        unreset = 0
+        while True:
+            try:
+                chunk = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than the stream's limit: take the part before the
+                # limit; asyncio never splits the CRLF itself between two reads.
+                chunk = await self._reader.read(exc.consumed)
+            except asyncio.IncompleteReadError as exc:
+                raise ConnectionResetError("the client closed the connection in DATA") from exc
+            if data.feed(chunk):
+                return data
+            unreset += len(chunk)
+            if unreset > _TIMER_RESET_OCTETS:
+                unreset = 0
+                self._reset_timeout()
+
+
+class LmtpServer:
+    """The LMTP listeners of one process (``[lmtp] listen``: TCP and unix sockets)."""
+
+    def __init__(self, context: ServerContext) -> None:
+        config = context.config
+        self._config = config.lmtp
+        self._grace = config.pop3.shutdown_grace
+        self.hostname = config.lmtp.hostname or socket.getfqdn()
+        log = context.log.bind(service="lmtp")
+        agent = DeliveryAgent(context.store, config.quota, hostname=self.hostname, log=log)
+        self._handler = LmtpHandler(agent, config.lmtp, hostname=self.hostname, log=log)
+        self._servers: list[asyncio.Server] = []
+        self._unix_paths: list[Path] = []
+        self._sessions: set[LmtpSession] = set()
+
+    async def start(self) -> list[Listening]:
+        loop = asyncio.get_running_loop()
+        listening: list[Listening] = []
+        for address in self._config.listen:
+            host, port = parse_address(address, "lmtp.listen", allow_unix=True)
+            if port < 0:
+                path = Path(host)
+                _remove_stale_socket(path)
+                server = await loop.create_unix_server(self._new_session, str(path))
+                _open_to_mta(path)
+                self._unix_paths.append(path)
+                listening.append(("lmtp", f"unix:{path}", -1))
+            else:
+                server = await loop.create_server(
+                    self._new_session, host, port, reuse_address=True, backlog=1024
+                )
+                listening.extend(("lmtp", *_address_of(s)) for s in server.sockets)
+            self._servers.append(server)
+        return listening
+
+    def _new_session(self) -> LmtpSession:
+        session = LmtpSession(
+            self._handler,
+            hostname=self.hostname,
+            timeout=self._config.timeout,
+            on_close=self._sessions.discard,
+        )
+        self._sessions.add(session)
+        return session
+
+    async def stop(self) -> None:
+        """Stop accepting; let deliveries in progress finish (up to the grace); close."""
+        for server in self._servers:
+            server.close()
+        # Idle connections (an MTA's connection cache) are closed at once: a transaction
+        # cut before its replies is still queued at the MTA and will be sent again.
+        busy = [asyncio.ensure_future(s.idle.wait()) for s in self._sessions]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=self._grace)
+            for waiter in pending:
+                waiter.cancel()
+        for session in list(self._sessions):
+            session.close()
+        for server in self._servers:
+            await server.wait_closed()
+        for path in self._unix_paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _remove_stale_socket(path: Path) -> None:
+    # A socket left by a process that died; anything else at that path is not ours.
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"lmtp.listen: {path} exists and is not a socket")
+    path.unlink()
+
+
+def _open_to_mta(path: Path) -> None:
+    path.chmod(UNIX_SOCKET_MODE)
+
+
+def _address_of(sock: socket.socket) -> tuple[str, int]:
+    host, port = sock.getsockname()[:2]
+    return (f"[{host}]" if ":" in host else host), port

@@ -1,0 +1,91 @@
+"""Retention (E0005): removing the messages the site's policy no longer keeps.
+
+Policy (``[retention]``): ``retrieved_days`` counts from a message's first retrieval (a
+RETR or TOP in a session that ended with QUIT), ``unretrieved_days`` from its arrival;
+either may be unset, which keeps that kind of message for ever.  This is RFC 1939's
+example of a site policy ("delete unread messages after 60 days and read messages after
+7 days", seed E0005).
+
+CAPA's EXPIRE (RFC 2449 s6.7) announces the smallest period any message may be kept:
+the smaller of the two settings, or NEVER when neither is set.  ``EXPIRE 0`` tells
+clients they may not leave mail on the server: retrieved messages go at the next sweep.
+
+The sweep runs in ``popbox serve`` every ``interval`` seconds and as ``popbox expire``
+(for cron).  Each mailbox is swept in one transaction, so a crash in the middle leaves
+every mailbox either swept or untouched; several processes sweeping at once only find
+less to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from popbox.store.base import StoreError, UnknownUser
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import structlog
+
+    from popbox.config import RetentionConfig
+    from popbox.store.base import MailStore
+
+__all__ = ["DAY", "expire_all", "expire_capability", "run_retention"]
+
+DAY = 86400.0
+
+
+def expire_capability(retention: RetentionConfig) -> str:
+    """The EXPIRE argument (RFC 2449 s6.7): the smallest retention period, or NEVER."""
+    days = [d for d in (retention.retrieved_days, retention.unretrieved_days) if d is not None]
+    return str(min(days)) if days else "NEVER"
+
+
+def _cutoff(days: int | None, now: float) -> float | None:
+    return None if days is None else now - days * DAY
+
+
+async def expire_all(store: MailStore, retention: RetentionConfig, now: float) -> dict[str, int]:
+    """Sweep every mailbox once; returns how many messages each lost (only those > 0)."""
+    retrieved_before = _cutoff(retention.retrieved_days, now)
+    unretrieved_before = _cutoff(retention.unretrieved_days, now)
+    if retrieved_before is None and unretrieved_before is None:
+        return {}
+    removed: dict[str, int] = {}
+    for user in await store.list_users():
+        try:
+            count = await store.expire(
+                user.name,
+                retrieved_before=retrieved_before,
+                unretrieved_before=unretrieved_before,
+            )
+        except UnknownUser:
+            continue  # deleted since the list was read
+        if count:
+            removed[user.name] = count
+    return removed
+
+
+async def run_retention(
+    store: MailStore,
+    retention: RetentionConfig,
+    log: structlog.typing.FilteringBoundLogger,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Sweep now and then every ``interval`` seconds, until cancelled.
+
+    A sweep the store cannot complete is logged and tried again at the next interval.
+    """
+    if retention.retrieved_days is None and retention.unretrieved_days is None:
+        return
+    while True:
+        try:
+            removed = await expire_all(store, retention, clock())
+        except StoreError as exc:
+            log.warning("retention_sweep_failed", error=str(exc))
+        else:
+            log.info("retention_sweep", removed=sum(removed.values()), mailboxes=len(removed))
+        await asyncio.sleep(retention.interval)
