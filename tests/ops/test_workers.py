@@ -1,0 +1,168 @@
+"""Several worker processes behind one port, under a supervisor (``[server] workers``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+from ops_helpers import TIMEOUT, http_get, login, read_line, sample, start_node, wait_gone
+
+WORKERS = {"workers": 2, "metrics_listen": "127.0.0.1:0"}
+KINDS = frozenset({"pop3", "pop3s", "metrics"})
+
+
+@pytest.fixture
+def node(tmp_path, tls_files):
+    started = start_node(
+        tmp_path / "node",
+        tls_files,
+        sections={"server": WORKERS},
+        pop3={"login_type": "plaintext_login", "shutdown_grace": 1.0},
+        messages={"alice": [b"Subject: one\r\n\r\nbody\r\n"]},
+        kinds=KINDS,
+    )
+    yield started
+    started.process.close()
+
+
+def served_by(node) -> set[int]:
+    return {e["worker"] for e in node.events() if e.get("event") == "login"}
+
+
+def test_every_worker_serves_the_one_port(node):
+    """The supervisor binds once; both workers accept on the same socket."""
+    assert len(node.process.addresses["pop3"]) == 1  # one listening line per socket
+    clients = []
+    deadline = time.monotonic() + 30
+    while served_by(node) != {0, 1}:
+        assert time.monotonic() < deadline, f"logins only in workers {served_by(node)}"
+        # Sessions stay open, so a busy worker leaves the next accept to the other.
+        clients.extend(login(node.port()) for _ in range(4))
+        time.sleep(0.05)
+    for client in clients:
+        assert client.stat()[0] == 1
+        client.quit()
+
+
+def test_killed_worker_is_restarted_and_the_port_keeps_serving(node):
+    before = node.worker_pids()
+    assert sorted(before) == [0, 1]
+    os.kill(before[0], signal.SIGKILL)
+    [exited] = node.wait_for(lambda e: e.get("event") == "worker_exited")
+    assert exited["worker"] == 0
+    assert exited["status"] == -signal.SIGKILL
+    for _ in range(20):  # served all along, by the survivor or the new worker
+        client = login(node.port())
+        assert client.stat()[0] == 1
+        client.quit()
+    node.wait_for(lambda e: e.get("event") == "worker_started" and e["pid"] != before[0])
+    deadline = time.monotonic() + TIMEOUT
+    while sample(node.metrics(), "popbox_workers") != 2:
+        assert time.monotonic() < deadline, node.metrics()
+        time.sleep(0.1)
+    after = node.worker_pids()
+    assert after[0] != before[0]
+    assert after[1] == before[1]
+    assert sample(node.metrics(), "popbox_worker_restarts_total") == 1
+
+
+def test_metrics_add_up_across_workers(node):
+    for _ in range(6):
+        login(node.port()).quit()
+    metrics = node.metrics()
+    assert sample(metrics, "popbox_logins_total", mechanism="USER", result="success") == 6
+    assert sample(metrics, "popbox_commands_total", verb="QUIT", result="ok") == 6
+    assert sample(metrics, "popbox_connections_total", listener="pop3") == 6
+    assert sample(metrics, "popbox_build_info", version=_version()) == 1
+    status, body = http_get(node.port("metrics"), "/healthz")
+    assert (status, body) == (200, "ok\n")
+
+
+def test_limits_hold_for_the_node_not_per_worker(tmp_path, tls_files):
+    node = start_node(
+        tmp_path / "limited",
+        tls_files,
+        sections={"server": {**WORKERS, "max_connections_per_ip": 3}},
+        kinds=KINDS,
+    )
+    try:
+        held = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", node.port()), TIMEOUT)
+            assert read_line(sock).startswith(b"+OK ")
+            held.append(sock)
+        with socket.create_connection(("127.0.0.1", node.port()), TIMEOUT) as fourth:
+            assert read_line(fourth).startswith(b"-ERR [SYS/TEMP] too many connections from")
+        for sock in held:
+            sock.close()
+    finally:
+        node.process.close()
+
+
+def test_sigterm_drains_every_worker_without_update(node):
+    """SIGTERM: sessions get up to shutdown_grace, then -ERR and no UPDATE (RFC 1939 s6)."""
+    client = login(node.port())
+    client.dele(1)
+    workers = node.worker_pids()
+    node.signal(signal.SIGTERM)
+    started = time.monotonic()
+    line = client.file.readline()  # the session is ended by the server, not by us
+    assert line.startswith(b"-ERR [SYS/TEMP] server shutting down")
+    assert 0.8 < time.monotonic() - started < 8
+    assert node.process.process.wait(TIMEOUT) == 0
+    for pid in workers.values():
+        wait_gone(pid)
+    client.close()
+    assert _count_messages(node) == 1  # the DELE was not applied
+
+
+def test_sighup_reloads_every_worker(node):
+    sessions = [login(node.port()) for _ in range(4)]
+    node.rewrite_config(pop3={"banner": "reloaded banner"})
+    node.signal(signal.SIGHUP)
+    node.wait_for(lambda e: e.get("event") == "config_reloaded")
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # each worker applies the reload when the supervisor's message arrives
+        banners = set()
+        for _ in range(8):
+            with socket.create_connection(("127.0.0.1", node.port()), TIMEOUT) as sock:
+                banners.add(read_line(sock).rstrip())
+        if banners == {b"+OK reloaded banner"}:
+            break
+        assert time.monotonic() < deadline, banners
+        time.sleep(0.05)
+    for session in sessions:  # not dropped by the reload
+        assert session.noop().startswith(b"+OK")
+        session.quit()
+
+
+def test_workers_exit_when_the_supervisor_dies(node):
+    workers = node.worker_pids()
+    node.signal(signal.SIGKILL)
+    for pid in workers.values():
+        wait_gone(pid, timeout=15)
+
+
+def _version() -> str:
+    from popbox import __version__  # noqa: PLC0415
+
+    return __version__
+
+
+def _count_messages(node) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from popbox.store import open_store  # noqa: PLC0415
+
+    async def count() -> int:
+        store = open_store("sqlite", data_dir=node.data_dir, dsn="")
+        await store.open()
+        try:
+            return len(await store.snapshot("alice"))
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
