@@ -259,3 +259,26 @@ def test_encryption_keys_are_ignored(tmp_path, issuer):
     cache = JwksCache(str(path))
     assert run(cache.key_for("rsa-1", "RS256")) is None
     assert run(cache.key_for("ec-1", "ES256")) is not None
+
+
+def test_concurrent_sessions_share_one_jwks_reload(tmp_path, issuer):
+    """Many sessions asking at once after the TTL cause one read, not one each."""
+    import asyncio  # noqa: PLC0415 - only this test runs coroutines side by side
+
+    path = issuer.write_jwks(tmp_path / "jwks.json")
+    clock = Clock()
+    cache = JwksCache(str(path), ttl=10, clock=clock)
+    reads = []
+    real_read = cache._read
+
+    def counting_read() -> bytes:
+        reads.append(1)
+        return real_read()
+
+    cache._read = counting_read  # type: ignore[method-assign]
+
+    async def many() -> list[object]:
+        return await asyncio.gather(*(cache.key_for("rsa-1", "RS256") for _ in range(5)))
+
+    assert all(key is not None for key in run(many()))
+    assert len(reads) == 1

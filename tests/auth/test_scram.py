@@ -283,3 +283,11 @@ def test_short_secret_is_refused(tmp_path):
     path.write_bytes(b"short")
     with pytest.raises(ValueError, match="at least 16 bytes"):
         load_or_create_secret(path)
+
+
+def test_proof_that_is_not_base64_fails_rfc5802_s7(context):
+    client = ScramClient("user", "pencil")
+    mech = ScramMechanism(context, settings())
+    first = run(mech.start(client.first()))
+    good = client.final(first.data)
+    assert isinstance(run(mech.step(good[: good.index(b",p=")] + b",p=!!!!")), Failure)

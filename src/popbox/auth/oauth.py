@@ -109,6 +109,8 @@ class _BearerMechanism:
     """The exchange both mechanisms share: one message, then success or error JSON."""
 
     plaintext: ClassVar[bool] = True
+    # (the name the client gave or "", the auth= value) from the client's one message
+    parse: ClassVar[staticmethod[[bytes], tuple[str, bytes] | Failure]]
 
     def __init__(self, context: AuthContext, checker: TokenChecker) -> None:
         self._context = context
@@ -130,12 +132,8 @@ class _BearerMechanism:
         self._waiting = False
         return await self._verify(response)
 
-    def _parse(self, message: bytes) -> tuple[str, bytes] | Failure:
-        """(the name the client gave or "", the token) from the client's message."""
-        raise NotImplementedError
-
     async def _verify(self, message: bytes) -> Step:
-        parsed = self._parse(message)
+        parsed = self.parse(message)
         if isinstance(parsed, Failure):
             return parsed
         claimed, token_match = parsed
@@ -154,42 +152,34 @@ class _BearerMechanism:
         return Challenge(ERROR_JSON)  # RFC 7628 s3.2.2
 
 
-class OAuthBearerMechanism(_BearerMechanism):
-    """RFC 7628 OAUTHBEARER."""
-
-    name: ClassVar[str] = OAUTHBEARER
-
-    def _parse(self, message: bytes) -> tuple[str, bytes] | Failure:
-        flag, sep1, rest = message.partition(b",")
-        authz, sep2, pairs = rest.partition(b",")
-        if not (sep1 and sep2) or flag not in (b"n", b"y"):
-            return Failure("OAUTHBEARER gs2 header is malformed or asks for channel binding")
-        claimed = ""
-        if authz:
-            raw = authz[2:]
-            name = text_field(raw.replace(b"=2C", b",").replace(b"=3D", b"="))
-            if not authz.startswith(b"a=") or not _SASLNAME.fullmatch(raw) or name is None:
-                return Failure("OAUTHBEARER authzid is malformed")
-            claimed = name
-        fields = _kvpairs(pairs, leading=True)
-        if fields is None or b"auth" not in fields:
-            return Failure("OAUTHBEARER message is malformed", claimed or None)
-        return claimed, fields[b"auth"]
+def _parse_oauthbearer(message: bytes) -> tuple[str, bytes] | Failure:
+    """RFC 7628 s3.1: gs2 header, then ^A-separated key=value pairs, then ^A^A."""
+    flag, sep1, rest = message.partition(b",")
+    authz, sep2, pairs = rest.partition(b",")
+    if not (sep1 and sep2) or flag not in (b"n", b"y"):
+        return Failure("OAUTHBEARER gs2 header is malformed or asks for channel binding")
+    claimed = ""
+    if authz:
+        raw = authz[2:]
+        name = text_field(raw.replace(b"=2C", b",").replace(b"=3D", b"="))
+        if not authz.startswith(b"a=") or not _SASLNAME.fullmatch(raw) or name is None:
+            return Failure("OAUTHBEARER authzid is malformed")
+        claimed = name
+    fields = _kvpairs(pairs, leading=True)
+    if fields is None or b"auth" not in fields:
+        return Failure("OAUTHBEARER message is malformed", claimed or None)
+    return claimed, fields[b"auth"]
 
 
-class XOAuth2Mechanism(_BearerMechanism):
-    """Google's and Microsoft's XOAUTH2: ``user=NAME^Aauth=Bearer TOKEN^A^A``."""
-
-    name: ClassVar[str] = XOAUTH2
-
-    def _parse(self, message: bytes) -> tuple[str, bytes] | Failure:
-        fields = _kvpairs(message, leading=False)
-        if fields is None or b"auth" not in fields:
-            return Failure("XOAUTH2 message is malformed")
-        claimed = text_field(fields.get(b"user", b""), allow_empty=True)
-        if claimed is None:
-            return Failure("XOAUTH2 user is not valid text")
-        return claimed, fields[b"auth"]
+def _parse_xoauth2(message: bytes) -> tuple[str, bytes] | Failure:
+    """XOAUTH2: ``user=NAME^Aauth=Bearer TOKEN^A^A``."""
+    fields = _kvpairs(message, leading=False)
+    if fields is None or b"auth" not in fields:
+        return Failure("XOAUTH2 message is malformed")
+    claimed = text_field(fields.get(b"user", b""), allow_empty=True)
+    if claimed is None:
+        return Failure("XOAUTH2 user is not valid text")
+    return claimed, fields[b"auth"]
 
 
 def _kvpairs(data: bytes, *, leading: bool) -> dict[bytes, bytes] | None:
@@ -207,3 +197,17 @@ def _kvpairs(data: bytes, *, leading: bool) -> dict[bytes, bytes] | None:
             return None
         fields[key] = value
     return fields
+
+
+class OAuthBearerMechanism(_BearerMechanism):
+    """RFC 7628 OAUTHBEARER."""
+
+    name: ClassVar[str] = OAUTHBEARER
+    parse = staticmethod(_parse_oauthbearer)
+
+
+class XOAuth2Mechanism(_BearerMechanism):
+    """Google's and Microsoft's XOAUTH2."""
+
+    name: ClassVar[str] = XOAUTH2
+    parse = staticmethod(_parse_xoauth2)
