@@ -21,6 +21,7 @@ from popbox import __version__, app, demo
 from popbox.auth.passwords import verifiers_for
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.message import MalformedMessage, prepare
+from popbox.server import eventloop
 from popbox.server.tls import TlsConfigError
 from popbox.server.workers import WorkerStartError
 from popbox.store import open_store
@@ -108,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = load(path, required=bool(args.config))
     try:
         # SIGHUP re-reads the file the server started from (none: only the certificate).
-        asyncio.run(app.serve(config, config_path=path if path.is_file() else None))
+        eventloop.run(app.serve(config, config_path=path if path.is_file() else None))
     except (OSError, WorkerStartError) as exc:
         print(f"popbox: cannot serve: {exc}", file=sys.stderr)
         return 1

@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from popbox.config import parse_address
+from popbox.delivery.lmtp_server import bind_unix_listener
 from popbox.protocol.replies import serialise
 from popbox.server.proxy import (
     V2_FIXED_LENGTH,
@@ -86,22 +88,31 @@ def bind_socket(host: str, port: int) -> list[socket.socket]:
 
 
 def address_of(sock: socket.socket) -> tuple[str, int]:
-    """What a ``listening`` line shows: host (IPv6 in brackets) and the real port."""
+    """What a ``listening`` line shows: host (IPv6 in brackets) and the real port.
+
+    A unix socket gives ``("unix:/path", -1)``.
+    """
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}", -1
     host, port = sock.getsockname()[:2]
     return (f"[{host}]" if ":" in host else host), port
 
 
-def bind_listeners(config: Config) -> list[Bound]:
-    """Bind every POP3 listener of the configuration; raises ``OSError`` naming nothing."""
+def bind_listeners(config: Config, *, lmtp: bool = False) -> list[Bound]:
+    """Bind every POP3 listener of the configuration (and with ``lmtp``, the LMTP ones)."""
     bound: list[Bound] = []
     try:
         for kind, key, addresses in (
             ("pop3", "pop3.listen", config.pop3.listen),
             ("pop3s", "pop3.tls_listen", config.pop3.tls_listen),
+            ("lmtp", "lmtp.listen", config.lmtp.listen if lmtp else ()),
         ):
             for address in addresses:
-                host, port = parse_address(address, key)
-                bound.extend((kind, sock) for sock in bind_socket(host, port))
+                host, port = parse_address(address, key, allow_unix=kind == "lmtp")
+                if port < 0:
+                    bound.append((kind, bind_unix_listener(Path(host))))
+                else:
+                    bound.extend((kind, sock) for sock in bind_socket(host, port))
     except OSError:
         for _, sock in bound:
             sock.close()
@@ -164,8 +175,8 @@ class _Refusal(asyncio.Protocol):
         self._line = line
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(self._line)
+        # Not an isinstance check: uvloop's transports do not derive from asyncio's.
+        cast("asyncio.WriteTransport", transport).write(self._line)
         transport.close()
 
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from popbox import message
 from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
@@ -89,8 +89,8 @@ class Pop3Protocol(asyncio.Protocol):
     # -- asyncio.Protocol callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an isinstance check: uvloop's transports do not derive from asyncio's.
+        self._transport = cast("asyncio.Transport", transport)
         peer = self._client or transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
         self._peer_ip = str(peer[0]) if isinstance(peer, tuple) else self._peer
@@ -187,7 +187,10 @@ class Pop3Protocol(asyncio.Protocol):
         if remaining <= 0:
             return False
         try:
-            await asyncio.wait_for(self._data_ready.wait(), remaining)
+            # A timer on this task, not wait_for: that wraps the wait in one more task
+            # for every command, which the RETR and login paths felt.
+            async with asyncio.timeout(remaining):
+                await self._data_ready.wait()
         except TimeoutError:
             return False
         return True

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from popbox import app
 from popbox.log import make_logger
 from popbox.metrics import check_store
+from popbox.server import eventloop
 from popbox.server.control import Channel, Message, decode_config
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind, _, fd = spec.partition(":")
         bound.append((kind, socket.socket(fileno=int(fd))))
     control = socket.socket(fileno=args.control)
-    asyncio.run(_run(args.index, control, bound))
+    eventloop.run(_run(args.index, control, bound))
     return 0
 
 
