@@ -33,9 +33,6 @@ GSSAPI: Final = "GSSAPI"
 MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256, OAUTHBEARER, XOAUTH2, NTLM, GSSAPI)
 # Offered when the configuration says nothing: the ones that need no further settings.
 DEFAULT_MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256)
-# Mechanisms whose exchange carries the password (or a bearer token) itself: they follow
-# ``pop3.login_type`` like USER/PASS (V0010), so CAPA hides them before TLS.
-PLAINTEXT_MECHANISMS: Final = frozenset({PLAIN, LOGIN, OAUTHBEARER, XOAUTH2})
 # Mechanisms that need the oauth_* settings.
 OAUTH_MECHANISMS: Final = frozenset({OAUTHBEARER, XOAUTH2})
 
@@ -93,12 +90,14 @@ def _factories(
         settings = scram.ScramSettings(
             scram.load_or_create_secret(path), auth.scram_iterations, frozenset(auth.admins)
         )
-        return False, lambda context: scram.ScramMechanism(context, settings)
+        return scram.ScramMechanism.plaintext, lambda context: scram.ScramMechanism(
+            context, settings
+        )
 
     def bearer(kind: type[oauth.OAuthBearerMechanism | oauth.XOAuth2Mechanism]) -> _Thunk:
         def build() -> tuple[bool, _Factory]:
             checker = shared_checker()
-            return True, lambda context: kind(context, checker)
+            return kind.plaintext, lambda context: kind(context, checker)
 
         return build
 
@@ -133,8 +132,14 @@ def _factories(
         return False, lambda context: gssapi.GssapiMechanism(context, settings)
 
     return {
-        PLAIN: lambda: (True, lambda context: plain.PlainMechanism(context, passwords)),
-        LOGIN: lambda: (True, lambda context: LoginMechanism(context, passwords)),
+        PLAIN: lambda: (
+            plain.PlainMechanism.plaintext,
+            lambda context: plain.PlainMechanism(context, passwords),
+        ),
+        LOGIN: lambda: (
+            LoginMechanism.plaintext,
+            lambda context: LoginMechanism(context, passwords),
+        ),
         SCRAM_SHA_256: scram_factory,
         OAUTHBEARER: bearer(oauth.OAuthBearerMechanism),
         XOAUTH2: bearer(oauth.XOAuth2Mechanism),
