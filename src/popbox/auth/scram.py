@@ -36,7 +36,9 @@ import hmac
 import os
 import re
 import secrets
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from popbox.auth.base import Challenge, Failure, Success
@@ -46,7 +48,6 @@ from popbox.auth.registry import SCRAM_SHA_256
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from popbox.auth.base import AuthContext, Step
 
@@ -226,11 +227,18 @@ def load_or_create_secret(path: Path) -> bytes:
         secret = path.read_bytes()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_bytes(32)
-        with contextlib.suppress(FileExistsError):  # another worker won the race: use its
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written in full under a private name (mode 0600), then linked into place: a
+        # worker that loses the race reads a complete file, never the empty one an
+        # O_EXCL create shows before its write.
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        tmp = Path(tmp_name)
+        try:
             with os.fdopen(fd, "wb") as out:
-                out.write(secret)
+                out.write(secrets.token_bytes(32))
+            with contextlib.suppress(FileExistsError):  # another worker won: use its secret
+                path.hardlink_to(tmp)
+        finally:
+            tmp.unlink()
         secret = path.read_bytes()
     if len(secret) < 16:
         raise ValueError(f"{path}: the auth secret must hold at least 16 bytes")
