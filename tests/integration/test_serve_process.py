@@ -7,16 +7,17 @@ port 0, a graceful SIGTERM (DESIGN.md section 4), and the demo's printed curl co
 from __future__ import annotations
 
 import asyncio
+import poplib
 import shlex
 import subprocess
 import time
 
 import pytest
-from pop3_clients import MESSAGES, RawClient, require
+from pop3_clients import MESSAGES, RawClient, message_text, require
 
 from popbox.message import normalise, stuff
 from popbox.store import open_store
-from popbox_servers import USERS, ServeProcess
+from popbox_servers import USERS, ServeProcess, popbox_executable
 
 ERR_SHUTDOWN = b"-ERR [SYS/TEMP] server shutting down, try again later\r\n"
 
@@ -107,3 +108,32 @@ def test_demo_prints_curl_commands_that_work(tmp_path):
         assert process.terminate() == 0
     finally:
         process.close()
+
+
+def test_deliver_command_mail_is_retrievable_at_once(start_popbox_serve, tls_files):
+    """`popbox deliver` (MDA): exit 0 only once stored; sysexits 67 and 65 for refusals."""
+    process, data_dir = start_popbox_serve()
+    deliver = [popbox_executable(), "deliver", "--config", str(data_dir / "popbox.toml")]
+    raw = b"From: mta@example.org\nSubject: via the MDA\n\n.dot line\ncaf\xe9\n"
+
+    def run(*names: str, message: bytes = raw) -> int:
+        result = subprocess.run(
+            [*deliver, *names], input=message, capture_output=True, timeout=30, check=False
+        )
+        return result.returncode
+
+    assert run("alice", "bob") == 0
+    assert run("nobody") == 67  # EX_NOUSER
+    assert run("alice", message=b"Subject: x\n\nNUL \x00 here\n") == 65  # EX_DATAERR, C0011
+    host, port = process.addresses["pop3s"][0]
+    for user in ("alice", "bob"):
+        client = poplib.POP3_SSL(host, port, context=tls_files.client_context(), timeout=10)
+        try:
+            client.user(user)
+            client.pass_(USERS[user])
+            assert client.stat()[0] == 1
+            _, lines, _ = client.retr(1)
+        finally:
+            client.quit()
+        assert message_text(lines) == normalise(raw)
+    assert process.terminate() == 0
