@@ -142,3 +142,14 @@ def test_unknown_user_costs_the_same_time_as_a_wrong_password_v0009(auth_server)
     assert abs(statistics.median(paired)) < tolerance, paired
     assert abs(cost - statistics.median(unknown)) < tolerance, (known, unknown)
     assert abs(trimmed_mean(known) - trimmed_mean(unknown)) < tolerance, (known, unknown)
+
+
+def test_locked_out_ip_gets_no_sasl_exchange(auth_server):
+    """An IP under lockout is refused at AUTH itself, before any challenge or hashing."""
+    server = auth_server({"ip_lockout_failures": 2, "user_lockout_failures": 0})
+    client = server.connect(tls=True)
+    for name in ("a", "b"):
+        assert client.ask(plain(name, "x")).startswith(b"-ERR [AUTH]")
+    client = server.connect(tls=True)
+    assert client.ask(b"AUTH LOGIN\r\n").startswith(b"-ERR [LOGIN-DELAY]")
+    assert client.ask(b"AUTH SCRAM-SHA-256\r\n").startswith(b"-ERR [LOGIN-DELAY]")

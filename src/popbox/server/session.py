@@ -201,6 +201,8 @@ class Pop3Protocol(asyncio.Protocol):
             case PasswordLogin(user, password):
                 await self._password_login(user, password)
             case SaslStart(name, initial):
+                if self._locked_out(None, name):
+                    return  # a locked-out IP gets no exchange, and costs no hashing
                 context = AuthContext(self._server.store, self._peer, conn.tls_active)
                 self._mechanism = self._server.registry.create(name, context)
                 await self._sasl_step(self._mechanism.start(initial), name)
@@ -292,7 +294,7 @@ class Pop3Protocol(asyncio.Protocol):
         await asyncio.sleep(delay)
         self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
 
-    def _locked_out(self, user: str, mechanism: str) -> bool:
+    def _locked_out(self, user: str | None, mechanism: str) -> bool:
         """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out."""
         seconds = self._server.guard.locked_for(self._peer_ip, user)
         if seconds <= 0:
