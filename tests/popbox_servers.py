@@ -351,7 +351,8 @@ class ServeProcess:
             parts = line.split()
             if len(parts) == 3 and parts[0] == "listening":
                 host, _, port = parts[2].rpartition(":")
-                self.addresses.setdefault(parts[1], []).append((host, int(port)))
+                if port.isdigit():  # "listening lmtp unix:/path" has no port
+                    self.addresses.setdefault(parts[1], []).append((host, int(port)))
 
     def next_line(self, timeout: float = 15.0) -> str | None:
         try:

@@ -93,7 +93,9 @@ async def start_servers(
     if context.config.lmtp.listen:
         lmtp = LmtpServer(context)
         try:
-            listening += await lmtp.start()
+            listening += await lmtp.start(
+                None if sockets is None else [s for kind, s in sockets if kind == "lmtp"]
+            )
         except BaseException:
             await pop3.stop()
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
 import socket
 import time
 
@@ -166,3 +167,30 @@ def _count_messages(node) -> int:
             await store.close()
 
     return asyncio.run(count())
+
+
+def test_lmtp_listeners_are_shared_by_the_workers_too(tmp_path, tls_files):
+    """LMTP (RFC 2033) TCP and unix listeners are bound once and served by every worker."""
+    path = tmp_path / "lmtp.sock"
+    node = start_node(
+        tmp_path / "lmtp",
+        tls_files,
+        sections={"server": WORKERS, "lmtp": {"listen": ["127.0.0.1:0", f"unix:{path}"]}},
+        pop3={"login_type": "plaintext_login"},
+        kinds=KINDS | {"lmtp"},
+    )
+    try:
+        assert f"listening lmtp unix:{path}" in node.process.output
+        port = node.port("lmtp")
+        for host in ["127.0.0.1"] * 3 + [str(path)] * 3:
+            with smtplib.LMTP(host, port if host[0] != "/" else 0, timeout=TIMEOUT) as lmtp:
+                refused = lmtp.sendmail("carol@example.org", ["alice"], b"Subject: hi\r\n\r\nx\r\n")
+                assert refused == {}
+        client = login(node.port())
+        assert client.stat()[0] == 6
+        client.quit()
+        node.signal(signal.SIGTERM)
+        assert node.process.process.wait(TIMEOUT) == 0
+        assert not path.exists()  # the supervisor removes the socket it created
+    finally:
+        node.process.close()

@@ -36,7 +36,7 @@ from popbox.message import MalformedMessage, prepare
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     import structlog
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from popbox.server.context import ServerContext
     from popbox.server.listener import Listening
 
-__all__ = ["LmtpEnvelope", "LmtpHandler", "LmtpServer", "LmtpSession"]
+__all__ = ["LmtpEnvelope", "LmtpHandler", "LmtpServer", "LmtpSession", "bind_unix_listener"]
 
 _TIMER_RESET_OCTETS = 1 << 20  # a long DATA keeps the idle timer from firing
 UNIX_SOCKET_MODE = 0o666  # the MTA's delivery agent runs as its own user (as Dovecot's)
@@ -305,10 +305,20 @@ class LmtpServer:
         self._unix_paths: list[Path] = []
         self._sessions: set[LmtpSession] = set()
 
-    async def start(self) -> list[Listening]:
+    async def start(self, sockets: Sequence[socket.socket] | None = None) -> list[Listening]:
+        """Bind ``[lmtp] listen``, or accept on ``sockets`` a supervisor bound for us."""
         loop = asyncio.get_running_loop()
         listening: list[Listening] = []
-        for address in self._config.listen:
+        for sock in sockets or ():
+            # The supervisor owns these sockets (and removes a unix socket's path itself).
+            if sock.family == socket.AF_UNIX:
+                server = await loop.create_unix_server(self._new_session, sock=sock)
+                listening.append(("lmtp", f"unix:{sock.getsockname()}", -1))
+            else:
+                server = await loop.create_server(self._new_session, sock=sock, backlog=1024)
+                listening.extend(("lmtp", *_address_of(s)) for s in server.sockets)
+            self._servers.append(server)
+        for address in () if sockets is not None else self._config.listen:
             host, port = parse_address(address, "lmtp.listen", allow_unix=True)
             if port < 0:
                 path = Path(host)
@@ -353,6 +363,21 @@ class LmtpServer:
         for path in self._unix_paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def bind_unix_listener(path: Path) -> socket.socket:
+    """A listening unix socket at ``path`` the MTA may connect to (for a supervisor)."""
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(1024)
+        sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
+        _open_to_mta(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _remove_stale_socket(path: Path) -> None:

@@ -36,6 +36,7 @@ import socket
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -50,7 +51,6 @@ from popbox.server.limits import ConnectionLimits, LimitSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     import structlog
 
@@ -121,7 +121,7 @@ class Supervisor:
         """Serve until SIGTERM or SIGINT, then drain every worker and return."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        self._bound = bind_listeners(self.config)
+        self._bound = bind_listeners(self.config, lmtp=True)
         keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
         metrics: MetricsHttpServer | None = None
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,7 +131,10 @@ class Supervisor:
             await self._wait_ready()
             self._started = True
             for kind, sock in self._bound:
-                self._announce("listening {} {}:{}".format(kind, *address_of(sock)))
+                host, port = address_of(sock)
+                self._announce(
+                    f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}"
+                )
             metrics = await self._start_metrics()
             self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
             await stop.wait()
@@ -140,8 +143,7 @@ class Supervisor:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self._stop_workers(keepers)
-            for _, sock in self._bound:
-                sock.close()
+            _close_listeners(self._bound)
             if metrics is not None:
                 await metrics.stop()
 
@@ -313,6 +315,14 @@ class Supervisor:
             if reply is None or not reply.get("ok"):
                 return False, (reply or {}).get("text", "a worker does not answer")
         return True, "ok"
+
+
+def _close_listeners(bound: list[Bound]) -> None:
+    for _, sock in bound:
+        if sock.family == socket.AF_UNIX:  # the workers leave the path to us
+            with contextlib.suppress(OSError):
+                Path(sock.getsockname()).unlink()
+        sock.close()
 
 
 def _take_one(held: Counter[str], key: str) -> bool:
