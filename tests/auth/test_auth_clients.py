@@ -159,7 +159,8 @@ def test_mpop_scram_wrong_password_is_refused(server, ca_file, tmp_path):
 
 @pytest.mark.parametrize("auth", ["oauthbearer", "xoauth2"])
 def test_mpop_bearer_token(server, ca_file, tmp_path, issuer, auth):
-    """mpop sends the token (a 700+ octet JWT) in the AUTH line's initial response."""
+    """mpop sends the token (a 700+ octet JWT, more than max_command_size) as a SASL
+    response line after an empty challenge."""
     token = issuer.token(sub="alice", padding="x" * 400)
     assert len(token) > 700
     done = mpop(server, ca_file, tmp_path, auth, token)

@@ -156,7 +156,7 @@ def test_auth_after_login_is_refused_rfc5034_s4(server):
 
 def test_long_auth_line_is_accepted_past_max_command_size_rfc5034_s4(server):
     """RFC 5034 s4: SASL responses are not bound by the command length limit; an AUTH
-    line carrying an initial response of 700+ octets (as mpop sends) is accepted while
+    line carrying an initial response of 700+ octets (a token, say) is accepted while
     an ordinary command of that length is still refused."""
     nonce = b"N" * 700
     line = b"AUTH SCRAM-SHA-256 " + b64(b"n,,n=alice,r=" + nonce) + b"\r\n"

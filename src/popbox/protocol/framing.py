@@ -6,8 +6,8 @@ both accepted (some devices send bare LF).  The caller passes the length limit w
 request, because it depends on the state: commands are capped by ``max_command_size``
 (2.1.2, E0006), SASL responses by a far larger cap (RFC 5034 section 4).  An AUTH command
 line may be given that larger cap too (``auth_limit``): its initial response is a SASL
-response riding on the command, and clients send long ones (mpop's SCRAM and OAuth
-first messages exceed 512 octets; a Kerberos ticket exceeds 1024).
+response riding on the command, and those can be long (an OAuth token or a Kerberos
+ticket exceeds 1024 octets).
 
 A line longer than the limit is reported once, as soon as the limit is crossed, and the
 rest of it is discarded as it arrives, so the buffer never holds more than the limit and
