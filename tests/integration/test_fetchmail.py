@@ -50,8 +50,10 @@ def fetchmail(server, work: Path, *, implicit_tls: bool, keep: bool) -> tuple[in
     )
     rcfile.chmod(0o600)  # fetchmail refuses a readable rcfile: it holds a password
     command = [require("fetchmail"), "--fetchmailrc", str(rcfile), "--nosyslog", "--invisible"]
+    # --pidfile: as root fetchmail would lock a file in /var/run shared by concurrent runs.
+    command += ["--pidfile", str(work / "fetchmail.pid"), "--verbose"]
     result = subprocess.run(
-        [*command, "--verbose", "--uidl", "--idfile", str(work / "fetchids")],
+        [*command, "--uidl", "--idfile", str(work / "fetchids")],
         env={"HOME": str(work / "home"), "PATH": "/usr/bin:/bin", "LC_ALL": "C"},
         capture_output=True,
         timeout=60,
