@@ -1,7 +1,8 @@
-"""The real ``popbox serve`` and ``popbox demo`` commands, as child processes.
+"""The real ``popbox serve``, ``popbox demo`` and ``popbox deliver`` commands, as processes.
 
-Few tests live here because each starts a Python process: the listening lines with
-port 0, a graceful SIGTERM (DESIGN.md section 4), and the demo's printed curl commands.
+Few tests live here because each starts Python processes: the listening lines with
+port 0, a graceful SIGTERM (DESIGN.md section 4), the demo's printed curl commands, and
+the MDA delivering into a running server's store.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def test_sigterm_drains_sessions_then_exits_zero_losing_nothing(start_popbox_ser
 
 @pytest.mark.clients
 def test_demo_prints_curl_commands_that_work(tmp_path):
-    """`popbox demo` in an empty folder: a demo user with mail and working curl commands."""
+    """`popbox demo` in a fresh folder: a demo user with mail, and curl commands that work."""
     demo_dir = tmp_path / "demo"
     demo_dir.mkdir()
     # The demo keeps a configuration it finds; this one only swaps in ephemeral ports.
