@@ -135,6 +135,16 @@ class AuthConfig:
     user_lockout_failures: int = 10  # recent failures that lock out a user name; 0: never
     lockout_duration: float = 300.0  # seconds a lockout lasts ([LOGIN-DELAY] meanwhile)
     max_tracked: int = 100000  # source IPs and names remembered; the oldest are forgotten
+    # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
+    ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
+    ntlm_domain: str = "POPBOX"  # NetBIOS domain name the CHALLENGE announces
+    ntlm_server_name: str = ""  # DNS name the CHALLENGE announces; empty: this host's name
+    # GSSAPI (RFC 4752): Kerberos V5 with a service keytab.
+    gssapi_keytab: str = ""  # empty: $KRB5_KTNAME, else the system keytab
+    gssapi_service_name: str = ""  # "pop@mail.example.com"; empty: pop@<this host's name>
+    gssapi_replay_cache: str = ""  # MIT rcache name; empty: "file2:<data_dir>/krb5.rcache"
+    gssapi_strip_realm: bool = True  # alice@REALM logs in as alice (REALM: the service's)
+    gssapi_principal_map: tuple[str, ...] = ()  # "principal=mailbox" pairs, looked up first
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,16 +175,6 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
-    # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
-    ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
-    ntlm_domain: str = "POPBOX"  # NetBIOS domain name the CHALLENGE announces
-    ntlm_server_name: str = ""  # DNS name the CHALLENGE announces; empty: this host's name
-    # GSSAPI (RFC 4752): Kerberos V5 with a service keytab.
-    gssapi_keytab: str = ""  # empty: $KRB5_KTNAME, else the system keytab
-    gssapi_service_name: str = ""  # "pop@mail.example.com"; empty: pop@<this host's name>
-    gssapi_replay_cache: str = ""  # MIT rcache name; empty: "file2:<data_dir>/krb5.rcache"
-    gssapi_strip_realm: bool = True  # alice@REALM logs in as alice (REALM: the service's)
-    gssapi_principal_map: tuple[str, ...] = ()  # "principal=mailbox" pairs, looked up first
 
 # The documented variances each profile changes together (DESIGN.md section 2).
 COMPAT_PROFILES: dict[str, dict[str, Any]] = {
