@@ -17,21 +17,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from popbox import __version__, app, demo
+from popbox import __version__, app, demo, mail_cli
 from popbox.auth.passwords import verifiers_for
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
-from popbox.message import MalformedMessage, prepare
 from popbox.server import eventloop
 from popbox.server.tls import TlsConfigError
 from popbox.server.workers import WorkerStartError
 from popbox.store import open_store
-from popbox.store.base import (
-    DeliveryRefused,
-    StoreError,
-    StoreTemporaryError,
-    UnknownUser,
-    UserExists,
-)
+from popbox.store.base import StoreError, UnknownUser, UserExists
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -41,11 +34,6 @@ if TYPE_CHECKING:
     from popbox.store.base import MailStore
 
 __all__ = ["main", "parse_size"]
-
-EX_OK = 0
-EX_DATAERR = 65  # sysexits: the message itself is unacceptable
-EX_NOUSER = 67  # sysexits: no such recipient
-EX_TEMPFAIL = 75  # sysexits: try again later
 
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)I?B?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -218,59 +206,6 @@ def _mailbox_delete(args: argparse.Namespace) -> int:
     return _with_store(args, work)
 
 
-# -- delivery -------------------------------------------------------------------------------
-
-
-def _deliver(args: argparse.Namespace) -> int:
-    """MDA for Postfix/Exim pipes: durable before exit 0; sysexits otherwise."""
-    raw = sys.stdin.buffer.read()
-    try:
-        message = prepare(raw)
-    except MalformedMessage as exc:
-        print(f"popbox deliver: refused: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    try:
-        config = _config(args)
-    except ConfigError as exc:
-        print(f"popbox deliver: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
-
-    async def run() -> int:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
-        await store.open()
-        status = EX_OK
-        try:
-            for name in args.names:
-                status = max(status, await _deliver_one(store, name, message))
-        finally:
-            await store.close()
-        return status
-
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
-        print(f"popbox deliver: store unavailable: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
-
-
-async def _deliver_one(store: MailStore, name: str, message: Any) -> int:
-    try:
-        user = await store.get_user(name)
-        if user is None:
-            print(f"popbox deliver: {name}: no such user", file=sys.stderr)
-            return EX_NOUSER
-        info = await store.deliver(name, message, quota=user.quota)
-    except DeliveryRefused as exc:
-        print(f"popbox deliver: {name}: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
-    except (UnknownUser, StoreTemporaryError) as exc:
-        print(f"popbox deliver: {name}: {exc}", file=sys.stderr)
-        return EX_NOUSER if isinstance(exc, UnknownUser) else EX_TEMPFAIL
-    print(f"delivered to {name} as uid {info.uid} ({info.size} octets)")
-    return EX_OK
-
-
 # -- the parser -----------------------------------------------------------------------------
 
 
@@ -323,6 +258,6 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("uids", type=int, nargs="+", metavar="UID")
 
-    deliver = command("deliver", _deliver, "deliver a message from stdin (MDA)")
-    deliver.add_argument("names", nargs="+", metavar="NAME")
+    # deliver, import, export, expire and user quota: the mail-in commands.
+    mail_cli.register(command, sub, user_sub, parse_size)
     return parser
