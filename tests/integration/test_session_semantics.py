@@ -12,7 +12,7 @@ import statistics
 import time
 
 import pytest
-from pop3_clients import MESSAGES, RawClient, assert_mailbox, login, pop3_stls
+from pop3_clients import MESSAGES, RawClient, assert_mailbox, login, pop3_ssl, pop3_stls
 
 from popbox_servers import USERS
 
@@ -59,7 +59,7 @@ def test_lock_mailbox_refuses_a_second_session_with_in_use_rfc2449_s8_1_1(start_
     server = start_pop3_server({"lock_mailbox": True})
     delivered = server.deliver("alice", MESSAGES[0])
     holder = login(server)
-    second = poplib.POP3_SSL(server.host, server.tls_port, context=server.tls.client_context())
+    second = pop3_ssl(server)
     try:
         second.user("alice")
         with pytest.raises(poplib.error_proto) as refused:
