@@ -17,13 +17,34 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from popbox.protocol import commands as c
+from popbox.protocol.events import (
+    CommandRecord,
+    ConnectionSettings,
+    Event,
+    PasswordLogin,
+    Retrieve,
+    SaslCancelled,
+    SaslContinue,
+    SaslStart,
+    Signal,
+    StartTls,
+    Update,
+)
 from popbox.protocol.framing import LineBuffer, LineTooLong
 from popbox.protocol.maildrop import Maildrop
+from popbox.protocol.phases import (
+    Authorization,
+    Awaiting,
+    Closed,
+    Counters,
+    Phase,
+    Sasl,
+    Transaction,
+)
+from popbox.protocol.policy import allowed_mechanisms, capability_lines, plaintext_allowed
 from popbox.protocol.replies import TERMINATOR, Err, Ok, RespCode, multiline, serialise
 from popbox.protocol.states import ALLOWED, State
 
@@ -47,135 +68,6 @@ __all__ = [
     "Update",
 ]
 
-LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
-
-
-class Signal(enum.Enum):
-    NEED_DATA = "need_data"  # feed more bytes
-    CLOSED = "closed"  # flush the output, then close the connection
-
-
-@dataclass(frozen=True, slots=True)
-class PasswordLogin:
-    """USER/PASS.  Answer: ``login_succeeded`` or ``login_failed``."""
-
-    user: str
-    password: str
-
-
-@dataclass(frozen=True, slots=True)
-class SaslStart:
-    """AUTH with a mechanism allowed here.  Answer: ``sasl_challenge``, ``login_*``."""
-
-    mechanism: str
-    initial_response: bytes | None  # None: no initial response; b"": "=" (RFC 5034)
-
-
-@dataclass(frozen=True, slots=True)
-class SaslContinue:
-    """A client response in a SASL exchange.  Answer as for ``SaslStart``."""
-
-    response: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SaslCancelled:
-    """The exchange ended by "*" or bad base64; already answered.  Drop mechanism state."""
-
-
-@dataclass(frozen=True, slots=True)
-class StartTls:
-    """STLS accepted.  Flush output, run the handshake, then ``tls_established``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Retrieve:
-    """RETR (``lines`` None) or TOP.  Answer: ``send_message``/``message_gone``/``store_failed``."""
-
-    msg: int
-    info: MessageInfo
-    lines: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """QUIT from TRANSACTION: remove ``deleted`` atomically.  Answer: ``update_finished``."""
-
-    deleted: tuple[int, ...]
-    retrieved: tuple[int, ...]
-
-
-Event = PasswordLogin | SaslStart | SaslContinue | SaslCancelled | StartTls | Retrieve | Update
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionSettings:
-    banner: str = "popbox POP3 server ready"
-    max_command_size: int = 512  # 2.1.2, E0006
-    sasl_line_max: int = 65536  # RFC 5034: responses are not bound by the command size
-    single_space: bool = False  # 2.1.1
-    exact_rfc822_size: bool = True  # 2.1.4, 2.1.5
-    login_type: LoginType = "secure_login"  # V0010
-    tls_active: bool = False  # an implicit-TLS listener
-    stls_available: bool = True  # a plain listener with a certificate to upgrade to
-    max_bad_commands: int = 20  # C0005
-    max_auth_failures: int = 3  # C0005
-    expire: str = "NEVER"  # RFC 2449 section 6.7 argument
-    # (name, sends the password itself) for every SASL mechanism this server offers,
-    # in the order CAPA lists them; the plaintext ones follow login_type like USER.
-    sasl_mechanisms: tuple[tuple[str, bool], ...] = ()
-    implementation: str = "popbox"
-
-
-@dataclass(slots=True)
-class _Authorization:
-    pending_user: str | None = None
-
-
-@dataclass(slots=True)
-class _Sasl:
-    mechanism: str
-
-
-@dataclass(slots=True)
-class _Transaction:
-    user: str
-    maildrop: Maildrop
-
-
-@dataclass(slots=True)
-class _Awaiting:
-    """Waiting for the I/O layer's answer to an event; holds what the answer needs."""
-
-    event: Event
-    resume: _Authorization | _Sasl | _Transaction
-
-
-@dataclass(slots=True)
-class _Closed:
-    pass
-
-
-_Phase = _Authorization | _Sasl | _Transaction | _Awaiting | _Closed
-
-
-@dataclass(frozen=True, slots=True)
-class CommandRecord:
-    """One line of the protocol log: the verb and whether it succeeded; never arguments."""
-
-    verb: str
-    ok: bool
-
-
-@dataclass(slots=True)
-class _Counters:
-    bad_commands: int = 0
-    auth_failures: int = 0
-    lines: int = 0  # complete lines received; the I/O layer resets its timer on change
-    output: list[bytes] = field(default_factory=list)
-    records: list[CommandRecord] = field(default_factory=list)
-    verb: str | None = None  # the command being answered, until its status line
-
 
 class Pop3Connection:
     """One POP3 server-side session, bytes in and bytes out."""
@@ -184,8 +76,8 @@ class Pop3Connection:
         self.settings = settings or ConnectionSettings()
         self._tls_active = self.settings.tls_active
         self._buffer = LineBuffer()
-        self._phase: _Phase = _Authorization()
-        self._counters = _Counters()
+        self._phase: Phase = Authorization()
+        self._counters = Counters()
         self._write(Ok(self.settings.banner))
 
     # -- observation ---------------------------------------------------------------
@@ -193,7 +85,7 @@ class Pop3Connection:
     @property
     def state(self) -> State:
         phase = self._phase
-        if isinstance(phase, _Awaiting):
+        if isinstance(phase, Awaiting):
             if isinstance(phase.event, Update):
                 return State.UPDATE
             phase = phase.resume
@@ -202,8 +94,8 @@ class Pop3Connection:
     @property
     def user(self) -> str | None:
         """The logged-in user, once in TRANSACTION."""
-        phase = self._phase.resume if isinstance(self._phase, _Awaiting) else self._phase
-        return phase.user if isinstance(phase, _Transaction) else None
+        phase = self._phase.resume if isinstance(self._phase, Awaiting) else self._phase
+        return phase.user if isinstance(phase, Transaction) else None
 
     @property
     def lines_received(self) -> int:
@@ -226,28 +118,28 @@ class Pop3Connection:
     # -- input ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        if not isinstance(self._phase, _Closed):
+        if not isinstance(self._phase, Closed):
             self._buffer.feed(data)
 
     def next_event(self) -> Event | Signal:
         """Process buffered lines until one needs the outside world, data runs out or closed."""
         while True:
             phase = self._phase
-            if isinstance(phase, _Closed):
+            if isinstance(phase, Closed):
                 return Signal.CLOSED
-            if isinstance(phase, _Awaiting):
+            if isinstance(phase, Awaiting):
                 msg = f"answer {type(phase.event).__name__} before asking for the next event"
                 raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
-            sasl = isinstance(phase, _Sasl)
+            sasl = isinstance(phase, Sasl)
             limit = self.settings.sasl_line_max if sasl else self.settings.max_command_size
             # RFC 5034 s4: the initial response on an AUTH line is bound like a response.
-            auth_limit = self.settings.sasl_line_max if isinstance(phase, _Authorization) else None
+            auth_limit = self.settings.sasl_line_max if isinstance(phase, Authorization) else None
             line = self._buffer.next_line(limit, auth_limit=auth_limit)
             if line is None:
                 return Signal.NEED_DATA
             if isinstance(line, LineTooLong):
                 if sasl:  # leave SASL first: _bad_input may close, and closed must stay closed
-                    self._phase = _Authorization()
+                    self._phase = Authorization()
                 self._bad_input(f"line too long: the limit is {line.limit} octets including CRLF")
                 if sasl:
                     return SaslCancelled()
@@ -264,13 +156,13 @@ class Pop3Connection:
         self._expect(PasswordLogin, SaslStart, SaslContinue)
         maildrop = Maildrop(messages, exact_size=self.settings.exact_rfc822_size)
         count, size = maildrop.stat()
-        self._phase = _Transaction(user, maildrop)
+        self._phase = Transaction(user, maildrop)
         self._write(Ok(f"logged in, {count} messages ({size} octets)"))
 
     def login_failed(self, reply: Err) -> None:
         """Refuse the login; after ``max_auth_failures`` the connection closes (C0005)."""
         self._expect(PasswordLogin, SaslStart, SaslContinue)
-        self._phase = _Authorization()
+        self._phase = Authorization()
         self._write(reply)
         self._counters.auth_failures += 1
         if self._counters.auth_failures >= self.settings.max_auth_failures:
@@ -279,7 +171,7 @@ class Pop3Connection:
     def sasl_challenge(self, challenge: bytes) -> None:
         """Send a server challenge ("+ " and base64, RFC 5034) and wait for the response."""
         awaiting = self._expect(SaslStart, SaslContinue)
-        assert isinstance(awaiting.resume, _Sasl)
+        assert isinstance(awaiting.resume, Sasl)
         self._phase = awaiting.resume
         self._record(ok=True)
         self._counters.output.append(b"+ " + base64.b64encode(challenge) + b"\r\n")
@@ -288,7 +180,7 @@ class Pop3Connection:
         """The STLS handshake finished; everything learnt before it is forgotten (RFC 2595)."""
         self._expect(StartTls)
         self._tls_active = True
-        self._phase = _Authorization()
+        self._phase = Authorization()
         self._buffer.clear()  # bytes fed before the handshake finished were plaintext
 
     def send_message(self, data: bytes) -> None:
@@ -297,7 +189,7 @@ class Pop3Connection:
         event = awaiting.event
         assert isinstance(event, Retrieve)
         transaction = awaiting.resume
-        assert isinstance(transaction, _Transaction)
+        assert isinstance(transaction, Transaction)
         self._phase = transaction
         if event.lines is None:
             transaction.maildrop.mark_retrieved(event.msg)
@@ -322,8 +214,8 @@ class Pop3Connection:
         """The store could not answer now: ``-ERR [SYS/TEMP]`` and carry on."""
         awaiting = self._expect(PasswordLogin, SaslStart, SaslContinue, Retrieve)
         self._phase = awaiting.resume
-        if not isinstance(awaiting.resume, _Transaction):
-            self._phase = _Authorization()
+        if not isinstance(awaiting.resume, Transaction):
+            self._phase = Authorization()
         self._write(Err("the mail store is not available, try again later", RespCode.SYS_TEMP))
 
     def update_finished(self, *, ok: bool) -> None:
@@ -363,17 +255,17 @@ class Pop3Connection:
             self._bad_input(text)
             return None
         phase = self._phase
-        if isinstance(phase, _Transaction):
+        if isinstance(phase, Transaction):
             return self._transaction(command, phase)
-        assert isinstance(phase, _Authorization)
+        assert isinstance(phase, Authorization)
         return self._authorization(command, phase)
 
-    def _authorization(self, command: c.Command, phase: _Authorization) -> Event | None:
+    def _authorization(self, command: c.Command, phase: Authorization) -> Event | None:
         match command:
             case c.Capa():
                 self._write_multiline(self._capabilities())
             case c.User(name):
-                if not self._plaintext_allowed(sasl=False):
+                if not plaintext_allowed(self.settings, tls_active=self._tls_active, sasl=False):
                     self._write(Err("USER/PASS is only allowed over TLS, issue STLS first"))
                 else:
                     phase.pending_user = name  # V0008/V0009: +OK whether it exists or not
@@ -391,7 +283,7 @@ class Pop3Connection:
                 self._close(Ok("signing off"))  # no UPDATE from AUTHORIZATION (s6)
         return None
 
-    def _transaction(self, command: c.Command, phase: _Transaction) -> Event | None:  # noqa: C901 - one arm per command
+    def _transaction(self, command: c.Command, phase: Transaction) -> Event | None:  # noqa: C901 - one arm per command
         maildrop = phase.maildrop
         match command:
             case c.Capa():
@@ -435,9 +327,9 @@ class Pop3Connection:
         return None
 
     def _auth(
-        self, mechanism: str | None, initial: str | None, phase: _Authorization
+        self, mechanism: str | None, initial: str | None, phase: Authorization
     ) -> Event | None:
-        allowed = self._allowed_mechanisms()
+        allowed = allowed_mechanisms(self.settings, tls_active=self._tls_active)
         if mechanism is None:  # [MS-OXPOP3]: bare AUTH lists the mechanisms
             self._write_multiline(multiline(Ok("supported mechanisms follow"), allowed))
             return None
@@ -455,23 +347,23 @@ class Pop3Connection:
                 self._write(Err("initial response is not valid base64"))
                 return None
         phase.pending_user = None
-        return self._await(SaslStart(mechanism, decoded), _Sasl(mechanism))
+        return self._await(SaslStart(mechanism, decoded), Sasl(mechanism))
 
     def _sasl_line(self, line: bytes) -> Event:
         phase = self._phase
-        assert isinstance(phase, _Sasl)
+        assert isinstance(phase, Sasl)
         if line == b"*":
-            self._phase = _Authorization()
+            self._phase = Authorization()
             self._write(Err("authentication cancelled"))  # RFC 5034 s4
             return SaslCancelled()
         decoded = _decode_base64(line.decode("latin-1"))
         if decoded is None:
-            self._phase = _Authorization()
+            self._phase = Authorization()
             self._write(Err("SASL response is not valid base64, authentication cancelled"))
             return SaslCancelled()
         return self._await(SaslContinue(decoded), phase)
 
-    def _stls(self, phase: _Authorization) -> Event | None:
+    def _stls(self, phase: Authorization) -> Event | None:
         if self._tls_active:
             self._write(Err("already using TLS"))
         elif not self.settings.stls_available:
@@ -484,35 +376,11 @@ class Pop3Connection:
         return None
 
     def _capabilities(self) -> bytes:
-        """CAPA (RFC 2449 s5) from the same tables that implement each capability."""
         before_login = self.state is State.AUTHORIZATION
-        lines = ["TOP", "UIDL"]
-        # USER and SASL are announced in both states (RFC 2449 s5, RFC 5034 s3).
-        if self._plaintext_allowed(sasl=False):
-            lines.append("USER")
-        if mechanisms := self._allowed_mechanisms():
-            lines.append("SASL " + " ".join(mechanisms))
-        lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
-        lines += [f"EXPIRE {self.settings.expire}", "LOGIN-DELAY 0"]
-        if before_login and not self._tls_active and self.settings.stls_available:
-            lines.append("STLS")
-        lines.append(f"IMPLEMENTATION {self.settings.implementation}")
+        lines = capability_lines(
+            self.settings, tls_active=self._tls_active, before_login=before_login
+        )
         return multiline(Ok("capability list follows"), lines)
-
-    def _allowed_mechanisms(self) -> list[str]:
-        plaintext_ok = self._plaintext_allowed(sasl=True)
-        return [
-            name
-            for name, plaintext in self.settings.sasl_mechanisms
-            if plaintext_ok or not plaintext
-        ]
-
-    def _plaintext_allowed(self, *, sasl: bool) -> bool:
-        """V0010: may a password cross this connection as it is?"""
-        login_type = self.settings.login_type
-        if self._tls_active or login_type == "plaintext_login":
-            return True
-        return login_type == "plaintext_authentication" and sasl
 
     def _bad_input(self, text: str) -> None:
         self._write(Err(text))
@@ -520,13 +388,13 @@ class Pop3Connection:
         if self._counters.bad_commands >= self.settings.max_bad_commands:
             self._close(Err("too many invalid commands, closing connection"))
 
-    def _await(self, event: Event, resume: _Authorization | _Sasl | _Transaction) -> Event:
-        self._phase = _Awaiting(event, resume)
+    def _await(self, event: Event, resume: Authorization | Sasl | Transaction) -> Event:
+        self._phase = Awaiting(event, resume)
         return event
 
-    def _expect(self, *kinds: type) -> _Awaiting:
+    def _expect(self, *kinds: type) -> Awaiting:
         phase = self._phase
-        if not isinstance(phase, _Awaiting) or not isinstance(phase.event, kinds):
+        if not isinstance(phase, Awaiting) or not isinstance(phase.event, kinds):
             msg = f"no pending {' or '.join(k.__name__ for k in kinds)} to answer"
             raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
         return phase
@@ -545,17 +413,17 @@ class Pop3Connection:
             self._counters.verb = None
 
     def _close(self, reply: Ok | Err) -> None:
-        if not isinstance(self._phase, _Closed):
+        if not isinstance(self._phase, Closed):
             self._write(reply)
-            self._phase = _Closed()
+            self._phase = Closed()
             self._buffer.clear()
 
 
 _STATE_OF: dict[type, State] = {
-    _Authorization: State.AUTHORIZATION,
-    _Sasl: State.SASL,
-    _Transaction: State.TRANSACTION,
-    _Closed: State.CLOSED,
+    Authorization: State.AUTHORIZATION,
+    Sasl: State.SASL,
+    Transaction: State.TRANSACTION,
+    Closed: State.CLOSED,
 }
 
 

@@ -1,0 +1,58 @@
+"""The per-state data of a POP3 session (internal to ``Pop3Connection``).
+
+Data that exists in one state only lives in that state's object (the USER name before
+PASS, the maildrop after login), never in optional attributes of the connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from popbox.protocol.events import CommandRecord, Event
+    from popbox.protocol.maildrop import Maildrop
+
+__all__ = ["Authorization", "Awaiting", "Closed", "Counters", "Phase", "Sasl", "Transaction"]
+
+
+@dataclass(slots=True)
+class Authorization:
+    pending_user: str | None = None
+
+
+@dataclass(slots=True)
+class Sasl:
+    mechanism: str
+
+
+@dataclass(slots=True)
+class Transaction:
+    user: str
+    maildrop: Maildrop
+
+
+@dataclass(slots=True)
+class Awaiting:
+    """Waiting for the I/O layer's answer to an event; holds what the answer needs."""
+
+    event: Event
+    resume: Authorization | Sasl | Transaction
+
+
+@dataclass(slots=True)
+class Closed:
+    pass
+
+
+Phase = Authorization | Sasl | Transaction | Awaiting | Closed
+
+
+@dataclass(slots=True)
+class Counters:
+    bad_commands: int = 0
+    auth_failures: int = 0
+    lines: int = 0  # complete lines received; the I/O layer resets its timer on change
+    output: list[bytes] = field(default_factory=list)
+    records: list[CommandRecord] = field(default_factory=list)
+    verb: str | None = None  # the command being answered, until its status line

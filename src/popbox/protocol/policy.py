@@ -1,0 +1,45 @@
+"""Who may send what where (V0010), and the CAPA list built from the same rules.
+
+CAPA (RFC 2449 s5) is computed from the settings that implement each capability, so a
+capability is announced exactly when the connection would accept it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from popbox.protocol.events import ConnectionSettings
+
+__all__ = ["allowed_mechanisms", "capability_lines", "plaintext_allowed"]
+
+
+def plaintext_allowed(settings: ConnectionSettings, *, tls_active: bool, sasl: bool) -> bool:
+    """V0010: may a password cross this connection as it is?"""
+    if tls_active or settings.login_type == "plaintext_login":
+        return True
+    return settings.login_type == "plaintext_authentication" and sasl
+
+
+def allowed_mechanisms(settings: ConnectionSettings, *, tls_active: bool) -> list[str]:
+    """The SASL mechanisms this connection accepts now, in the configured order."""
+    plaintext_ok = plaintext_allowed(settings, tls_active=tls_active, sasl=True)
+    return [name for name, plaintext in settings.sasl_mechanisms if plaintext_ok or not plaintext]
+
+
+def capability_lines(
+    settings: ConnectionSettings, *, tls_active: bool, before_login: bool
+) -> list[str]:
+    """The CAPA listing (DESIGN.md 2.2.13), without status line and terminator."""
+    lines = ["TOP", "UIDL"]
+    # USER and SASL are announced in both states (RFC 2449 s5, RFC 5034 s3).
+    if plaintext_allowed(settings, tls_active=tls_active, sasl=False):
+        lines.append("USER")
+    if mechanisms := allowed_mechanisms(settings, tls_active=tls_active):
+        lines.append("SASL " + " ".join(mechanisms))
+    lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+    lines += [f"EXPIRE {settings.expire}", "LOGIN-DELAY 0"]
+    if before_login and not tls_active and settings.stls_available:
+        lines.append("STLS")
+    lines.append(f"IMPLEMENTATION {settings.implementation}")
+    return lines
