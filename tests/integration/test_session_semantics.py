@@ -8,7 +8,6 @@ enumeration), C0005 (closing after repeated errors).
 from __future__ import annotations
 
 import poplib
-import statistics
 import time
 
 import pytest
@@ -158,7 +157,7 @@ def test_unknown_user_and_wrong_password_look_the_same_v0008_v0009(start_pop3_se
         sections={"auth": {"ip_lockout_failures": 0, "user_lockout_failures": 0}},
     )
     wrong, unknown = [], []
-    for _ in range(4):
+    for _ in range(5):
         wrong.append(_failed_login(server, "alice", "not the password"))
         unknown.append(_failed_login(server, "mallory", "not the password"))
     assert (
@@ -167,8 +166,9 @@ def test_unknown_user_and_wrong_password_look_the_same_v0008_v0009(start_pop3_se
         == {(b"+OK send PASS\r\n", b"-ERR [AUTH] authentication failed\r\n")}
     )
     # Both verify one argon2id hash; skipping it for unknown users would be ~30x faster.
-    wrong_time = statistics.median(w[2] for w in wrong)
-    unknown_time = statistics.median(u[2] for u in unknown)
+    # The fastest of several tries is the cost itself, whatever else loads the machine.
+    wrong_time = min(w[2] for w in wrong)
+    unknown_time = min(u[2] for u in unknown)
     assert 0.5 < unknown_time / wrong_time < 2, (wrong_time, unknown_time)
 
 
