@@ -11,6 +11,7 @@ replies as the protocol promises, so a missing or extra reply fails the test.
 from __future__ import annotations
 
 import asyncio
+import poplib
 import socket
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -173,3 +174,26 @@ def stuff(message: bytes) -> bytes:
         message += b"\r\n"
     stuffed = message.replace(b"\r\n.", b"\r\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+def pop3_retrieve(server: MailServer, name: str) -> list[bytes]:
+    client = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=10)
+    try:
+        client.user(name)
+        client.pass_(PASSWORD)
+        count, _ = client.stat()
+        return [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in range(1, count + 1)]
+    finally:
+        client.quit()
+
+
+def split_trace(message: bytes) -> tuple[list[bytes], bytes]:
+    """(the three trace header fields, what follows them)."""
+    lines = message.split(b"\r\n")
+    assert lines[0].startswith(b"Return-Path: ")
+    assert lines[1].startswith(b"Delivered-To: ")
+    assert lines[2].startswith(b"Received: ")
+    end = 3
+    while lines[end].startswith(b"\t"):
+        end += 1
+    return lines[:end], b"\r\n".join(lines[end:])

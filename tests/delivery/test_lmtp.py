@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import poplib
 import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
-from mailserver import PASSWORD, LmtpClient, MailServer, lmtp_transaction, stuff
+from mailserver import (
+    LmtpClient,
+    MailServer,
+    lmtp_transaction,
+    pop3_retrieve,
+    split_trace,
+    stuff,
+)
 
 from popbox.message import unstuff
 from popbox.store import SQLITE_FILE_NAME
@@ -46,29 +52,6 @@ def stored(server: MailServer, name: str) -> list[bytes]:
     """Every message of ``name`` as RETR sends it (before byte-stuffing)."""
     infos = server.call(server.store.snapshot(name))
     return [unstuff(server.call(server.store.fetch(name, i.uid)) or b"") for i in infos]
-
-
-def pop3_retrieve(server: MailServer, name: str) -> list[bytes]:
-    client = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=10)
-    try:
-        client.user(name)
-        client.pass_(PASSWORD)
-        count, _ = client.stat()
-        return [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in range(1, count + 1)]
-    finally:
-        client.quit()
-
-
-def split_trace(message: bytes) -> tuple[list[bytes], bytes]:
-    """(the three trace header fields, what follows them)."""
-    lines = message.split(b"\r\n")
-    assert lines[0].startswith(b"Return-Path: ")
-    assert lines[1].startswith(b"Delivered-To: ")
-    assert lines[2].startswith(b"Received: ")
-    end = 3
-    while lines[end].startswith(b"\t"):
-        end += 1
-    return lines[:end], b"\r\n".join(lines[end:])
 
 
 def test_lmtp_data_replies_once_per_accepted_rcpt_rfc2033_s4_2(server: MailServer) -> None:
