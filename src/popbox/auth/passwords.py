@@ -8,7 +8,10 @@ caller when a successful login is a chance to store a hash with the current para
 Hashing costs tens of milliseconds of CPU and ~19 MiB of memory on purpose, so
 `verify_password` runs it in a worker thread: one slow login must not stall every other
 session on the event loop. argon2-cffi releases the GIL while hashing, so logins on
-different threads really run in parallel.
+different threads really run in parallel. A stored hash whose own parameters make it
+very cheap (at most `INLINE_COST` KiB x passes, e.g. one imported with test settings)
+is checked on the caller's thread instead: the hand-off to a thread and back costs more
+than such a hash (measured with bench/).
 
 Unknown users (V0008, V0009): the session looks the user up and passes `None` as the
 stored hash when there is none. We then verify against a dummy hash with the same
@@ -29,7 +32,9 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import re
 import secrets
+import sys
 from dataclasses import dataclass
 from typing import Final
 
@@ -67,6 +72,9 @@ SCRAM_SALT_LEN: Final = 16
 # Key of the NT hash NTLM checks responses against (MD4 of the UTF-16LE password, in hex).
 # Unsalted and password-equivalent for NTLM, so it is only made while NTLM is offered.
 NT: Final = "nt"
+# Stored hashes up to this cost (memory KiB x passes) are checked without a thread hop.
+INLINE_COST: Final = 256
+_PHC_COST: Final = re.compile(r"\$argon2id\$v=\d+\$m=(\d{1,10}),t=(\d{1,10}),p=\d+\$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,10 @@ async def verify_password(
     apart. `params` only matter for the unknown-user case: a stored hash is checked
     with the cost parameters written in it.
     """
+    if phc is not None and _declared_cost(phc) <= INLINE_COST:
+        verdict = _verify_stored(_hasher(params), phc, password)
+        if verdict is not None:
+            return verdict
     return await asyncio.to_thread(_verify_blocking, phc, password, params)
 
 
@@ -207,17 +219,30 @@ def parse_scram_verifier(text: str) -> ScramVerifier | None:
     return ScramVerifier(int(iterations), *decoded)
 
 
+def _declared_cost(phc: str) -> int:
+    """Memory (KiB) times passes as the PHC string states them; unreadable: no limit."""
+    match = _PHC_COST.match(phc)
+    return int(match[1]) * int(match[2]) if match else sys.maxsize
+
+
+def _verify_stored(hasher: argon2.PasswordHasher, phc: str, password: str) -> bool | None:
+    """The verdict of the stored hash, or None when it cannot be read."""
+    try:
+        return hasher.verify(phc, password)
+    except VerifyMismatchError:
+        return False
+    except (InvalidHashError, VerificationError):
+        return None
+
+
 def _verify_blocking(phc: str | None, password: str, params: Argon2Params) -> bool:
     hasher = _hasher(params)
     if phc is not None:
-        try:
-            return hasher.verify(phc, password)
-        except VerifyMismatchError:
-            return False
-        except (InvalidHashError, VerificationError):
-            # Corrupt or foreign stored hash: fall through to the dummy so this user
-            # is indistinguishable, by answer and by timing, from an unknown one.
-            pass
+        verdict = _verify_stored(hasher, phc, password)
+        if verdict is not None:
+            return verdict
+        # Corrupt or foreign stored hash: fall through to the dummy so this user
+        # is indistinguishable, by answer and by timing, from an unknown one.
     with contextlib.suppress(VerifyMismatchError):
         hasher.verify(_dummy_hash(params), password)
     return False

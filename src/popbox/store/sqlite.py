@@ -1,17 +1,17 @@
 """The embedded default ``MailStore``: one SQLite file in WAL mode.
 
-Theory of operation: ``sqlite3`` blocks, so almost no call runs on the event loop.  All writes
-go through one connection on a single-thread executor: SQLite allows one writer at a
-time anyway, and serialising them in-process turns lock contention into a queue.  Each
-write is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so a
-transaction never fails half-way while upgrading a read lock) committed with
-``synchronous = FULL``, so a delivery is on disk before it is acknowledged.  Reads
-(login snapshots, RETR) use a small pool of read-only connections on their own threads:
-in WAL mode they see the last commit and neither wait for nor block the writer.
-The exceptions are the two point reads of the login and RETR paths, ``get_user`` and
-``fetch``: one indexed row costs microseconds, while handing it to a pool thread and
-back costs about nine context switches (measured with bench/), so they run on the
-caller's thread on a connection of their own.
+Theory of operation: ``sqlite3`` blocks, so long calls never run on the event loop.  All
+writes go through one connection on a single-thread executor: SQLite allows one writer
+at a time anyway, and serialising them in-process turns lock contention into a queue.
+Each write is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so
+a transaction never fails half-way while upgrading a read lock) committed with
+``synchronous = FULL``, so a delivery is on disk before it is acknowledged.  Large reads
+(a snapshot of more than ``INLINE_SNAPSHOT`` messages, listings) use a small pool of
+read-only connections on their own threads: in WAL mode they see the last commit and
+neither wait for nor block the writer.  The short reads of the login and RETR paths
+(``get_user``, ``fetch``, a small ``snapshot``) cost microseconds, while a hand-off to a
+pool thread and back costs about nine context switches (measured with bench/), so they
+run on the caller's thread, on a read-only connection of their own.
 
 Other popbox processes on the same file (several workers, the CLI) are serialised by
 SQLite's own lock; a wait longer than ``busy_timeout`` becomes ``StoreTemporaryError``.
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from popbox.store.base import NewMessage
 
 __all__ = ["SqliteStore"]
+
+# Maildrops up to this many messages are read on the loop's thread (see above).
+INLINE_SNAPSHOT = 500
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -188,6 +191,11 @@ class SqliteStore:
     # -- maildrop ------------------------------------------------------------
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
+        # Most maildrops are small: read inline, as a point read is.  A large one goes
+        # to the read pool, so the loop never stalls on tens of thousands of rows.
+        messages = self._read_inline(ops.snapshot, name, INLINE_SNAPSHOT + 1)
+        if len(messages) <= INLINE_SNAPSHOT:
+            return messages
         return await self._read(ops.snapshot, name)
 
     async def usage(self, name: str) -> int:

@@ -54,7 +54,7 @@ _CONSTRAINT_UNIQUE = 2067
 _SNAPSHOT = (
     "SELECT m.uid, m.size, m.stored_size, m.received_at, m.legacy_uidl"
     " FROM users AS u LEFT JOIN messages AS m ON m.user_id = u.id"
-    " WHERE u.name = ? ORDER BY m.uid"
+    " WHERE u.name = ? ORDER BY m.uid LIMIT ?"
 )
 _USAGE = (
     "SELECT coalesce(sum(m.size), 0) FROM users AS u"
@@ -305,8 +305,9 @@ def acquire_lock(
         )
 
 
-def snapshot(conn: sqlite3.Connection, name: str) -> list[MessageInfo]:
-    rows = conn.execute(_SNAPSHOT, (name,)).fetchall()
+def snapshot(conn: sqlite3.Connection, name: str, limit: int = -1) -> list[MessageInfo]:
+    """The maildrop in uid order; at most ``limit`` messages (-1: all of them)."""
+    rows = conn.execute(_SNAPSHOT, (name, limit)).fetchall()
     if not rows:
         raise UnknownUser(f"no such user {name!r}")
     if rows[0][0] is None:  # the LEFT JOIN row of a user with an empty maildrop

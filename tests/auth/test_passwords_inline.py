@@ -1,0 +1,49 @@
+"""Cheap stored hashes are checked without a thread hop, with the same answers."""
+
+from __future__ import annotations
+
+import argon2
+
+from popbox.auth import passwords
+from popbox.auth.passwords import INLINE_COST, Argon2Params, verify_password
+
+CHEAP = Argon2Params(time_cost=1, memory_cost_kib=64)
+
+
+def _cheap_hash(password: str) -> str:
+    return argon2.PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash(password)
+
+
+async def test_cheap_hash_is_verified_inline_with_the_right_answer(monkeypatch):
+    """A stored hash costing at most INLINE_COST is checked on the caller's thread."""
+    assert INLINE_COST >= 64 * 1
+    phc = _cheap_hash("right horse")
+
+    async def no_thread(*_args, **_kwargs):
+        raise AssertionError("a cheap hash must not be sent to a thread")
+
+    monkeypatch.setattr(passwords.asyncio, "to_thread", no_thread)
+    assert await verify_password(phc, "right horse") is True
+    assert await verify_password(phc, "wrong horse") is False
+
+
+async def test_unreadable_cheap_looking_hash_still_costs_a_dummy_check():
+    """V0009: a corrupt stored hash is refused after the same work as an unknown user."""
+    corrupt = _cheap_hash("x")[:-10] + "!!!!!!!!!!"
+    assert await verify_password(corrupt, "x", CHEAP) is False
+    assert await verify_password(None, "x", CHEAP) is False
+
+
+async def test_default_cost_hash_goes_to_a_thread(monkeypatch):
+    """The production cost (19 MiB x 2) is far above INLINE_COST: never on the loop."""
+    phc = passwords.hash_password("pw")
+    sent = []
+    real = passwords.asyncio.to_thread
+
+    async def spy(func, *args):
+        sent.append(func)
+        return await real(func, *args)
+
+    monkeypatch.setattr(passwords.asyncio, "to_thread", spy)
+    assert await verify_password(phc, "pw") is True
+    assert sent
