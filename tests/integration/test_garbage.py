@@ -121,7 +121,7 @@ def test_session_sent_one_byte_at_a_time_works(pop3_server, mailbox):
         assert raw.multiline().endswith(b".\r\n")
         assert raw.lines(2) == [
             b"+OK message 1 deleted\r\n",
-            b"+OK signing off, 1 messages deleted\r\n",
+            b"+OK signing off, 1 message deleted\r\n",
         ]
     assert_mailbox(pop3_server, "alice", mailbox[1:])
 

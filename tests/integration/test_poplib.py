@@ -171,7 +171,7 @@ def test_rset_unmarks_every_deleted_message_rfc1939_s5(pop3_server):
     assert client.rset() == f"+OK maildrop has 3 messages ({size} octets)".encode()
     assert client.stat() == (3, size)
     client.dele(3)
-    assert client.quit() == b"+OK signing off, 1 messages deleted"
+    assert client.quit() == b"+OK signing off, 1 message deleted"
     assert_mailbox(pop3_server, "alice", delivered[:2])
 
 

@@ -67,7 +67,7 @@ def test_sigterm_drains_sessions_then_exits_zero_losing_nothing(start_popbox_ser
         finishing.send(b"DELE 3\r\nQUIT\r\n")
         assert (
             finishing.read_to_eof()
-            == b"+OK message 3 deleted\r\n+OK signing off, 1 messages deleted\r\n"
+            == b"+OK message 3 deleted\r\n+OK signing off, 1 message deleted\r\n"
         )
         # One still idle when it runs out is told why, then closed without UPDATE.
         assert idle.read_to_eof() == ERR_SHUTDOWN

@@ -39,7 +39,7 @@ def test_message_deleted_by_another_session_gives_err_on_retr_c0004(pop3_server)
     try:
         fast = login(pop3_server)
         fast.dele(1)
-        assert fast.quit() == b"+OK signing off, 1 messages deleted"
+        assert fast.quit() == b"+OK signing off, 1 message deleted"
         assert slow.stat()[0] == 3  # still the login snapshot
         with pytest.raises(poplib.error_proto, match="message 1 was deleted by another session"):
             slow.retr(1)
@@ -49,7 +49,7 @@ def test_message_deleted_by_another_session_gives_err_on_retr_c0004(pop3_server)
         assert b"".join(line + b"\r\n" for line in lines) == delivered[1].text
         slow.dele(2)
     finally:
-        assert slow.quit() == b"+OK signing off, 1 messages deleted"
+        assert slow.quit() == b"+OK signing off, 1 message deleted"
     assert_mailbox(pop3_server, "alice", [delivered[2]])
 
 
@@ -109,7 +109,7 @@ def test_unauthenticated_timer_sends_one_err_line_then_closes_v0002_v0003(start_
     with RawClient.connect(server.host, server.port) as raw:
         assert raw.line().startswith(b"+OK")
         started = time.monotonic()
-        assert raw.read_to_eof() == b"-ERR connection closed after 1 seconds of inactivity\r\n"
+        assert raw.read_to_eof() == b"-ERR connection closed after 1 second of inactivity\r\n"
         assert 0.9 < time.monotonic() - started < 5
 
 
@@ -121,7 +121,7 @@ def test_authenticated_timer_closes_without_update_v0003(start_pop3_server):
         raw.line()
         raw.send(f"USER alice\r\nPASS {USERS['alice']}\r\nDELE 1\r\nDELE 2\r\n".encode())
         assert [line[:3] for line in raw.lines(4)] == [b"+OK"] * 4
-        assert raw.read_to_eof() == b"-ERR connection closed after 1 seconds of inactivity\r\n"
+        assert raw.read_to_eof() == b"-ERR connection closed after 1 second of inactivity\r\n"
     assert_mailbox(server, "alice", delivered)
 
 

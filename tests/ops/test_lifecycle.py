@@ -62,7 +62,7 @@ def test_sigterm_lets_sessions_finish_then_cuts_the_rest_without_update_rfc1939_
     # New connections are no longer accepted while the old ones drain.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", node.port()), TIMEOUT).close()
-    assert finishing.quit().startswith(b"+OK signing off, 1 messages deleted")
+    assert finishing.quit().startswith(b"+OK signing off, 1 message deleted")
     started = time.monotonic()
     assert lingering.file.readline() == (
         b"-ERR [SYS/TEMP] server shutting down, try again later\r\n"

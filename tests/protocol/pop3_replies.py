@@ -53,6 +53,11 @@ OK_UIDL_LISTING = b"+OK unique-id listing follows\r\n"
 OK_TOP = b"+OK top of message follows\r\n"
 
 
+def counted(count: float | str, noun: str) -> str:
+    """English count as the server writes it: "1 message", "2 messages"."""
+    return f"{count} {noun}" + ("" if str(count) == "1" else "s")
+
+
 def err(text: str) -> bytes:
     return b"-ERR " + text.encode() + CRLF
 
@@ -102,7 +107,7 @@ def below_minimum(verb: str, minimum: int = 1, what: str = "message number") -> 
 
 
 def logged_in(count: int, size: int) -> bytes:
-    return f"+OK logged in, {count} messages ({size} octets)\r\n".encode()
+    return f"+OK logged in, {counted(count, 'message')} ({size} octets)\r\n".encode()
 
 
 def mechanism_needs_tls(mechanism: str) -> bytes:
@@ -150,15 +155,15 @@ def octets(size: int) -> bytes:
 
 
 def rset(count: int, size: int) -> bytes:
-    return f"+OK maildrop has {count} messages ({size} octets)\r\n".encode()
+    return f"+OK maildrop has {counted(count, 'message')} ({size} octets)\r\n".encode()
 
 
 def signing_off(deleted_count: int) -> bytes:
-    return f"+OK signing off, {deleted_count} messages deleted\r\n".encode()
+    return f"+OK signing off, {counted(deleted_count, 'message')} deleted\r\n".encode()
 
 
 def timed_out(seconds: str) -> bytes:
-    return err(f"connection closed after {seconds} seconds of inactivity")
+    return err(f"connection closed after {counted(seconds, 'second')} of inactivity")
 
 
 def multiline(status: bytes, *lines: bytes) -> bytes:

@@ -45,7 +45,7 @@ from popbox.protocol.phases import (
     Transaction,
 )
 from popbox.protocol.policy import allowed_mechanisms, capability_lines, plaintext_allowed
-from popbox.protocol.replies import TERMINATOR, Err, Ok, RespCode, multiline, serialise
+from popbox.protocol.replies import TERMINATOR, Err, Ok, RespCode, counted, multiline, serialise
 from popbox.protocol.states import ALLOWED, State
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class Pop3Connection:
         maildrop = Maildrop(messages, exact_size=self.settings.exact_rfc822_size)
         count, size = maildrop.stat()
         self._phase = Transaction(user, maildrop)
-        self._write(Ok(f"logged in, {count} messages ({size} octets)"))
+        self._write(Ok(f"logged in, {counted(count, 'message')} ({size} octets)"))
 
     def login_failed(self, reply: Err) -> None:
         """Refuse the login; after ``max_auth_failures`` the connection closes (C0005)."""
@@ -223,7 +223,7 @@ class Pop3Connection:
         event = self._expect(Update).event
         assert isinstance(event, Update)
         if ok:
-            self._close(Ok(f"signing off, {len(event.deleted)} messages deleted"))
+            self._close(Ok(f"signing off, {counted(len(event.deleted), 'message')} deleted"))
         else:
             self._close(
                 Err("messages marked as deleted were not removed, try again", RespCode.SYS_TEMP)
@@ -231,7 +231,7 @@ class Pop3Connection:
 
     def timed_out(self, seconds: float) -> None:
         """The inactivity timer ran out: one -ERR line, then close, no UPDATE (V0003)."""
-        self._close(Err(f"connection closed after {seconds:g} seconds of inactivity"))
+        self._close(Err(f"connection closed after {counted(seconds, 'second')} of inactivity"))
 
     def shutdown(self) -> None:
         """The server is stopping: tell the client, close, no UPDATE."""
@@ -320,7 +320,7 @@ class Pop3Connection:
             case c.Rset():
                 maildrop.reset()
                 count, size = maildrop.stat()
-                self._write(Ok(f"maildrop has {count} messages ({size} octets)"))
+                self._write(Ok(f"maildrop has {counted(count, 'message')} ({size} octets)"))
             case c.Quit():
                 update = Update(maildrop.deleted_uids(), maildrop.retrieved_uids())
                 return self._await(update, phase)

@@ -20,6 +20,7 @@ __all__ = [
     "Err",
     "Ok",
     "RespCode",
+    "counted",
     "multiline",
     "serialise",
 ]
@@ -45,6 +46,11 @@ class Ok:
 class Err:
     text: str
     code: RespCode | None = None
+
+
+def counted(count: float, noun: str) -> str:
+    """``"1 message"``, ``"3 messages"``: reply texts a person reads should be English."""
+    return f"{count:g} {noun}" if count == 1 else f"{count:g} {noun}s"
 
 
 def serialise(reply: Ok | Err) -> bytes:
