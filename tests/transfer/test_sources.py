@@ -68,8 +68,9 @@ def test_x_uidl_is_read_from_the_header_section_only() -> None:
 
 
 def test_dovecot_uidl_format_variables() -> None:
-    """Dovecot's default pop3_uidl_format %08Xu%08Xv: uid and uidvalidity in hex."""
-    assert expand_format("%08Xu%08Xv", 26, 1700000000, "f") == "0000001A6553F100"
+    """Dovecot's default pop3_uidl_format %08Xu%08Xv: uid and uidvalidity in (lower-case)
+    hex, as a real Dovecot serves them (test_import_acceptance checks against one)."""
+    assert expand_format("%08Xu%08Xv", 26, 1700000000, "f") == "0000001a6553f100"
     assert expand_format("%u", 26, 5, "f") == "26"
     assert expand_format("%v.%u %f %%", 3, 5, "name") == "5.3 name %"
 
@@ -83,7 +84,7 @@ def test_dovecot_uidlist_v3_saved_and_computed_uidls(tmp_path: Path) -> None:
         "3 Psaved-3 G123 :1700000003.M3P1.host\n"
     )
     listed = read_dovecot_uidlist(path)
-    assert listed.uidl("1700000001.M1P1.host,S=10") == "000000016553F100"
+    assert listed.uidl("1700000001.M1P1.host,S=10") == "000000016553f100"
     assert listed.uidl("1700000003.M3P1.host") == "saved-3"
     assert listed.uid("1700000002.M2P1.host") == 2
     assert listed.uidl("unknown") is None

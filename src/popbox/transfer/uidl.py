@@ -114,8 +114,8 @@ def expand_format(uidl_format: str, uid: int, uidvalidity: int, base: str) -> st
         if name == "f":
             return base
         value = uid if name == "u" else uidvalidity
-        spec = f"{width}{hex_case or 'd'}"
-        return format(value, spec)
+        # Dovecot's X modifier means hexadecimal, and Dovecot writes it in lower case.
+        return format(value, f"{width}{'x' if hex_case else 'd'}")
 
     return _FORMAT_VARIABLE.sub(one, uidl_format)
 
