@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from popbox import app
+from popbox.delivery.retention import run_retention
 from popbox.log import make_logger
 from popbox.metrics import check_store
 from popbox.server import eventloop
@@ -110,10 +111,18 @@ async def _run(index: int, control: socket.socket, bound: list[Bound]) -> None:
     loop.add_signal_handler(signal.SIGHUP, lambda: reload_tls(context))
     try:
         servers, _ = await app.start_servers(context, bound)
+        # One retention sweeper per node (E0005): worker 0's, restarted along with it.
+        sweeper = (
+            loop.create_task(run_retention(context.store, config.retention, context.log))
+            if index == 0
+            else None
+        )
         channel.notify("ready")
         closed = loop.create_task(channel.closed.wait())
         await asyncio.wait([closed, loop.create_task(stop.wait())], return_when="FIRST_COMPLETED")
         context.log.info("stopping", sessions=len(context.sessions), orphaned=closed.done())
+        if sweeper is not None:
+            sweeper.cancel()
         for server in servers:
             await server.stop()
     finally:
