@@ -6,6 +6,7 @@ with its own log in the message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import poplib
@@ -13,15 +14,23 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from popbox_servers import USERS, ServeProcess, config_mapping, provision, toml_text
+from popbox.store import open_store
+from popbox_servers import (
+    USERS,
+    ServeProcess,
+    config_mapping,
+    provision,
+    provision_store,
+    toml_text,
+)
 
 if TYPE_CHECKING:
     import signal
     import socket
     from collections.abc import Callable, Mapping
-    from pathlib import Path
 
     from popbox_servers import TlsFiles
 
@@ -95,10 +104,21 @@ def start_node(  # noqa: PLR0913 - keyword-only knobs of one test node
     pop3: Mapping[str, Any] | None = None,
     messages: Mapping[str, list[bytes]] | None = None,
     kinds: frozenset[str] = frozenset({"pop3", "pop3s"}),
+    provisioned: bool = False,
 ) -> Node:
-    """Provision users (and messages) in a SQLite data dir, start ``popbox serve`` on it."""
+    """Provision users (and messages) in the store, start ``popbox serve`` on it.
+
+    The store is SQLite in ``directory``, or the ``[storage]`` of ``sections``; with
+    ``provisioned`` the store already has the users (a second node on one database).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    provision(directory, USERS, messages or {})
+    storage = (sections or {}).get("storage", {})
+    if provisioned:
+        pass
+    elif storage.get("backend") == "postgresql":
+        asyncio.run(_provision_postgres(storage["dsn"], messages or {}))
+    else:
+        provision(directory, USERS, messages or {})
     server = {"json_logs": True, **((sections or {}).get("server", {}))}
     mapping = config_mapping(directory, tls, pop3, {**(sections or {}), "server": server})
     mapping["lmtp"] = {"listen": [], **((sections or {}).get("lmtp", {}))}
@@ -111,6 +131,15 @@ def start_node(  # noqa: PLR0913 - keyword-only knobs of one test node
     )
     process.wait_for_listeners(set(kinds), timeout=60)
     return Node(process, directory, config_path, mapping)
+
+
+async def _provision_postgres(dsn: str, messages: Mapping[str, list[bytes]]) -> None:
+    store = open_store("postgresql", data_dir=Path(), dsn=dsn)
+    await store.open()
+    try:
+        await provision_store(store, USERS, messages)
+    finally:
+        await store.close()
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

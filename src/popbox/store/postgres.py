@@ -293,13 +293,24 @@ class PostgresStore:
             async with pool.acquire(timeout=self._connect_timeout) as conn:
                 try:
                     yield conn
+                except asyncpg.InternalClientError:
+                    # asyncpg can leave a connection whose session the server ended in
+                    # the middle of an operation in a confused protocol state ("cannot
+                    # switch to state 12"): it must not go back to the pool.
+                    conn.terminate()
+                    raise
                 finally:
                     # After a dropped connection, leaving a transaction block raises a
                     # plain InterfaceError ("connection is closed") that hides the cause.
                     lost = _is_lost(conn)
         except StoreError:
             raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as exc:
             mapped = ops.translate(exc, connection_gone=lost or pool.is_closing())
             if mapped is None:
                 raise

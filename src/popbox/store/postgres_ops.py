@@ -173,7 +173,12 @@ def translate(exc: BaseException, *, connection_gone: bool) -> StoreError | None
         return StorePermanentError(f"the mail database needs an administrator ({state})")
     if isinstance(exc, asyncpg.ClientConfigurationError):
         return StorePermanentError("the mail database address ([storage] dsn) is invalid")
-    if isinstance(exc, asyncpg.InterfaceError) and connection_gone:
+    # InternalClientError ("cannot switch to state 12") is what asyncpg raises when the
+    # server ended the session (a restart) in the middle of an operation; the store
+    # drops that connection, and the next one starts clean.
+    if (isinstance(exc, asyncpg.InterfaceError) and connection_gone) or isinstance(
+        exc, asyncpg.InternalClientError
+    ):
         return StoreTemporaryError("the connection to the mail database was lost")
     return None
 
