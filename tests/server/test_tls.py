@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import ssl
 import stat
 import subprocess
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -210,13 +212,43 @@ def test_directory_instead_of_certificate_file_is_refused(tmp_path: Path, genera
         load_or_create_certificate(str(tmp_path), str(key), tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
 def test_unreadable_key_is_named(tmp_path: Path, generated) -> None:
+    """A key the server's user cannot read is refused with the key's setting named.
+
+    Root reads any file, so as root the check runs in a child process whose capability
+    bounding set lacks DAC override (setpriv, from util-linux): root without the power
+    to ignore file modes, as in a hardened service unit.
+    """
     cert, key = generated
     key.chmod(0)
-
-    with pytest.raises(TlsConfigError, match=r"tls\.key_file.*not readable"):
-        load_or_create_certificate(str(cert), str(key), tmp_path)
+    if os.geteuid() != 0:
+        with pytest.raises(TlsConfigError, match=r"tls\.key_file.*not readable"):
+            load_or_create_certificate(str(cert), str(key), tmp_path)
+        return
+    script = (
+        "import sys\n"
+        "from popbox.server.tls import TlsConfigError, load_or_create_certificate\n"
+        "try:\n"
+        "    load_or_create_certificate(sys.argv[1], sys.argv[2], None)\n"
+        "except TlsConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--bounding-set=-dac_override,-dac_read_search",
+            sys.executable,
+            "-c",
+            script,
+            str(cert),
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert re.search(r"tls\.key_file.*not readable", result.stdout), result
 
 
 @pytest.mark.parametrize("which", ["cert", "key"])
