@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from popbox import __version__, app, demo, mail_cli
+from popbox import __version__, app, demo, mail_cli, ops_cli
 from popbox.auth.passwords import verifiers_for
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.server import eventloop
@@ -260,4 +260,5 @@ def _parser() -> argparse.ArgumentParser:
 
     # deliver, import, export, expire and user quota: the mail-in commands.
     mail_cli.register(command, sub, user_sub, parse_size)
+    ops_cli.register(command)  # migrate-store, stats
     return parser
