@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import smtplib
@@ -192,5 +193,26 @@ def test_lmtp_listeners_are_shared_by_the_workers_too(tmp_path, tls_files):
         node.signal(signal.SIGTERM)
         assert node.process.process.wait(TIMEOUT) == 0
         assert not path.exists()  # the supervisor removes the socket it created
+    finally:
+        node.process.close()
+
+
+def test_delivery_results_are_counted(tmp_path, tls_files):
+    node = start_node(
+        tmp_path / "count",
+        tls_files,
+        sections={"server": WORKERS, "lmtp": {"listen": ["127.0.0.1:0"]}},
+        kinds=KINDS | {"lmtp"},
+    )
+    try:
+        for recipient in ("alice", "alice", "nobody"):
+            with (
+                smtplib.LMTP("127.0.0.1", node.port("lmtp"), timeout=TIMEOUT) as lmtp,
+                contextlib.suppress(smtplib.SMTPRecipientsRefused),
+            ):
+                lmtp.sendmail("carol@example.org", [recipient], b"Subject: x\r\n\r\ny\r\n")
+        metrics = node.metrics()
+        assert sample(metrics, "popbox_deliveries_total", result="delivered") == 2
+        assert sample(metrics, "popbox_deliveries_total", result="unknown_user") == 1
     finally:
         node.process.close()

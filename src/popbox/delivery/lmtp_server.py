@@ -33,6 +33,7 @@ from popbox.config import parse_address
 from popbox.delivery import lmtp_protocol as lp
 from popbox.delivery.agent import DeliveryAgent
 from popbox.message import MalformedMessage, prepare
+from popbox.metrics import Metrics
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class LmtpEnvelope(Envelope):
 class LmtpHandler:
     """The transaction's decisions: which extensions, which senders, which recipients."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only knobs with defaults
         self,
         agent: DeliveryAgent,
         config: LmtpConfig,
@@ -69,8 +70,10 @@ class LmtpHandler:
         hostname: str,
         log: structlog.typing.FilteringBoundLogger,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.agent = agent
+        self._metrics = metrics or Metrics()
         self.max_message_size = config.max_message_size
         self._permanent_over_quota = config.over_quota == "permanent"
         self._hostname = hostname
@@ -111,16 +114,20 @@ class LmtpHandler:
             name = await self.agent.resolve(address)
             if name is None:
                 self._log.info("lmtp_unknown_recipient", recipient=address)
+                self._metrics.delivery("unknown_user")
                 return lp.reply_no_mailbox(address)
             # An early refusal, before the client sends the data; deliver() decides.
             declared = lp.declared_size(envelope.mail_options) or 0
             if not await self.agent.has_room(name, declared):
                 self._log.info("lmtp_over_quota", user=name, stage="rcpt")
+                self._metrics.delivery("over_quota")
                 return lp.reply_over_quota(address, permanent=self._permanent_over_quota)
         except UnknownUser:
+            self._metrics.delivery("unknown_user")
             return lp.reply_no_mailbox(address)
         except StoreError:
             self._log.warning("lmtp_store_error", recipient=address, stage="rcpt")
+            self._metrics.delivery("temp_failure")
             return lp.reply_temporary(address)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -179,18 +186,23 @@ class LmtpHandler:
             message = prepare(content, trace_headers=headers, received_at=now)
         except MalformedMessage as exc:
             log.info("lmtp_malformed", problem=str(exc))
+            self._metrics.delivery("malformed")
             return functools.partial(lp.reply_bad_message, problem=str(exc))
         try:
             info = await self.agent.deliver(name, message)
         except DeliveryRefused:
             log.info("lmtp_over_quota", stage="data", size=message.size)
+            self._metrics.delivery("over_quota")
             return functools.partial(lp.reply_over_quota, permanent=self._permanent_over_quota)
         except UnknownUser:
+            self._metrics.delivery("unknown_user")
             return lp.reply_no_mailbox
         except StoreError:
             log.warning("lmtp_store_error", stage="data")
+            self._metrics.delivery("temp_failure")
             return lp.reply_temporary
         log.info("lmtp_delivered", uid=info.uid, size=info.size)
+        self._metrics.delivery("delivered")
         return functools.partial(lp.reply_delivered, uid=info.uid)
 
 
@@ -300,7 +312,9 @@ class LmtpServer:
         self.hostname = config.lmtp.hostname or socket.getfqdn()
         log = context.log.bind(service="lmtp")
         agent = DeliveryAgent(context.store, config.quota, hostname=self.hostname, log=log)
-        self._handler = LmtpHandler(agent, config.lmtp, hostname=self.hostname, log=log)
+        self._handler = LmtpHandler(
+            agent, config.lmtp, hostname=self.hostname, log=log, metrics=context.metrics
+        )
         self._servers: list[asyncio.Server] = []
         self._unix_paths: list[Path] = []
         self._sessions: set[LmtpSession] = set()
