@@ -49,6 +49,7 @@ __all__ = ["Pop3Protocol"]
 
 AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
 READ_PAUSE_THRESHOLD = 256 * 1024  # stop reading while this much is queued unanswered
+JOIN_LIMIT = 64 * 1024  # replies up to this size go out as one buffer
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -393,13 +394,19 @@ class Pop3Protocol(asyncio.Protocol):
                 await self._server.store.release_lock(user, self._session_id)
 
     async def _flush(self) -> None:
-        for record in (records := self._conn.take_records()):
-            self._log.info("command", verb=record.verb, ok=record.ok)
+        records = self._conn.take_records()
         chunks = self._conn.data_to_send()
-        self._observe.flushed(records, chunks)
-        if chunks and self._transport is not None and not self._transport.is_closing():
-            self._transport.writelines(chunks)
-        await self._can_write.wait()
+        if records or chunks:  # half of the calls have nothing to say: skip the bookkeeping
+            for record in records:
+                self._log.info("command", verb=record.verb, ok=record.ok)
+            self._observe.flushed(records, chunks)
+            if chunks and self._transport is not None and not self._transport.is_closing():
+                if len(chunks) > 1 and sum(map(len, chunks)) <= JOIN_LIMIT:
+                    # One buffer: over TLS, one record instead of one per chunk.
+                    chunks = [b"".join(chunks)]
+                self._transport.writelines(chunks)
+        if not self._can_write.is_set():
+            await self._can_write.wait()
 
     async def _cleanup(self) -> None:
         self._server.sessions.discard(self)
