@@ -98,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         # SIGHUP re-reads the file the server started from (none: only the certificate).
         eventloop.run(app.serve(config, config_path=path if path.is_file() else None))
-    except (OSError, WorkerStartError) as exc:
+    except (OSError, WorkerStartError, StoreError) as exc:
+        # A port in use, a store that is down: one line, and a service manager retries.
         print(f"popbox: cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0

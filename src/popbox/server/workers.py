@@ -150,17 +150,23 @@ class Supervisor:
     # -- starting and watching -------------------------------------------------------
 
     async def _wait_ready(self) -> None:
-        async with asyncio.timeout(READY_TIMEOUT):
-            while not all(slot.ready.is_set() for slot in self._slots):
-                for slot in self._slots:
-                    if slot.exit_status is not None:
-                        msg = (
-                            f"worker {slot.index} exited with status {slot.exit_status} "
-                            "before it was ready (its log above says why)"
-                        )
-                        raise WorkerStartError(msg)
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            await asyncio.wait_for(self._all_ready(), READY_TIMEOUT)
+        except TimeoutError:
+            msg = f"the workers were not ready after {READY_TIMEOUT:g} s (their log says why)"
+            raise WorkerStartError(msg) from None
+
+    async def _all_ready(self) -> None:
+        while not all(slot.ready.is_set() for slot in self._slots):
+            for slot in self._slots:
+                if slot.exit_status is not None:
+                    msg = (
+                        f"worker {slot.index} exited with status {slot.exit_status} "
+                        "before it was ready (its log above says why)"
+                    )
+                    raise WorkerStartError(msg)
+            self._changed.clear()
+            await self._changed.wait()
 
     async def _keep(self, slot: _Slot) -> None:
         """Run the worker of ``slot``, and again each time it exits, until stopping."""
