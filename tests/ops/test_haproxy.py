@@ -1,11 +1,11 @@
 """Two popbox nodes on one PostgreSQL database behind HAProxy with PROXY protocol v2.
 
 The scale-out set-up of DESIGN.md section 1: HAProxy (Debian's ``haproxy``, in the
-foreground) balances POP3 and POP3S round-robin over two ``popbox serve`` nodes and
-sends each a PROXY v2 header (``send-proxy-v2``); the POP3S frontend passes TLS through,
-so the header comes before the TLS handshake.  Clients connect from 127.0.0.2; HAProxy
-connects to the nodes from 127.0.0.1, the only trusted proxy.  LMTP deliveries go
-straight to the nodes, concurrently with the POP3 sessions.
+foreground) balances POP3, POP3S and LMTP round-robin over two ``popbox serve`` nodes
+and sends each a PROXY v2 header (``send-proxy-v2``); the POP3S frontend passes TLS
+through, so the header comes before the TLS handshake.  Clients connect from 127.0.0.2;
+HAProxy connects to the nodes from 127.0.0.1, the only trusted proxy.  LMTP deliveries
+run concurrently with the POP3 sessions.
 
 With ``lock_mailbox`` on both nodes (RFC 1939 s8 exclusive access), a message is never
 retrieved by two sessions that both delete it, whichever nodes they ran on.
@@ -13,15 +13,16 @@ retrieved by two sessions that both delete it, whichever nodes they ran on.
 
 from __future__ import annotations
 
-import contextlib
 import poplib
 import re
+import shutil
 import smtplib
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from ops_helpers import TIMEOUT, start_node
@@ -65,13 +66,14 @@ class Haproxy:
     process: subprocess.Popen[bytes]
     pop3: int
     pop3s: int
+    lmtp: int
 
 
 def start_haproxy(directory, nodes) -> Haproxy:
-    binary = "/usr/sbin/haproxy"
-    with contextlib.suppress(FileNotFoundError):
-        subprocess.run([binary, "-v"], check=True, capture_output=True, timeout=10)
-    ports = {"pop3": free_port(), "pop3s": free_port()}
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(binary).exists():
+        pytest.fail("haproxy is not installed: run scripts/setup (CI installs it)")
+    ports = {"pop3": free_port(), "pop3s": free_port(), "lmtp": free_port()}
     lines = [
         "global",
         "    maxconn 500",
@@ -109,7 +111,7 @@ def start_haproxy(directory, nodes) -> Haproxy:
                 assert process.poll() is None, (directory / "haproxy.log").read_text()
                 assert time.monotonic() < deadline, "haproxy did not start listening"
                 time.sleep(0.05)
-    return Haproxy(process, ports["pop3"], ports["pop3s"])
+    return Haproxy(process, ports["pop3"], ports["pop3s"], ports["lmtp"])
 
 
 @pytest.fixture
@@ -226,12 +228,13 @@ class Load:
     surprises: list[str] = field(default_factory=list)
 
 
-def deliver(node_ports: list[int], name: str, count: int, load: Load) -> None:
+def deliver(port: int, name: str, count: int, load: Load) -> None:
     for number in range(count):
         subject = f"{name}-{number}"
-        port = node_ports[number % len(node_ports)]  # alternate nodes
         try:
-            with smtplib.LMTP("127.0.0.1", port, timeout=TIMEOUT) as lmtp:
+            with smtplib.LMTP(
+                "127.0.0.1", port, timeout=TIMEOUT, source_address=(CLIENT, 0)
+            ) as lmtp:
                 lmtp.ehlo_or_helo_if_needed()  # LHLO (RFC 2033 s4.1)
                 lmtp.mail("load@example.org")
                 lmtp.rcpt("bob")
@@ -271,9 +274,8 @@ def test_concurrent_sessions_and_deliveries_through_two_nodes(cluster):
     nodes, haproxy, _ = cluster
     load = Load()
     stop = threading.Event()
-    lmtp_ports = [node.port("lmtp") for node in nodes]
     deliverers = [
-        threading.Thread(target=deliver, args=(lmtp_ports, f"m{i}", 15, load)) for i in range(4)
+        threading.Thread(target=deliver, args=(haproxy.lmtp, f"m{i}", 15, load)) for i in range(4)
     ]
     collectors = [
         threading.Thread(target=collect, args=(haproxy.pop3, stop, load)) for _ in range(4)
@@ -294,6 +296,7 @@ def test_concurrent_sessions_and_deliveries_through_two_nodes(cluster):
     assert len(set(uids)) == 60  # one counter per mailbox, shared by both nodes (C0007)
     assert sorted(load.retrieved) == sorted(load.acked)  # each message exactly once
     assert {i for i, _ in events(nodes, "login")} == {0, 1}
+    assert {i for i, _ in events(nodes, "lmtp_delivered")} == {0, 1}
     final = login(haproxy.pop3, "bob")
     assert final.stat() == (0, 0)
     final.quit()

@@ -8,6 +8,7 @@ one segment, the way a proxy that forwards at once does: not one byte may be los
 
 from __future__ import annotations
 
+import smtplib
 import socket
 import ssl
 import struct
@@ -211,3 +212,47 @@ def test_limits_count_the_client_behind_the_proxy(start_pop3_server):
     finally:
         for sock in (first, second, third):
             sock.close()
+
+
+class ProxiedLmtp(smtplib.LMTP):
+    """An LMTP client behind a proxy: the PROXY header goes first on the connection."""
+
+    header = b""
+
+    def _get_socket(self, host, port, timeout):
+        sock = socket.create_connection((host, port), timeout, source_address=(PROXY, 0))
+        sock.sendall(self.header)
+        return sock
+
+
+def received_lines(server, user: str) -> list[bytes]:
+    [info] = server.call(server.store.snapshot(user))
+    wire = server.call(server.store.fetch(user, info.uid))
+    return [line for line in wire.split(b"\r\n") if line.startswith(b"Received:")]
+
+
+@pytest.mark.parametrize("header", [v1, v2], ids=["v1", "v2"])
+def test_lmtp_from_a_trusted_proxy_names_the_real_client_rfc2033(proxied_server, header):
+    """The Received line of an LMTP delivery (RFC 5321 s4.4) names the proxied client."""
+    client = ProxiedLmtp()
+    client.header = header("198.51.100.44", 2525)
+    client.connect("127.0.0.1", proxied_server.addresses["lmtp"][0][1])
+    try:
+        assert client.sendmail("carol@example.org", ["alice"], b"Subject: p\r\n\r\nx\r\n") == {}
+    finally:
+        client.quit()
+    assert any(b"[198.51.100.44]" in line for line in received_lines(proxied_server, "alice"))
+
+
+def test_lmtp_from_an_untrusted_peer_needs_no_header(start_pop3_server):
+    server = start_pop3_server(sections={"server": {"trusted_proxies": ["10.0.0.0/8"]}})
+    port = server.addresses["lmtp"][0][1]
+    with smtplib.LMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
+        assert client.sendmail("carol@example.org", ["bob"], b"Subject: d\r\n\r\nx\r\n") == {}
+    assert any(b"[127.0.0.1]" in line for line in received_lines(server, "bob"))
+
+
+def test_lmtp_from_a_trusted_peer_without_header_is_dropped(proxied_server):
+    with connect(proxied_server.addresses["lmtp"][0][1]) as sock:
+        sock.sendall(b"LHLO client.example\r\n")
+        assert closed_unanswered(sock)

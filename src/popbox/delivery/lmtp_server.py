@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from popbox.server.context import ServerContext
     from popbox.server.listener import Listening
+    from popbox.server.proxy_accept import ProxiedListener
 
 __all__ = ["LmtpServer", "LmtpSession", "bind_unix_listener"]
 
@@ -53,7 +54,9 @@ class LmtpSession(LMTP):
         hostname: str,
         timeout: float,
         on_close: Callable[[LmtpSession], None],
+        peer: tuple[str, int] | None = None,  # from a PROXY header; None: the socket's peer
     ) -> None:
+        self._proxied_peer = peer
         super().__init__(
             handler,
             data_size_limit=None,  # SIZE is announced and checked by the handler
@@ -72,6 +75,13 @@ class LmtpSession(LMTP):
 
     def _create_envelope(self) -> Envelope:
         return LmtpEnvelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._proxied_peer is not None and self.session is not None:
+            # Before the command loop runs: Received lines and logs name the real client.
+            # aiosmtpd annotates peer as str but stores what peername gives: a tuple.
+            self.session.peer = self._proxied_peer  # type: ignore[assignment]
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
@@ -152,9 +162,11 @@ class LmtpServer:
         self._handler = LmtpHandler(
             agent, config.lmtp, hostname=self.hostname, log=log, metrics=context.metrics
         )
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | ProxiedListener] = []
         self._unix_paths: list[Path] = []
         self._sessions: set[LmtpSession] = set()
+        self._proxies = config.server  # trusted_proxies: TCP connections from them carry
+        self._log = log  # a PROXY header first (server/proxy_accept.py)
 
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> list[Listening]:
         """Bind ``[lmtp] listen``, or accept on ``sockets`` a supervisor bound for us."""
@@ -165,10 +177,9 @@ class LmtpServer:
             if sock.family == socket.AF_UNIX:
                 server = await loop.create_unix_server(self._new_session, sock=sock)
                 listening.append(("lmtp", f"unix:{sock.getsockname()}", -1))
+                self._servers.append(server)
             else:
-                server = await loop.create_server(self._new_session, sock=sock, backlog=1024)
-                listening.extend(("lmtp", *_address_of(s)) for s in server.sockets)
-            self._servers.append(server)
+                listening.extend(await self._serve_tcp([sock]))
         for address in () if sockets is not None else self._config.listen:
             host, port = parse_address(address, "lmtp.listen", allow_unix=True)
             if port < 0:
@@ -178,20 +189,43 @@ class LmtpServer:
                 _open_to_mta(path)
                 self._unix_paths.append(path)
                 listening.append(("lmtp", f"unix:{path}", -1))
+                self._servers.append(server)
             else:
-                server = await loop.create_server(
-                    self._new_session, host, port, reuse_address=True, backlog=1024
-                )
-                listening.extend(("lmtp", *_address_of(s)) for s in server.sockets)
-            self._servers.append(server)
+                # Imported here: server/accept.py imports this module.
+                from popbox.server.accept import bind_socket  # noqa: PLC0415
+
+                listening.extend(await self._serve_tcp(bind_socket(host, port)))
         return listening
 
-    def _new_session(self) -> LmtpSession:
+    async def _serve_tcp(self, sockets: list[socket.socket]) -> list[Listening]:
+        # Imported here: it imports server/accept.py, which imports this module.
+        from popbox.server.proxy_accept import ProxiedListener  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            if self._proxies.trusted_proxies:
+                self._servers.append(
+                    ProxiedListener(
+                        sock,
+                        self._new_session,
+                        trusted=self._proxies.trusted_proxies,
+                        header_timeout=self._proxies.proxy_header_timeout,
+                        log=self._log,
+                    )
+                )
+            else:
+                self._servers.append(
+                    await loop.create_server(self._new_session, sock=sock, backlog=1024)
+                )
+        return [("lmtp", *_address_of(sock)) for sock in sockets]
+
+    def _new_session(self, client: tuple[str, int] | None = None) -> LmtpSession:
         session = LmtpSession(
             self._handler,
             hostname=self.hostname,
             timeout=self._config.timeout,
             on_close=self._sessions.discard,
+            peer=client,
         )
         self._sessions.add(session)
         return session
