@@ -60,6 +60,7 @@ Bound = tuple[str, socket.socket]  # ("pop3s", listening socket)
 Address = tuple[str, int]
 BACKLOG = 1024
 HANDSHAKE_TIMEOUT = 30.0
+ACCEPT_BATCH = 64  # connections taken from the queue per readiness event
 _MAX_PEEK = V2_FIXED_LENGTH + 0xFFFF  # the longest header v2's length field can announce
 _TRICKLE_PAUSE = 0.01  # seconds between peeks while a header arrives in pieces
 
@@ -228,11 +229,25 @@ class Acceptor:
                 self._context.log.warning("accept_failed", listener=self.kind, error=str(exc))
                 await asyncio.sleep(0.1)
                 continue
-            task = loop.create_task(self._handle(conn, address))
-            self._connections.add(task)
-            self._pending.add(task)
-            task.add_done_callback(self._connections.discard)
-            task.add_done_callback(self._pending.discard)
+            self._start(loop, conn, address)
+            # Then whatever else is already queued, as asyncio's own servers do: one
+            # accept per loop iteration capped logins/s when many clients connect.
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    conn, address = self._sock.accept()
+                except OSError:  # EAGAIN (none left, or another worker took it) and the rest
+                    break
+                conn.setblocking(False)  # noqa: FBT003 - socket's own API
+                self._start(loop, conn, address)
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, address: Address
+    ) -> None:
+        task = loop.create_task(self._handle(conn, address))
+        self._connections.add(task)
+        self._pending.add(task)
+        task.add_done_callback(self._connections.discard)
+        task.add_done_callback(self._pending.discard)
 
     def _is_trusted(self, host: str) -> bool:
         networks = self._context.config.server.trusted_proxies  # may change on reload
