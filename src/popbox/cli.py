@@ -9,7 +9,6 @@ because MTAs read them).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import re
 import sys
@@ -19,18 +18,17 @@ from typing import TYPE_CHECKING
 
 from popbox import __version__, app, demo, mail_cli, ops_cli
 from popbox.auth.passwords import verifiers_for
+from popbox.cli_support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.server import eventloop
 from popbox.server.tls import TlsConfigError
 from popbox.server.workers import WorkerStartError
-from popbox.store import open_store
 from popbox.store.base import StoreError, UnknownUser, UserExists
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
     from typing import Any
 
-    from popbox.config import Config
     from popbox.store.base import MailStore
 
 __all__ = ["main", "parse_size"]
@@ -60,33 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _config(args: argparse.Namespace) -> Config:
-    path = Path(args.config) if args.config else default_config_path()
-    return load(path, required=bool(args.config))
-
-
 def _with_store(
     args: argparse.Namespace, work: Callable[[MailStore], Coroutine[Any, Any, int]]
 ) -> int:
-    config = _config(args)
-
-    async def run() -> int:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except UnknownUser as exc:
-        print(f"popbox: no such user: {exc}", file=sys.stderr)
-        return 1
-    except StoreError as exc:
-        print(f"popbox: store error: {exc}", file=sys.stderr)
-        return 1
+    return with_store(args, lambda store, _config: work(store))
 
 
 # -- serve, demo, config ------------------------------------------------------------------
@@ -110,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(args)
     for warning in warnings(config):
         print(f"warning: {warning}")
     print("configuration is valid")
@@ -118,7 +93,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    sys.stdout.write(dump(_config(args)))
+    sys.stdout.write(dump(load_config(args)))
     return 0
 
 
@@ -138,7 +113,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    verifiers = verifiers_for(_read_password(args), auth=_config(args).auth)
+    verifiers = verifiers_for(_read_password(args), auth=load_config(args).auth)
 
     async def work(store: MailStore) -> int:
         try:
@@ -153,7 +128,7 @@ def _user_add(args: argparse.Namespace) -> int:
 
 
 def _user_passwd(args: argparse.Namespace) -> int:
-    verifiers = verifiers_for(_read_password(args), auth=_config(args).auth)
+    verifiers = verifiers_for(_read_password(args), auth=load_config(args).auth)
 
     async def work(store: MailStore) -> int:
         await store.set_verifiers(args.name, verifiers)

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from popbox.config import ConfigError, default_config_path, load
+from popbox.cli_support import load_config, open_configured_store, with_store
+from popbox.config import ConfigError
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.quota import effective_quota
 from popbox.delivery.retention import expire_all
 from popbox.message import MalformedMessage, prepare
-from popbox.store import open_store
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
 from popbox.transfer.exporter import export_maildir, export_mbox
 from popbox.transfer.importer import ImportOptions, ImportReport, run_import
@@ -31,7 +31,7 @@ from popbox.transfer.sources import read_eml_folder, read_maildir, read_mbox
 from popbox.transfer.uidl import DEFAULT_DOVECOT_FORMAT, read_uidl_map
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterator
+    from collections.abc import Callable, Iterator
 
     from popbox.config import Config
     from popbox.store.base import MailStore, NewMessage
@@ -83,41 +83,6 @@ def register(
     quota.set_defaults(parse_size=parse_size)
 
 
-def _config(args: argparse.Namespace) -> Config:
-    path = Path(args.config) if args.config else default_config_path()
-    return load(path, required=bool(args.config))
-
-
-async def _open(config: Config) -> MailStore:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
-    await store.open()
-    return store
-
-
-def _with_store(
-    args: argparse.Namespace, work: Callable[[MailStore, Config], Coroutine[Any, Any, int]]
-) -> int:
-    config = _config(args)
-
-    async def run() -> int:
-        store = await _open(config)
-        try:
-            return await work(store, config)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except UnknownUser as exc:
-        print(f"popbox: no such user: {exc}", file=sys.stderr)
-    except StoreError as exc:
-        print(f"popbox: store error: {exc}", file=sys.stderr)
-    except (OSError, ValueError) as exc:
-        print(f"popbox: {exc}", file=sys.stderr)
-    return 1
-
-
 # -- deliver (MDA) -------------------------------------------------------------------
 
 
@@ -139,13 +104,13 @@ def _deliver(args: argparse.Namespace) -> int:
         print(f"popbox deliver: refused: {exc}", file=sys.stderr)
         return EX_DATAERR
     try:
-        config = _config(args)
+        config = load_config(args)
     except ConfigError as exc:
         print(f"popbox deliver: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
 
     async def run() -> int:
-        store = await _open(config)
+        store = await open_configured_store(config)
         hostname = config.lmtp.hostname or socket.gethostname()
         agent = DeliveryAgent(store, config.quota, hostname=hostname)
         status = EX_OK
@@ -209,7 +174,7 @@ def _import(args: argparse.Namespace) -> int:
         return 0 if complete else 1
 
     try:
-        return _with_store(args, work)
+        return with_store(args, work)
     except KeyboardInterrupt:
         bar.finish()
         print("popbox: interrupted; run the same command again to resume", file=sys.stderr)
@@ -241,7 +206,7 @@ def _export(args: argparse.Namespace) -> int:
             print(f"  unique-ids in {args.path}.uidl.csv (for import --uidl-map)")
         return 0
 
-    return _with_store(args, work)
+    return with_store(args, work)
 
 
 # -- retention and quota --------------------------------------------------------------
@@ -259,7 +224,7 @@ def _expire(args: argparse.Namespace) -> int:
         print(f"removed {sum(removed.values())} messages from {len(removed)} mailboxes")
         return 0
 
-    return _with_store(args, work)
+    return with_store(args, work)
 
 
 def _user_quota(args: argparse.Namespace) -> int:
@@ -280,4 +245,4 @@ def _user_quota(args: argparse.Namespace) -> int:
         print(f"quota of {args.name}: {limit} ({source})")
         return 0
 
-    return _with_store(args, work)
+    return with_store(args, work)
