@@ -47,7 +47,7 @@ class ProtocolMismatch(Exception):
 
 @dataclass(slots=True)
 class Spec:
-    scenario: str  # login | retr | biglist | idle
+    scenario: str  # login | retr | biglist | idle | deliver
     host: str
     port: int
     users: list[str]
@@ -250,6 +250,52 @@ async def _biglist_loop(spec: Spec, result: Result, tls: ssl.SSLContext | None) 
             return
 
 
+async def _lmtp_reply(reader: asyncio.StreamReader, code: bytes) -> None:
+    """Read one (possibly multi-line) reply; it must carry ``code``."""
+    while True:
+        line = await reader.readline()
+        if not line.startswith(code):
+            raise ProtocolMismatch(f"expected {code!r}, got {line[:120]!r}")
+        if line[3:4] != b"-":
+            return
+
+
+async def _deliver_loop(spec: Spec, result: Result, worker: int) -> None:
+    """LMTP: one connection, then MAIL/RCPT/DATA transactions until the deadline."""
+    deadline = spec.start_at + spec.duration
+    kind = payload.MAILBOXES[spec.kind]
+    n = worker
+    writer = None
+    try:
+        async with asyncio.timeout(spec.duration + spec.timeout):
+            reader, writer = await asyncio.open_connection(spec.host, spec.port)
+            await _lmtp_reply(reader, b"220")
+            writer.write(b"LHLO bench.example\r\n")
+            await _lmtp_reply(reader, b"250")
+            while time.time() < deadline:
+                user = spec.users[n % len(spec.users)]
+                data = payload.wire_form(payload.make_message(kind, user, n))
+                n += spec.concurrency
+                began = time.perf_counter()
+                writer.write(b"MAIL FROM:<bench@bench.example>\r\n")
+                writer.write(f"RCPT TO:<{user}@bench.example>\r\nDATA\r\n".encode())
+                await _lmtp_reply(reader, b"250")
+                await _lmtp_reply(reader, b"250")
+                await _lmtp_reply(reader, b"354")
+                writer.write(data)
+                await _lmtp_reply(reader, b"250")  # one reply per accepted recipient
+                result.latencies.append(time.perf_counter() - began)
+                result.ops += 1
+                result.octets += len(data)
+            writer.write(b"QUIT\r\n")
+            await _lmtp_reply(reader, b"221")
+    except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+        result.fail(exc)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 async def _idle(spec: Spec, result: Result, control: Connection | None) -> None:
     """Open ``spec.sessions`` logged-in sessions, hold them, then NOOP each and QUIT."""
     tls = client_tls() if spec.tls else None
@@ -307,6 +353,8 @@ async def run_spec(spec: Spec, control: Connection | None = None) -> Result:
         jobs = [_login_loop(spec, result, w, tls) for w in range(spec.concurrency)]
     elif spec.scenario == "retr":
         jobs = [_retr_loop(spec, result, u, wires[u], tls) for u in retr_users]
+    elif spec.scenario == "deliver":
+        jobs = [_deliver_loop(spec, result, w) for w in range(spec.concurrency)]
     elif spec.scenario == "biglist":
         jobs = [_biglist_loop(spec, result, tls)]
     else:

@@ -47,6 +47,7 @@ MAILBOXES: dict[str, MailboxKind] = {
     "r100k": MailboxKind("r100k", 100 * 1024, 100),
     "r1m": MailboxKind("r1m", 1024 * 1024, 25),
     "big": MailboxKind("big", 2 * 1024, 50_000),
+    "dlv": MailboxKind("dlv", 4 * 1024, 0),  # LMTP recipients: empty, filled by the run
 }
 
 

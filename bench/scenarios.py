@@ -20,7 +20,7 @@ import procs
 if TYPE_CHECKING:
     from servers import _Server
 
-__all__ = ["Measurement", "Settings", "biglist", "idle", "login", "retr"]
+__all__ = ["Measurement", "Settings", "biglist", "deliver", "idle", "login", "retr"]
 
 MB = 1_000_000
 
@@ -46,6 +46,8 @@ class Settings:
     big_count: int
     login_count: int
     retr_counts: dict[str, int]
+    deliver_users: list[str]
+    deliver_concurrency: int
 
 
 def _check(result: loadgen.Result, what: str, server: _Server) -> None:
@@ -125,6 +127,29 @@ def biglist(server: _Server, s: Settings) -> list[Measurement]:
         Measurement(
             "biglist: login+STAT+LIST+UIDL", _percentile(result.latencies, 0.5), "s", "lower"
         )
+    ]
+
+
+def deliver(server: _Server, s: Settings) -> list[Measurement]:
+    spec = loadgen.Spec(
+        "deliver",
+        "127.0.0.1",
+        server.lmtp_port,
+        s.deliver_users,
+        "dlv",
+        0,
+        concurrency=s.deliver_concurrency,
+        duration=s.duration,
+    )
+    cpu = procs.cpu_seconds(server.pid)
+    result = loadgen.run_parallel(spec, s.clients)
+    cpu = procs.cpu_seconds(server.pid) - cpu
+    _check(result, "deliver", server)
+    return [
+        Measurement("deliver: LMTP deliveries/s", result.ops / s.duration, "/s", "higher"),
+        Measurement(
+            "deliver: server CPU per delivery", cpu * 1000 / max(result.ops, 1), "ms", "lower"
+        ),
     ]
 
 

@@ -144,6 +144,7 @@ class DovecotServer(_Server):
     def __init__(self, root: Path, passwd: Path, cert: Path, key: Path, *, tuned: bool) -> None:
         super().__init__(root)
         self.config = root / "dovecot.conf"
+        self.lmtp_port = free_port()
         (root / "dovecot-state").mkdir(exist_ok=True)
         login = (
             # Dovecot's documented high-performance login mode and reused mail processes.
@@ -156,7 +157,10 @@ class DovecotServer(_Server):
 instance_name = popbox-bench-dovecot
 base_dir = {root}/dovecot-run
 state_dir = {root}/dovecot-state
-protocols = pop3
+protocols = pop3 lmtp
+postmaster_address = postmaster@bench.example
+# LMTP recipients are user@bench.example; popbox also delivers by the local part.
+auth_username_format = %Ln
 listen = 127.0.0.1
 log_path = {self.log}
 ssl = yes
@@ -194,6 +198,12 @@ service pop3-login {{
 service pop3 {{
   process_limit = 20000
 {pop3}}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.lmtp_port}
+  }}
+}}
 """)
 
     def start(self) -> None:
