@@ -41,6 +41,7 @@ async def _server(tmp_path: Path):
                 "login_type": "plaintext_login",
             },
             "tls": {"cert_file": str(cert), "key_file": str(key)},
+            "lmtp": {"listen": ["127.0.0.1:0"]},
         }
     )
     store = open_store("memory", data_dir=tmp_path, dsn="")
@@ -53,6 +54,7 @@ async def _server(tmp_path: Path):
     context = await app.build_context(config, store=store)
     servers, listening = await app.start_servers(context)
     ports = {kind: port for kind, _, port in listening}
+    assert {"pop3", "pop3s", "lmtp"} <= ports.keys()
     return servers, ports, users
 
 
@@ -75,6 +77,7 @@ async def test_bench_clients_complete_every_scenario_against_popbox(tmp_path):
             "retr": _spec("retr", plain, users, concurrency=2, duration=0.3),
             "retr tls": _spec("retr", tls, users, tls=True, concurrency=2, duration=0.3),
             "biglist": _spec("biglist", plain, users[:1], duration=0.1),
+            "deliver": _spec("deliver", ports["lmtp"], users, concurrency=2, duration=0.3),
             "idle": _spec("idle", plain, users, sessions=20),
         }
         for name, spec in runs.items():
