@@ -1,0 +1,245 @@
+"""Typed, frozen configuration loaded from one TOML file and validated at load.
+
+Every setting has a default, so an empty file (or none at all) is a valid configuration.
+A wrong key or value raises ``ConfigError`` whose message names the TOML key path.  The
+``compat`` profile changes the documented Exchange variances together (DESIGN.md
+section 2); any key set explicitly in the file still wins over the profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar, cast, get_args
+
+from popbox.config.checks import (
+    check_auth,
+    check_mail_in,
+    check_pop3,
+    check_server,
+    parse_address,
+)
+from popbox.config.sections import (
+    COMPAT_PROFILES,
+    RFC2449_MIN_COMMAND_SIZE,
+    AuthConfig,
+    Backend,
+    Compat,
+    Config,
+    ConfigError,
+    LmtpConfig,
+    LoginType,
+    OverQuota,
+    Pop3Config,
+    QuotaConfig,
+    RetentionConfig,
+    ServerConfig,
+    StorageConfig,
+    TlsConfig,
+)
+
+_T = TypeVar("_T")
+
+__all__ = [
+    "COMPAT_PROFILES",
+    "AuthConfig",
+    "Config",
+    "ConfigError",
+    "LmtpConfig",
+    "Pop3Config",
+    "QuotaConfig",
+    "RetentionConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "TlsConfig",
+    "default_config_path",
+    "dump",
+    "from_mapping",
+    "load",
+    "parse_address",
+    "warnings",
+]
+
+
+def default_config_path() -> Path:
+    """``$POPBOX_CONFIG``, else ``./popbox.toml`` (DESIGN.md section 5)."""
+    return Path(os.environ.get("POPBOX_CONFIG") or "popbox.toml")
+
+
+def load(path: Path, *, required: bool = False) -> Config:
+    """Read and validate ``path``; a missing file gives the defaults unless ``required``.
+
+    A relative ``data_dir`` is taken relative to the file's folder, so a service started
+    from any working directory finds the same data.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        return from_mapping({})
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config = from_mapping(raw)
+    if not config.data_dir.is_absolute():
+        config = dataclasses.replace(config, data_dir=path.parent / config.data_dir)
+    return config
+
+
+def from_mapping(raw: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document into a ``Config``."""
+    _reject_unknown(raw, Config, "")
+    compat = _convert(raw.get("compat", "exchange2013"), Compat, "compat")
+    pop3_raw = _section(raw, "pop3")
+    profile = COMPAT_PROFILES[compat]
+    pop3 = _build(Pop3Config, {**profile, **pop3_raw}, "pop3")
+    check_pop3(pop3)
+    storage = _build(StorageConfig, _section(raw, "storage"), "storage")
+    if storage.backend == "postgresql" and not storage.dsn:
+        raise ConfigError('storage.dsn: required when storage.backend = "postgresql"')
+    config = Config(
+        data_dir=Path(_convert(raw.get("data_dir", "./popbox-data"), str, "data_dir")),
+        compat=compat,
+        pop3=pop3,
+        tls=_build(TlsConfig, _section(raw, "tls"), "tls"),
+        lmtp=_build(LmtpConfig, _section(raw, "lmtp"), "lmtp"),
+        storage=storage,
+        quota=_build(QuotaConfig, _section(raw, "quota"), "quota"),
+        retention=_build(RetentionConfig, _section(raw, "retention"), "retention"),
+        auth=_build(AuthConfig, _section(raw, "auth"), "auth"),
+        server=_build(ServerConfig, _section(raw, "server"), "server"),
+    )
+    check_server(config.server)
+    check_auth(config.auth)
+    check_mail_in(config)
+    if bool(config.tls.cert_file) != bool(config.tls.key_file):
+        raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
+    for key, addresses in (
+        ("pop3.listen", pop3.listen),
+        ("pop3.tls_listen", pop3.tls_listen),
+        ("lmtp.listen", config.lmtp.listen),
+    ):
+        for address in addresses:
+            parse_address(address, key, allow_unix=key == "lmtp.listen")
+    return config
+
+
+def warnings(config: Config) -> list[str]:
+    """Settings that are legal but probably unwise, for ``popbox config check``."""
+    found = []
+    if config.pop3.max_command_size < RFC2449_MIN_COMMAND_SIZE:
+        found.append(
+            f"pop3.max_command_size = {config.pop3.max_command_size}: RFC 2449 section 4 "
+            f"requires servers offering CAPA to accept commands up to "
+            f"{RFC2449_MIN_COMMAND_SIZE} octets (E0007)"
+        )
+    if config.pop3.login_type != "secure_login":
+        found.append(
+            f'pop3.login_type = "{config.pop3.login_type}": passwords may cross the '
+            f"network unencrypted (V0010)"
+        )
+    if config.pop3.authenticated_timeout < 600:
+        found.append(
+            "pop3.authenticated_timeout is below the 10 minutes RFC 1939 section 3 requires"
+        )
+    return found
+
+
+def dump(config: Config) -> str:
+    """The effective configuration as TOML, for ``popbox config show``."""
+    lines = [f"data_dir = {_toml_value(str(config.data_dir))}", f'compat = "{config.compat}"']
+    for section in ("pop3", "tls", "lmtp", "storage", "auth", "server", "quota", "retention"):
+        lines.append(f"\n[{section}]")
+        values = getattr(config, section)
+        lines.extend(
+            f"{f.name} = {_toml_value(getattr(values, f.name))}"
+            for f in dataclasses.fields(values)
+            if getattr(values, f.name) is not None
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: must be a table ([{name}])")
+    return cast("dict[str, Any]", value)
+
+
+def _reject_unknown(raw: dict[str, Any], cls: type, prefix: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown setting")
+
+
+def _build(cls: type[_T], raw: dict[str, Any], section: str) -> _T:
+    _reject_unknown(raw, cls, f"{section}.")
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {
+        key: _convert(value, _resolve(hints[key]), f"{section}.{key}") for key, value in raw.items()
+    }
+    return cls(**kwargs)
+
+
+_TYPES: dict[str, Any] = {
+    "LoginType": LoginType,
+    "Compat": Compat,
+    "Backend": Backend,
+    "OverQuota": OverQuota,
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "int | None": int | None,
+    "tuple[str, ...]": tuple[str, ...],
+}
+
+
+def _resolve(annotation: object) -> Any:
+    # Annotations are strings under `from __future__ import annotations`.
+    return _TYPES[annotation] if isinstance(annotation, str) else annotation
+
+
+def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one case per type
+    if expected in (LoginType, Compat, Backend, OverQuota):
+        choices = get_args(expected)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, not {value!r}")
+        return value
+    if expected is int or expected == int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be a whole number, not {value!r}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: must be a number, not {value!r}")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, not {value!r}")
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{key}: must be a list of strings such as ["127.0.0.1:110"]')
+    return tuple(value)

@@ -1,0 +1,172 @@
+"""The configuration's sections: frozen dataclasses with a default for every setting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from popbox.auth.registry import DEFAULT_MECHANISMS
+
+__all__ = [
+    "COMPAT_PROFILES",
+    "MAX_COMMAND_SIZE",
+    "MIN_COMMAND_SIZE",
+    "RFC2449_MIN_COMMAND_SIZE",
+    "AuthConfig",
+    "Backend",
+    "Compat",
+    "Config",
+    "ConfigError",
+    "LmtpConfig",
+    "LoginType",
+    "OverQuota",
+    "Pop3Config",
+    "QuotaConfig",
+    "RetentionConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "TlsConfig",
+]
+
+LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
+Compat = Literal["exchange2013", "exchange2007", "rfc1939"]
+Backend = Literal["sqlite", "postgresql"]
+OverQuota = Literal["temporary", "permanent"]
+
+MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
+MAX_COMMAND_SIZE = 1024
+RFC2449_MIN_COMMAND_SIZE = 255  # RFC 2449 section 4, once CAPA is offered
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key or file at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Config:
+    listen: tuple[str, ...] = ("127.0.0.1:110",)  # E0001
+    tls_listen: tuple[str, ...] = ("127.0.0.1:995",)  # E0001
+    banner: str = "popbox POP3 server ready"
+    max_command_size: int = 512  # octets incl. CRLF (2.1.2, E0006)
+    single_space_separators: bool = False  # 2.1.1: Exchange accepts runs of SP/TAB
+    unauthenticated_timeout: float = 60.0  # V0002
+    authenticated_timeout: float = 1800.0  # V0002
+    login_type: LoginType = "secure_login"  # V0010
+    lock_mailbox: bool = False  # 2.1.3 / C0004: snapshot, no exclusive lock
+    lock_lease: float = 300.0  # seconds a maildrop lock survives its holder's silence
+    exact_rfc822_size: bool = True  # 2.1.4 / 2.1.5
+    sasl_line_max: int = 65536  # RFC 5034: SASL responses are not bound by command size
+    max_bad_commands: int = 20  # C0005: close after this many -ERR for bad input
+    max_auth_failures: int = 3  # C0005: close after this many failed logins
+    auth_failure_delay: float = 1.0  # seconds before any failed login is answered
+    shutdown_grace: float = 30.0  # seconds SIGTERM lets sessions finish before closing them
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_file: str = ""  # empty: a self-signed certificate generated in data_dir
+    key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LmtpConfig:
+    listen: tuple[str, ...] = ("127.0.0.1:24",)
+    hostname: str = ""  # in the greeting and Received headers; empty: this host's name
+    max_message_size: int = 50 * 1024 * 1024  # octets, announced as SIZE; larger: 552 5.3.4
+    over_quota: OverQuota = "temporary"  # 452 4.2.2 (the MTA retries) or 552 5.2.2 (bounce)
+    timeout: float = 300.0  # seconds an LMTP client may stay silent
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    default_quota: int | None = None  # octets per mailbox unless the user has one (E0003)
+    warning_percent: int = 90  # E0004: crossing this share of the quota sends one warning
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    retrieved_days: int | None = None  # E0005: days kept after first retrieval; None: ever
+    unretrieved_days: int | None = None  # days a never-retrieved message is kept
+    interval: float = 3600.0  # seconds between retention sweeps in `popbox serve`
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: Backend = "sqlite"
+    dsn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """SASL mechanisms, password verifiers, OAuth token checks and brute-force limits."""
+
+    mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS  # offered, in CAPA order
+    admins: tuple[str, ...] = ()  # may log in as another user (PLAIN authzid, RFC 4616)
+    secret_file: str = ""  # empty: data_dir/auth-secret, generated; keys SCRAM's fake salts
+    scram_iterations: int = 10000  # PBKDF2 rounds of new SCRAM verifiers (RFC 7677: >= 4096)
+    # OAUTHBEARER (RFC 7628) and XOAUTH2: JWT access tokens.
+    oauth_issuer: str = ""  # the "iss" every token must carry
+    oauth_audience: str = ""  # the "aud" every token must include
+    oauth_jwks: str = ""  # JWKS file path, or https:// URL fetched and cached
+    oauth_jwks_ttl: float = 3600.0  # seconds a fetched JWKS is reused
+    oauth_jwks_ca_file: str = ""  # CA bundle for an https JWKS; empty: system CAs
+    oauth_user_claims: tuple[str, ...] = ("email", "sub")  # first present names the user
+    oauth_strip_domain: str = ""  # "example.com": "ann@example.com" logs in as "ann"
+    oauth_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    oauth_leeway: float = 30.0  # seconds of clock skew allowed on exp/nbf/iat
+    # Brute-force protection; the first delay is pop3.auth_failure_delay, doubling per
+    # recent failure of the same source IP or user, up to failure_delay_max.
+    failure_delay_max: float = 15.0
+    failure_half_life: float = 300.0  # seconds for a remembered failure to count half
+    ip_lockout_failures: int = 10  # recent failures that lock out a source IP; 0: never
+    user_lockout_failures: int = 10  # recent failures that lock out a user name; 0: never
+    lockout_duration: float = 300.0  # seconds a lockout lasts ([LOGIN-DELAY] meanwhile)
+    max_tracked: int = 100000  # source IPs and names remembered; the oldest are forgotten
+    # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
+    ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
+    ntlm_domain: str = "POPBOX"  # NetBIOS domain name the CHALLENGE announces
+    ntlm_server_name: str = ""  # DNS name the CHALLENGE announces; empty: this host's name
+    # GSSAPI (RFC 4752): Kerberos V5 with a service keytab.
+    gssapi_keytab: str = ""  # empty: $KRB5_KTNAME, else the system keytab
+    gssapi_service_name: str = ""  # "pop@mail.example.com"; empty: pop@<this host's name>
+    gssapi_replay_cache: str = ""  # MIT rcache name; empty: "file2:<data_dir>/krb5.rcache"
+    gssapi_strip_realm: bool = True  # alice@REALM logs in as alice (REALM: the service's)
+    gssapi_principal_map: tuple[str, ...] = ()  # "principal=mailbox" pairs, looked up first
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Processes, load balancers, limits and observability (DESIGN.md section 4)."""
+
+    workers: int = 0  # processes serving the listeners; 0: one per CPU core; 1: no supervisor
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose connections start with a PROXY header
+    proxy_header_timeout: float = 5.0  # seconds a trusted proxy has to send its header
+    max_connections: int = 0  # POP3 connections on this node at once; 0: no limit
+    max_connections_per_ip: int = 0  # ... from one client address; 0: no limit
+    max_sessions_per_user: int = 0  # logged-in sessions of one user on this node; 0: no limit
+    metrics_listen: str = ""  # "host:port" for /metrics and /healthz; empty: off
+    json_logs: bool = False  # one JSON object per log line instead of key=value text
+    protocol_log_users: tuple[str, ...] = ()  # users whose command lines and replies are logged
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    data_dir: Path = Path("./popbox-data")
+    compat: Compat = "exchange2013"
+    pop3: Pop3Config = field(default_factory=Pop3Config)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    lmtp: LmtpConfig = field(default_factory=LmtpConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
+# The documented variances each profile changes together (DESIGN.md section 2).
+COMPAT_PROFILES: dict[str, dict[str, Any]] = {
+    "exchange2013": {},
+    "exchange2007": {"max_command_size": 47},  # E0006: Exchange 2007's shipped default
+    "rfc1939": {"lock_mailbox": True, "single_space_separators": True},
+}
