@@ -6,20 +6,18 @@ after the STLS line and before the TLS layer takes over is dropped (RFC 2595 sec
 which streams cannot do without touching their private buffer.  One task per connection
 (``_run``) pulls events from the sans-IO connection and answers them; it does not read a
 new command until the previous reply has been handed to the transport and the transport
-is below its high-water mark (back-pressure, as Dovecot's output throttle).
+is below its high-water mark (back-pressure, as Dovecot's output throttle).  Login events
+(USER/PASS, SASL) go to the session's ``LoginFlow`` (``server/login.py``), which also
+holds the maildrop lock until UPDATE or the end of the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import time
 from typing import TYPE_CHECKING, cast
 
 from popbox import message
-from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
-from popbox.auth.passwords import ARGON2ID, verify_password
 from popbox.protocol.connection import (
     PasswordLogin,
     Pop3Connection,
@@ -31,23 +29,20 @@ from popbox.protocol.connection import (
     StartTls,
     Update,
 )
-from popbox.protocol.replies import Err, RespCode
+from popbox.server.login import LoginFlow
 from popbox.server.observe import SessionObserver
-from popbox.store.base import MaildropLocked, StoreError
+from popbox.store.base import StoreError
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Awaitable
 
     import structlog
 
-    from popbox.auth.base import Step
     from popbox.protocol.connection import ConnectionSettings, Event
     from popbox.server.context import ServerContext
 
 __all__ = ["Pop3Protocol"]
 
-AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
 READ_PAUSE_THRESHOLD = 256 * 1024  # stop reading while this much is queued unanswered
 JOIN_LIMIT = 64 * 1024  # replies up to this size go out as one buffer
 
@@ -80,11 +75,8 @@ class Pop3Protocol(asyncio.Protocol):
         self._tls_early: bytearray | None = None
         self._shutting_down = False
         self._unanswered = 0
-        self._mechanism: Mechanism | None = None
-        self._lock_renewer: asyncio.Task[None] | None = None
+        self._login = LoginFlow(server, self._conn, self._observe, session_id)
         self._task: asyncio.Task[None] | None = None
-        self._peer = "-"
-        self._peer_ip = "-"  # brute-force accounting is per source IP, not per port
         self._log: structlog.typing.FilteringBoundLogger = server.log
 
     # -- asyncio.Protocol callbacks ---------------------------------------------------
@@ -93,9 +85,11 @@ class Pop3Protocol(asyncio.Protocol):
         # Not an isinstance check: uvloop's transports do not derive from asyncio's.
         self._transport = cast("asyncio.Transport", transport)
         peer = self._client or transport.get_extra_info("peername")
-        self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
-        self._peer_ip = str(peer[0]) if isinstance(peer, tuple) else self._peer
-        self._log = self._server.log.bind(session=self._session_id, peer=self._peer)
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
+        # Brute-force accounting is per source IP, not per port.
+        peer_ip = str(peer[0]) if isinstance(peer, tuple) else address
+        self._log = self._server.log.bind(session=self._session_id, peer=address)
+        self._login.attach(address, peer_ip, self._log)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._server.sessions.add(self)
 
@@ -197,120 +191,16 @@ class Pop3Protocol(asyncio.Protocol):
         return True
 
     async def _answer(self, event: Event) -> None:
-        conn = self._conn
         match event:
-            case PasswordLogin(user, password):
-                await self._password_login(user, password)
-            case SaslStart(name, initial):
-                if self._locked_out(None, name):
-                    return  # a locked-out IP gets no exchange, and costs no hashing
-                context = AuthContext(self._server.store, self._peer, conn.tls_active)
-                self._mechanism = self._server.registry.create(name, context)
-                await self._sasl_step(self._mechanism.start(initial), name)
-            case SaslContinue(response):
-                assert self._mechanism is not None
-                await self._sasl_step(self._mechanism.step(response), "")
-            case SaslCancelled():
-                self._mechanism = None
+            case PasswordLogin() | SaslStart() | SaslContinue() | SaslCancelled():
+                await self._login.answer(event)
+                self._log = self._login.log  # bound with user= if that logged in
             case StartTls():
                 await self._start_tls()
             case Retrieve():
                 await self._retrieve(event)
             case Update(deleted, retrieved):
                 await self._update(deleted, retrieved)
-
-    async def _password_login(self, user: str, password: str) -> None:
-        if self._locked_out(user, "USER"):
-            return  # refused before hashing: a lockout must not cost CPU
-        try:
-            record = await self._server.store.get_user(user)
-        except StoreError:
-            self._log.warning("login_store_error", user=user)
-            self._conn.store_failed()
-            return
-        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same.
-        phc = record.verifiers.get(ARGON2ID) if record is not None else None
-        if await verify_password(phc, password, self._server.password_params):
-            await self._login(user, "USER")
-        else:
-            await self._fail_login(user, "USER", "wrong password or unknown user")
-
-    async def _sasl_step(self, pending: Awaitable[Step], mechanism: str) -> None:
-        try:
-            step = await pending
-        except StoreError:
-            self._log.warning("auth_backend_unavailable", mechanism=mechanism or "?")
-            self._mechanism = None
-            self._conn.store_failed()
-            return
-        name = mechanism or (self._mechanism.name if self._mechanism else "?")
-        match step:
-            case Challenge(data):
-                self._conn.sasl_challenge(data)
-            case Success(user):
-                self._mechanism = None
-                await self._login(user, name)
-            case Failure(reason, user):
-                self._mechanism = None
-                await self._fail_login(user, name, reason)
-
-    async def _login(self, user: str, mechanism: str) -> None:
-        store, pop3 = self._server.store, self._server.config.pop3
-        if self._locked_out(user, mechanism):
-            return  # even the right password is refused during a lockout
-        refused = await self._observe.admit_login(user, mechanism)
-        if refused is not None:  # server.max_sessions_per_user on this node
-            self._log.warning("login_refused_limit", user=user, limit=refused.limit)
-            self._conn.login_failed(refused.reply)
-            return
-        try:
-            if pop3.lock_mailbox:
-                await store.acquire_lock(user, self._session_id, pop3.lock_lease)
-                self._lock_renewer = asyncio.get_running_loop().create_task(self._renew_lock(user))
-            messages = await store.snapshot(user)
-        except MaildropLocked:
-            self._log.info("login_refused_locked", user=user, mechanism=mechanism)
-            self._observe.login_result(mechanism, "locked")
-            self._conn.login_failed(
-                Err("maildrop is locked by another session, try again later", RespCode.IN_USE)
-            )
-            return
-        except StoreError:
-            self._log.warning("login_store_error", user=user)
-            self._observe.login_result(mechanism, "store_error")
-            self._conn.store_failed()
-            return
-        self._log = self._log.bind(user=user)
-        self._log.info("login", mechanism=mechanism, messages=len(messages))
-        self._observe.logged_in(user, mechanism, self._log)
-        self._server.guard.succeeded(user)
-        self._conn.login_succeeded(user, messages)
-
-    async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
-        guard = self._server.guard
-        locked = guard.locked_for(self._peer_ip, user)
-        delay = guard.failed(self._peer_ip, user)  # grows with recent failures
-        self._log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
-        self._observe.login_result(mechanism, "failure")
-        await asyncio.sleep(delay)
-        self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
-
-    def _locked_out(self, user: str | None, mechanism: str) -> bool:
-        """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out."""
-        seconds = self._server.guard.locked_for(self._peer_ip, user)
-        if seconds <= 0:
-            return False
-        self._log.info("login_locked_out", user=user, mechanism=mechanism, seconds=round(seconds))
-        self._observe.login_result(mechanism, "lockout")
-        self._conn.login_failed(_lockout_reply(seconds))
-        return True
-
-    async def _renew_lock(self, user: str) -> None:
-        lease = self._server.config.pop3.lock_lease
-        with contextlib.suppress(StoreError):
-            while True:
-                await asyncio.sleep(lease / 3)
-                await self._server.store.acquire_lock(user, self._session_id, lease)
 
     async def _start_tls(self) -> None:
         await self._flush()
@@ -374,24 +264,14 @@ class Pop3Protocol(asyncio.Protocol):
                 await store.mark_retrieved(user, retrieved, time.time())
         except StoreError:
             self._log.warning("update_failed", marked=len(deleted))
-            await self._release_lock()
+            await self._login.release_lock()
             self._conn.update_finished(ok=False)
             return
         self._log.info("update", deleted=removed)
         # RFC 1939 s6: UPDATE releases the maildrop before the +OK, so a client that
         # reconnects as soon as it reads it does not find the maildrop still locked.
-        await self._release_lock()
+        await self._login.release_lock()
         self._conn.update_finished(ok=True)
-
-    async def _release_lock(self) -> None:
-        renewer, self._lock_renewer = self._lock_renewer, None
-        if renewer is None:
-            return
-        renewer.cancel()
-        user = self._conn.user
-        if user is not None:
-            with contextlib.suppress(StoreError):
-                await self._server.store.release_lock(user, self._session_id)
 
     async def _flush(self) -> None:
         records = self._conn.take_records()
@@ -411,7 +291,7 @@ class Pop3Protocol(asyncio.Protocol):
     async def _cleanup(self) -> None:
         self._server.sessions.discard(self)
         self._observe.closed()
-        await self._release_lock()
+        await self._login.release_lock()
         if self._transport is not None:
             self._transport.close()
         self._log.info("disconnect")
@@ -423,12 +303,6 @@ class Pop3Protocol(asyncio.Protocol):
 
     def _deadline(self) -> float:
         return time.monotonic() + self._timeout()
-
-
-def _lockout_reply(seconds: float) -> Err:
-    # RFC 2449 s8.1.2 LOGIN-DELAY: the client should not retry before the delay is over.
-    text = f"too many failed logins, try again in {math.ceil(seconds)} seconds"
-    return Err(text, RespCode.LOGIN_DELAY)
 
 
 class _TlsSide(asyncio.Protocol):

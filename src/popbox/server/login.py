@@ -1,0 +1,193 @@
+"""The pre-authentication half of a POP3 session: USER/PASS, SASL, lockouts, the maildrop lock.
+
+Theory of operation: the session (``server/session.py``) hands every login event it pulls
+from the sans-IO connection to a ``LoginFlow``, which answers it on that connection
+(``login_succeeded``, ``login_failed``, ``sasl_challenge``, ``store_failed``).  Each
+attempt first asks the brute-force guard: a locked-out IP or user is refused with
+``[LOGIN-DELAY]`` before any hashing or SASL exchange.  A verified user then passes the
+per-user session limit, takes the maildrop lock when ``pop3.lock_mailbox`` is set (renewed
+by a task at a third of the lease, so a crashed node's lock expires), and gets its
+snapshot.  The lock outlives the login: the session releases it through ``release_lock``
+at UPDATE, before the ``+OK`` (RFC 1939 section 6), or when the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from typing import TYPE_CHECKING, TypeAlias
+
+from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
+from popbox.auth.passwords import ARGON2ID, verify_password
+from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
+from popbox.protocol.replies import Err, RespCode
+from popbox.store.base import MaildropLocked, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    import structlog
+
+    from popbox.auth.base import Step
+    from popbox.protocol.connection import Pop3Connection
+    from popbox.server.context import ServerContext
+    from popbox.server.observe import SessionObserver
+
+__all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow"]
+
+AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
+
+LoginEvent: TypeAlias = PasswordLogin | SaslStart | SaslContinue | SaslCancelled
+
+
+class LoginFlow:
+    """Answers one session's login events and holds its maildrop lock."""
+
+    def __init__(
+        self,
+        server: ServerContext,
+        conn: Pop3Connection,
+        observe: SessionObserver,
+        session_id: str,
+    ) -> None:
+        self._server = server
+        self._conn = conn
+        self._observe = observe
+        self._session_id = session_id
+        self._mechanism: Mechanism | None = None
+        self._lock_renewer: asyncio.Task[None] | None = None
+        self._peer = "-"
+        self._peer_ip = "-"  # brute-force accounting is per source IP, not per port
+        self.log: structlog.typing.FilteringBoundLogger = server.log
+        """The session's logger; bound with ``user=`` once a login succeeds."""
+
+    def attach(self, peer: str, peer_ip: str, log: structlog.typing.FilteringBoundLogger) -> None:
+        """Learn the client's address and the session's logger once the connection is made."""
+        self._peer, self._peer_ip, self.log = peer, peer_ip, log
+
+    async def answer(self, event: LoginEvent) -> None:
+        match event:
+            case PasswordLogin(user, password):
+                await self._password_login(user, password)
+            case SaslStart(name, initial):
+                if self._locked_out(None, name):
+                    return  # a locked-out IP gets no exchange, and costs no hashing
+                context = AuthContext(self._server.store, self._peer, self._conn.tls_active)
+                self._mechanism = self._server.registry.create(name, context)
+                await self._sasl_step(self._mechanism.start(initial), name)
+            case SaslContinue(response):
+                assert self._mechanism is not None
+                await self._sasl_step(self._mechanism.step(response), "")
+            case SaslCancelled():
+                self._mechanism = None
+
+    async def release_lock(self) -> None:
+        """Give up the maildrop lock, if this session holds one; store errors are ignored."""
+        renewer, self._lock_renewer = self._lock_renewer, None
+        if renewer is None:
+            return
+        renewer.cancel()
+        user = self._conn.user
+        if user is not None:
+            with contextlib.suppress(StoreError):
+                await self._server.store.release_lock(user, self._session_id)
+
+    async def _password_login(self, user: str, password: str) -> None:
+        if self._locked_out(user, "USER"):
+            return  # refused before hashing: a lockout must not cost CPU
+        try:
+            record = await self._server.store.get_user(user)
+        except StoreError:
+            self.log.warning("login_store_error", user=user)
+            self._conn.store_failed()
+            return
+        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same.
+        phc = record.verifiers.get(ARGON2ID) if record is not None else None
+        if await verify_password(phc, password, self._server.password_params):
+            await self._login(user, "USER")
+        else:
+            await self._fail_login(user, "USER", "wrong password or unknown user")
+
+    async def _sasl_step(self, pending: Awaitable[Step], mechanism: str) -> None:
+        try:
+            step = await pending
+        except StoreError:
+            self.log.warning("auth_backend_unavailable", mechanism=mechanism or "?")
+            self._mechanism = None
+            self._conn.store_failed()
+            return
+        name = mechanism or (self._mechanism.name if self._mechanism else "?")
+        match step:
+            case Challenge(data):
+                self._conn.sasl_challenge(data)
+            case Success(user):
+                self._mechanism = None
+                await self._login(user, name)
+            case Failure(reason, user):
+                self._mechanism = None
+                await self._fail_login(user, name, reason)
+
+    async def _login(self, user: str, mechanism: str) -> None:
+        store, pop3 = self._server.store, self._server.config.pop3
+        if self._locked_out(user, mechanism):
+            return  # even the right password is refused during a lockout
+        refused = await self._observe.admit_login(user, mechanism)
+        if refused is not None:  # server.max_sessions_per_user on this node
+            self.log.warning("login_refused_limit", user=user, limit=refused.limit)
+            self._conn.login_failed(refused.reply)
+            return
+        try:
+            if pop3.lock_mailbox:
+                await store.acquire_lock(user, self._session_id, pop3.lock_lease)
+                self._lock_renewer = asyncio.get_running_loop().create_task(self._renew_lock(user))
+            messages = await store.snapshot(user)
+        except MaildropLocked:
+            self.log.info("login_refused_locked", user=user, mechanism=mechanism)
+            self._observe.login_result(mechanism, "locked")
+            self._conn.login_failed(
+                Err("maildrop is locked by another session, try again later", RespCode.IN_USE)
+            )
+            return
+        except StoreError:
+            self.log.warning("login_store_error", user=user)
+            self._observe.login_result(mechanism, "store_error")
+            self._conn.store_failed()
+            return
+        self.log = self.log.bind(user=user)
+        self.log.info("login", mechanism=mechanism, messages=len(messages))
+        self._observe.logged_in(user, mechanism, self.log)
+        self._server.guard.succeeded(user)
+        self._conn.login_succeeded(user, messages)
+
+    async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
+        guard = self._server.guard
+        locked = guard.locked_for(self._peer_ip, user)
+        delay = guard.failed(self._peer_ip, user)  # grows with recent failures
+        self.log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
+        self._observe.login_result(mechanism, "failure")
+        await asyncio.sleep(delay)
+        self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
+
+    def _locked_out(self, user: str | None, mechanism: str) -> bool:
+        """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out."""
+        seconds = self._server.guard.locked_for(self._peer_ip, user)
+        if seconds <= 0:
+            return False
+        self.log.info("login_locked_out", user=user, mechanism=mechanism, seconds=round(seconds))
+        self._observe.login_result(mechanism, "lockout")
+        self._conn.login_failed(_lockout_reply(seconds))
+        return True
+
+    async def _renew_lock(self, user: str) -> None:
+        lease = self._server.config.pop3.lock_lease
+        with contextlib.suppress(StoreError):
+            while True:
+                await asyncio.sleep(lease / 3)
+                await self._server.store.acquire_lock(user, self._session_id, lease)
+
+
+def _lockout_reply(seconds: float) -> Err:
+    # RFC 2449 s8.1.2 LOGIN-DELAY: the client should not retry before the delay is over.
+    text = f"too many failed logins, try again in {math.ceil(seconds)} seconds"
+    return Err(text, RespCode.LOGIN_DELAY)
