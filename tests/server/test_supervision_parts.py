@@ -120,3 +120,14 @@ def test_reload_applies_live_settings_and_keeps_the_rest():
 def test_reload_of_the_same_file_changes_nothing():
     config = from_mapping({"pop3": {"banner": "same"}})
     assert merge_reload(config, config) == (config, [])
+
+
+def test_reload_keeps_quota_and_retention_which_are_read_at_start():
+    """[quota] and [retention] feed the delivery agent and the sweeper built at start: a
+    reload keeps them (so CAPA's EXPIRE matches what the sweeper removes) and names them."""
+    running = from_mapping({"retention": {"retrieved_days": 7}})
+    loaded = from_mapping({"retention": {"retrieved_days": 1}, "quota": {"warning_percent": 50}})
+    merged, ignored = merge_reload(running, loaded)
+    assert sorted(ignored) == ["quota", "retention"]
+    assert merged.retention == running.retention
+    assert merged.quota == running.quota

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RESTART_KEYS", "RESTART_SECTIONS", "apply_config", "merge_reload", "reload"]
 
-RESTART_SECTIONS = ("data_dir", "storage", "tls", "lmtp", "auth")
+# The LMTP delivery agent and the retention sweeper read [quota] and [retention] once at
+# start, so a reload keeps them (and CAPA's EXPIRE) as they were and says so in the log.
+RESTART_SECTIONS = ("data_dir", "storage", "tls", "lmtp", "auth", "quota", "retention")
 RESTART_KEYS = {
     "pop3": ("listen", "tls_listen"),
     "server": ("workers", "metrics_listen", "json_logs"),
