@@ -20,8 +20,8 @@ import os
 from typing import TYPE_CHECKING
 
 import argon2
-import payload
 
+import payload
 from popbox.auth.passwords import ARGON2ID
 from popbox.message import prepare
 from popbox.store import open_store

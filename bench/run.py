@@ -34,7 +34,6 @@ import payload
 import provision
 import scenarios
 import servers
-
 from popbox.server.tls import load_or_create_certificate
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

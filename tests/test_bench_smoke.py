@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import loadgen
 import payload
 import provision
-
 from popbox import app
 from popbox.auth.passwords import ARGON2ID
 from popbox.config import from_mapping

@@ -6,6 +6,7 @@ import poplib
 import subprocess
 
 import pytest
+
 from tokens import Issuer, oauth_settings
 
 pytestmark = pytest.mark.clients

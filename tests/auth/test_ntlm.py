@@ -9,6 +9,7 @@ import pytest
 import spnego
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ntlm_client import (
     CURL_FLAGS,
     UNICODE_FLAGS,
@@ -20,7 +21,6 @@ from ntlm_client import (
     ntlmv2_response,
     parse_challenge,
 )
-
 from popbox.auth import ntlm
 from popbox.auth.base import AuthContext, Challenge, Failure, Success
 from popbox.auth.ntlm import NtlmMechanism, NtlmSettings, target_names

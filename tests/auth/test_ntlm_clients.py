@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import spnego
-from ntlm_client import CURL_FLAGS, negotiate, parse_challenge
 
+from ntlm_client import CURL_FLAGS, negotiate, parse_challenge
 from popbox.auth.passwords import NT
 from popbox.message import prepare
 

@@ -7,9 +7,8 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from mechs import context_with, run
-from tokens import AUDIENCE, ISSUER, Issuer, oauthbearer, xoauth2
 
+from mechs import context_with, run
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.jwks import JwksCache, JwksUnavailable
 from popbox.auth.oauth import (
@@ -19,6 +18,7 @@ from popbox.auth.oauth import (
     TokenChecker,
     XOAuth2Mechanism,
 )
+from tokens import AUDIENCE, ISSUER, Issuer, oauthbearer, xoauth2
 
 SETTINGS = OAuthSettings(
     issuer=ISSUER, audience=AUDIENCE, algorithms=("RS256", "ES256"), strip_domain="example.com"

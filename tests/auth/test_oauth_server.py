@@ -9,6 +9,7 @@ import ssl
 import threading
 
 import pytest
+
 from tokens import Issuer, oauth_settings, oauthbearer
 
 

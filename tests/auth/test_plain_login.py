@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from mechs import FAST, context_with, run
 
+from mechs import FAST, context_with, run
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.login import LoginMechanism
 from popbox.auth.plain import PasswordSettings, PlainMechanism

@@ -6,6 +6,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
+
 from mailserver import (
     LmtpClient,
     MailServer,
@@ -14,7 +15,6 @@ from mailserver import (
     split_trace,
     stuff,
 )
-
 from popbox.message import unstuff
 from popbox.store import SQLITE_FILE_NAME
 

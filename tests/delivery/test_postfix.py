@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
 from mailserver import MailServer, pop3_retrieve, split_trace
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-from mailserver import LmtpClient, MailServer, lmtp_transaction
 
+from mailserver import LmtpClient, MailServer, lmtp_transaction
 from popbox.config import ConfigError, QuotaConfig, from_mapping
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.quota import effective_quota, warning_threshold

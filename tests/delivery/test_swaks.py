@@ -7,6 +7,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
+
 from mailserver import MailServer, pop3_retrieve, split_trace
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from pop3_clients import MESSAGES, assert_mailbox, require
 
+from pop3_clients import MESSAGES, assert_mailbox, require
 from popbox_servers import USERS
 
 pytestmark = pytest.mark.clients

@@ -12,8 +12,8 @@ import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
-from pop3_clients import MESSAGES, assert_mailbox, require
 
+from pop3_clients import MESSAGES, assert_mailbox, require
 from popbox_servers import USERS
 
 if TYPE_CHECKING:

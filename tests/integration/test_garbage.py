@@ -13,8 +13,8 @@ import ssl
 import time
 
 import pytest
-from pop3_clients import MESSAGES, RawClient, assert_mailbox, rss_kib
 
+from pop3_clients import MESSAGES, RawClient, assert_mailbox, rss_kib
 from popbox_servers import USERS
 
 STATUS = (b"+OK", b"-ERR ")

@@ -11,6 +11,7 @@ import poplib
 import time
 
 import pytest
+
 from pop3_clients import (
     MESSAGES,
     RawClient,
@@ -21,7 +22,6 @@ from pop3_clients import (
     pop3_stls,
     wait_until,
 )
-
 from popbox.message import stuff, top_lines
 from popbox_servers import USERS
 

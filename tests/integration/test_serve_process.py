@@ -14,8 +14,8 @@ import subprocess
 import time
 
 import pytest
-from pop3_clients import MESSAGES, RawClient, message_text, require
 
+from pop3_clients import MESSAGES, RawClient, message_text, require
 from popbox.message import normalise, stuff
 from popbox.store import open_store
 from popbox_servers import USERS, ServeProcess, popbox_executable

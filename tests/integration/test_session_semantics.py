@@ -11,8 +11,8 @@ import poplib
 import time
 
 import pytest
-from pop3_clients import MESSAGES, RawClient, assert_mailbox, login, pop3_ssl, pop3_stls
 
+from pop3_clients import MESSAGES, RawClient, assert_mailbox, login, pop3_ssl, pop3_stls
 from popbox_servers import USERS
 
 

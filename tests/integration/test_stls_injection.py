@@ -12,7 +12,6 @@ import socket
 import ssl
 
 from pop3_clients import MESSAGES, TIMEOUT, RawClient, assert_mailbox
-
 from popbox_servers import USERS
 
 OK_BEGIN_TLS = b"+OK begin TLS negotiation\r\n"

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from ops_helpers import TIMEOUT, start_node
 from pg_helpers import ThrowawayDatabase, shared_server_dsn
-
 from popbox_servers import USERS
 
 CLIENT = "127.0.0.2"  # where clients connect from; HAProxy itself uses 127.0.0.1

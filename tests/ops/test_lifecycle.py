@@ -17,8 +17,8 @@ import time
 
 import pytest
 import trustme
-from ops_helpers import TIMEOUT, login, read_line, start_node
 
+from ops_helpers import TIMEOUT, login, read_line, start_node
 from popbox.store import open_store
 from popbox_servers import USERS, TlsFiles
 

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from ops_helpers import login, start_node
 from pg_helpers import ThrowawayDatabase, shared_server_dsn
-
 from popbox.message import prepare
 from popbox.store import open_store
 from popbox_servers import USERS, popbox_executable, provision

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from ops_helpers import TIMEOUT, http_get, start_node
 from pg_helpers import PrivateServer
-
 from popbox.store import open_store
 from popbox_servers import USERS
 

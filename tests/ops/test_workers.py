@@ -10,6 +10,7 @@ import socket
 import time
 
 import pytest
+
 from ops_helpers import TIMEOUT, http_get, login, read_line, sample, start_node, wait_gone
 
 WORKERS = {"workers": 2, "metrics_listen": "127.0.0.1:0"}

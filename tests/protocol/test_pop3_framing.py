@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 import pytest
 
+import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, PasswordLogin, Pop3Connection, Signal
 from popbox.protocol.framing import LineBuffer, LineTooLong
 from popbox.testing import talk

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
-
 from popbox.protocol.connection import (
     ConnectionSettings,
     PasswordLogin,

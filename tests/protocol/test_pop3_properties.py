@@ -7,10 +7,10 @@ import base64
 import itertools
 import re
 
-import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.commands import Command, ParseError, parse_command
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Signal
 from popbox.protocol.framing import LineBuffer, LineTooLong

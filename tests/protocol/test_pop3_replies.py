@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 import pytest
 
+import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection
 from popbox.protocol.replies import MAX_RESPONSE_LINE, TERMINATOR, Err, Ok, RespCode, serialise
 from popbox.protocol.replies import multiline as build_multiline

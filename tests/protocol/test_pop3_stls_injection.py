@@ -7,7 +7,6 @@ it had arrived over TLS: the framing buffer is cleared when STLS is accepted.
 from __future__ import annotations
 
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
-
 from popbox.protocol.connection import ConnectionSettings, PasswordLogin, Pop3Connection, StartTls
 from popbox.protocol.states import State
 from popbox.testing import Responder, talk

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 import pytest
 
+import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Retrieve, Signal, Update
 from popbox.protocol.states import State
 from popbox.testing import Responder, logged_in, message_info, talk

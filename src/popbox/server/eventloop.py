@@ -31,7 +31,8 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
         import uvloop  # noqa: PLC0415 - optional dependency, looked up when the server starts
     except ImportError:
         return asyncio.run(main)
-    return uvloop.run(main)
+    result: _T = uvloop.run(main)
+    return result
 
 
 def loop_name() -> str:
