@@ -15,11 +15,11 @@ layer's, which reports expiry with ``timed_out``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import TYPE_CHECKING
 
 from popbox.protocol import commands as c
+from popbox.protocol import sasl as auth
+from popbox.protocol import transaction
 from popbox.protocol.events import (
     CommandRecord,
     ConnectionSettings,
@@ -44,7 +44,7 @@ from popbox.protocol.phases import (
     Sasl,
     Transaction,
 )
-from popbox.protocol.policy import allowed_mechanisms, capability_lines, plaintext_allowed
+from popbox.protocol.policy import capability_lines, plaintext_allowed
 from popbox.protocol.replies import TERMINATOR, Err, Ok, RespCode, counted, multiline, serialise
 from popbox.protocol.states import ALLOWED, State
 
@@ -174,7 +174,7 @@ class Pop3Connection:
         assert isinstance(awaiting.resume, Sasl)
         self._phase = awaiting.resume
         self._record(ok=True)
-        self._counters.output.append(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        self._counters.output.append(auth.challenge_line(challenge))
 
     def tls_established(self) -> None:
         """The STLS handshake finished; everything learnt before it is forgotten (RFC 2595)."""
@@ -255,6 +255,9 @@ class Pop3Connection:
             self._bad_input(text)
             return None
         phase = self._phase
+        if isinstance(command, c.Capa):  # the same in both states
+            self._write_multiline(self._capabilities())
+            return None
         if isinstance(phase, Transaction):
             return self._transaction(command, phase)
         assert isinstance(phase, Authorization)
@@ -262,8 +265,6 @@ class Pop3Connection:
 
     def _authorization(self, command: c.Command, phase: Authorization) -> Event | None:
         match command:
-            case c.Capa():
-                self._write_multiline(self._capabilities())
             case c.User(name):
                 if not plaintext_allowed(self.settings, tls_active=self._tls_active, sasl=False):
                     self._write(Err("USER/PASS is only allowed over TLS, issue STLS first"))
@@ -283,85 +284,32 @@ class Pop3Connection:
                 self._close(Ok("signing off"))  # no UPDATE from AUTHORIZATION (s6)
         return None
 
-    def _transaction(self, command: c.Command, phase: Transaction) -> Event | None:  # noqa: C901 - one arm per command
-        maildrop = phase.maildrop
-        match command:
-            case c.Capa():
-                self._write_multiline(self._capabilities())
-            case c.Stat():
-                count, size = maildrop.stat()
-                self._write(Ok(f"{count} {size}"))  # V0004: nothing after the size
-            case c.List(None):
-                listing = [f"{n} {maildrop.size_of(i)}" for n, i in maildrop.live()]
-                self._write_multiline(multiline(Ok("scan listing follows"), listing))
-            case c.List(msg) if msg is not None:
-                info = maildrop.get(msg)
-                self._write(
-                    info if isinstance(info, Err) else Ok(f"{msg} {maildrop.size_of(info)}")
-                )
-            case c.Uidl(None):
-                listing = [f"{n} {i.uidl}" for n, i in maildrop.live()]
-                self._write_multiline(multiline(Ok("unique-id listing follows"), listing))
-            case c.Uidl(msg) if msg is not None:
-                info = maildrop.get(msg)
-                self._write(info if isinstance(info, Err) else Ok(f"{msg} {info.uidl}"))
-            case c.Retr(msg) | c.Top(msg, _):
-                info = maildrop.get(msg)
-                if isinstance(info, Err):
-                    self._write(info)
-                    return None
-                lines = command.lines if isinstance(command, c.Top) else None
-                return self._await(Retrieve(msg, info, lines), phase)
-            case c.Dele(msg):
-                info = maildrop.delete(msg)
-                self._write(info if isinstance(info, Err) else Ok(f"message {msg} deleted"))
-            case c.Noop():
-                self._write(Ok())
-            case c.Rset():
-                maildrop.reset()
-                count, size = maildrop.stat()
-                self._write(Ok(f"maildrop has {counted(count, 'message')} ({size} octets)"))
-            case c.Quit():
-                update = Update(maildrop.deleted_uids(), maildrop.retrieved_uids())
-                return self._await(update, phase)
+    def _transaction(self, command: c.Command, phase: Transaction) -> Event | None:
+        reply = transaction.answer(command, phase.maildrop)
+        if isinstance(reply, Retrieve | Update):
+            return self._await(reply, phase)
+        self._reply(reply)
         return None
 
     def _auth(
         self, mechanism: str | None, initial: str | None, phase: Authorization
     ) -> Event | None:
-        allowed = allowed_mechanisms(self.settings, tls_active=self._tls_active)
-        if mechanism is None:  # [MS-OXPOP3]: bare AUTH lists the mechanisms
-            self._write_multiline(multiline(Ok("supported mechanisms follow"), allowed))
-            return None
-        if mechanism not in allowed:
-            offered = {name for name, _ in self.settings.sasl_mechanisms}
-            if mechanism in offered:
-                self._write(Err(f"{mechanism} is only allowed over TLS, issue STLS first"))
-            else:
-                self._write(Err(f"unsupported authentication mechanism {mechanism}"))
-            return None
-        decoded: bytes | None = None
-        if initial is not None:
-            decoded = _decode_base64(initial)
-            if decoded is None:
-                self._write(Err("initial response is not valid base64"))
-                return None
-        phase.pending_user = None
-        return self._await(SaslStart(mechanism, decoded), Sasl(mechanism))
+        request = auth.auth_request(self.settings, mechanism, initial, tls_active=self._tls_active)
+        if isinstance(request, SaslStart):
+            phase.pending_user = None
+            return self._await(request, Sasl(request.mechanism))
+        self._reply(request)
+        return None
 
     def _sasl_line(self, line: bytes) -> Event:
         phase = self._phase
         assert isinstance(phase, Sasl)
-        if line == b"*":
+        response = auth.response(line)
+        if isinstance(response, Err):  # "*" or bad base64: the exchange is over
             self._phase = Authorization()
-            self._write(Err("authentication cancelled"))  # RFC 5034 s4
+            self._write(response)
             return SaslCancelled()
-        decoded = _decode_base64(line.decode("latin-1"))
-        if decoded is None:
-            self._phase = Authorization()
-            self._write(Err("SASL response is not valid base64, authentication cancelled"))
-            return SaslCancelled()
-        return self._await(SaslContinue(decoded), phase)
+        return self._await(SaslContinue(response), phase)
 
     def _stls(self, phase: Authorization) -> Event | None:
         if self._tls_active:
@@ -403,6 +351,13 @@ class Pop3Connection:
         self._record(ok=isinstance(reply, Ok))
         self._counters.output.append(serialise(reply))
 
+    def _reply(self, reply: Ok | Err | bytes) -> None:
+        """Write a status line, or a serialised multi-line reply."""
+        if isinstance(reply, bytes):
+            self._write_multiline(reply)
+        else:
+            self._write(reply)
+
     def _write_multiline(self, data: bytes) -> None:
         self._record(ok=True)
         self._counters.output.append(data)
@@ -431,13 +386,3 @@ def _verb_of(line: bytes) -> str:
     """The keyword for the protocol log, or "?" when it is not a plausible one."""
     keyword = line.split(None, 1)[0][:10] if line.strip() else b""
     return keyword.decode("ascii").upper() if keyword.isalpha() and keyword.isascii() else "?"
-
-
-def _decode_base64(text: str) -> bytes | None:
-    """Strict base64 (RFC 5034 s4: reject characters outside the alphabet); "=" is empty."""
-    if text == "=":
-        return b""
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        return None
