@@ -8,13 +8,13 @@ a local server; skipped only when neither is there).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import dataclasses
 from typing import TYPE_CHECKING
 
 import pytest
 
 from popbox.message import prepare
-from popbox.store import SQLITE_FILE_NAME, open_store
+from popbox.store import open_store
 from popbox.store.base import (
     DeliveryRefused,
     MaildropLocked,
@@ -24,7 +24,7 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
-from popbox.store.memory import MemoryStore
+from popbox.store.transfer import MailboxExporter, MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,23 +81,10 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], MailS
     return _factory(str(request.param), tmp_path, FakeClock(), request)
 
 
-async def _retrieved_at(store: MailStore, backend: str, tmp_path: Path, uid: int) -> float | None:
-    # The contract has no reader for the first-retrieval time (retention will use it),
-    # so each backend gets a probe that looks inside.
-    if isinstance(store, MemoryStore):
-        return store.retrieved_at("alice", uid)
-    if backend == "sqlite":
-        with sqlite3.connect(tmp_path / SQLITE_FILE_NAME) as conn:
-            row = conn.execute(
-                "SELECT retrieved_at FROM messages JOIN users ON users.id = messages.user_id"
-                " WHERE users.name = 'alice' AND uid = ?",
-                (uid,),
-            ).fetchone()
-        conn.close()
-        return None if row is None else row[0]
-    assert backend == "postgres", f"no retrieved_at probe for the {backend} backend"
-    state = await store.export_state("alice")  # type: ignore[attr-defined]
-    return state.retrieved_at.get(uid)
+async def _retrieved_at(store: MailStore, uid: int) -> float | None:
+    # The contract has no reader for the first-retrieval time; every backend exports it.
+    assert isinstance(store, MailboxExporter)
+    return (await store.export_state("alice")).retrieved_at.get(uid)
 
 
 # -- users ------------------------------------------------------------------
@@ -264,16 +251,41 @@ async def test_usage_sums_exact_sizes_e0003(store: MailStore) -> None:
     assert await store.usage("alice") == sum(sizes)
 
 
-async def test_mark_retrieved_keeps_first_time_e0005(
-    store: MailStore, backend: str, tmp_path: Path
-) -> None:
+async def test_mark_retrieved_keeps_first_time_e0005(store: MailStore) -> None:
     """E0005: retention distinguishes retrieved from never-retrieved messages."""
     one = await store.deliver("alice", prepare(MESSAGE))
     two = await store.deliver("alice", prepare(MESSAGE))
     await store.mark_retrieved("alice", [one.uid, 999_999], 100.0)
     await store.mark_retrieved("alice", [one.uid], 200.0)
-    assert await _retrieved_at(store, backend, tmp_path, one.uid) == 100.0
-    assert await _retrieved_at(store, backend, tmp_path, two.uid) is None
+    assert await _retrieved_at(store, one.uid) == 100.0
+    assert await _retrieved_at(store, two.uid) is None
+
+
+async def test_export_state_keeps_the_counter_past_deleted_uids_c0008(store: MailStore) -> None:
+    """C0008: a uid is never reused, so a copied mailbox takes its counter along."""
+    assert isinstance(store, MailboxExporter)
+    one = await store.deliver("alice", prepare(MESSAGE))
+    two = await store.deliver("alice", prepare(MESSAGE))
+    await store.mark_retrieved("alice", [one.uid], 100.0)
+    await store.delete("alice", [two.uid])
+    await store.set_quota_warned("alice", warned=True)
+    keyed = dataclasses.replace(prepare(MESSAGE), import_key="old-server/1")
+    [three] = await store.import_messages("alice", [keyed])
+    assert await store.export_state("alice") == MailboxState(
+        next_uid=three.uid + 1,
+        retrieved_at={one.uid: 100.0},
+        quota_warned=True,
+        import_keys=frozenset({"old-server/1"}),
+    )
+    await store.delete("alice", [three.uid])  # the newest uid gone: the counter stays
+    assert (await store.export_state("alice")).next_uid == three.uid + 1
+
+
+async def test_export_state_of_unknown_user_raises(store: MailStore) -> None:
+    """MailboxExporter.export_state: 'Raises UnknownUser.'"""
+    assert isinstance(store, MailboxExporter)
+    with pytest.raises(UnknownUser):
+        await store.export_state("nobody")
 
 
 async def test_concurrent_deliveries_get_distinct_increasing_uids_c0007(

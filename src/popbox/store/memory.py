@@ -26,6 +26,7 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
+from popbox.store.transfer import MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -220,6 +221,22 @@ class MemoryStore:
         mailbox = self._users.get(name)
         if mailbox is not None and mailbox.lock is not None and mailbox.lock.owner == owner:
             mailbox.lock = None
+
+    # -- store-to-store copy (popbox.store.transfer) --------------------------
+
+    async def export_state(self, name: str) -> MailboxState:
+        """``name``'s counter, retrieval times, quota-warning flag and import keys."""
+        mailbox = self._mailbox(name)
+        return MailboxState(
+            next_uid=mailbox.next_uid,
+            retrieved_at={
+                uid: stored.retrieved_at
+                for uid, stored in mailbox.messages.items()
+                if stored.retrieved_at is not None
+            },
+            quota_warned=mailbox.quota_warned,
+            import_keys=frozenset(mailbox.import_keys),
+        )
 
     # -- helpers -------------------------------------------------------------
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from popbox.store.base import NewMessage
+    from popbox.store.transfer import MailboxState
 
 __all__ = ["SqliteStore"]
 
@@ -240,6 +241,12 @@ class SqliteStore:
             "DELETE FROM locks WHERE owner = ? AND user_id = (SELECT id FROM users WHERE name = ?)"
         )
         await self._write(sqlite3.Connection.execute, sql, (owner, name))
+
+    # -- store-to-store copy (popbox.store.transfer) --------------------------
+
+    async def export_state(self, name: str) -> MailboxState:
+        """``name``'s counter, retrieval times, quota-warning flag and import keys."""
+        return await self._read(ops.export_state, name)
 
     # -- threads and connections ---------------------------------------------
 

@@ -3,7 +3,8 @@
 Each function takes the connection it runs on and is called on one of the store's
 threads, never on the event loop.  Writers wrap their statements in ``_transaction``
 (``BEGIN IMMEDIATE`` ... ``COMMIT``), so each store call is all-or-nothing.  Readers run
-one statement each: in WAL mode a single statement is a consistent read.
+one statement each: in WAL mode a single statement is a consistent read
+(``export_state`` needs three, so it holds one read transaction around them).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
+from popbox.store.transfer import MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +40,7 @@ __all__ = [
     "delete",
     "deliver",
     "expire",
+    "export_state",
     "fetch",
     "import_messages",
     "mark_retrieved",
@@ -336,3 +339,28 @@ def user_rows(
 ) -> list[tuple[str, str, int | None]]:
     rows: list[tuple[str, str, int | None]] = conn.execute(sql, params).fetchall()
     return rows
+
+
+def export_state(conn: sqlite3.Connection, name: str) -> MailboxState:
+    """``name``'s counter, retrieval times, quota-warning flag and import keys."""
+    # One read transaction, so the three reads agree with each other.
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(
+            "SELECT id, next_uid, quota_warned FROM users WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise UnknownUser(f"no such user {name!r}")
+        retrieved = conn.execute(
+            "SELECT uid, retrieved_at FROM messages WHERE user_id = ? AND retrieved_at IS NOT NULL",
+            (row[0],),
+        ).fetchall()
+        keys = conn.execute("SELECT key FROM import_keys WHERE user_id = ?", (row[0],)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return MailboxState(
+        next_uid=int(row[1]),
+        retrieved_at={int(uid): float(at) for uid, at in retrieved},
+        quota_warned=bool(row[2]),
+        import_keys=frozenset(str(key) for (key,) in keys),
+    )

@@ -14,9 +14,8 @@ at delivery, so copying goes through two optional capabilities:
 * ``MailboxImporter.import_mailbox`` on the target, which stores a user and all of their
   messages with the uids given, in one transaction.
 
-``PostgresStore`` implements both.  For SQLite and memory sources this module reads the
-same two facts through backend-specific adapters until those classes grow
-``export_state`` themselves.
+Every backend here exports (``PostgresStore``, ``SqliteStore``, ``MemoryStore``); only
+``PostgresStore`` imports.
 """
 
 from __future__ import annotations
@@ -24,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from popbox.store.base import MessageInfo, UnknownUser, UserExists, UserRecord
+from popbox.store.base import MessageInfo, UserExists, UserRecord
 
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from popbox.store.base import MailStore
@@ -129,50 +127,6 @@ async def _export_state(
 ) -> MailboxState:
     if isinstance(source, MailboxExporter):
         return await source.export_state(name)
-    # Imported here: only a copy from these backends needs their classes.
-    from popbox.store.memory import MemoryStore  # noqa: PLC0415
-    from popbox.store.sqlite import SqliteStore  # noqa: PLC0415
-
-    if isinstance(source, SqliteStore):
-        # Its own read pool and error mapping; private until SqliteStore has export_state.
-        return await source._read(_sqlite_state, name)  # noqa: SLF001
-    if isinstance(source, MemoryStore):
-        mailbox = source._mailbox(name)  # noqa: SLF001 -- likewise, until MemoryStore has it
-        retrieved = {
-            uid: stored.retrieved_at
-            for uid, stored in mailbox.messages.items()
-            if stored.retrieved_at is not None
-        }
-        return MailboxState(
-            next_uid=mailbox.next_uid,
-            retrieved_at=retrieved,
-            quota_warned=mailbox.quota_warned,
-            import_keys=frozenset(mailbox.import_keys),
-        )
     # An unknown backend: the best lower bound the contract allows; the importer also
     # never sets a counter below one more than the highest uid it stores.
     return MailboxState(next_uid=max((info.uid for info in listed), default=0) + 1)
-
-
-def _sqlite_state(conn: sqlite3.Connection, name: str) -> MailboxState:
-    # One read transaction, so the three reads agree with each other.
-    conn.execute("BEGIN")
-    try:
-        row = conn.execute(
-            "SELECT id, next_uid, quota_warned FROM users WHERE name = ?", (name,)
-        ).fetchone()
-        if row is None:
-            raise UnknownUser(f"no such user {name!r}")
-        retrieved = conn.execute(
-            "SELECT uid, retrieved_at FROM messages WHERE user_id = ? AND retrieved_at IS NOT NULL",
-            (row[0],),
-        ).fetchall()
-        keys = conn.execute("SELECT key FROM import_keys WHERE user_id = ?", (row[0],)).fetchall()
-    finally:
-        conn.execute("COMMIT")
-    return MailboxState(
-        next_uid=int(row[1]),
-        retrieved_at={int(uid): float(at) for uid, at in retrieved},
-        quota_warned=bool(row[2]),
-        import_keys=frozenset(str(key) for (key,) in keys),
-    )
