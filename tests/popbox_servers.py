@@ -49,11 +49,13 @@ __all__ = [
     "USERS",
     "Delivered",
     "InProcessServer",
+    "LogSink",
     "ServeProcess",
     "TlsFiles",
     "config_mapping",
     "make_tls_files",
     "provision",
+    "run_loop",
     "toml_text",
 ]
 
@@ -196,8 +198,10 @@ class LogSink(io.TextIOBase):
         with self._lock:
             return "".join(self._parts)
 
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The parsed log lines, or only the ``name`` events."""
+        found = [json.loads(line) for line in self.text().splitlines() if line.strip()]
+        return [e for e in found if name is None or e.get("event") == name]
 
 
 @dataclass
@@ -295,18 +299,22 @@ class InProcessServer:
             await self._context.store.close()
 
     def _thread_main(self) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
+        run_loop(self._loop)
+
+
+def run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Run ``loop`` on this thread until stopped, then cancel what is left and close it."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
 
 def popbox_executable() -> str:

@@ -9,8 +9,6 @@ The server's JSON log is kept, so tests can check what was (and was not) logged.
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import socket
 import ssl
 import threading
@@ -26,6 +24,7 @@ from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
 from popbox.log import make_logger
 from popbox.store.memory import MemoryStore
+from popbox_servers import LogSink, run_loop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator, Mapping
@@ -39,27 +38,6 @@ _T = TypeVar("_T")
 TIMEOUT = 20.0
 # Cheap argon2id so that tests which log in many times stay fast; same code path.
 FAST_ARGON2 = Argon2Params(time_cost=1, memory_cost_kib=8 * 1024)
-
-
-class LogSink(io.TextIOBase):
-    """The server's JSON log lines, written from the server thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._parts: list[str] = []
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            self._parts.append(text)
-        return len(text)
-
-    def text(self) -> str:
-        with self._lock:
-            return "".join(self._parts)
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        found = [json.loads(line) for line in self.text().splitlines() if line.strip()]
-        return [e for e in found if name is None or e.get("event") == name]
 
 
 @dataclass
@@ -136,12 +114,7 @@ class AuthServer:
             await server.stop()
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.run_until_complete(self._loop.shutdown_default_executor())
-            self._loop.close()
+        run_loop(self._loop)
 
 
 class Client:
