@@ -23,13 +23,15 @@ import dataclasses
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import loadgen
+import clients
+
 import payload
 import provision
 import scenarios
@@ -242,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"bench: {why}", file=sys.stderr)
         return 2
-    loadgen.raise_fd_limit()
+    clients.raise_fd_limit()
+    # SIGTERM (timeout, a CI runner) unwinds like Ctrl-C, so the servers are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     wanted = [w for w in args.scenarios.split(",") if w]
     settings, plan = _settings(args)
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None

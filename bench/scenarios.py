@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import clients
+
 import loadgen
 import procs
 
@@ -74,7 +76,7 @@ def login(server: _Server, s: Settings) -> list[Measurement]:
         duration=s.duration,
     )
     cpu = procs.cpu_seconds(server.pid)
-    result = loadgen.run_parallel(spec, s.clients)
+    result = clients.run_parallel(spec, s.clients)
     cpu = procs.cpu_seconds(server.pid) - cpu
     _check(result, "login", server)
     return [
@@ -99,7 +101,7 @@ def retr(server: _Server, s: Settings, kind: str, *, tls: bool) -> list[Measurem
         duration=s.duration,
     )
     cpu = procs.cpu_seconds(server.pid)
-    result = loadgen.run_parallel(spec, s.clients)
+    result = clients.run_parallel(spec, s.clients)
     cpu = procs.cpu_seconds(server.pid) - cpu
     label = f"retr {kind[1:]} {'tls' if tls else 'plain'}"
     _check(result, label, server)
@@ -121,7 +123,7 @@ def biglist(server: _Server, s: Settings) -> list[Measurement]:
         s.big_count,
         duration=s.duration,
     )
-    result = loadgen.run_parallel(spec, 1)
+    result = clients.run_parallel(spec, 1)
     _check(result, "biglist", server)
     return [
         Measurement(
@@ -142,7 +144,7 @@ def deliver(server: _Server, s: Settings) -> list[Measurement]:
         duration=s.duration,
     )
     cpu = procs.cpu_seconds(server.pid)
-    result = loadgen.run_parallel(spec, s.clients)
+    result = clients.run_parallel(spec, s.clients)
     cpu = procs.cpu_seconds(server.pid) - cpu
     _check(result, "deliver", server)
     return [
@@ -171,15 +173,15 @@ def idle(server: _Server, s: Settings) -> list[Measurement]:
         timeout=300,
     )
     spec.start_at = time.time()
-    clients = loadgen.ClientProcesses(spec, s.clients)
+    pool = clients.ClientProcesses(spec, s.clients)
     try:
-        opened = clients.wait_ready(timeout=900)
+        opened = pool.wait_ready(timeout=900)
         time.sleep(1.0)  # let lazily freed memory and late children settle
         after = procs.footprint(server.pid)
-        clients.release()
-        result = clients.results(timeout=900)
+        pool.release()
+        result = pool.results(timeout=900)
     finally:
-        clients.terminate()
+        pool.terminate()
     _check(result, "idle", server)
     if opened != s.idle_sessions or result.ops != opened:
         raise RuntimeError(f"{server.name} idle: {opened} opened, {result.ops} answered NOOP")

@@ -16,6 +16,8 @@ import pytest
 # bench/ is a directory of scripts that import each other, not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import clients
+
 import loadgen
 import payload
 import provision
@@ -95,7 +97,7 @@ async def test_bench_client_processes_report_back(tmp_path):
     servers, ports, users = await _server(tmp_path)
     try:
         spec = _spec("login", ports["pop3"], users, concurrency=2, duration=0.5)
-        result = await asyncio.to_thread(loadgen.run_parallel, spec, 2, lead=0.5)
+        result = await asyncio.to_thread(clients.run_parallel, spec, 2, lead=0.5)
         assert result.errors == 0, result.first_error
         assert result.ops > 0
         assert len(result.latencies) == result.ops
