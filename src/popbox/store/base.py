@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "DeliveryRefused",
@@ -38,6 +38,7 @@ __all__ = [
     "UnknownUser",
     "UserExists",
     "UserRecord",
+    "assign_uids",
 ]
 
 
@@ -107,6 +108,26 @@ class MessageInfo:
     def uidl(self) -> str:
         """The unique-id UIDL shows: the legacy string if imported with one, else the uid."""
         return self.legacy_uidl if self.legacy_uidl is not None else str(self.uid)
+
+
+def assign_uids(
+    messages: Sequence[NewMessage], first_uid: int, clock: Callable[[], float]
+) -> list[MessageInfo]:
+    """The ``MessageInfo`` of ``messages`` stored under consecutive uids from ``first_uid``.
+
+    Sizes are the ones computed at delivery (never recomputed); a message without
+    ``received_at`` is stamped with ``clock()``.
+    """
+    return [
+        MessageInfo(
+            uid=uid,
+            size=message.size,
+            stored_size=len(message.wire),
+            received_at=clock() if message.received_at is None else message.received_at,
+            legacy_uidl=message.legacy_uidl,
+        )
+        for uid, message in enumerate(messages, first_uid)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from popbox.store.base import (
     UnknownUser,
     UserExists,
     UserRecord,
+    assign_uids,
 )
 from popbox.store.transfer import MailboxState
 
@@ -140,14 +141,7 @@ class MemoryStore:
     def _store(self, mailbox: _Mailbox, message: NewMessage) -> MessageInfo:
         uid = mailbox.next_uid
         mailbox.next_uid += 1
-        received_at = message.received_at
-        info = MessageInfo(
-            uid=uid,
-            size=message.size,
-            stored_size=len(message.wire),
-            received_at=self._clock() if received_at is None else received_at,
-            legacy_uidl=message.legacy_uidl,
-        )
+        [info] = assign_uids([message], uid, self._clock)
         mailbox.messages[uid] = _Stored(
             info=info, wire=message.wire, retrieved_at=message.retrieved_at
         )

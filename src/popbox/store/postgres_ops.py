@@ -25,6 +25,7 @@ from popbox.store.base import (
     StoreTemporaryError,
     UnknownUser,
     UserRecord,
+    assign_uids,
 )
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ async def deliver(
                     RefusalReason.OVER_QUOTA,
                     f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
                 )
-        [info] = _infos([message], uid, clock)
+        [info] = assign_uids([message], uid, clock)
         await conn.execute(
             "WITH stored AS (INSERT INTO messages (user_id, uid, size, stored_size,"
             " received_at, retrieved_at, legacy_uidl, wire)"
@@ -295,7 +296,7 @@ async def import_messages(
                 fresh_keys.discard(message.import_key)
             fresh.append(message)
         first = max(next_uid, uids_above + 1)
-        infos = _infos(fresh, first, clock)
+        infos = assign_uids(fresh, first, clock)
         await copy_rows(
             conn,
             [
@@ -320,21 +321,6 @@ async def _lock_counter(conn: Conn, name: str) -> tuple[int, int]:
     if row is None:
         raise UnknownUser(f"no such user {name!r}")
     return int(row["id"]), int(row["next_uid"])
-
-
-def _infos(
-    messages: Sequence[NewMessage], first_uid: int, clock: Callable[[], float]
-) -> list[MessageInfo]:
-    return [
-        MessageInfo(
-            uid=uid,
-            size=message.size,
-            stored_size=len(message.wire),
-            received_at=clock() if message.received_at is None else message.received_at,
-            legacy_uidl=message.legacy_uidl,
-        )
-        for uid, message in enumerate(messages, first_uid)
-    ]
 
 
 def _row(info: MessageInfo, retrieved_at: float | None, wire: bytes) -> tuple[object, ...]:

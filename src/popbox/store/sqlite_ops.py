@@ -25,6 +25,7 @@ from popbox.store.base import (
     UnknownUser,
     UserExists,
     UserRecord,
+    assign_uids,
 )
 from popbox.store.transfer import MailboxState
 
@@ -212,16 +213,7 @@ def _insert(
     messages: Sequence[NewMessage],
     clock: Callable[[], float],
 ) -> list[MessageInfo]:
-    infos = [
-        MessageInfo(
-            uid=uid,
-            size=message.size,
-            stored_size=len(message.wire),
-            received_at=clock() if message.received_at is None else message.received_at,
-            legacy_uidl=message.legacy_uidl,
-        )
-        for uid, message in enumerate(messages, first_uid)
-    ]
+    infos = assign_uids(messages, first_uid, clock)
     conn.executemany(
         "INSERT INTO messages (user_id, uid, size, stored_size, received_at, retrieved_at,"
         " legacy_uidl, wire) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
