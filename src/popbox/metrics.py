@@ -123,10 +123,18 @@ class Metrics:
         )
         info = Gauge("popbox_build_info", "popbox version", ["version"], registry=r)
         info.labels(__version__).set(1)
+        # One command is counted per line a client sends: the labelled child is looked
+        # up once per (verb, result), not through labels() (a lock and a tuple) each time.
+        self._command_children: dict[tuple[str, bool], Any] = {}
 
     def command(self, verb: str, *, ok: bool) -> None:
-        label = verb if verb in KNOWN_VERBS else "OTHER"
-        self.commands.labels(label, "ok" if ok else "err").inc()
+        child = self._command_children.get((verb, ok))
+        if child is None:
+            label = verb if verb in KNOWN_VERBS else "OTHER"
+            child = self.commands.labels(label, "ok" if ok else "err")
+            if label != "OTHER":  # the key is the client's verb: keep the table bounded
+                self._command_children[verb, ok] = child
+        child.inc()
 
     def login(self, mechanism: str, result: str) -> None:
         """``result``: success, failure, locked, limited, store_error (or a new one)."""

@@ -78,6 +78,12 @@ class Pop3Protocol(asyncio.Protocol):
         self._login = LoginFlow(server, self._conn, self._observe, session_id)
         self._task: asyncio.Task[None] | None = None
         self._log: structlog.typing.FilteringBoundLogger = server.log
+        # The inactivity timer (V0002): one timer per session, moved lazily (see
+        # _wait_for_data) instead of one timeout per command.
+        self._timer: asyncio.TimerHandle | None = None
+        self._wait_until = 0.0
+        self._waiting = False
+        self._expired = False
 
     # -- asyncio.Protocol callbacks ---------------------------------------------------
 
@@ -181,14 +187,36 @@ class Pop3Protocol(asyncio.Protocol):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
+        # The timer is armed for an earlier deadline most of the time: when it fires it
+        # re-arms itself for the current one.  So a command costs two assignments here,
+        # not a timer created and cancelled, which the RETR and login paths felt.
+        self._wait_until = deadline
+        loop = asyncio.get_running_loop()
+        if self._timer is not None and self._timer.when() > loop.time() + remaining:
+            self._timer.cancel()  # the deadline moved earlier (a shorter timeout applies)
+            self._timer = None
+        if self._timer is None:
+            self._timer = loop.call_later(remaining, self._timer_fired)
+        self._waiting = True
         try:
-            # A timer on this task, not wait_for: that wraps the wait in one more task
-            # for every command, which the RETR and login paths felt.
-            async with asyncio.timeout(remaining):
-                await self._data_ready.wait()
-        except TimeoutError:
+            await self._data_ready.wait()
+        finally:
+            self._waiting = False
+        if self._expired:
+            self._expired = False
             return False
         return True
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return  # a command is being answered; the next wait arms the timer again
+        remaining = self._wait_until - time.monotonic()
+        if remaining > 0:
+            self._timer = asyncio.get_running_loop().call_later(remaining, self._timer_fired)
+            return
+        self._expired = True
+        self._data_ready.set()
 
     async def _answer(self, event: Event) -> None:
         match event:
@@ -289,6 +317,9 @@ class Pop3Protocol(asyncio.Protocol):
             await self._can_write.wait()
 
     async def _cleanup(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._server.sessions.discard(self)
         self._observe.closed()
         await self._login.release_lock()
