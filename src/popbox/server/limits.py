@@ -32,6 +32,7 @@ __all__ = [
     "Limiter",
     "LocalLimiter",
     "Refused",
+    "take_one",
 ]
 
 
@@ -98,9 +99,8 @@ class ConnectionLimits:
 
     def release(self, ip: str) -> None:
         """Forget one connection counted by ``admit``; unknown addresses are ignored."""
-        if self._per_ip[ip] > 0:
+        if take_one(self._per_ip, ip):
             self._connections -= 1
-            _decrement(self._per_ip, ip)
 
     def login(self, user: str) -> Refused | None:
         """Count one more session of ``user``, or refuse it."""
@@ -115,14 +115,20 @@ class ConnectionLimits:
 
     def logout(self, user: str) -> None:
         """Forget one session counted by ``login``; unknown users are ignored."""
-        if self._per_user[user] > 0:
-            _decrement(self._per_user, user)
+        take_one(self._per_user, user)
 
 
-def _decrement(counter: Counter[str], key: str) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]  # keep the table as small as what is open now
+def take_one(counts: Counter[str], key: str) -> bool:
+    """Decrement ``counts[key]`` if it is positive; tell whether it was.
+
+    A key that reaches zero is dropped, so the table stays as small as what is open now.
+    """
+    if counts[key] <= 0:
+        return False
+    counts[key] -= 1
+    if not counts[key]:
+        del counts[key]
+    return True
 
 
 class Limiter(Protocol):

@@ -26,7 +26,7 @@ from popbox.metrics import check_store
 from popbox.server import eventloop
 from popbox.server.control import Channel, Message, decode_config
 from popbox.server.lifecycle import apply_config, reload_tls
-from popbox.server.limits import LimitSettings, Refused
+from popbox.server.limits import LimitSettings, Refused, take_one
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -67,7 +67,7 @@ class SupervisorLimiter:
         return await self._ask("admit", ip=ip)
 
     def release(self, ip: str) -> None:
-        if not _take(self._unasked_ips, ip):
+        if not take_one(self._unasked_ips, ip):
             self._channel.notify("release", ip=ip)
 
     async def login(self, user: str) -> Refused | None:
@@ -77,7 +77,7 @@ class SupervisorLimiter:
         return await self._ask("login", user=user)
 
     def logout(self, user: str) -> None:
-        if not _take(self._unasked_users, user):
+        if not take_one(self._unasked_users, user):
             self._channel.notify("logout", user=user)
 
     def configure(self, settings: LimitSettings) -> None:
@@ -107,16 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = socket.socket(fileno=args.control)
     eventloop.run(_run(args.index, control, bound))
     return 0
-
-
-def _take(counts: Counter[str], key: str) -> bool:
-    """Decrement ``counts[key]`` if it is positive; tell whether it was."""
-    if counts[key] <= 0:
-        return False
-    counts[key] -= 1
-    if not counts[key]:
-        del counts[key]
-    return True
 
 
 async def _run(index: int, control: socket.socket, bound: list[Bound]) -> None:

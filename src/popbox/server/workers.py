@@ -47,7 +47,7 @@ from popbox.metrics import MetricsHttpServer, export_registry, render_merged
 from popbox.server.accept import address_of, bind_listeners
 from popbox.server.control import Channel, Message, encode_config
 from popbox.server.lifecycle import merge_reload
-from popbox.server.limits import ConnectionLimits, LimitSettings
+from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -241,9 +241,9 @@ class Supervisor:
             if refused is None:
                 slot.users[message["user"]] += 1
             return {"refused": None if refused is None else [refused.limit, refused.text]}
-        if op == "release" and _take_one(slot.ips, message["ip"]):
+        if op == "release" and take_one(slot.ips, message["ip"]):
             self._limits.release(message["ip"])
-        if op == "logout" and _take_one(slot.users, message["user"]):
+        if op == "logout" and take_one(slot.users, message["user"]):
             self._limits.logout(message["user"])
         return None
 
@@ -329,13 +329,3 @@ def _close_listeners(bound: list[Bound]) -> None:
             with contextlib.suppress(OSError):
                 Path(sock.getsockname()).unlink()
         sock.close()
-
-
-def _take_one(held: Counter[str], key: str) -> bool:
-    """Decrement ``key`` if held (dropping it at zero); False if it was not held."""
-    if held[key] <= 0:
-        return False
-    held[key] -= 1
-    if not held[key]:
-        del held[key]
-    return True
