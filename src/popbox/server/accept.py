@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -246,8 +247,15 @@ class Acceptor:
         task = loop.create_task(self._handle(conn, address))
         self._connections.add(task)
         self._pending.add(task)
+        # Before _pending.discard: a task cancelled before its first step never runs
+        # _handle's own cleanup, and its socket would be left to the garbage collector.
+        task.add_done_callback(functools.partial(self._close_unserved, conn))
         task.add_done_callback(self._connections.discard)
         task.add_done_callback(self._pending.discard)
+
+    def _close_unserved(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
+        if task.cancelled() and task in self._pending:
+            conn.close()
 
     def _is_trusted(self, host: str) -> bool:
         networks = self._context.config.server.trusted_proxies  # may change on reload
