@@ -11,7 +11,7 @@ from popbox.message import prepare
 from popbox.store import SQLITE_FILE_NAME, migrate, open_store
 from popbox.store.base import StorePermanentError, StoreTemporaryError
 from popbox.store.memory import MemoryStore
-from popbox.store.sqlite import SqliteStore
+from popbox.store.sqlite import INLINE_FETCH, SqliteStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -150,3 +150,18 @@ async def test_calls_outside_open_raise(tmp_path: Path) -> None:
     await store.close()  # idempotent
     with pytest.raises(RuntimeError):
         await store.get_user("alice")
+
+
+@pytest.mark.parametrize("octets", [10, INLINE_FETCH - 64, INLINE_FETCH + 1, 3 * INLINE_FETCH])
+async def test_fetch_returns_the_exact_wire_form_either_side_of_the_inline_limit(
+    store: SqliteStore, octets: int
+) -> None:
+    """Small bodies are read on the loop's thread, large ones on the read pool: both give
+    back exactly the stored wire form, and None once the message is gone."""
+    body = (b"x" * 75 + b"\r\n") * (octets // 77 + 1)
+    info = await store.deliver("alice", prepare(b"Subject: big\r\n\r\n" + body))
+    wire = await store.fetch("alice", info.uid)
+    assert wire is not None
+    assert wire == b"Subject: big\r\n\r\n" + body
+    await store.delete("alice", [info.uid])
+    assert await store.fetch("alice", info.uid) is None

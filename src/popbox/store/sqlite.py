@@ -45,10 +45,11 @@ if TYPE_CHECKING:
     from popbox.store.base import NewMessage
     from popbox.store.transfer import MailboxState
 
-__all__ = ["SqliteStore"]
+__all__ = ["INLINE_FETCH", "SqliteStore"]
 
 # Maildrops up to this many messages are read on the loop's thread (see above).
 INLINE_SNAPSHOT = 500
+INLINE_FETCH = 256 * 1024  # octets of wire form read on the event loop's thread
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -203,7 +204,12 @@ class SqliteStore:
         return await self._read(ops.usage, name)
 
     async def fetch(self, name: str, uid: int) -> bytes | None:
-        return self._read_inline(ops.fetch, name, uid)
+        # A small body is a point read: inline, with no thread hop.  A large one is read
+        # on the pool, so a 25 MB RETR never stalls every other session of this worker.
+        wire = self._read_inline(ops.fetch_small, name, uid, INLINE_FETCH)
+        if isinstance(wire, ops.TooLarge):
+            return await self._read(ops.fetch, name, uid)
+        return wire
 
     async def deliver(
         self, name: str, message: NewMessage, *, quota: int | None = None

@@ -326,6 +326,31 @@ def fetch(conn: sqlite3.Connection, name: str, uid: int) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+def fetch_small(
+    conn: sqlite3.Connection, name: str, uid: int, limit: int
+) -> bytes | TooLarge | None:
+    """``fetch``, but only a body of at most ``limit`` octets is read.
+
+    ``length()`` of a BLOB comes from the record header, so a large body is not loaded
+    just to learn that it is large.
+    """
+    row = conn.execute(
+        "SELECT CASE WHEN length(m.wire) <= ? THEN m.wire END, length(m.wire)"
+        " FROM messages AS m JOIN users AS u ON u.id = m.user_id"
+        " WHERE u.name = ? AND m.uid = ?",
+        (limit, name, uid),
+    ).fetchone()
+    if row is None:
+        return None
+    return TooLarge() if row[0] is None else bytes(row[0])
+
+
+class TooLarge:
+    """``fetch_small`` found the message, larger than the limit: read it elsewhere."""
+
+    __slots__ = ()
+
+
 def user_rows(
     conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
 ) -> list[tuple[str, str, int | None]]:
