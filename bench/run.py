@@ -59,10 +59,18 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--duration", type=float, help="seconds per timed window")
     parser.add_argument("--idle-sessions", type=int)
+    parser.add_argument(
+        "--retr-kinds", default=",".join(RETR_KINDS), help="message sizes for retr: r4k,..."
+    )
     parser.add_argument("--dovecot", choices=("tuned", "stock"), default="tuned")
     parser.add_argument("--results", type=Path, help="file to write the table into")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.retr_kinds = tuple(k for k in args.retr_kinds.split(",") if k)
+    unknown = set(args.retr_kinds) - set(RETR_KINDS)
+    if unknown:
+        parser.error(f"--retr-kinds: unknown {sorted(unknown)}; choose from {RETR_KINDS}")
+    return args
 
 
 def _settings(args: argparse.Namespace) -> tuple[scenarios.Settings, provision.Plan]:
@@ -91,7 +99,7 @@ def _settings(args: argparse.Namespace) -> tuple[scenarios.Settings, provision.P
     wanted = set(args.scenarios.split(","))
     plan: provision.Plan = [(m["login"], login_users, m["login"].count)]
     if "retr" in wanted:
-        plan += [(m[k], retr_users[k], retr_counts[k]) for k in RETR_KINDS]
+        plan += [(m[k], retr_users[k], retr_counts[k]) for k in args.retr_kinds]
     if "biglist" in wanted:
         plan.append((m["big"], [settings.big_user], big_count))
     if "deliver" in wanted:
@@ -99,13 +107,15 @@ def _settings(args: argparse.Namespace) -> tuple[scenarios.Settings, provision.P
     return settings, plan
 
 
-def _measure(name: str, server: servers._Server, s: scenarios.Settings) -> list:
+def _measure(
+    name: str, server: servers._Server, s: scenarios.Settings, kinds: tuple[str, ...]
+) -> list:
     if name == "login":
         return scenarios.login(server, s)
     if name == "retr":
         found = []
         for tls in (False, True):
-            for kind in RETR_KINDS:
+            for kind in kinds:
                 found += scenarios.retr(server, s, kind, tls=tls)
         return found
     if name == "biglist":
@@ -117,13 +127,15 @@ def _measure(name: str, server: servers._Server, s: scenarios.Settings) -> list:
     raise SystemExit(f"unknown scenario {name!r}")
 
 
-def _warm_up(pair: list[servers._Server], s: scenarios.Settings, wanted: set[str]) -> None:
+def _warm_up(
+    pair: list[servers._Server], s: scenarios.Settings, wanted: set[str], kinds: tuple[str, ...]
+) -> None:
     # First logins build Dovecot's indexes and fill both servers' caches; not measured.
     short = dataclasses.replace(s, duration=1.0)
     for server in pair:
         scenarios.login(server, short)
         if "retr" in wanted:
-            for kind in RETR_KINDS:
+            for kind in kinds:
                 scenarios.retr(server, short, kind, tls=False)
         if "biglist" in wanted:
             scenarios.biglist(server, short)
@@ -188,7 +200,11 @@ Medians = dict[str, dict[str, tuple[float, str, str]]]
 
 
 def _run_all(
-    pair: list[servers._Server], wanted: list[str], runs: int, settings: scenarios.Settings
+    pair: list[servers._Server],
+    wanted: list[str],
+    runs: int,
+    settings: scenarios.Settings,
+    kinds: tuple[str, ...],
 ) -> tuple[Medians, list[str]]:
     samples: dict[str, dict[str, list[float]]] = {"popbox": {}, "dovecot": {}}
     units: dict[str, tuple[str, str]] = {}
@@ -196,7 +212,7 @@ def _run_all(
     for name in wanted:
         for run in range(runs):
             for server in pair if run % 2 == 0 else pair[::-1]:
-                for m in _measure(name, server, settings):
+                for m in _measure(name, server, settings, kinds):
                     samples[server.name].setdefault(m.name, []).append(m.value)
                     units[m.name] = (m.unit, m.better)
                     if m.name not in order:
@@ -257,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         pair = _provision(args, plan, root)
         for server in pair:
             server.start()
-        _warm_up(pair, settings, set(wanted))
-        medians, order = _run_all(pair, wanted, args.runs, settings)
+        _warm_up(pair, settings, set(wanted), args.retr_kinds)
+        medians, order = _run_all(pair, wanted, args.runs, settings, args.retr_kinds)
         body = _report(args, pair, settings, medians, order)
         print("\n".join(body))
         results = args.results or (None if args.quick else RESULTS)

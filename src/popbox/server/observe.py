@@ -63,19 +63,31 @@ class SessionObserver:
         self._user: str | None = None  # counted against max_sessions_per_user
         self._protocol_log: ProtocolLog | None = None
         self.body: bytes | None = None  # the message body being sent, never to be logged
+        self._commands = 0
+        self._received = 0
+        self._sent = 0
 
     def received(self, data: bytes) -> None:
-        self._metrics.bytes_received.inc(len(data))
+        self._received += len(data)
+        self._metrics.traffic.received += len(data)
         if self._protocol_log is not None:
             self._protocol_log.received(data)
 
     def flushed(self, records: Sequence[CommandRecord], chunks: Sequence[bytes]) -> None:
+        traffic = self._metrics.traffic
         for record in records:
-            self._metrics.command(record.verb, ok=record.ok)
-        self._metrics.bytes_sent.inc(sum(map(len, chunks)))
+            traffic.command(record.verb, ok=record.ok)
+        sent = sum(map(len, chunks))
+        traffic.sent += sent
+        self._sent += sent
+        self._commands += len(records)
         if self._protocol_log is not None:
             self._protocol_log.sent(chunks, self.body)
         self.body = None
+
+    def summary(self) -> dict[str, int]:
+        """What the disconnect log line says of the session."""
+        return {"commands": self._commands, "octets_in": self._received, "octets_out": self._sent}
 
     async def admit_login(self, user: str, mechanism: str) -> Refused | None:
         """Count the session against the user's limit, or say which limit refuses it."""

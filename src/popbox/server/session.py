@@ -3,12 +3,18 @@
 Theory of operation: ``Pop3Protocol`` is an ``asyncio.Protocol`` (not streams) because
 STLS needs to know exactly which bytes arrived before the handshake: everything received
 after the STLS line and before the TLS layer takes over is dropped (RFC 2595 section 4),
-which streams cannot do without touching their private buffer.  One task per connection
-(``_run``) pulls events from the sans-IO connection and answers them; it does not read a
-new command until the previous reply has been handed to the transport and the transport
-is below its high-water mark (back-pressure, as Dovecot's output throttle).  Login events
-(USER/PASS, SASL) go to the session's ``LoginFlow`` (``server/login.py``), which also
-holds the maildrop lock until UPDATE or the end of the connection.
+which streams cannot do without touching their private buffer.
+
+Commands are answered in the callback that received them (``_pump``): the sans-IO
+connection answers most of them itself, and a RETR whose body the store can read at once
+(``fetch_now``) is answered there too.  Only an event that must wait (a login, STLS, a
+large or remote body, UPDATE) starts a task; until it is answered no further command is
+read from the buffer, which keeps replies in order (RFC 2449 PIPELINING).  A session
+without such a task has no coroutine at all, which is what makes a small RETR cheap and
+an idle session small.  Nothing more is read while the transport is above its high-water
+mark (back-pressure, as Dovecot's output throttle).  Login events (USER/PASS, SASL) go to
+the session's ``LoginFlow`` (``server/login.py``), which also holds the maildrop lock
+until UPDATE or the end of the connection.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from popbox.protocol.connection import (
 )
 from popbox.server.login import LoginFlow
 from popbox.server.observe import SessionObserver
-from popbox.store.base import StoreError
+from popbox.store.base import Pending, StoreError
 
 if TYPE_CHECKING:
     import ssl
@@ -45,6 +51,8 @@ __all__ = ["Pop3Protocol"]
 
 READ_PAUSE_THRESHOLD = 256 * 1024  # stop reading while this much is queued unanswered
 JOIN_LIMIT = 64 * 1024  # replies up to this size go out as one buffer
+TIMER_RECHECK = 60.0  # seconds: the longest the inactivity timer sleeps at once
+BUSY_RECHECK = 1.0  # seconds: the timer's next look when it expired during a store call
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -65,10 +73,12 @@ class Pop3Protocol(asyncio.Protocol):
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
         self._transport: asyncio.Transport | None = None
-        self._data_ready = asyncio.Event()
-        self._can_write = asyncio.Event()
-        self._can_write.set()
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None  # answering an event that must wait
+        self._can_write = True
+        self._reading_paused = False
         self._lost = False
+        self._finishing = False
         self._dropping_plaintext = False
         # Decrypted bytes that arrive before ``start_tls`` returns: held back until the
         # connection has heard ``tls_established``, which forgets what came before it.
@@ -76,14 +86,13 @@ class Pop3Protocol(asyncio.Protocol):
         self._shutting_down = False
         self._unanswered = 0
         self._login = LoginFlow(server, self._conn, self._observe, session_id)
-        self._task: asyncio.Task[None] | None = None
         self._log: structlog.typing.FilteringBoundLogger = server.log
-        # The inactivity timer (V0002): one timer per session, moved lazily (see
-        # _wait_for_data) instead of one timeout per command.
+        # The inactivity timer (V0002): one timer per session, re-armed when it fires
+        # rather than moved on every command, so a command costs one clock read.
         self._timer: asyncio.TimerHandle | None = None
-        self._wait_until = 0.0
-        self._waiting = False
-        self._expired = False
+        self._timer_due = 0.0  # when it fires (time.monotonic())
+        self._active_at = time.monotonic()  # the last command received, or output drained
+        self._lines_seen = 0
 
     # -- asyncio.Protocol callbacks ---------------------------------------------------
 
@@ -96,8 +105,10 @@ class Pop3Protocol(asyncio.Protocol):
         peer_ip = str(peer[0]) if isinstance(peer, tuple) else address
         self._log = self._server.log.bind(session=self._session_id, peer=address)
         self._login.attach(address, peer_ip, self._log)
-        self._task = asyncio.get_running_loop().create_task(self._run())
         self._server.sessions.add(self)
+        self._log.info("connect", tls=self._settings.tls_active)
+        self._arm_timer()
+        self._pump()  # the greeting
 
     def data_received(self, data: bytes) -> None:
         if self._dropping_plaintext:
@@ -107,116 +118,136 @@ class Pop3Protocol(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         self._observe.received(data)
         self._conn.receive_data(data)
+        if self._task is None and self._can_write:
+            self._pump()
+            return
+        # Busy: the bytes wait in the connection's buffer, up to a limit.
         self._unanswered += len(data)
         if self._unanswered > READ_PAUSE_THRESHOLD and self._transport is not None:
             self._transport.pause_reading()
-        self._data_ready.set()
+            self._reading_paused = True
 
     def eof_received(self) -> bool:
-        self._lost = True
-        self._data_ready.set()
+        self._connection_gone()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends it
+        self._connection_gone()
+
+    def _connection_gone(self) -> None:
         self._lost = True
-        self._data_ready.set()
-        self._can_write.set()
+        self._can_write = True  # nothing will drain now; do not wait for it
+        if self._task is None:
+            self._pump()
 
     def pause_writing(self) -> None:
-        self._can_write.clear()
+        self._can_write = False
 
     def resume_writing(self) -> None:
-        self._can_write.set()
+        self._can_write = True
+        self._active_at = time.monotonic()  # a client that reads is not inactive
+        if self._task is None:
+            self._pump()
 
     # -- control from the listener ----------------------------------------------------
 
     def shutdown(self) -> None:
         """Close this session once its current command is answered: -ERR line, no UPDATE."""
         self._shutting_down = True
-        self._data_ready.set()
+        if self._task is None:
+            self._pump()
 
     async def wait_closed(self) -> None:
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        await asyncio.shield(self._closed)
 
     # -- the session ------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        self._log.info("connect", tls=self._settings.tls_active)
+    def _pump(self) -> None:
+        """Answer the buffered commands that need no waiting; hand one that does to a task."""
+        conn = self._conn
         try:
-            await self._serve()
+            while self._can_write and not self._finishing:
+                event = conn.next_event()
+                if conn.lines_received != self._lines_seen:  # V0002: any command resets it
+                    self._lines_seen = conn.lines_received
+                    self._active_at = time.monotonic()
+                if event is Signal.NEED_DATA:
+                    self._flush()
+                    if self._lost:
+                        self._finish()  # a dropped connection: no UPDATE (RFC 1939 s6)
+                    elif self._shutting_down:
+                        conn.shutdown()
+                        continue
+                    else:
+                        self._read_more()
+                    return
+                if event is Signal.CLOSED:
+                    self._flush()
+                    self._finish()
+                    return
+                if isinstance(event, Retrieve) and self._retrieve_now(event):
+                    self._flush()  # a body per write: the buffer stays one message deep
+                    continue
+                self._flush()
+                self._task = asyncio.get_running_loop().create_task(self._wait_for(event))
+                return
         except Exception:  # noqa: BLE001 - one session's bug must never take the server down
             self._log.exception("session_failed")
-        finally:
-            await self._cleanup()
+            self._finish()
 
-    async def _serve(self) -> None:
-        conn = self._conn
-        deadline = self._deadline()
-        lines_seen = conn.lines_received
-        while True:
-            # Cleared before the buffer is read, not when waiting: bytes that arrive while
-            # _flush waits for a slow reader must still wake the wait that follows.
-            self._data_ready.clear()
-            event = conn.next_event()
-            await self._flush()
-            if conn.lines_received != lines_seen:  # V0002: any command resets the timer
-                lines_seen = conn.lines_received
-                deadline = self._deadline()
-            if event is Signal.CLOSED:
-                return
-            if event is Signal.NEED_DATA:
-                if self._lost:
-                    return  # dropped connection: no UPDATE (RFC 1939 s6)
-                if self._shutting_down:
-                    conn.shutdown()
-                elif not await self._wait_for_data(deadline):
-                    conn.timed_out(self._timeout())
-                continue
-            await self._answer(event)
-            if isinstance(event, StartTls) and not conn.tls_active:
-                return  # the handshake failed and the connection is gone: nothing to answer
-
-    async def _wait_for_data(self, deadline: float) -> bool:
-        """Wait for bytes until ``deadline``; False when the inactivity timer expired."""
+    def _read_more(self) -> None:
         self._unanswered = 0
-        if self._transport is not None and not self._lost:
+        if self._reading_paused and self._transport is not None and not self._lost:
+            self._reading_paused = False
             self._transport.resume_reading()
-        if self._data_ready.is_set():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        # The timer is armed for an earlier deadline most of the time: when it fires it
-        # re-arms itself for the current one.  So a command costs two assignments here,
-        # not a timer created and cancelled, which the RETR and login paths felt.
-        self._wait_until = deadline
-        loop = asyncio.get_running_loop()
-        if self._timer is not None and self._timer.when() > loop.time() + remaining:
-            self._timer.cancel()  # the deadline moved earlier (a shorter timeout applies)
-            self._timer = None
-        if self._timer is None:
-            self._timer = loop.call_later(remaining, self._timer_fired)
-        self._waiting = True
+
+    async def _wait_for(self, event: Event) -> None:
+        """Answer an event that must wait, then go on with the buffered commands."""
         try:
-            await self._data_ready.wait()
-        finally:
-            self._waiting = False
-        if self._expired:
-            self._expired = False
-            return False
-        return True
+            await self._answer(event)
+        except Exception:  # noqa: BLE001 - one session's bug must never take the server down
+            self._log.exception("session_failed")
+            self._task = None
+            self._finish()
+            return
+        self._task = None
+        if isinstance(event, StartTls) and not self._conn.tls_active:
+            self._finish()  # the handshake failed and the connection is gone
+            return
+        self._arm_timer()  # a login changes which timeout applies
+        self._pump()
+
+    def _arm_timer(self) -> None:
+        """Have the inactivity timer fire when the current timeout ends, if that is sooner."""
+        due = self._active_at + self._timeout()
+        if self._timer is not None:
+            if self._timer_due <= due:
+                return
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().call_later(
+            due - time.monotonic(), self._timer_fired
+        )
 
     def _timer_fired(self) -> None:
         self._timer = None
-        if not self._waiting:
-            return  # a command is being answered; the next wait arms the timer again
-        remaining = self._wait_until - time.monotonic()
-        if remaining > 0:
-            self._timer = asyncio.get_running_loop().call_later(remaining, self._timer_fired)
+        if self._finishing:
             return
-        self._expired = True
-        self._data_ready.set()
+        timeout = self._timeout()
+        remaining = self._active_at + timeout - time.monotonic()
+        loop = asyncio.get_running_loop()
+        if remaining > 0 or self._task is not None:  # a slow store is not an idle client
+            # Looked at again at least every TIMER_RECHECK seconds, so a timeout that a
+            # reload shortened applies to running sessions too.
+            delay = min(remaining, TIMER_RECHECK) if remaining > 0 else BUSY_RECHECK
+            self._timer_due = time.monotonic() + delay
+            self._timer = loop.call_later(delay, self._timer_fired)
+            return
+        self._conn.timed_out(timeout)  # V0003: the -ERR line goes out if the client reads
+        if not self._can_write and self._transport is not None:
+            self._transport.abort()  # it does not: nothing more will drain
+        self._can_write = True
+        self._pump()
 
     async def _answer(self, event: Event) -> None:
         match event:
@@ -231,7 +262,6 @@ class Pop3Protocol(asyncio.Protocol):
                 await self._update(deleted, retrieved)
 
     async def _start_tls(self) -> None:
-        await self._flush()
         self._dropping_plaintext = True
         tls = self._server.tls
         transport = self._transport
@@ -264,6 +294,21 @@ class Pop3Protocol(asyncio.Protocol):
         else:
             self._feed(data)
 
+    def _retrieve_now(self, event: Retrieve) -> bool:
+        """Answer RETR/TOP from ``fetch_now`` if the store can; False: it must wait."""
+        user = self._conn.user
+        assert user is not None
+        try:
+            wire = self._server.store.fetch_now(user, event.info.uid)
+        except StoreError:
+            self._log.warning("fetch_store_error", uid=event.info.uid)
+            self._conn.store_failed()
+            return True
+        if wire is Pending.FETCH:
+            return False
+        self._send(event, wire)
+        return True
+
     async def _retrieve(self, event: Retrieve) -> None:
         user = self._conn.user
         assert user is not None
@@ -273,6 +318,9 @@ class Pop3Protocol(asyncio.Protocol):
             self._log.warning("fetch_store_error", uid=event.info.uid)
             self._conn.store_failed()
             return
+        self._send(event, wire)
+
+    def _send(self, event: Retrieve, wire: bytes | None) -> None:
         if wire is None:
             self._conn.message_gone()  # C0004: removed behind this session's back
         elif event.lines is None:
@@ -301,39 +349,47 @@ class Pop3Protocol(asyncio.Protocol):
         await self._login.release_lock()
         self._conn.update_finished(ok=True)
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         records = self._conn.take_records()
         chunks = self._conn.data_to_send()
-        if records or chunks:  # half of the calls have nothing to say: skip the bookkeeping
-            for record in records:
-                self._log.info("command", verb=record.verb, ok=record.ok)
-            self._observe.flushed(records, chunks)
-            if chunks and self._transport is not None and not self._transport.is_closing():
-                if len(chunks) > 1 and sum(map(len, chunks)) <= JOIN_LIMIT:
-                    # One buffer: over TLS, one record instead of one per chunk.
-                    chunks = [b"".join(chunks)]
-                self._transport.writelines(chunks)
-        if not self._can_write.is_set():
-            await self._can_write.wait()
+        if not (records or chunks):
+            return  # half of the calls have nothing to say: skip the bookkeeping
+        log = self._log
+        for record in records:
+            log.debug("command", verb=record.verb, ok=record.ok)
+        self._observe.flushed(records, chunks)
+        transport = self._transport
+        if chunks and transport is not None and not transport.is_closing():
+            if len(chunks) > 1 and sum(map(len, chunks)) <= JOIN_LIMIT:
+                # One buffer: over TLS, one record instead of one per chunk.
+                chunks = [b"".join(chunks)]
+            transport.writelines(chunks)
 
-    async def _cleanup(self) -> None:
+    def _finish(self) -> None:
+        """End the session: release the lock, close the transport, say so (once)."""
+        if self._finishing:
+            return
+        self._finishing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._server.sessions.discard(self)
-        self._observe.closed()
-        await self._login.release_lock()
-        if self._transport is not None:
-            self._transport.close()
-        self._log.info("disconnect")
+        self._task = asyncio.get_running_loop().create_task(self._cleanup())
+
+    async def _cleanup(self) -> None:
+        try:
+            self._server.sessions.discard(self)
+            self._observe.closed()
+            await self._login.release_lock()
+            if self._transport is not None:
+                self._transport.close()
+            self._log.info("disconnect", **self._observe.summary())
+        finally:
+            self._closed.set_result(None)
 
     def _timeout(self) -> float:
         pop3 = self._server.config.pop3
         authed = self._conn.user is not None
         return pop3.authenticated_timeout if authed else pop3.unauthenticated_timeout
-
-    def _deadline(self) -> float:
-        return time.monotonic() + self._timeout()
 
 
 class _TlsSide(asyncio.Protocol):

@@ -31,6 +31,7 @@ __all__ = [
     "MaildropLocked",
     "MessageInfo",
     "NewMessage",
+    "Pending",
     "RefusalReason",
     "StoreError",
     "StorePermanentError",
@@ -144,8 +145,14 @@ class NewMessage:
     import_key: str | None = None
 
 
+class Pending(enum.Enum):
+    """``fetch_now`` cannot answer without waiting: ``fetch`` must."""
+
+    FETCH = "fetch"
+
+
 class MailStore(Protocol):
-    """The contract of a mailbox store.  All methods are coroutines; see module docs."""
+    """The contract of a mailbox store.  All methods but ``fetch_now`` are coroutines."""
 
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""
@@ -185,6 +192,14 @@ class MailStore(Protocol):
 
     async def fetch(self, name: str, uid: int) -> bytes | None:
         """The wire form of one message, or None if it has been removed since."""
+
+    def fetch_now(self, name: str, uid: int) -> bytes | Pending | None:
+        """``fetch``'s answer if the store has it without waiting, else ``Pending.FETCH``.
+
+        A backend whose reads are in memory or in a local file answers small bodies at
+        once, so a session can reply to RETR in the callback that read the command;
+        one whose reads cross a network always says ``Pending.FETCH``.
+        """
 
     async def deliver(
         self, name: str, message: NewMessage, *, quota: int | None = None

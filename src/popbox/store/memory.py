@@ -120,6 +120,9 @@ class MemoryStore:
         return sum(stored.info.size for stored in self._mailbox(name).messages.values())
 
     async def fetch(self, name: str, uid: int) -> bytes | None:
+        return self.fetch_now(name, uid)
+
+    def fetch_now(self, name: str, uid: int) -> bytes | None:
         self._check_open()
         mailbox = self._users.get(name)
         stored = None if mailbox is None else mailbox.messages.get(uid)
