@@ -18,14 +18,16 @@ are lost with it (Prometheus' ``rate()`` treats that as a counter reset).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import inspect
+import itertools
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from popbox import __version__
 from popbox.config import parse_address
@@ -43,6 +45,7 @@ __all__ = [
     "Export",
     "Metrics",
     "MetricsHttpServer",
+    "StoreTimes",
     "TimedStore",
     "Traffic",
     "check_store",
@@ -107,13 +110,8 @@ class Metrics:
         self.deliveries = Counter(
             "popbox_deliveries", "Delivery attempts per recipient", ["result"], registry=r
         )
-        self.store_seconds = Histogram(
-            "popbox_store_operation_seconds",
-            "Time spent in mail store calls",
-            ["operation"],
-            buckets=STORE_BUCKETS,
-            registry=r,
-        )
+        self.store_seconds = StoreTimes()
+        r.register(self.store_seconds)
         self.store_errors = Counter(
             "popbox_store_errors", "Mail store calls that failed", ["operation"], registry=r
         )
@@ -182,6 +180,49 @@ class Traffic:
         yield CounterMetricFamily(
             "popbox_received_bytes", "Octets received from clients", self.received
         )
+
+
+class StoreTimes:
+    """``popbox_store_operation_seconds``: a histogram per operation, as plain numbers.
+
+    A RETR is timed, and prometheus_client's ``Histogram.observe`` takes a lock per
+    bucket and per sum; these are touched only by the event loop's thread.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[str, _TimeSeries] = {}
+
+    def labels(self, operation: str) -> _TimeSeries:
+        series = self._series.get(operation)
+        if series is None:
+            series = self._series[operation] = _TimeSeries()
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "popbox_store_operation_seconds",
+            "Time spent in mail store calls",
+            labels=["operation"],
+        )
+        for operation, series in sorted(self._series.items()):
+            cumulative = list(itertools.accumulate(series.counts))
+            buckets = [(f"{b}", n) for b, n in zip(STORE_BUCKETS, cumulative, strict=False)]
+            buckets.append(("+Inf", cumulative[-1]))
+            family.add_metric([operation], buckets, series.total)
+        yield family
+
+
+class _TimeSeries:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(STORE_BUCKETS) + 1)  # the last one: above every bound
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket ("le").
+        self.counts[bisect.bisect_left(STORE_BUCKETS, seconds)] += 1
+        self.total += seconds
 
 
 class _Static:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "VERBS",
     "Auth",
     "Capa",
     "Command",
@@ -124,6 +125,12 @@ class Uidl:
 Command = (
     Capa | User | Pass | Auth | Stls | Quit | Stat | List | Retr | Dele | Noop | Rset | Top | Uidl
 )
+
+# The verb each command is counted and logged as: its keyword, upper-cased.
+VERBS: dict[type[Command], str] = {
+    cls: cls.__name__.upper()
+    for cls in (Capa, User, Pass, Auth, Stls, Quit, Stat, List, Retr, Dele, Noop, Rset, Top, Uidl)
+}
 
 _NO_ARGS: dict[str, type[Capa | Stls | Quit | Stat | Noop | Rset]] = {
     "CAPA": Capa,

@@ -125,28 +125,33 @@ class Pop3Connection:
         """Process buffered lines until one needs the outside world, data runs out or closed."""
         while True:
             phase = self._phase
-            if isinstance(phase, Closed):
+            kind = type(phase)  # phases are final classes: one dict-free check per line
+            if kind is Closed:
                 return Signal.CLOSED
-            if isinstance(phase, Awaiting):
+            if kind is Awaiting:
+                assert isinstance(phase, Awaiting)
                 msg = f"answer {type(phase.event).__name__} before asking for the next event"
-                raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
-            sasl = isinstance(phase, Sasl)
+                raise RuntimeError(msg)
+            sasl = kind is Sasl
             limit = self.settings.sasl_line_max if sasl else self.settings.max_command_size
             # RFC 5034 s4: the initial response on an AUTH line is bound like a response.
-            auth_limit = self.settings.sasl_line_max if isinstance(phase, Authorization) else None
+            auth_limit = self.settings.sasl_line_max if kind is Authorization else None
             line = self._buffer.next_line(limit, auth_limit=auth_limit)
             if line is None:
                 return Signal.NEED_DATA
-            if isinstance(line, LineTooLong):
+            if type(line) is LineTooLong:
                 if sasl:  # leave SASL first: _bad_input may close, and closed must stay closed
                     self._phase = Authorization()
                 self._bad_input(f"line too long: the limit is {line.limit} octets including CRLF")
                 if sasl:
                     return SaslCancelled()
                 continue
+            assert isinstance(line, bytes)
             self._counters.lines += 1
-            self._counters.verb = "SASL-RESPONSE" if sasl else _verb_of(line)
-            event = self._sasl_line(line) if sasl else self._command_line(line)
+            if sasl:
+                self._counters.verb = "SASL-RESPONSE"
+                return self._sasl_line(line)
+            event = self._command_line(line)
             if event is not None:
                 return event
 
@@ -242,20 +247,21 @@ class Pop3Connection:
     def _command_line(self, line: bytes) -> Event | None:
         command = c.parse_command(line, single_space=self.settings.single_space)
         if isinstance(command, c.ParseError):
+            self._counters.verb = _verb_of(line)
             self._bad_input(command.text)
             return None
-        state = self.state
-        if type(command) not in ALLOWED[state]:
-            verb = type(command).__name__.upper()
+        kind = type(command)
+        verb = self._counters.verb = c.VERBS[kind]
+        phase = self._phase
+        if kind not in _ALLOWED_IN[type(phase)]:
             text = (
                 f"{verb} is not allowed before login, log in first"
-                if state is State.AUTHORIZATION
+                if isinstance(phase, Authorization)
                 else f"{verb} is only allowed before login"
             )
             self._bad_input(text)
             return None
-        phase = self._phase
-        if isinstance(command, c.Capa):  # the same in both states
+        if kind is c.Capa:  # the same in both states
             self._write_multiline(self._capabilities())
             return None
         if isinstance(phase, Transaction):
@@ -373,6 +379,12 @@ class Pop3Connection:
             self._phase = Closed()
             self._buffer.clear()
 
+
+# What _command_line may meet: the phases a command line is read in (C0002/C0003).
+_ALLOWED_IN: dict[type, frozenset[type[c.Command]]] = {
+    Authorization: ALLOWED[State.AUTHORIZATION],
+    Transaction: ALLOWED[State.TRANSACTION],
+}
 
 _STATE_OF: dict[type, State] = {
     Authorization: State.AUTHORIZATION,

@@ -350,20 +350,23 @@ class Pop3Protocol(asyncio.Protocol):
         self._conn.update_finished(ok=True)
 
     def _flush(self) -> None:
-        records = self._conn.take_records()
         chunks = self._conn.data_to_send()
-        if not (records or chunks):
-            return  # half of the calls have nothing to say: skip the bookkeeping
+        if not chunks:
+            return  # half of the calls have nothing to say (every record comes with output)
+        records = self._conn.take_records()
         log = self._log
         for record in records:
             log.debug("command", verb=record.verb, ok=record.ok)
         self._observe.flushed(records, chunks)
         transport = self._transport
         if chunks and transport is not None and not transport.is_closing():
-            if len(chunks) > 1 and sum(map(len, chunks)) <= JOIN_LIMIT:
-                # One buffer: over TLS, one record instead of one per chunk.
-                chunks = [b"".join(chunks)]
-            transport.writelines(chunks)
+            if len(chunks) == 1:
+                transport.write(chunks[0])
+            elif sum(map(len, chunks)) <= JOIN_LIMIT:
+                # One buffer, one write(): over TLS, one record instead of one per chunk.
+                transport.write(b"".join(chunks))
+            else:
+                transport.writelines(chunks)
 
     def _finish(self) -> None:
         """End the session: release the lock, close the transport, say so (once)."""
