@@ -69,7 +69,7 @@ async def build_context(
         store=timed_store(store, metrics),
         registry=build_registry(config),
         tls=tls,
-        log=log or make_logger(json=config.server.json_logs),
+        log=log or make_logger(json=config.server.json_logs, level=config.server.log_level),
         metrics=metrics,
         limits=LocalLimiter(LimitSettings.from_config(config.server)),
         password_params=DEFAULT_PARAMS,
@@ -120,7 +120,7 @@ async def serve(
     """
     say = announce or _print_flush
     if store is None and worker_count(config) > 1:
-        log = make_logger(json=config.server.json_logs)
+        log = make_logger(json=config.server.json_logs, level=config.server.log_level)
         await Supervisor(config, config_path=config_path, announce=say, log=log).run()
         return
     context = await build_context(config, store=store)

@@ -31,6 +31,7 @@ from popbox.config.sections import (
     ConfigError,
     LmtpConfig,
     LoginType,
+    LogLevel,
     OverQuota,
     Pop3Config,
     QuotaConfig,
@@ -204,6 +205,7 @@ _TYPES: dict[str, Any] = {
     "Compat": Compat,
     "Backend": Backend,
     "OverQuota": OverQuota,
+    "LogLevel": LogLevel,
     "str": str,
     "int": int,
     "float": float,
@@ -219,7 +221,7 @@ def _resolve(annotation: object) -> Any:
 
 
 def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one case per type
-    if expected in (LoginType, Compat, Backend, OverQuota):
+    if expected in (LoginType, Compat, Backend, OverQuota, LogLevel):
         choices = get_args(expected)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")

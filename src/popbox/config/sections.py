@@ -33,6 +33,7 @@ LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login
 Compat = Literal["exchange2013", "exchange2007", "rfc1939"]
 Backend = Literal["sqlite", "postgresql"]
 OverQuota = Literal["temporary", "permanent"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
 MAX_COMMAND_SIZE = 1024
@@ -147,6 +148,7 @@ class ServerConfig:
     max_sessions_per_user: int = 0  # logged-in sessions of one user on this node; 0: no limit
     metrics_listen: str = ""  # "host:port" for /metrics and /healthz; empty: off
     json_logs: bool = False  # one JSON object per log line instead of key=value text
+    log_level: LogLevel = "info"  # debug adds a line per command (verb and outcome)
     protocol_log_users: tuple[str, ...] = ()  # users whose command lines and replies are logged
 
 

@@ -9,8 +9,9 @@ limits, ``trusted_proxies`` and ``protocol_log_users``.
 What needs a restart, because it is built once at start: the listen addresses
 (``pop3.listen``, ``pop3.tls_listen``, ``[lmtp]``), ``data_dir`` and ``[storage]``, the
 certificate *paths* in ``[tls]``, ``[auth]`` (mechanisms and their secrets),
-``server.workers``, ``server.metrics_listen`` and ``server.json_logs``.  A reload that
-changes one of those keeps the running value and logs which keys were not applied.
+``server.workers``, ``server.metrics_listen``, ``server.json_logs`` and
+``server.log_level``.  A reload that changes one of those keeps the running value and
+logs which keys were not applied.
 
 A reload with a configuration that does not validate changes nothing and logs why.
 """
@@ -37,7 +38,7 @@ __all__ = ["RESTART_KEYS", "RESTART_SECTIONS", "apply_config", "merge_reload", "
 RESTART_SECTIONS = ("data_dir", "storage", "tls", "lmtp", "auth", "quota", "retention")
 RESTART_KEYS = {
     "pop3": ("listen", "tls_listen"),
-    "server": ("workers", "metrics_listen", "json_logs"),
+    "server": ("workers", "metrics_listen", "json_logs", "log_level"),
 }
 
 

@@ -119,7 +119,8 @@ async def _run(index: int, control: socket.socket, bound: list[Bound]) -> None:
     channel = await Channel.open(control, handle)
     async with asyncio.timeout(HELLO_TIMEOUT):
         config = decode_config((await channel.request("hello"))["config"])
-    log = make_logger(json=config.server.json_logs).bind(worker=index)
+    settings = config.server
+    log = make_logger(json=settings.json_logs, level=settings.log_level).bind(worker=index)
     context = await app.build_context(config, log=log)
     context.limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
     box["context"] = context
