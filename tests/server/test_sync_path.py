@@ -377,12 +377,6 @@ def test_a_client_that_keeps_reading_a_long_pipelined_download_is_not_dropped_v0
     assert server.uids("alice") == [delivered.info.uid]
 
 
-@pytest.mark.xfail(
-    reason="src bug: one reply is written to the transport at once, so resume_writing "
-    "comes only when all but the kernel's share of it has drained; a client reading it "
-    "for longer than the timeout before that is aborted mid-message",
-    strict=True,
-)
 def test_a_client_that_keeps_reading_one_long_download_is_not_dropped_v0002(start_pop3_server):
     """V0002: one RETR whose transfer outlasts the timeout, read steadily, is not cut.
 
@@ -405,13 +399,6 @@ def test_a_client_that_keeps_reading_one_long_download_is_not_dropped_v0002(star
         assert client.read_to_eof() == b"+OK signing off, 0 messages deleted\r\n"
 
 
-@pytest.mark.xfail(
-    reason="src bug: the inactivity timer cannot see the client read what the server has "
-    "handed to the kernel; after the last resume_writing, a client that needs longer than "
-    "the timeout to read that tail is dropped (not strict: how much the kernel buffers "
-    "varies by host)",
-    strict=False,
-)
 def test_a_slow_reader_is_not_dropped_while_it_reads_the_buffered_tail_v0002(start_pop3_server):
     """V0002: reading slowly is not inactivity, also once the rest is all in the kernels."""
     server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1})

@@ -85,6 +85,11 @@ class SessionObserver:
             self._protocol_log.sent(chunks, self.body)
         self.body = None
 
+    @property
+    def sent(self) -> int:
+        """Octets handed to the transport so far."""
+        return self._sent
+
     def summary(self) -> dict[str, int]:
         """What the disconnect log line says of the session."""
         return {"commands": self._commands, "octets_in": self._received, "octets_out": self._sent}

@@ -37,6 +37,7 @@ from popbox.protocol.connection import (
 )
 from popbox.server.login import LoginFlow
 from popbox.server.observe import SessionObserver
+from popbox.server.progress import Output, OutputWatch
 from popbox.store.base import Pending, StoreError
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0  # when it fires (time.monotonic())
         self._active_at = time.monotonic()  # the last command received, or output drained
+        self._output = OutputWatch()  # whether a silent client still reads what it is owed
         self._lines_seen = 0
 
     # -- asyncio.Protocol callbacks ---------------------------------------------------
@@ -243,9 +245,18 @@ class Pop3Protocol(asyncio.Protocol):
             self._timer_due = time.monotonic() + delay
             self._timer = loop.call_later(delay, self._timer_fired)
             return
-        self._conn.timed_out(timeout)  # V0003: the -ERR line goes out if the client reads
-        if not self._can_write and self._transport is not None:
-            self._transport.abort()  # it does not: nothing more will drain
+        transport = self._transport
+        output = (
+            Output.IDLE if transport is None else self._output.look(transport, self._observe.sent)
+        )
+        if output is Output.MOVING:  # a client taking a long download is not inactive
+            self._active_at = time.monotonic()
+            self._timer_due = self._active_at + min(timeout, TIMER_RECHECK)
+            self._timer = loop.call_later(min(timeout, TIMER_RECHECK), self._timer_fired)
+            return
+        self._conn.timed_out(timeout)  # V0003: one -ERR line, no UPDATE
+        if output is Output.STUCK and transport is not None:
+            transport.abort()  # the client takes nothing: the line cannot reach it either
         self._can_write = True
         self._pump()
 
