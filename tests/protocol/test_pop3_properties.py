@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
-from popbox.protocol.commands import Command, ParseError, parse_command
+from popbox.protocol.commands import Command, ParseError, parse_command, parse_general
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Signal
 from popbox.protocol.framing import LineBuffer, LineTooLong
 from popbox.testing import Responder, message_info, talk
@@ -218,3 +218,16 @@ def test_line_buffer_matches_model_for_any_split_2_1_2(pieces, limit):
             got.append(line)
         assert len(buffer._buffer) <= limit - 1
     assert got == model_lines(b"".join(pieces), limit)
+
+
+@given(
+    verb=st.sampled_from([b"RETR", b"retr", b"Dele", b"LIST", b"uidl", b"STAT", b"TOPS", b"QUIT"]),
+    number=st.from_regex(rb"\A[0-9]{1,12}\Z"),
+    single_space=st.booleans(),
+)
+def test_the_one_number_shortcut_parses_as_the_general_parser(verb, number, single_space):
+    """parse_command's shortcut for "VERB n" gives exactly what the general parser does."""
+    line = verb + b" " + number
+    assert parse_command(line, single_space=single_space) == parse_general(
+        line, single_space=single_space
+    )

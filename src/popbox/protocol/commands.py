@@ -144,10 +144,24 @@ _MECHANISM = re.compile(r"[A-Z0-9_-]{1,20}")  # RFC 4422 section 3.1 sasl-mech
 _SEPARATORS = re.compile(rb"[ \t]+")  # 2.1.1: runs of SPACE or TAB
 _TEXT_SEPARATORS = re.compile(r"[ \t]+")
 _KEYWORD = re.compile(rb"[A-Za-z]{1,10}")
+# "RETR 12", "DELE 3", ...: most lines a client sends in TRANSACTION.  Matched whole, they
+# parse to what the general path below gives them, in a third of its time.
+_ONE_NUMBER = re.compile(rb"([A-Za-z]{4}) ([0-9]{1,%d})" % MAX_MSGNUM_DIGITS)
 
 
 def parse_command(line: bytes, *, single_space: bool = False) -> Command | ParseError:
     """Parse one command line (CRLF already removed)."""
+    simple = _ONE_NUMBER.fullmatch(line)
+    if simple is not None:
+        kind = _ONE_NUMBER_KINDS.get(simple[1].upper())
+        msg = int(simple[2])
+        if kind is not None and msg >= 1:
+            return kind(msg)
+    return parse_general(line, single_space=single_space)
+
+
+def parse_general(line: bytes, *, single_space: bool = False) -> Command | ParseError:
+    """``parse_command`` without its shortcut: every line, every error message."""
     if not line:
         return ParseError("empty command line")
     if b"\0" in line:
@@ -255,6 +269,12 @@ def _parse_auth(_verb: str, args: list[str]) -> Auth | ParseError:
     return Auth(mechanism, args[1] if len(args) == 2 else None)
 
 
+_ONE_NUMBER_KINDS: dict[bytes, type[Retr | Dele | List | Uidl]] = {
+    b"RETR": Retr,
+    b"DELE": Dele,
+    b"LIST": List,
+    b"UIDL": Uidl,
+}
 _PARSERS: dict[str, Callable[[str, list[str]], Command | ParseError]] = {
     "USER": _parse_user,
     "AUTH": _parse_auth,

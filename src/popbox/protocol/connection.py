@@ -199,7 +199,8 @@ class Pop3Connection:
         if event.lines is None:
             transaction.maildrop.mark_retrieved(event.msg)
             size = transaction.maildrop.size_of(event.info)
-            self._write(Ok(f"{size} octets"))
+            self._record(ok=True)
+            self._counters.output.append(b"+OK %d octets\r\n" % size)  # serialise's line
         else:
             self._write(Ok("top of message follows"))
         self._counters.output.append(data)

@@ -23,6 +23,12 @@ __all__ = ["answer"]
 def answer(command: c.Command, maildrop: Maildrop) -> Ok | Err | bytes | Retrieve | Update:  # noqa: C901, PLR0911 - one arm per command
     """The reply to a command allowed in TRANSACTION, or the event that must answer it."""
     match command:
+        case c.Retr(msg) | c.Top(msg, _):  # first: the command a download repeats
+            info = maildrop.get(msg)
+            if isinstance(info, Err):
+                return info
+            lines = command.lines if isinstance(command, c.Top) else None
+            return Retrieve(msg, info, lines)
         case c.Stat():
             count, size = maildrop.stat()
             return Ok(f"{count} {size}")  # V0004: nothing after the size
@@ -38,12 +44,6 @@ def answer(command: c.Command, maildrop: Maildrop) -> Ok | Err | bytes | Retriev
         case c.Uidl(msg) if msg is not None:
             info = maildrop.get(msg)
             return info if isinstance(info, Err) else Ok(f"{msg} {info.uidl}")
-        case c.Retr(msg) | c.Top(msg, _):
-            info = maildrop.get(msg)
-            if isinstance(info, Err):
-                return info
-            lines = command.lines if isinstance(command, c.Top) else None
-            return Retrieve(msg, info, lines)
         case c.Dele(msg):
             info = maildrop.delete(msg)
             return info if isinstance(info, Err) else Ok(f"message {msg} deleted")
