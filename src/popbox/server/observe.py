@@ -73,7 +73,8 @@ class SessionObserver:
         if self._protocol_log is not None:
             self._protocol_log.received(data)
 
-    def flushed(self, records: Sequence[CommandRecord], chunks: Sequence[bytes]) -> None:
+    def flushed(self, records: Sequence[CommandRecord], chunks: Sequence[bytes]) -> int:
+        """Count what is about to be written; returns its size in octets."""
         traffic = self._metrics.traffic
         for record in records:
             traffic.command(record.verb, ok=record.ok)
@@ -84,6 +85,7 @@ class SessionObserver:
         if self._protocol_log is not None:
             self._protocol_log.sent(chunks, self.body)
         self.body = None
+        return sent
 
     @property
     def sent(self) -> int:

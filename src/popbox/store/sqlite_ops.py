@@ -309,7 +309,7 @@ def snapshot(conn: sqlite3.Connection, name: str, limit: int = -1) -> list[Messa
         raise UnknownUser(f"no such user {name!r}")
     if rows[0][0] is None:  # the LEFT JOIN row of a user with an empty maildrop
         return []
-    return [MessageInfo(*row) for row in rows]
+    return list(map(MessageInfo._make, rows))
 
 
 def usage(conn: sqlite3.Connection, name: str) -> int:
