@@ -1,0 +1,310 @@
+"""The callback-driven session at its edges: lost connections, STLS, shutdown, back-pressure.
+
+A session answers commands in the protocol callbacks and waits in a task only for what
+must wait (login, STLS, a body the store cannot give at once, UPDATE).  These tests drive
+the in-process server over real sockets at the points where that design has to get the
+order of things right: a client that pipelines QUIT and closes still gets its UPDATE, one
+that drops without QUIT does not (RFC 1939 s6); plaintext pipelined after STLS never
+reaches the TLS session while a command sent right after the handshake is answered
+(RFC 2595 s4); a shutdown during a task lets that command finish first; reading paused
+behind a slow task resumes; the inactivity timer (V0002/V0003) does not cut a session
+while the server itself is still answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Self
+
+from popbox.server.session import READ_PAUSE_THRESHOLD
+from popbox.store.base import Pending
+from popbox_servers import USERS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from popbox_servers import InProcessServer
+
+TIMEOUT = 10.0
+CRLF = b"\r\n"
+PLAINTEXT = {"login_type": "plaintext_login"}  # USER/PASS on the plain port
+LOGIN = f"USER alice\r\nPASS {USERS['alice']}\r\n".encode()
+ONE = b"Subject: one\r\n\r\nfirst\r\n"
+TWO = b"Subject: two\r\n\r\nsecond\r\n"
+
+
+class Client:
+    """A POP3 client on a blocking socket with a timeout."""
+
+    def __init__(self, server: InProcessServer, *, receive_buffer: int | None = None) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(TIMEOUT)
+        if receive_buffer is not None:  # before connect: it bounds the advertised window
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        try:
+            sock.connect((server.host, server.port))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.buffer = b""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sock.close()
+
+    @property
+    def peer(self) -> str:
+        """How the server's log names this client."""
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while CRLF not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                rest, self.buffer = self.buffer, b""
+                return rest
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(CRLF)
+        return line + CRLF
+
+    def read_to_eof(self) -> bytes:
+        parts = [self.buffer]
+        while chunk := self.sock.recv(65536):
+            parts.append(chunk)
+        self.buffer = b""
+        return b"".join(parts)
+
+    def log_in(self) -> None:
+        assert self.line().startswith(b"+OK ")
+        self.send(LOGIN)
+        assert self.line() == b"+OK send PASS\r\n"
+        assert self.line().startswith(b"+OK logged in")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    """Poll ``predicate`` until it is true, and return it; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+    return found
+
+
+def session_named(server: InProcessServer, client: Client) -> str:
+    """The session id of ``client``'s connection, from its connect log line."""
+    [connect] = wait_until(
+        lambda: [e for e in server.log.events("connect") if e["peer"] == client.peer]
+    )
+    return str(connect["session"])
+
+
+def events_of(server: InProcessServer, event: str, session: str) -> list[dict[str, Any]]:
+    return [e for e in server.log.events(event) if e.get("session") == session]
+
+
+def slow_fetch(server: InProcessServer, monkeypatch: Any, delay: float) -> threading.Event:
+    """Make every RETR wait ``delay`` s in a task; the event is set when one starts waiting."""
+    started = threading.Event()
+    fetch = server.store.fetch
+
+    async def slow(name: str, uid: int) -> bytes | None:
+        started.set()
+        await asyncio.sleep(delay)
+        return await fetch(name, uid)
+
+    monkeypatch.setattr(server.store, "fetch_now", lambda _name, _uid: Pending.FETCH)
+    monkeypatch.setattr(server.store, "fetch", slow)
+    return started
+
+
+def shut_down_sessions(server: InProcessServer) -> None:
+    """What the listener does once the shutdown grace is over: ``shutdown()`` each session."""
+
+    async def shut() -> None:
+        for session in list(server._context.sessions):  # the live sessions
+            session.shutdown()
+
+    server.call(shut())
+
+
+# -- a lost connection: UPDATE only after a QUIT the client sent (RFC 1939 s6) ----------
+
+
+def test_pipelined_dele_and_quit_then_close_still_updates_rfc1939_s6(start_pop3_server):
+    """The client sent QUIT: the connection closing before the replies does not undo it.
+
+    Login, DELE and QUIT go in one send and the socket is closed at once, so the
+    connection is gone while the login is still being answered in its task; the DELE and
+    QUIT buffered behind it are answered afterwards, and QUIT enters UPDATE (V0006).
+    """
+    server = start_pop3_server(PLAINTEXT)
+    [one, two] = server.deliver("alice", ONE, TWO)
+    with Client(server) as client:
+        session = session_named(server, client)
+        client.send(LOGIN + b"DELE 1\r\nQUIT\r\n")
+    [update] = wait_until(lambda: events_of(server, "update", session))
+    assert update["deleted"] == 1
+    assert server.uids("alice") == [two.info.uid]
+    assert one.info.uid not in server.uids("alice")
+    wait_until(lambda: server.session_count() == 0)
+
+
+def test_a_client_that_drops_without_quit_gets_no_update_rfc1939_s6(start_pop3_server):
+    """DELE then a dropped connection: the session ends, and nothing is removed."""
+    server = start_pop3_server(PLAINTEXT)
+    delivered = server.deliver("alice", ONE, TWO)
+    with Client(server) as client:
+        session = session_named(server, client)
+        client.log_in()
+        client.send(b"DELE 1\r\n")
+        assert client.line() == b"+OK message 1 deleted\r\n"
+    wait_until(lambda: events_of(server, "disconnect", session))
+    assert not events_of(server, "update", session)
+    assert server.uids("alice") == [d.info.uid for d in delivered]
+    wait_until(lambda: server.session_count() == 0)
+
+
+def test_a_client_that_drops_during_a_task_gets_no_update_rfc1939_s6(
+    start_pop3_server, monkeypatch
+):
+    """DELE, then a RETR that waits in a task, then the connection drops: no UPDATE.
+
+    The loss arrives while the task runs; when it ends the session finds nothing more
+    in its buffer and ends without entering UPDATE.
+    """
+    server = start_pop3_server(PLAINTEXT)
+    delivered = server.deliver("alice", ONE, TWO)
+    started = slow_fetch(server, monkeypatch, 0.3)
+    with Client(server) as client:
+        session = session_named(server, client)
+        client.log_in()
+        client.send(b"DELE 1\r\nRETR 2\r\n")
+        assert client.line() == b"+OK message 1 deleted\r\n"
+        assert started.wait(TIMEOUT)
+    wait_until(lambda: events_of(server, "disconnect", session))
+    assert not events_of(server, "update", session)
+    assert server.uids("alice") == [d.info.uid for d in delivered]
+
+
+# -- STLS (RFC 2595 s4) --------------------------------------------------------------
+
+
+def test_plaintext_pipelined_after_stls_is_dropped_and_early_tls_data_answered_rfc2595_s4(
+    start_pop3_server,
+):
+    """Commands sent in plaintext behind STLS are never answered, before or after TLS.
+
+    The client's CAPA right after its handshake may reach the server before the
+    handshake has finished there: it is answered, and it is the first reply over TLS.
+    """
+    server = start_pop3_server(PLAINTEXT)
+    with Client(server) as client:
+        assert client.line().startswith(b"+OK ")
+        client.send(b"STLS\r\nCAPA\r\nUSER alice\r\n")
+        assert client.line() == b"+OK begin TLS negotiation\r\n"
+        assert client.buffer == b""
+        tls = server.tls.client_context().wrap_socket(client.sock, server_hostname=server.host)
+        client.sock = tls
+        client.send(b"CAPA\r\n")
+        assert client.line() == b"+OK capability list follows\r\n"
+        capabilities = []
+        while (line := client.line()) != b".\r\n":
+            capabilities.append(line.strip().upper())
+        assert b"STLS" not in capabilities
+        assert b"USER" in capabilities
+        client.send(b"PASS whatever\r\nQUIT\r\n")
+        # The plaintext USER was dropped: PASS has no USER before it.
+        assert client.line().startswith(b"-ERR")
+        assert client.line() == b"+OK signing off\r\n"
+        assert client.read_to_eof() == b""
+
+
+# -- shutdown: the current command first, then -ERR, no UPDATE -------------------------
+
+
+def test_shutdown_during_a_task_answers_that_command_then_closes_without_update(
+    start_pop3_server, monkeypatch
+):
+    """The listener's shutdown() while a RETR waits on the store: the RETR is answered.
+
+    Then one -ERR [SYS/TEMP] line, the connection closes, and the DELE before it is not
+    carried out (no UPDATE).
+    """
+    server = start_pop3_server(PLAINTEXT)
+    delivered = server.deliver("alice", ONE, TWO)
+    started = slow_fetch(server, monkeypatch, 0.3)
+    with Client(server) as client:
+        session = session_named(server, client)
+        client.log_in()
+        client.send(b"DELE 2\r\nRETR 1\r\n")
+        assert client.line() == b"+OK message 2 deleted\r\n"
+        assert started.wait(TIMEOUT)
+        shut_down_sessions(server)
+        got = client.read_to_eof()
+    reply = b"+OK %d octets\r\n" % delivered[0].info.size + ONE + b".\r\n"
+    assert got == reply + b"-ERR [SYS/TEMP] server shutting down, try again later\r\n"
+    wait_until(lambda: events_of(server, "disconnect", session))
+    assert not events_of(server, "update", session)
+    assert server.uids("alice") == [d.info.uid for d in delivered]
+    wait_until(lambda: server.session_count() == 0)
+
+
+# -- read back-pressure --------------------------------------------------------------
+
+
+def test_reading_paused_behind_a_slow_task_resumes_and_every_command_is_answered(
+    start_pop3_server, monkeypatch
+):
+    """More than READ_PAUSE_THRESHOLD octets arrive while a RETR waits on the store.
+
+    The session stops reading until the task is answered; then every buffered and every
+    later command is answered in order, QUIT last.
+    """
+    server = start_pop3_server(PLAINTEXT)
+    [one] = server.deliver("alice", ONE)
+    started = slow_fetch(server, monkeypatch, 0.3)
+    noops = READ_PAUSE_THRESHOLD // len(b"NOOP\r\n") + 10_000
+    with Client(server) as client:
+        client.log_in()
+        client.send(b"RETR 1\r\n")
+        assert started.wait(TIMEOUT)
+        sender = threading.Thread(target=client.send, args=(b"NOOP\r\n" * noops + b"QUIT\r\n",))
+        sender.start()
+        try:
+            got = client.read_to_eof()
+        finally:
+            sender.join(TIMEOUT)
+    reply = b"+OK %d octets\r\n" % one.info.size + ONE + b".\r\n"
+    assert got.startswith(reply)
+    rest = got[len(reply) :].split(CRLF)
+    assert rest[-2:] == [b"+OK signing off, 0 messages deleted", b""]
+    assert len(rest) - 2 == noops
+    assert set(rest[:-2]) == {b"+OK"}
+
+
+# -- the inactivity timer during a task (V0002/V0003) ---------------------------------
+
+
+def test_a_task_longer_than_the_timeout_is_answered_whole_v0002(start_pop3_server, monkeypatch):
+    """A store slower than authenticated_timeout: the RETR still gets its whole reply.
+
+    The timer runs out while the task waits on the store, which is not the client being
+    inactive: the reply comes first, not the -ERR line of V0003.
+    """
+    server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1})
+    [one] = server.deliver("alice", ONE)
+    slow_fetch(server, monkeypatch, 1.5)
+    with Client(server) as client:
+        client.log_in()
+        client.send(b"RETR 1\r\n")
+        assert client.line() == b"+OK %d octets\r\n" % one.info.size
+        assert client.line() == b"Subject: one\r\n"
