@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Self
@@ -308,3 +309,134 @@ def test_a_task_longer_than_the_timeout_is_answered_whole_v0002(start_pop3_serve
         client.send(b"RETR 1\r\n")
         assert client.line() == b"+OK %d octets\r\n" % one.info.size
         assert client.line() == b"Subject: one\r\n"
+
+
+# -- found by review: half-close, lost connections, shutdown, lingering sockets --------
+
+
+def big(size: int) -> bytes:
+    return b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * (size // 80)
+
+
+def on_loop(server, fn):
+    async def run():
+        return fn()
+
+    return server.call(run())
+
+
+def only_session(server):
+    [session] = wait_until(lambda: on_loop(server, lambda: list(server._context.sessions)))
+    return session
+
+
+def test_half_close_while_write_blocked_keeps_back_pressure(start_pop3_server):
+    """EOF from a client whose output is blocked must not lift back-pressure."""
+    server = start_pop3_server(PLAINTEXT)
+    server.deliver("alice", big(200_000))  # below INLINE_FETCH: answered by fetch_now
+    with Client(server) as client:
+        client.log_in()
+        session = only_session(server)
+        client.send(b"RETR 1\r\n" * 200)  # 40 MB of replies
+        wait_until(lambda: on_loop(server, lambda: not session._can_write))
+        client.sock.shutdown(socket.SHUT_WR)
+        wait_until(lambda: on_loop(server, lambda: session._eof))
+        time.sleep(0.2)
+        buffered = on_loop(server, session._transport.get_write_buffer_size)
+        assert buffered < 8_000_000, f"{buffered} octets buffered after EOF"
+
+
+def test_half_closed_client_gets_every_reply_before_update(start_pop3_server):
+    """printf 'USER..PASS..RETR 1\\r\\nDELE 1\\r\\nQUIT\\r\\n' | nc -N: replies, then UPDATE."""
+    server = start_pop3_server(PLAINTEXT)
+    [one, _two] = server.deliver("alice", ONE, TWO)
+    with Client(server) as client:
+        assert client.line().startswith(b"+OK ")
+        client.send(LOGIN + b"RETR 1\r\nDELE 1\r\nQUIT\r\n")
+        client.sock.shutdown(socket.SHUT_WR)
+        got = client.read_to_eof()
+    wait_until(lambda: server.session_count() == 0)
+    assert got.count(b"+OK") == 5, got  # USER, PASS, RETR, DELE and QUIT all answered
+    assert got.endswith(b"+OK signing off, 1 message deleted\r\n")
+    assert one.info.uid not in server.uids("alice")  # QUIT was sent: UPDATE ran
+
+
+def test_lost_connection_does_not_read_every_pipelined_body(start_pop3_server, monkeypatch):
+    """A reset with 5000 RETRs buffered: the server should not fetch 5000 bodies for nobody."""
+    server = start_pop3_server(PLAINTEXT)
+    server.deliver("alice", big(100_000))
+    calls = []
+    original = server.store.fetch_now
+
+    def counting(name, uid):
+        calls.append(uid)
+        return original(name, uid)
+
+    monkeypatch.setattr(server.store, "fetch_now", counting)
+    with Client(server, receive_buffer=65536) as client:
+        session_id = session_named(server, client)
+        client.log_in()
+        session = only_session(server)
+        client.send(b"RETR 1\r\n" * 5000)
+        wait_until(lambda: on_loop(server, lambda: not session._can_write))
+        before = len(calls)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_until(lambda: events_of(server, "disconnect", session_id))
+    assert len(calls) - before < 50, f"{len(calls) - before} bodies read after the reset"
+
+
+def test_timer_counts_from_the_answer_of_a_slow_task_v0002(start_pop3_server):
+    """A failed login answered after 1.5 s (auth_failure_delay) with a 1 s timeout."""
+    server = start_pop3_server(
+        {**PLAINTEXT, "unauthenticated_timeout": 1, "auth_failure_delay": 1.5}
+    )
+    with Client(server) as client:
+        assert client.line().startswith(b"+OK ")
+        client.send(b"USER alice\r\nPASS wrong\r\n")
+        assert client.line() == b"+OK send PASS\r\n"
+        assert client.line().startswith(b"-ERR")
+        client.send(b"USER alice\r\n")
+        assert client.line() == b"+OK send PASS\r\n"
+
+
+def test_shutdown_of_a_write_blocked_session_ends_it(start_pop3_server):
+    """shutdown() of a session whose client reads nothing: it must still end, promptly."""
+    server = start_pop3_server(PLAINTEXT)
+    server.deliver("alice", big(1_000_000))
+    with Client(server, receive_buffer=65536) as client:
+        client.log_in()
+        session = only_session(server)
+        client.send(b"RETR 1\r\n" * 20)
+        wait_until(lambda: on_loop(server, lambda: not session._can_write))
+
+        async def shut():
+            session.shutdown()
+            try:
+                await asyncio.wait_for(session.wait_closed(), 3)
+            except TimeoutError:
+                return False
+            return True
+
+        assert server.call(shut()), "the session outlived shutdown() by 3 s"
+
+
+def test_a_finished_session_with_unread_output_does_not_keep_its_socket(start_pop3_server):
+    """RETRs then QUIT, never read: after UPDATE the connection must not stay open forever.
+
+    The high-water mark is raised so the session reaches QUIT without pausing (as it does
+    whenever the unread tail is below 64 KiB); _finish cancels the timer and close() waits
+    for a drain that never comes.
+    """
+    server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1})
+    server.deliver("alice", big(1_000_000))
+    with Client(server, receive_buffer=65536) as client:
+        session_id = session_named(server, client)
+        client.log_in()
+        session = only_session(server)
+        transport = session._transport
+        on_loop(server, lambda: transport.set_write_buffer_limits(high=64_000_000))
+        client.send(b"RETR 1\r\n" * 9 + b"QUIT\r\n")
+        wait_until(lambda: events_of(server, "disconnect", session_id))
+        time.sleep(3)  # three inactivity timeouts
+        left = on_loop(server, lambda: (transport.get_write_buffer_size(), transport._sock))
+        assert left[1] is None, f"socket still open with {left[0]} octets unsent"

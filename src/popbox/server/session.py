@@ -54,6 +54,7 @@ READ_PAUSE_THRESHOLD = 256 * 1024  # stop reading while this much is queued unan
 JOIN_LIMIT = 64 * 1024  # replies up to this size go out as one buffer
 TIMER_RECHECK = 60.0  # seconds: the longest the inactivity timer sleeps at once
 BUSY_RECHECK = 1.0  # seconds: the timer's next look when it expired during a store call
+CLOSE_LINGER = 30.0  # seconds a closed session's last replies may take to drain, at most
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -74,11 +75,14 @@ class Pop3Protocol(asyncio.Protocol):
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
         self._transport: asyncio.Transport | None = None
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[None] = loop.create_future()  # the session has ended
+        self._transport_gone: asyncio.Future[None] = loop.create_future()  # connection_lost
         self._task: asyncio.Task[None] | None = None  # answering an event that must wait
         self._can_write = True
         self._reading_paused = False
-        self._lost = False
+        self._lost = False  # the connection is gone: nothing can be written or read
+        self._eof = False  # the client will send nothing more, but may still read
         self._finishing = False
         self._dropping_plaintext = False
         # Decrypted bytes that arrive before ``start_tls`` returns: held back until the
@@ -93,6 +97,8 @@ class Pop3Protocol(asyncio.Protocol):
         # rather than moved on every command, so a command costs one clock read.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0  # when it fires (time.monotonic())
+        # How long closing may wait for the last replies to drain (the timeout, at most).
+        self._linger = min(server.config.pop3.unauthenticated_timeout, CLOSE_LINGER)
         self._active_at = time.monotonic()  # the last command received, or output drained
         self._output = OutputWatch()  # whether a silent client still reads what it is owed
         self._lines_seen = 0
@@ -131,15 +137,19 @@ class Pop3Protocol(asyncio.Protocol):
             self._reading_paused = True
 
     def eof_received(self) -> bool:
-        self._connection_gone()
-        return False
+        # The client has sent everything (a half-close, as `nc -N` does): what it sent is
+        # still answered, and the session ends when that runs out.  Over TLS asyncio
+        # cannot keep a half-closed connection open, so there it closes as it would.
+        self._eof = True
+        if self._task is None:
+            self._pump()
+        return not self._settings.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends it
-        self._connection_gone()
-
-    def _connection_gone(self) -> None:
         self._lost = True
         self._can_write = True  # nothing will drain now; do not wait for it
+        if not self._transport_gone.done():
+            self._transport_gone.set_result(None)
         if self._task is None:
             self._pump()
 
@@ -155,7 +165,10 @@ class Pop3Protocol(asyncio.Protocol):
     # -- control from the listener ----------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close this session once its current command is answered: -ERR line, no UPDATE."""
+        """Close this session once its current command is answered: -ERR line, no UPDATE.
+
+        A session whose client is not reading what it was sent is cut off at once.
+        """
         self._shutting_down = True
         if self._task is None:
             self._pump()
@@ -168,6 +181,9 @@ class Pop3Protocol(asyncio.Protocol):
     def _pump(self) -> None:
         """Answer the buffered commands that need no waiting; hand one that does to a task."""
         conn = self._conn
+        if not self._can_write and self._shutting_down and self._transport is not None:
+            self._transport.abort()  # a stopping server does not wait for a client not reading
+            return
         try:
             while self._can_write and not self._finishing:
                 event = conn.next_event()
@@ -176,8 +192,8 @@ class Pop3Protocol(asyncio.Protocol):
                     self._active_at = time.monotonic()
                 if event is Signal.NEED_DATA:
                     self._flush()
-                    if self._lost:
-                        self._finish()  # a dropped connection: no UPDATE (RFC 1939 s6)
+                    if self._lost or self._eof:
+                        self._finish()  # no QUIT came: no UPDATE (RFC 1939 s6)
                     elif self._shutting_down:
                         conn.shutdown()
                         continue
@@ -217,7 +233,13 @@ class Pop3Protocol(asyncio.Protocol):
         if isinstance(event, StartTls) and not self._conn.tls_active:
             self._finish()  # the handshake failed and the connection is gone
             return
-        self._arm_timer()  # a login changes which timeout applies
+        # V0002 counts inactivity from the answer too: a slow answer (a failed login's
+        # delay, a slow store) must not leave the client no time to send the next command.
+        # And a login changes which timeout applies.
+        self._active_at = time.monotonic()
+        self._arm_timer()
+        if self._conn.user is not None:  # closing waits as long as the session would
+            self._linger = min(self._server.config.pop3.authenticated_timeout, CLOSE_LINGER)
         self._pump()
 
     def _arm_timer(self) -> None:
@@ -310,6 +332,9 @@ class Pop3Protocol(asyncio.Protocol):
         """Answer RETR/TOP from ``fetch_now`` if the store can; False: it must wait."""
         user = self._conn.user
         assert user is not None
+        if self._lost:
+            self._conn.store_failed()  # nobody to send it to: do not read the body
+            return True
         try:
             wire = self._server.store.fetch_now(user, event.info.uid)
         except StoreError:
@@ -394,12 +419,30 @@ class Pop3Protocol(asyncio.Protocol):
         try:
             self._server.sessions.discard(self)
             self._observe.closed()
-            await self._login.release_lock()
-            if self._transport is not None:
-                self._transport.close()
+            try:
+                await self._login.release_lock()
+            except Exception:  # noqa: BLE001 - the connection must close whatever happened
+                self._log.exception("session_failed")
+            await self._close_transport()
             self._log.info("disconnect", **self._observe.summary())
         finally:
             self._closed.set_result(None)
+
+    async def _close_transport(self) -> None:
+        """Close once the last replies are out; abort if the client does not take them.
+
+        The session counts against its client's connection limit until the socket is
+        really gone, so a client that leaves unread replies behind cannot pile up sockets.
+        """
+        transport = self._transport
+        if transport is None or self._lost:
+            return
+        transport.close()
+        try:
+            async with asyncio.timeout(self._linger):
+                await asyncio.shield(self._transport_gone)
+        except TimeoutError:
+            transport.abort()
 
     def _timeout(self) -> float:
         pop3 = self._server.config.pop3
@@ -423,7 +466,8 @@ class _TlsSide(asyncio.Protocol):
         self._session._tls_data_received(data)  # noqa: SLF001 - the session's own other half
 
     def eof_received(self) -> bool:
-        return self._session.eof_received()
+        self._session.eof_received()
+        return False  # asyncio's TLS layer closes the connection after EOF in any case
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._session.connection_lost(exc)
