@@ -18,86 +18,17 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from popbox.server.session import READ_PAUSE_THRESHOLD
 from popbox.store.base import Pending
-from popbox_servers import USERS
+from raw_pop3 import CRLF, LOGIN, PLAINTEXT, TIMEOUT, Client, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from popbox_servers import InProcessServer
 
-TIMEOUT = 10.0
-CRLF = b"\r\n"
-PLAINTEXT = {"login_type": "plaintext_login"}  # USER/PASS on the plain port
-LOGIN = f"USER alice\r\nPASS {USERS['alice']}\r\n".encode()
 ONE = b"Subject: one\r\n\r\nfirst\r\n"
 TWO = b"Subject: two\r\n\r\nsecond\r\n"
-
-
-class Client:
-    """A POP3 client on a blocking socket with a timeout."""
-
-    def __init__(self, server: InProcessServer, *, receive_buffer: int | None = None) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(TIMEOUT)
-        if receive_buffer is not None:  # before connect: it bounds the advertised window
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        try:
-            sock.connect((server.host, server.port))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-        self.buffer = b""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.sock.close()
-
-    @property
-    def peer(self) -> str:
-        """How the server's log names this client."""
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        while CRLF not in self.buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                rest, self.buffer = self.buffer, b""
-                return rest
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(CRLF)
-        return line + CRLF
-
-    def read_to_eof(self) -> bytes:
-        parts = [self.buffer]
-        while chunk := self.sock.recv(65536):
-            parts.append(chunk)
-        self.buffer = b""
-        return b"".join(parts)
-
-    def log_in(self) -> None:
-        assert self.line().startswith(b"+OK ")
-        self.send(LOGIN)
-        assert self.line() == b"+OK send PASS\r\n"
-        assert self.line().startswith(b"+OK logged in")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Poll ``predicate`` until it is true, and return it; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not (found := predicate()):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-    return found
 
 
 def session_named(server: InProcessServer, client: Client) -> str:
@@ -149,7 +80,7 @@ def test_pipelined_dele_and_quit_then_close_still_updates_rfc1939_s6(start_pop3_
     """
     server = start_pop3_server(PLAINTEXT)
     [one, two] = server.deliver("alice", ONE, TWO)
-    with Client(server) as client:
+    with Client.connect(server) as client:
         session = session_named(server, client)
         client.send(LOGIN + b"DELE 1\r\nQUIT\r\n")
     [update] = wait_until(lambda: events_of(server, "update", session))
@@ -163,7 +94,7 @@ def test_a_client_that_drops_without_quit_gets_no_update_rfc1939_s6(start_pop3_s
     """DELE then a dropped connection: the session ends, and nothing is removed."""
     server = start_pop3_server(PLAINTEXT)
     delivered = server.deliver("alice", ONE, TWO)
-    with Client(server) as client:
+    with Client.connect(server) as client:
         session = session_named(server, client)
         client.log_in()
         client.send(b"DELE 1\r\n")
@@ -185,7 +116,7 @@ def test_a_client_that_drops_during_a_task_gets_no_update_rfc1939_s6(
     server = start_pop3_server(PLAINTEXT)
     delivered = server.deliver("alice", ONE, TWO)
     started = slow_fetch(server, monkeypatch, 0.3)
-    with Client(server) as client:
+    with Client.connect(server) as client:
         session = session_named(server, client)
         client.log_in()
         client.send(b"DELE 1\r\nRETR 2\r\n")
@@ -208,7 +139,7 @@ def test_plaintext_pipelined_after_stls_is_dropped_and_early_tls_data_answered_r
     handshake has finished there: it is answered, and it is the first reply over TLS.
     """
     server = start_pop3_server(PLAINTEXT)
-    with Client(server) as client:
+    with Client.connect(server) as client:
         assert client.line().startswith(b"+OK ")
         client.send(b"STLS\r\nCAPA\r\nUSER alice\r\n")
         assert client.line() == b"+OK begin TLS negotiation\r\n"
@@ -243,7 +174,7 @@ def test_shutdown_during_a_task_answers_that_command_then_closes_without_update(
     server = start_pop3_server(PLAINTEXT)
     delivered = server.deliver("alice", ONE, TWO)
     started = slow_fetch(server, monkeypatch, 0.3)
-    with Client(server) as client:
+    with Client.connect(server) as client:
         session = session_named(server, client)
         client.log_in()
         client.send(b"DELE 2\r\nRETR 1\r\n")
@@ -274,7 +205,7 @@ def test_reading_paused_behind_a_slow_task_resumes_and_every_command_is_answered
     [one] = server.deliver("alice", ONE)
     started = slow_fetch(server, monkeypatch, 0.3)
     noops = READ_PAUSE_THRESHOLD // len(b"NOOP\r\n") + 10_000
-    with Client(server) as client:
+    with Client.connect(server) as client:
         client.log_in()
         client.send(b"RETR 1\r\n")
         assert started.wait(TIMEOUT)
@@ -304,7 +235,7 @@ def test_a_task_longer_than_the_timeout_is_answered_whole_v0002(start_pop3_serve
     server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1})
     [one] = server.deliver("alice", ONE)
     slow_fetch(server, monkeypatch, 1.5)
-    with Client(server) as client:
+    with Client.connect(server) as client:
         client.log_in()
         client.send(b"RETR 1\r\n")
         assert client.line() == b"+OK %d octets\r\n" % one.info.size
@@ -334,7 +265,7 @@ def test_half_close_while_write_blocked_keeps_back_pressure(start_pop3_server):
     """EOF from a client whose output is blocked must not lift back-pressure."""
     server = start_pop3_server(PLAINTEXT)
     server.deliver("alice", big(200_000))  # below INLINE_FETCH: answered by fetch_now
-    with Client(server) as client:
+    with Client.connect(server) as client:
         client.log_in()
         session = only_session(server)
         client.send(b"RETR 1\r\n" * 200)  # 40 MB of replies
@@ -350,7 +281,7 @@ def test_half_closed_client_gets_every_reply_before_update(start_pop3_server):
     """printf 'USER..PASS..RETR 1\\r\\nDELE 1\\r\\nQUIT\\r\\n' | nc -N: replies, then UPDATE."""
     server = start_pop3_server(PLAINTEXT)
     [one, _two] = server.deliver("alice", ONE, TWO)
-    with Client(server) as client:
+    with Client.connect(server) as client:
         assert client.line().startswith(b"+OK ")
         client.send(LOGIN + b"RETR 1\r\nDELE 1\r\nQUIT\r\n")
         client.sock.shutdown(socket.SHUT_WR)
@@ -373,7 +304,7 @@ def test_lost_connection_does_not_read_every_pipelined_body(start_pop3_server, m
         return original(name, uid)
 
     monkeypatch.setattr(server.store, "fetch_now", counting)
-    with Client(server, receive_buffer=65536) as client:
+    with Client.connect(server, receive_buffer=65536) as client:
         session_id = session_named(server, client)
         client.log_in()
         session = only_session(server)
@@ -390,7 +321,7 @@ def test_timer_counts_from_the_answer_of_a_slow_task_v0002(start_pop3_server):
     server = start_pop3_server(
         {**PLAINTEXT, "unauthenticated_timeout": 1, "auth_failure_delay": 1.5}
     )
-    with Client(server) as client:
+    with Client.connect(server) as client:
         assert client.line().startswith(b"+OK ")
         client.send(b"USER alice\r\nPASS wrong\r\n")
         assert client.line() == b"+OK send PASS\r\n"
@@ -403,7 +334,7 @@ def test_shutdown_of_a_write_blocked_session_ends_it(start_pop3_server):
     """shutdown() of a session whose client reads nothing: it must still end, promptly."""
     server = start_pop3_server(PLAINTEXT)
     server.deliver("alice", big(1_000_000))
-    with Client(server, receive_buffer=65536) as client:
+    with Client.connect(server, receive_buffer=65536) as client:
         client.log_in()
         session = only_session(server)
         client.send(b"RETR 1\r\n" * 20)
@@ -429,7 +360,7 @@ def test_a_finished_session_with_unread_output_does_not_keep_its_socket(start_po
     """
     server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1})
     server.deliver("alice", big(1_000_000))
-    with Client(server, receive_buffer=65536) as client:
+    with Client.connect(server, receive_buffer=65536) as client:
         session_id = session_named(server, client)
         client.log_in()
         session = only_session(server)
