@@ -122,6 +122,7 @@ class PopboxServer(_Server):
 
     def version(self) -> str:
         import popbox  # noqa: PLC0415 - the installed version, read when reported
+        import popbox.protocol.connection as core  # noqa: PLC0415
 
         try:
             import uvloop  # noqa: PLC0415
@@ -129,7 +130,9 @@ class PopboxServer(_Server):
             loop = "asyncio"
         else:
             loop = f"uvloop {uvloop.__version__}"
-        return f"popbox {popbox.__version__} (Python {sys.version.split()[0]}, {loop})"
+        # scripts/compile's build (on PYTHONPATH) has the command cycle compiled by mypyc.
+        build = "mypyc-compiled" if (core.__file__ or "").endswith(".so") else "pure Python"
+        return f"popbox {popbox.__version__} ({build}, Python {sys.version.split()[0]}, {loop})"
 
 
 def _has_workers() -> bool:
