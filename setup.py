@@ -1,7 +1,7 @@
 """popbox's build: pure Python, or with POPBOX_COMPILE=1 its hot modules compiled by mypyc.
 
-Why mypyc: a small RETR is one command cycle of the sans-IO core and the session driver,
-and compiled they cost about a quarter less server CPU per 4 KiB RETR (bench/RESULTS.md).
+Why mypyc: a small RETR is one command cycle of the sans-IO core, the session driver and
+the store, and compiled they cost about a quarter less server CPU (bench/RESULTS.md).
 The compiled modules are the same typed sources (mypy --strict); nothing is written in C
 by hand, and the pure-Python build behaves the same (CI runs the tests on both).
 Compiling needs mypy and a C compiler (Debian: gcc, python3-dev):
@@ -16,12 +16,14 @@ from pathlib import Path
 
 from setuptools import setup
 
-# The command cycle: framing, parsing, state machine, replies, and the session around it.
+# The command cycle: framing, parsing, state machine, replies, the session around it, and
+# the SQLite store that reads the bodies.
 COMPILED = [
     *sorted(str(path) for path in Path("src/popbox/protocol").glob("*.py")),
     "src/popbox/server/session.py",
     "src/popbox/server/observe.py",
     "src/popbox/server/progress.py",
+    "src/popbox/store/sqlite.py",
 ]
 
 

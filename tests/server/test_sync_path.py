@@ -365,6 +365,28 @@ def test_disconnect_log_line_of_a_timed_out_session_v0003(start_pop3_server):
 # -- e: a store error on RETR ------------------------------------------------------
 
 
+class FailingOnce:
+    """A store whose ``method`` (fetch_now or fetch) fails once; the rest is the real one."""
+
+    def __init__(self, store: Any, method: str) -> None:
+        self._store = store
+        self._method = method
+        self.failures = [StoreTemporaryError("database went away")]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def fetch_now(self, name: str, uid: int) -> Any:
+        if self._method == "fetch_now" and self.failures:
+            raise self.failures.pop()
+        return self._store.fetch_now(name, uid)
+
+    async def fetch(self, name: str, uid: int) -> Any:
+        if self._method == "fetch" and self.failures:
+            raise self.failures.pop()
+        return await self._store.fetch(name, uid)
+
+
 @pytest.mark.parametrize("path", ["fetch_now", "fetch"])
 def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
     start_pop3_server, monkeypatch, path
@@ -377,28 +399,12 @@ def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
     server = start_pop3_server(PLAINTEXT)
     text = SMALL_ONE if path == "fetch_now" else big_message(2 * INLINE_FETCH)
     [first, second] = server.deliver("alice", text, SMALL_TWO)
-    backend = server.store.wrapped  # behind the timing wrapper, which counts the error
-    failures = [StoreTemporaryError("database went away")]
-    if path == "fetch_now":
-        original = backend.fetch_now
-
-        def flaky_now(name: str, uid: int):
-            if failures:
-                raise failures.pop()
-            return original(name, uid)
-
-        monkeypatch.setattr(backend, "fetch_now", flaky_now)
-    else:
-        original_fetch = backend.fetch
-
-        async def flaky(name: str, uid: int):
-            if failures:
-                raise failures.pop()
-            return await original_fetch(name, uid)
-
-        monkeypatch.setattr(backend, "fetch", flaky)
-        # The timing wrapper keeps the method it wrapped first; have it wrap this one.
-        monkeypatch.delitem(server.store.__dict__, "fetch", raising=False)
+    # Behind the timing wrapper, which counts the error.  A proxy, not a patched method:
+    # the compiled build's store does not let its methods be replaced.
+    flaky = FailingOnce(server.store.wrapped, path)
+    monkeypatch.setattr(server.store, "wrapped", flaky)
+    # The timing wrapper keeps the coroutine it wrapped first; have it wrap the proxy's.
+    monkeypatch.delitem(server.store.__dict__, "fetch", raising=False)
 
     with Client.connect(server) as client:
         client.line()
@@ -416,7 +422,7 @@ def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
             b"+OK signing off, 1 message deleted\r\n",
         ],
     )
-    assert not failures
+    assert not flaky.failures
     assert [e["uid"] for e in server.log.events("fetch_store_error")] == [first.info.uid]
     assert server.uids("alice") == [first.info.uid]
     metrics = server._context.metrics.render().decode()

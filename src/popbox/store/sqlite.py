@@ -137,7 +137,7 @@ class SqliteStore:
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="popbox-sqlite-write")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="popbox-sqlite-read")
         self._connections: list[sqlite3.Connection] = []
-        self._inline: sqlite3.Connection | None = None
+        self._inline_conn: sqlite3.Connection | None = None
         # The inline connection is normally used by one event loop's thread; the lock
         # only matters if a store is shared between loops on several threads.
         self._inline_lock = threading.Lock()
@@ -277,8 +277,8 @@ class SqliteStore:
             reader = _connect(self._path, busy_timeout=self._busy_timeout, writer=False)
             self._connections.append(reader)
             self._idle_readers.put(reader)
-        self._inline = _connect(self._path, busy_timeout=self._busy_timeout, writer=False)
-        self._connections.append(self._inline)
+        self._inline_conn = _connect(self._path, busy_timeout=self._busy_timeout, writer=False)
+        self._connections.append(self._inline_conn)
 
     def _shutdown(self) -> None:
         self._writer_pool.shutdown(wait=True)
@@ -327,10 +327,10 @@ class SqliteStore:
         **kwargs: _P.kwargs,
     ) -> _T:
         self._check_open()
-        assert self._inline is not None
+        assert self._inline_conn is not None
         try:
             with self._inline_lock:
-                return operation(self._inline, *args, **kwargs)
+                return operation(self._inline_conn, *args, **kwargs)
         except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise  # misuse of the API is a bug to fix, not a database condition
         except sqlite3.Error as exc:
