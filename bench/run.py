@@ -62,6 +62,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--retr-kinds", default=",".join(RETR_KINDS), help="message sizes for retr: r4k,..."
     )
+    parser.add_argument(
+        "--retr-concurrency", type=int, help="retr: connections per client process (4)"
+    )
     parser.add_argument("--dovecot", choices=("tuned", "stock"), default="tuned")
     parser.add_argument("--results", type=Path, help="file to write the table into")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -77,8 +80,11 @@ def _settings(args: argparse.Namespace) -> tuple[scenarios.Settings, provision.P
     quick = args.quick
     m = payload.MAILBOXES
     login_users = payload.users_of(m["login"], 20 if quick else 200)
-    retr_concurrency = 2 if quick else 4
+    retr_concurrency = args.retr_concurrency or (2 if quick else 4)
+    retr_busy = 4 if quick else 16
+    # One user per connection of a process; the busy 4 KiB run needs more of them.
     retr_users = {k: payload.users_of(m[k], retr_concurrency) for k in RETR_KINDS}
+    retr_users["r4k"] = payload.users_of(m["r4k"], max(retr_concurrency, retr_busy))
     retr_counts = {k: max(m[k].count // (10 if quick else 1), 2) for k in RETR_KINDS}
     big_count = 2_000 if quick else m["big"].count
     settings = scenarios.Settings(
@@ -86,6 +92,7 @@ def _settings(args: argparse.Namespace) -> tuple[scenarios.Settings, provision.P
         duration=args.duration or (1.0 if quick else 5.0),
         login_concurrency=50,
         retr_concurrency=retr_concurrency,
+        retr_busy_concurrency=retr_busy,
         idle_sessions=args.idle_sessions or (200 if quick else 10_000),
         login_users=login_users,
         retr_users=retr_users,
@@ -117,6 +124,8 @@ def _measure(
         for tls in (False, True):
             for kind in kinds:
                 found += scenarios.retr(server, s, kind, tls=tls)
+            if "r4k" in kinds:  # small RETRs are where the load decides: measure two
+                found += scenarios.retr(server, s, "r4k", tls=tls, busy=True)
         return found
     if name == "biglist":
         return scenarios.biglist(server, s)

@@ -41,6 +41,7 @@ class Settings:
     duration: float  # seconds per timed window
     login_concurrency: int
     retr_concurrency: int
+    retr_busy_concurrency: int  # the 4 KiB RETRs again, with this many per client process
     idle_sessions: int
     login_users: list[str]
     retr_users: dict[str, list[str]]  # payload kind -> users
@@ -88,7 +89,10 @@ def login(server: _Server, s: Settings) -> list[Measurement]:
     ]
 
 
-def retr(server: _Server, s: Settings, kind: str, *, tls: bool) -> list[Measurement]:
+def retr(
+    server: _Server, s: Settings, kind: str, *, tls: bool, busy: bool = False
+) -> list[Measurement]:
+    concurrency = s.retr_busy_concurrency if busy else s.retr_concurrency
     spec = loadgen.Spec(
         "retr",
         "127.0.0.1",
@@ -97,13 +101,14 @@ def retr(server: _Server, s: Settings, kind: str, *, tls: bool) -> list[Measurem
         kind,
         s.retr_counts[kind],
         tls=tls,
-        concurrency=s.retr_concurrency,
+        concurrency=concurrency,
         duration=s.duration,
     )
     cpu = procs.cpu_seconds(server.pid)
     result = clients.run_parallel(spec, s.clients)
     cpu = procs.cpu_seconds(server.pid) - cpu
-    label = f"retr {kind[1:]} {'tls' if tls else 'plain'}"
+    load = f", {concurrency * s.clients} connections," if busy else ""
+    label = f"retr {kind[1:]}{load} {'tls' if tls else 'plain'}"
     _check(result, label, server)
     return [
         Measurement(f"{label}: MB/s", result.octets / MB / s.duration, "MB/s", "higher"),
