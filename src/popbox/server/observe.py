@@ -87,6 +87,13 @@ class SessionObserver:
         self.body = None
         return sent
 
+    def unsent(self, octets: int) -> None:
+        """The connection was dropped with ``octets`` of what was counted never written.
+
+        Only the session's own total is corrected: Prometheus counters never go down.
+        """
+        self._sent -= octets
+
     @property
     def sent(self) -> int:
         """Octets handed to the transport so far."""

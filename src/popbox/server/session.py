@@ -182,7 +182,7 @@ class Pop3Protocol(asyncio.Protocol):
         """Answer the buffered commands that need no waiting; hand one that does to a task."""
         conn = self._conn
         if not self._can_write and self._shutting_down and self._transport is not None:
-            self._transport.abort()  # a stopping server does not wait for a client not reading
+            self._abort(self._transport)  # a stopping server does not wait for a client not reading
             return
         try:
             while self._can_write and not self._finishing:
@@ -279,7 +279,7 @@ class Pop3Protocol(asyncio.Protocol):
             return
         self._conn.timed_out(timeout)  # V0003: one -ERR line, no UPDATE
         if output is Output.STUCK and transport is not None:
-            transport.abort()  # the client takes nothing: the line cannot reach it either
+            self._abort(transport)  # the client takes nothing: the line cannot reach it either
         self._can_write = True
         self._pump()
 
@@ -442,7 +442,15 @@ class Pop3Protocol(asyncio.Protocol):
             async with asyncio.timeout(self._linger):
                 await asyncio.shield(self._transport_gone)
         except TimeoutError:
-            transport.abort()
+            self._abort(transport)
+
+    def _abort(self, transport: asyncio.Transport) -> None:
+        """Drop the connection; what never left this process is not counted as sent.
+
+        (What the kernel already holds may still reach the client after the close.)
+        """
+        self._observe.unsent(transport.get_write_buffer_size())
+        transport.abort()
 
     def _timeout(self) -> float:
         pop3 = self._server.config.pop3
