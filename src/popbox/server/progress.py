@@ -1,4 +1,4 @@
-"""Is a client still taking the output it is owed?  The inactivity timer's second question.
+"""Is a client still there?  The inactivity timer, and whether a silent client still reads.
 
 A session's inactivity timer (V0002) counts from the last command.  A client reading a
 long reply sends nothing meanwhile, and asyncio says nothing either until the transport's
@@ -11,17 +11,22 @@ its session, one that neither sends nor reads loses it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import fcntl
 import struct
 import termios
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import asyncio
+    from collections.abc import Callable
 
-__all__ = ["Output", "OutputWatch", "unsent_octets"]
+__all__ = ["InactivityTimer", "Output", "OutputWatch", "unsent_octets"]
+
+TIMER_RECHECK = 60.0  # seconds: the longest the inactivity timer sleeps at once
+BUSY_RECHECK = 1.0  # seconds: the timer's next look when it expired during a store call
 
 # SIOCOUTQ, the octets the kernel has not had acknowledged yet, is TIOCOUTQ on Linux.
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
@@ -64,3 +69,69 @@ class OutputWatch:
         # Owed octets moved, or the client took the last of them since the last look; or
         # this is the first look, which cannot tell: either way, one more period.
         return Output.MOVING
+
+
+class InactivityTimer:
+    """One session's inactivity timer (V0002): expires when the client has been idle.
+
+    The clock restarts on every command (``touch``) and whenever the client is seen
+    taking its output.  Re-armed when it fires rather than moved on every command, so a
+    command costs one clock read.  While ``busy()`` (the server itself is answering) it
+    never expires; on its deadline it asks ``output()`` whether a silent client still
+    takes what it is owed, and only then calls ``expire(stuck)``: ``stuck`` when output
+    is owed and none of it moved, so the connection must be dropped, not closed.
+    """
+
+    __slots__ = ("_busy", "_due", "_expire", "_handle", "_output", "_timeout", "active_at")
+
+    def __init__(
+        self,
+        timeout: Callable[[], float],
+        busy: Callable[[], bool],
+        output: Callable[[], Output],
+        expire: Callable[[bool], None],
+    ) -> None:
+        self._timeout = timeout
+        self._busy = busy
+        self._output = output
+        self._expire = expire
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when the handle fires (time.monotonic())
+        self.active_at = time.monotonic()  # the last sign of life from the client
+
+    def touch(self) -> None:
+        self.active_at = time.monotonic()
+
+    def arm(self) -> None:
+        """Fire when the current timeout ends, if that is sooner than already planned."""
+        due = self.active_at + self._timeout()
+        if self._handle is not None:
+            if self._due <= due:
+                return
+            self._handle.cancel()
+        self._schedule(due - time.monotonic())
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, delay: float) -> None:
+        self._due = time.monotonic() + delay
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fired)
+
+    def _fired(self) -> None:
+        self._handle = None
+        timeout = self._timeout()
+        remaining = self.active_at + timeout - time.monotonic()
+        if remaining > 0 or self._busy():  # a slow store is not an idle client
+            # Looked at again at least every TIMER_RECHECK seconds, so a timeout that a
+            # reload shortened applies to running sessions too.
+            self._schedule(min(remaining, TIMER_RECHECK) if remaining > 0 else BUSY_RECHECK)
+            return
+        output = self._output()
+        if output is Output.MOVING:  # a client taking a long download is not inactive
+            self.touch()
+            self._schedule(min(timeout, TIMER_RECHECK))
+            return
+        self._expire(output is Output.STUCK)

@@ -14,16 +14,15 @@ without such a task has no coroutine at all, which is what makes a small RETR ch
 an idle session small.  Nothing more is read while the transport is above its high-water
 mark (back-pressure, as Dovecot's output throttle).  Login events (USER/PASS, SASL) go to
 the session's ``LoginFlow`` (``server/login.py``), which also holds the maildrop lock
-until UPDATE or the end of the connection.
+until UPDATE or the end of the connection; RETR, TOP and UPDATE go to its ``MailFlow``
+(``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, cast
 
-from popbox import message
 from popbox.protocol.connection import (
     PasswordLogin,
     Pop3Connection,
@@ -36,9 +35,9 @@ from popbox.protocol.connection import (
     Update,
 )
 from popbox.server.login import LoginFlow
+from popbox.server.mailflow import MailFlow
 from popbox.server.observe import SessionObserver
-from popbox.server.progress import Output, OutputWatch
-from popbox.store.base import Pending, StoreError
+from popbox.server.progress import InactivityTimer, Output, OutputWatch
 
 if TYPE_CHECKING:
     import ssl
@@ -52,8 +51,6 @@ __all__ = ["Pop3Protocol"]
 
 READ_PAUSE_THRESHOLD = 256 * 1024  # stop reading while this much is queued unanswered
 JOIN_LIMIT = 64 * 1024  # replies up to this size go out as one buffer
-TIMER_RECHECK = 60.0  # seconds: the longest the inactivity timer sleeps at once
-BUSY_RECHECK = 1.0  # seconds: the timer's next look when it expired during a store call
 CLOSE_LINGER = 30.0  # seconds a closed session's last replies may take to drain, at most
 
 
@@ -91,16 +88,15 @@ class Pop3Protocol(asyncio.Protocol):
         self._shutting_down = False
         self._unanswered = 0
         self._login = LoginFlow(server, self._conn, self._observe, session_id)
+        self._mail = MailFlow(server, self._conn, self._observe, self._login)
         self._log: structlog.typing.FilteringBoundLogger = server.log
         self._log_commands = server.config.server.log_level == "debug"
-        # The inactivity timer (V0002): one timer per session, re-armed when it fires
-        # rather than moved on every command, so a command costs one clock read.
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0  # when it fires (time.monotonic())
+        self._idle = InactivityTimer(  # V0002
+            self._timeout, lambda: self._task is not None, self._output_state, self._expire
+        )
+        self._output = OutputWatch()  # whether a silent client still reads what it is owed
         # How long closing may wait for the last replies to drain (the timeout, at most).
         self._linger = min(server.config.pop3.unauthenticated_timeout, CLOSE_LINGER)
-        self._active_at = time.monotonic()  # the last command received, or output drained
-        self._output = OutputWatch()  # whether a silent client still reads what it is owed
         self._lines_seen = 0
 
     # -- asyncio.Protocol callbacks ---------------------------------------------------
@@ -116,7 +112,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._login.attach(address, peer_ip, self._log)
         self._server.sessions.add(self)
         self._log.info("connect", tls=self._settings.tls_active)
-        self._arm_timer()
+        self._idle.arm()
         self._pump()  # the greeting
 
     def data_received(self, data: bytes) -> None:
@@ -158,7 +154,7 @@ class Pop3Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._can_write = True
-        self._active_at = time.monotonic()  # a client that reads is not inactive
+        self._idle.touch()  # a client that reads is not inactive
         if self._task is None:
             self._pump()
 
@@ -189,7 +185,7 @@ class Pop3Protocol(asyncio.Protocol):
                 event = conn.next_event()
                 if conn.lines_received != self._lines_seen:  # V0002: any command resets it
                     self._lines_seen = conn.lines_received
-                    self._active_at = time.monotonic()
+                    self._idle.touch()
                 if event is Signal.NEED_DATA:
                     self._flush()
                     if self._lost or self._eof:
@@ -204,7 +200,7 @@ class Pop3Protocol(asyncio.Protocol):
                     self._flush()
                     self._finish()
                     return
-                if isinstance(event, Retrieve) and self._retrieve_now(event):
+                if isinstance(event, Retrieve) and self._mail.answer_now(event, lost=self._lost):
                     self._flush()  # a body per write: the buffer stays one message deep
                     continue
                 self._flush()
@@ -236,50 +232,24 @@ class Pop3Protocol(asyncio.Protocol):
         # V0002 counts inactivity from the answer too: a slow answer (a failed login's
         # delay, a slow store) must not leave the client no time to send the next command.
         # And a login changes which timeout applies.
-        self._active_at = time.monotonic()
-        self._arm_timer()
+        self._idle.touch()
+        self._idle.arm()
         if self._conn.user is not None:  # closing waits as long as the session would
             self._linger = min(self._server.config.pop3.authenticated_timeout, CLOSE_LINGER)
         self._pump()
 
-    def _arm_timer(self) -> None:
-        """Have the inactivity timer fire when the current timeout ends, if that is sooner."""
-        due = self._active_at + self._timeout()
-        if self._timer is not None:
-            if self._timer_due <= due:
-                return
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer = asyncio.get_running_loop().call_later(
-            due - time.monotonic(), self._timer_fired
-        )
+    def _output_state(self) -> Output:
+        transport = self._transport
+        if transport is None or self._finishing:
+            return Output.IDLE
+        return self._output.look(transport, self._observe.sent)
 
-    def _timer_fired(self) -> None:
-        self._timer = None
+    def _expire(self, stuck: bool) -> None:  # noqa: FBT001 - InactivityTimer's callback
         if self._finishing:
             return
-        timeout = self._timeout()
-        remaining = self._active_at + timeout - time.monotonic()
-        loop = asyncio.get_running_loop()
-        if remaining > 0 or self._task is not None:  # a slow store is not an idle client
-            # Looked at again at least every TIMER_RECHECK seconds, so a timeout that a
-            # reload shortened applies to running sessions too.
-            delay = min(remaining, TIMER_RECHECK) if remaining > 0 else BUSY_RECHECK
-            self._timer_due = time.monotonic() + delay
-            self._timer = loop.call_later(delay, self._timer_fired)
-            return
-        transport = self._transport
-        output = (
-            Output.IDLE if transport is None else self._output.look(transport, self._observe.sent)
-        )
-        if output is Output.MOVING:  # a client taking a long download is not inactive
-            self._active_at = time.monotonic()
-            self._timer_due = self._active_at + min(timeout, TIMER_RECHECK)
-            self._timer = loop.call_later(min(timeout, TIMER_RECHECK), self._timer_fired)
-            return
-        self._conn.timed_out(timeout)  # V0003: one -ERR line, no UPDATE
-        if output is Output.STUCK and transport is not None:
-            self._abort(transport)  # the client takes nothing: the line cannot reach it either
+        self._conn.timed_out(self._timeout())  # V0003: one -ERR line, no UPDATE
+        if stuck and self._transport is not None:
+            self._abort(self._transport)  # the client takes nothing: the line cannot reach it
         self._can_write = True
         self._pump()
 
@@ -291,9 +261,9 @@ class Pop3Protocol(asyncio.Protocol):
             case StartTls():
                 await self._start_tls()
             case Retrieve():
-                await self._retrieve(event)
+                await self._mail.retrieve(event)
             case Update(deleted, retrieved):
-                await self._update(deleted, retrieved)
+                await self._mail.update(deleted, retrieved)
 
     async def _start_tls(self) -> None:
         self._dropping_plaintext = True
@@ -328,64 +298,6 @@ class Pop3Protocol(asyncio.Protocol):
         else:
             self._feed(data)
 
-    def _retrieve_now(self, event: Retrieve) -> bool:
-        """Answer RETR/TOP from ``fetch_now`` if the store can; False: it must wait."""
-        user = self._conn.user
-        assert user is not None
-        if self._lost:
-            self._conn.store_failed()  # nobody to send it to: do not read the body
-            return True
-        try:
-            wire = self._server.store.fetch_now(user, event.info.uid)
-        except StoreError:
-            self._log.warning("fetch_store_error", uid=event.info.uid)
-            self._conn.store_failed()
-            return True
-        if wire is Pending.FETCH:
-            return False
-        self._send(event, wire)
-        return True
-
-    async def _retrieve(self, event: Retrieve) -> None:
-        user = self._conn.user
-        assert user is not None
-        try:
-            wire = await self._server.store.fetch(user, event.info.uid)
-        except StoreError:
-            self._log.warning("fetch_store_error", uid=event.info.uid)
-            self._conn.store_failed()
-            return
-        self._send(event, wire)
-
-    def _send(self, event: Retrieve, wire: bytes | None) -> None:
-        if wire is None:
-            self._conn.message_gone()  # C0004: removed behind this session's back
-        elif event.lines is None:
-            self._observe.body = wire
-            self._conn.send_message(wire)
-        else:
-            self._observe.body = message.top_lines(wire, event.lines)
-            self._conn.send_message(self._observe.body)
-
-    async def _update(self, deleted: tuple[int, ...], retrieved: tuple[int, ...]) -> None:
-        user = self._conn.user
-        assert user is not None
-        store = self._server.store
-        try:
-            removed = await store.delete(user, deleted) if deleted else 0
-            if retrieved:
-                await store.mark_retrieved(user, retrieved, time.time())
-        except StoreError:
-            self._log.warning("update_failed", marked=len(deleted))
-            await self._login.release_lock()
-            self._conn.update_finished(ok=False)
-            return
-        self._log.info("update", deleted=removed)
-        # RFC 1939 s6: UPDATE releases the maildrop before the +OK, so a client that
-        # reconnects as soon as it reads it does not find the maildrop still locked.
-        await self._login.release_lock()
-        self._conn.update_finished(ok=True)
-
     def _flush(self) -> None:
         chunks = self._conn.data_to_send()
         if not chunks:
@@ -410,9 +322,7 @@ class Pop3Protocol(asyncio.Protocol):
         if self._finishing:
             return
         self._finishing = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._idle.cancel()
         self._task = asyncio.get_running_loop().create_task(self._cleanup())
 
     async def _cleanup(self) -> None:
