@@ -25,6 +25,7 @@ COMPILED = [
     "src/popbox/server/observe.py",
     "src/popbox/server/progress.py",
     "src/popbox/store/sqlite.py",
+    "src/popbox/tallies.py",
 ]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "Uidl",
     "User",
     "parse_command",
+    "verb_of",
 ]
 
 MAX_MSGNUM_DIGITS = 9  # more than any maildrop holds; keeps int() cheap and bounded
@@ -295,3 +296,9 @@ def _number(verb: str, text: str, what: str, *, minimum: int) -> int | ParseErro
     if value < minimum:
         return ParseError(f"{verb} {what} must be {minimum} or greater")
     return value
+
+
+def verb_of(line: bytes) -> str:
+    """The keyword for the protocol log, or "?" when it is not a plausible one."""
+    keyword = line.split(None, 1)[0][:10] if line.strip() else b""
+    return keyword.decode("ascii").upper() if keyword.isalpha() and keyword.isascii() else "?"

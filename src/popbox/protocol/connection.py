@@ -248,7 +248,7 @@ class Pop3Connection:
     def _command_line(self, line: bytes) -> Event | None:
         command = c.parse_command(line, single_space=self.settings.single_space)
         if isinstance(command, c.ParseError):
-            self._counters.verb = _verb_of(line)
+            self._counters.verb = c.verb_of(line)
             self._bad_input(command.text)
             return None
         kind = type(command)
@@ -393,9 +393,3 @@ _STATE_OF: dict[type, State] = {
     Transaction: State.TRANSACTION,
     Closed: State.CLOSED,
 }
-
-
-def _verb_of(line: bytes) -> str:
-    """The keyword for the protocol log, or "?" when it is not a plausible one."""
-    keyword = line.split(None, 1)[0][:10] if line.strip() else b""
-    return keyword.decode("ascii").upper() if keyword.isalpha() and keyword.isascii() else "?"
