@@ -331,13 +331,17 @@ def test_timer_counts_from_the_answer_of_a_slow_task_v0002(start_pop3_server):
 
 
 def test_shutdown_of_a_write_blocked_session_ends_it(start_pop3_server):
-    """shutdown() of a session whose client reads nothing: it must still end, promptly."""
+    """shutdown() of a session whose client reads nothing: it must still end, promptly.
+
+    What the client pipelined behind the blocked replies is dropped with the connection:
+    its DELE and QUIT never lead to an UPDATE.
+    """
     server = start_pop3_server(PLAINTEXT)
-    server.deliver("alice", big(1_000_000))
+    delivered = server.deliver("alice", big(1_000_000), ONE)
     with Client.connect(server, receive_buffer=65536) as client:
         client.log_in()
         session = only_session(server)
-        client.send(b"RETR 1\r\n" * 20)
+        client.send(b"DELE 2\r\n" + b"RETR 1\r\n" * 20 + b"QUIT\r\n")
         wait_until(lambda: on_loop(server, lambda: not session._can_write))
 
         async def shut():
@@ -349,6 +353,7 @@ def test_shutdown_of_a_write_blocked_session_ends_it(start_pop3_server):
             return True
 
         assert server.call(shut()), "the session outlived shutdown() by 3 s"
+    assert server.uids("alice") == [d.info.uid for d in delivered]
 
 
 def test_a_finished_session_with_unread_output_does_not_keep_its_socket(start_pop3_server):

@@ -178,7 +178,10 @@ class Pop3Protocol(asyncio.Protocol):
         """Answer the buffered commands that need no waiting; hand one that does to a task."""
         conn = self._conn
         if not self._can_write and self._shutting_down and self._transport is not None:
-            self._abort(self._transport)  # a stopping server does not wait for a client not reading
+            # A stopping server does not wait for a client that is not reading; what it
+            # pipelined is dropped with the connection (no UPDATE, as for any shutdown).
+            conn.shutdown()
+            self._abort(self._transport)
             return
         try:
             while self._can_write and not self._finishing:
