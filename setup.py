@@ -24,6 +24,7 @@ COMPILED = [
     "src/popbox/server/mailflow.py",
     "src/popbox/server/observe.py",
     "src/popbox/server/progress.py",
+    "src/popbox/store/readahead.py",
     "src/popbox/store/sqlite.py",
     "src/popbox/tallies.py",
 ]

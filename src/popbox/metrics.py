@@ -29,14 +29,19 @@ from prometheus_client.metrics_core import Metric
 
 from popbox import __version__
 from popbox.config import parse_address
-from popbox.store.base import Pending, StoreError, StorePermanentError, StoreTemporaryError
+from popbox.store.base import (
+    Pending,
+    StoreError,
+    StorePermanentError,
+    StoreTemporaryError,
+)
 from popbox.tallies import StoreTimes, Traffic
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
     from popbox.server.context import ServerContext
-    from popbox.store.base import MailStore
+    from popbox.store.base import MailStore, Prefetched
 
 __all__ = [
     "CONTENT_TYPE",
@@ -174,6 +179,8 @@ class TimedStore:
         self._metrics = metrics
         self._fetch_seconds = metrics.store_seconds.labels("fetch")
         self._fetch_errors = metrics.store_errors.labels("fetch")
+        self._read_ahead_seconds = metrics.store_seconds.labels("read_ahead")
+        self._read_ahead_errors = metrics.store_errors.labels("read_ahead")
 
     def fetch_now(self, name: str, uid: int) -> bytes | Pending | None:
         """Timed as ``fetch`` when it answers: it is the same read, without the wait."""
@@ -187,6 +194,19 @@ class TimedStore:
         if wire is not Pending.FETCH:
             self._fetch_seconds.observe(time.perf_counter() - start)
         return wire
+
+    def read_ahead(self, name: str, uids: Sequence[int]) -> Prefetched | None:
+        """Timed as ``read_ahead`` (one read for several RETRs) when the store reads."""
+        start = time.perf_counter()
+        try:
+            bodies = self.wrapped.read_ahead(name, uids)
+        except StoreError as exc:
+            if _is_failure(exc):
+                self._read_ahead_errors.inc()
+            raise
+        if bodies is not None:
+            self._read_ahead_seconds.observe(time.perf_counter() - start)
+        return bodies
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.wrapped, name)

@@ -53,6 +53,28 @@ def test_message_deleted_by_another_session_gives_err_on_retr_c0004(pop3_server)
     assert_mailbox(pop3_server, "alice", [delivered[2]])
 
 
+def test_message_deleted_after_the_session_read_ahead_still_gives_err_c0004(pop3_server):
+    """C0004 with read-ahead: RETR 1 has the next bodies read with it; one of them is
+    then deleted by another session, and RETR of it must still get -ERR."""
+    delivered = pop3_server.deliver("alice", *MESSAGES[:4])
+    slow = login(pop3_server)
+    try:
+        _, lines, _ = slow.retr(1)  # reads messages 1-4 in one go
+        assert b"".join(line + b"\r\n" for line in lines) == delivered[0].text
+        fast = login(pop3_server)
+        fast.dele(3)
+        assert fast.quit() == b"+OK signing off, 1 message deleted"
+        _, lines, _ = slow.retr(2)
+        assert b"".join(line + b"\r\n" for line in lines) == delivered[1].text
+        with pytest.raises(poplib.error_proto, match="message 3 was deleted by another session"):
+            slow.retr(3)
+        _, lines, _ = slow.retr(4)
+        assert b"".join(line + b"\r\n" for line in lines) == delivered[3].text
+    finally:
+        assert slow.quit() == b"+OK signing off, 0 messages deleted"
+    assert_mailbox(pop3_server, "alice", [delivered[0], delivered[1], delivered[3]])
+
+
 def test_lock_mailbox_refuses_a_second_session_with_in_use_rfc2449_s8_1_1(start_pop3_server):
     """2.1.3 / RFC 2449 s8.1.1: with lock_mailbox a second login gets -ERR [IN-USE]."""
     server = start_pop3_server({"lock_mailbox": True})

@@ -367,3 +367,28 @@ def test_commands_pipelined_after_quit_are_not_run_rfc1939_s6():
     exchange = talk(two(), b"QUIT\r\nDELE 1\r\nSTAT\r\n", respond=Responder())
     assert exchange.output == R.signing_off(0)
     assert exchange.events == [Update((), ()), Signal.CLOSED]
+
+
+# -- read-ahead runs (the I/O layer's, C0004 kept by the store) ------------------------------
+
+
+def test_run_from_takes_the_next_live_messages_within_octets_and_count():
+    """What a RETR may read together with the next messages: never a deleted one."""
+    conn = three()
+    assert conn.run_from(1, 1024 + 2048 + 4096, 16) == [10, 20, 35]
+    assert conn.run_from(1, 1024 + 2048, 16) == [10, 20]  # stored sizes, not RFC 822 ones
+    assert conn.run_from(1, 10_000, 2) == [10, 20]
+    assert conn.run_from(3, 10_000, 16) == [35]
+    assert conn.run_from(2, 1000, 16) == []  # the message alone is larger: read it alone
+    talk(conn, b"DELE 2\r\n")
+    assert conn.run_from(1, 10_000, 16) == [10, 35]
+    talk(conn, b"RSET\r\n")
+    assert conn.run_from(1, 10_000, 16) == [10, 20, 35]
+
+
+def test_run_from_while_a_retr_is_answered_and_outside_transaction():
+    conn = three()
+    conn.receive_data(b"RETR 1\r\n")
+    assert isinstance(conn.next_event(), Retrieve)
+    assert conn.run_from(1, 10_000, 16) == [10, 20, 35]  # the I/O layer asks right then
+    assert Pop3Connection(SETTINGS).run_from(1, 10_000, 16) == []

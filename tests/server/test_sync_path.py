@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from popbox.server.mailflow import AHEAD_OCTETS
 from popbox.store.base import Pending, StoreTemporaryError
 from popbox.store.sqlite import INLINE_FETCH
 from popbox_servers import USERS
@@ -370,7 +371,7 @@ def test_disconnect_log_line_of_a_timed_out_session_v0003(start_pop3_server):
 
 
 class FailingOnce:
-    """A store whose ``method`` (fetch_now or fetch) fails once; the rest is the real one."""
+    """A store whose ``method`` (fetch_now, read_ahead or fetch) fails once; the rest is real."""
 
     def __init__(self, store: Any, method: str) -> None:
         self._store = store
@@ -385,24 +386,35 @@ class FailingOnce:
             raise self.failures.pop()
         return self._store.fetch_now(name, uid)
 
+    def read_ahead(self, name: str, uids: Any) -> Any:
+        if self._method == "read_ahead" and self.failures:
+            raise self.failures.pop()
+        return self._store.read_ahead(name, uids)
+
     async def fetch(self, name: str, uid: int) -> Any:
         if self._method == "fetch" and self.failures:
             raise self.failures.pop()
         return await self._store.fetch(name, uid)
 
 
-@pytest.mark.parametrize("path", ["fetch_now", "fetch"])
+@pytest.mark.parametrize("path", ["fetch_now", "read_ahead", "fetch"])
 def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
     start_pop3_server, monkeypatch, path
 ):
     """A store that fails once: -ERR [SYS/TEMP] for that RETR, then the session carries on.
 
-    fetch_now fails for a small body (answered in the callback), fetch for a large one
-    (answered in a task); either way the failure counts as a fetch error of the store.
+    fetch_now fails for a small body read alone (answered in the callback; the next
+    message is too large to read with it), read_ahead for two small ones read together,
+    fetch for a large one (answered in a task).  The failure counts as an error of the
+    store operation that failed.
     """
     server = start_pop3_server(PLAINTEXT)
-    text = SMALL_ONE if path == "fetch_now" else big_message(2 * INLINE_FETCH)
-    [first, second] = server.deliver("alice", text, SMALL_TWO)
+    texts = {
+        "fetch_now": (SMALL_ONE, big_message(2 * AHEAD_OCTETS)),
+        "read_ahead": (SMALL_ONE, SMALL_TWO),
+        "fetch": (big_message(2 * INLINE_FETCH), SMALL_TWO),
+    }
+    [first, second] = server.deliver("alice", *texts[path])
     # Behind the timing wrapper, which counts the error.  A proxy, not a patched method:
     # the compiled build's store does not let its methods be replaced.
     flaky = FailingOnce(server.store.wrapped, path)
@@ -430,4 +442,5 @@ def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
     assert [e["uid"] for e in server.log.events("fetch_store_error")] == [first.info.uid]
     assert server.uids("alice") == [first.info.uid]
     metrics = server._context.metrics.render().decode()
-    assert 'popbox_store_errors_total{operation="fetch"} 1.0' in metrics
+    operation = "read_ahead" if path == "read_ahead" else "fetch"
+    assert f'popbox_store_errors_total{{operation="{operation}"}} 1.0' in metrics

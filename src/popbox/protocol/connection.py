@@ -97,6 +97,16 @@ class Pop3Connection:
         phase = self._phase.resume if isinstance(self._phase, Awaiting) else self._phase
         return phase.user if isinstance(phase, Transaction) else None
 
+    def run_from(self, msg: int, octets: int, count: int) -> list[int]:
+        """Uids worth reading together with ``msg``'s (``Maildrop.run_from``).
+
+        Empty outside TRANSACTION.  For the I/O layer's read-ahead; changes nothing.
+        """
+        phase = self._phase.resume if isinstance(self._phase, Awaiting) else self._phase
+        if not isinstance(phase, Transaction):
+            return []
+        return phase.maildrop.run_from(msg, octets, count)
+
     @property
     def lines_received(self) -> int:
         return self._counters.lines

@@ -3,6 +3,10 @@
 Theory of operation: the session (``server/session.py``) offers every ``Retrieve`` to
 ``answer_now`` first, which answers it in the callback that read the command when the
 store has the body at once (``fetch_now``); otherwise the session awaits ``retrieve``.
+When the client asks for consecutive messages, as a download does, the next few small
+bodies are read in one go (``MailStore.read_ahead``: at most ``AHEAD_COUNT`` messages
+and ``AHEAD_OCTETS`` octets held per session) and the RETRs that follow are answered
+from them, as long as the store vouches that none of them has been removed since.
 ``update`` runs QUIT's UPDATE (V0006) and gives the maildrop lock back before the +OK
 (RFC 1939 s6).  Every answer goes to the sans-IO connection, and a store that fails is
 one ``-ERR [SYS/TEMP]`` the session survives.  The mirror image of ``LoginFlow``
@@ -22,8 +26,14 @@ if TYPE_CHECKING:
     from popbox.server.context import ServerContext
     from popbox.server.login import LoginFlow
     from popbox.server.observe import SessionObserver
+    from popbox.store.base import Prefetched
 
-__all__ = ["MailFlow"]
+__all__ = ["AHEAD_COUNT", "AHEAD_OCTETS", "MailFlow"]
+
+# One read serves up to this many RETRs; beyond 16 the saving per RETR is small, while
+# the memory a downloading session holds keeps growing.
+AHEAD_COUNT = 16
+AHEAD_OCTETS = 64 * 1024
 
 
 class MailFlow:
@@ -40,6 +50,8 @@ class MailFlow:
         self._conn = conn
         self._observe = observe
         self._login = login
+        self._ahead: Prefetched | None = None
+        self._previous = 0  # the message number of the last RETR or TOP
 
     def answer_now(self, event: Retrieve, *, lost: bool) -> bool:
         """Answer RETR/TOP from ``fetch_now`` if the store can; False: ``retrieve`` must."""
@@ -49,7 +61,7 @@ class MailFlow:
             self._conn.store_failed()  # nobody to send it to: do not read the body
             return True
         try:
-            wire = self._server.store.fetch_now(user, event.info.uid)
+            wire = self._read_now(user, event)
         except StoreError:
             self._login.log.warning("fetch_store_error", uid=event.info.uid)
             self._conn.store_failed()
@@ -58,6 +70,25 @@ class MailFlow:
             return False
         self._send(event, wire)
         return True
+
+    def _read_now(self, user: str, event: Retrieve) -> bytes | Pending | None:
+        uid = event.info.uid
+        consecutive = event.msg == self._previous + 1
+        self._previous = event.msg
+        if self._ahead is not None:
+            wire = self._ahead.take(uid)
+            if wire is not None:
+                return wire
+        store = self._server.store
+        if consecutive:
+            run = self._conn.run_from(event.msg, AHEAD_OCTETS, AHEAD_COUNT)
+            if len(run) > 1:
+                self._ahead = store.read_ahead(user, run)
+                wire = None if self._ahead is None else self._ahead.take(uid)
+                if wire is not None:
+                    return wire
+        # Not read ahead, too large, removed meanwhile (None), or stale: read it now.
+        return store.fetch_now(user, uid)
 
     async def retrieve(self, event: Retrieve) -> None:
         user = self._conn.user

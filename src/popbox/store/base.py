@@ -32,6 +32,7 @@ __all__ = [
     "MessageInfo",
     "NewMessage",
     "Pending",
+    "Prefetched",
     "RefusalReason",
     "StoreError",
     "StorePermanentError",
@@ -154,6 +155,13 @@ class Pending(enum.Enum):
     FETCH = "fetch"
 
 
+class Prefetched(Protocol):
+    """Bodies a store read ahead for one session (``MailStore.read_ahead``)."""
+
+    def take(self, uid: int) -> bytes | None:
+        """``uid``'s body if it was read and cannot be stale, handed out once; else None."""
+
+
 class MailStore(Protocol):
     """The contract of a mailbox store.  All methods but ``fetch_now`` are coroutines."""
 
@@ -202,6 +210,15 @@ class MailStore(Protocol):
         A backend whose reads are in memory or in a local file answers small bodies at
         once, so a session can reply to RETR in the callback that read the command;
         one whose reads cross a network always says ``Pending.FETCH``.
+        """
+
+    def read_ahead(self, name: str, uids: Sequence[int]) -> Prefetched | None:
+        """The bodies of ``uids`` read at once, for RETRs that are about to ask for them.
+
+        Where each ``fetch_now`` costs a read transaction, one read serves a run of
+        consecutive RETRs.  ``take`` may never hand out the body of a message removed
+        after this call began (C0004).  None: this store does not read ahead (its
+        ``fetch_now`` is as cheap as a copy, or its reads cross a network).
         """
 
     async def deliver(

@@ -122,6 +122,9 @@ class MemoryStore:
     async def fetch(self, name: str, uid: int) -> bytes | None:
         return self.fetch_now(name, uid)
 
+    def read_ahead(self, name: str, uids: Sequence[int]) -> None:  # noqa: ARG002 - the contract's
+        return None  # fetch_now is already a dictionary lookup
+
     def fetch_now(self, name: str, uid: int) -> bytes | None:
         self._check_open()
         mailbox = self._users.get(name)

@@ -197,6 +197,10 @@ class PostgresStore:
     def fetch_now(self, name: str, uid: int) -> Pending:  # noqa: ARG002 - the contract's
         return Pending.FETCH  # every read is a round trip to the server
 
+    def read_ahead(self, name: str, uids: Sequence[int]) -> None:  # noqa: ARG002 - the contract's
+        # No cheap way to learn that another node removed a message: read each RETR.
+        return None
+
     async def fetch(self, name: str, uid: int) -> bytes | None:
         # asyncpg reads bytea in the binary format straight into one bytes object, which
         # is returned as it is: one copy of the body in memory, and no hex text that

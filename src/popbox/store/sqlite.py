@@ -11,7 +11,10 @@ read-only connections on their own threads: in WAL mode they see the last commit
 neither wait for nor block the writer.  The short reads of the login and RETR paths
 (``get_user``, ``fetch``, a small ``snapshot``) cost microseconds, while a hand-off to a
 pool thread and back costs about nine context switches (measured with bench/), so they
-run on the caller's thread, on a read-only connection of their own.
+run on the caller's thread, on a read-only connection of their own.  A session
+downloading its maildrop has the next few small bodies read in one statement
+(``read_ahead``); every write that removes messages bumps the mailbox's counter in the
+``ChangeBeacon`` that tells such copies they may be stale (``store/readahead.py``).
 
 Other popbox processes on the same file (several workers, the CLI) are serialised by
 SQLite's own lock; a wait longer than ``busy_timeout`` becomes ``StoreTemporaryError``.
@@ -38,6 +41,7 @@ from popbox.store.base import (
     StoreTemporaryError,
     UserRecord,
 )
+from popbox.store.readahead import ChangeBeacon, ReadAhead, beacon_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -138,6 +142,7 @@ class SqliteStore:
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="popbox-sqlite-read")
         self._connections: list[sqlite3.Connection] = []
         self._inline_conn: sqlite3.Connection | None = None
+        self._beacon: ChangeBeacon | None = None
         # The inline connection is normally used by one event loop's thread; the lock
         # only matters if a store is shared between loops on several threads.
         self._inline_lock = threading.Lock()
@@ -182,8 +187,10 @@ class SqliteStore:
 
     async def delete_user(self, name: str) -> None:
         # One statement, so atomic; ON DELETE CASCADE removes the messages and the lock.
+        # A user added again under the name counts uids from 1: copies must go stale.
         sql = "DELETE FROM users WHERE name = ?"
-        ops.require_change(await self._write(sqlite3.Connection.execute, sql, (name,)), name)
+        cursor = await self._remove(name, sqlite3.Connection.execute, sql, (name,))
+        ops.require_change(cursor, name)
 
     async def get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, verifiers, quota FROM users WHERE name = ?"
@@ -220,6 +227,15 @@ class SqliteStore:
         wire = self._read_inline(ops.fetch_small, name, uid, INLINE_FETCH)
         return Pending.FETCH if isinstance(wire, ops.TooLarge) else wire
 
+    def read_ahead(self, name: str, uids: Sequence[int]) -> ReadAhead:
+        """The bodies of ``uids`` in one inline read; the caller keeps them small."""
+        beacon = self._beacon
+        assert beacon is not None, "the store is not open"
+        slot = ChangeBeacon.slot_of(name)
+        seen = beacon.value(slot)  # before the read: see store/readahead.py
+        bodies = self._read_inline(ops.fetch_run, name, list(uids))
+        return ReadAhead(beacon, slot, seen, bodies)
+
     async def deliver(
         self, name: str, message: NewMessage, *, quota: int | None = None
     ) -> MessageInfo:
@@ -228,7 +244,7 @@ class SqliteStore:
         return await self._write(ops.deliver, name, message, quota, self._clock)
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
-        return await self._write(ops.delete, name, sorted(set(uids)))
+        return await self._remove(name, ops.delete, name, sorted(set(uids)))
 
     async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
         await self._write(ops.mark_retrieved, name, sorted(set(uids)), at)
@@ -244,7 +260,7 @@ class SqliteStore:
     async def expire(
         self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
     ) -> int:
-        return await self._write(ops.expire, name, retrieved_before, unretrieved_before)
+        return await self._remove(name, ops.expire, name, retrieved_before, unretrieved_before)
 
     # -- exclusive lock ------------------------------------------------------
 
@@ -279,6 +295,11 @@ class SqliteStore:
             self._idle_readers.put(reader)
         self._inline_conn = _connect(self._path, busy_timeout=self._busy_timeout, writer=False)
         self._connections.append(self._inline_conn)
+        try:
+            self._beacon = ChangeBeacon(beacon_path(self._path), like=self._path)
+        except OSError as exc:
+            path = beacon_path(self._path)
+            raise StorePermanentError(f"cannot open {path.name} beside the database") from exc
 
     def _shutdown(self) -> None:
         self._writer_pool.shutdown(wait=True)
@@ -309,6 +330,21 @@ class SqliteStore:
         self._check_open()
         writer = self._connections[0]
         return await self._run(self._writer_pool, partial(operation, writer, *args, **kwargs))
+
+    async def _remove(
+        self,
+        name: str,
+        operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """A write that may remove ``name``'s messages: its counter is bumped around it."""
+        self._check_open()
+        writer = self._connections[0]
+        beacon = self._beacon
+        assert beacon is not None
+        job = partial(_bumped, beacon, name, partial(operation, writer, *args, **kwargs))
+        return await self._run(self._writer_pool, job)
 
     async def _read(
         self,
@@ -348,3 +384,12 @@ class SqliteStore:
             raise  # misuse of the API is a bug to fix, not a database condition
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
+
+
+def _bumped(beacon: ChangeBeacon, name: str, job: Callable[[], _T]) -> _T:
+    # Before, and after the commit (or the failure): see store/readahead.py.
+    beacon.bump(name)
+    try:
+        return job()
+    finally:
+        beacon.bump(name)
