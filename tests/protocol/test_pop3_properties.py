@@ -14,6 +14,7 @@ import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.commands import Command, ParseError, parse_command, parse_general
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Signal
 from popbox.protocol.framing import LineBuffer, LineTooLong
+from popbox.protocol.maildrop import Maildrop
 from popbox.testing import Responder, message_info, talk
 
 WIRE_1 = b"Subject: 1\r\n\r\nbody\r\n..dot\r\n"
@@ -231,3 +232,24 @@ def test_the_one_number_shortcut_parses_as_the_general_parser(verb, number, sing
     assert parse_command(line, single_space=single_space) == parse_general(
         line, single_space=single_space
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=30),
+    exact=st.booleans(),
+    steps=st.lists(st.one_of(st.integers(1, 32), st.none()), max_size=40),
+)
+def test_stat_kept_up_to_date_equals_a_recount_rfc1939_s5(sizes, exact, steps):
+    """RFC 1939 s5: STAT counts the messages not marked as deleted and their octets.  The
+    maildrop keeps both figures as DELE and RSET (None here) go; they must always equal
+    a recount of the live messages."""
+    infos = [message_info(n, size, stored_size=stored) for n, (size, stored) in enumerate(sizes, 1)]
+    maildrop = Maildrop(infos, exact_size=exact)
+    for step in [*steps, None, 1]:
+        if step is None:
+            maildrop.reset()
+        else:
+            maildrop.delete(step)  # an -ERR for a bad number changes nothing
+        live = [maildrop.size_of(info) for _, info in maildrop.live()]
+        assert maildrop.stat() == (len(live), sum(live))

@@ -21,13 +21,17 @@ __all__ = ["Maildrop"]
 
 
 class Maildrop:
-    __slots__ = ("_deleted", "_exact_size", "_messages", "_retrieved")
+    __slots__ = ("_deleted", "_deleted_size", "_exact_size", "_messages", "_retrieved", "_size")
 
     def __init__(self, messages: Sequence[MessageInfo], *, exact_size: bool = True) -> None:
         self._messages = tuple(messages)
         self._exact_size = exact_size  # 2.1.4/2.1.5: exact RFC 822 size, or storage size
         self._deleted: set[int] = set()  # message numbers marked by DELE
         self._retrieved: set[int] = set()  # message numbers sent by RETR
+        # STAT's figures kept up to date, not summed per STAT: the login's +OK, STAT and
+        # RSET all need them, and a maildrop may hold tens of thousands of messages.
+        self._size = sum(self.size_of(info) for info in self._messages)
+        self._deleted_size = 0
 
     def size_of(self, info: MessageInfo) -> int:
         return info.size if self._exact_size else info.stored_size
@@ -67,13 +71,13 @@ class Maildrop:
 
     def stat(self) -> tuple[int, int]:
         """Count and total size of the messages not marked as deleted."""
-        sizes = [self.size_of(info) for _, info in self.live()]
-        return len(sizes), sum(sizes)
+        return len(self._messages) - len(self._deleted), self._size - self._deleted_size
 
     def delete(self, msg: int) -> MessageInfo | Err:
         info = self.get(msg)
         if not isinstance(info, Err):
             self._deleted.add(msg)
+            self._deleted_size += self.size_of(info)
         return info
 
     def mark_retrieved(self, msg: int) -> None:
@@ -81,6 +85,7 @@ class Maildrop:
 
     def reset(self) -> None:
         self._deleted.clear()
+        self._deleted_size = 0
 
     def deleted_uids(self) -> tuple[int, ...]:
         return tuple(self._messages[n - 1].uid for n in sorted(self._deleted))
