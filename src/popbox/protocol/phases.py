@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+# Imported to run, not only for mypy: the compiled build reads the Maildrop class when it
+# builds Transaction's dataclass annotations, and crashes if maildrop is not loaded yet.
+from popbox.protocol.maildrop import Maildrop  # noqa: TC001
+
 if TYPE_CHECKING:
     from popbox.protocol.events import CommandRecord, Event
-    from popbox.protocol.maildrop import Maildrop
 
 __all__ = ["Authorization", "Awaiting", "Closed", "Counters", "Phase", "Sasl", "Transaction"]
 
