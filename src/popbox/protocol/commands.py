@@ -1,6 +1,6 @@
 """Typed POP3 commands and the one parser that produces them.
 
-``parse_command`` turns one line (without its CRLF) into a frozen command object or a
+``parse_command`` turns one line (without its CRLF) into an immutable command object or a
 ``ParseError`` carrying the text of the -ERR to send.  Arity, digits and overflow are
 rejected here, so handlers never see a malformed argument.  Keywords are
 case-insensitive (RFC 1939 section 3).  Keyword and arguments are separated by runs of
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from popbox.protocol.events import Value
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,6 +44,10 @@ __all__ = [
 
 MAX_MSGNUM_DIGITS = 9  # more than any maildrop holds; keeps int() cheap and bounded
 MAX_NAME_OCTETS = 255
+
+# The commands a download repeats (STAT, LIST, UIDL, RETR, DELE, TOP, NOOP) are built
+# line after line, so they are ``Value``s, cheap to build; the others come about once a
+# session, and parse errors are rare, so they stay dataclasses.
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,29 +88,39 @@ class Quit:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
-    pass
+class Stat(Value):
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class List:
-    msg: int | None = None
+class List(Value):
+    __slots__ = ("msg",)
+    __match_args__ = ("msg",)
+    msg: Final[int | None]
+
+    def __init__(self, msg: int | None = None) -> None:
+        self.msg = msg
 
 
-@dataclass(frozen=True, slots=True)
-class Retr:
-    msg: int
+class Retr(Value):
+    __slots__ = ("msg",)
+    __match_args__ = ("msg",)
+    msg: Final[int]
+
+    def __init__(self, msg: int) -> None:
+        self.msg = msg
 
 
-@dataclass(frozen=True, slots=True)
-class Dele:
-    msg: int
+class Dele(Value):
+    __slots__ = ("msg",)
+    __match_args__ = ("msg",)
+    msg: Final[int]
+
+    def __init__(self, msg: int) -> None:
+        self.msg = msg
 
 
-@dataclass(frozen=True, slots=True)
-class Noop:
-    pass
+class Noop(Value):
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +128,24 @@ class Rset:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Top:
-    msg: int  # 1-based, validated > 0
-    lines: int  # body lines; 0 is legal and means "headers only"
+class Top(Value):
+    __slots__ = ("lines", "msg")
+    __match_args__ = ("msg", "lines")
+    msg: Final[int]  # 1-based, validated > 0
+    lines: Final[int]  # body lines; 0 is legal and means "headers only"
+
+    def __init__(self, msg: int, lines: int) -> None:
+        self.msg = msg
+        self.lines = lines
 
 
-@dataclass(frozen=True, slots=True)
-class Uidl:
-    msg: int | None = None
+class Uidl(Value):
+    __slots__ = ("msg",)
+    __match_args__ = ("msg",)
+    msg: Final[int | None]
+
+    def __init__(self, msg: int | None = None) -> None:
+        self.msg = msg
 
 
 Command = (

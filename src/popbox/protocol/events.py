@@ -1,13 +1,15 @@
 """What the sans-IO connection says to the I/O layer: events, signals, settings, log records.
 
-Each event names, in its docstring, the ``Pop3Connection`` method that answers it.
+Each event names, in its docstring, the ``Pop3Connection`` method that answers it.  Also
+``Value``, the base of the small objects built on every command, here and elsewhere in
+the protocol package.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 if TYPE_CHECKING:
     from popbox.store.base import MessageInfo
@@ -25,9 +27,42 @@ __all__ = [
     "Signal",
     "StartTls",
     "Update",
+    "Value",
 ]
 
 LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
+
+
+class Value:
+    """What ``@dataclass(frozen=True)`` gives, for the objects built on every command.
+
+    A dataclass's generated ``__init__`` runs interpreted even in the compiled build, and
+    a frozen one sets each field through ``object.__setattr__``; an explicit ``__init__``
+    costs a fraction of that.  A subclass names its fields in ``__match_args__`` (in
+    order: equality, hash, repr and positional ``case`` patterns use them) and in
+    ``__slots__``, declares them ``Final`` and sets them in its ``__init__``.  ``Final``
+    keeps them read-only: mypy checks it, and the compiled build enforces it at run time
+    (no setter).  The pure-Python build does not: a ``__setattr__`` that refused would
+    bring back the cost of ``object.__setattr__`` in every ``__init__``.
+    """
+
+    __slots__ = ()
+    __match_args__: ClassVar[tuple[str, ...]] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Value) and type(other) is type(self):
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = zip(self.__match_args__, self._values(), strict=True)
+        return f"{type(self).__qualname__}({', '.join(f'{n}={v!r}' for n, v in fields)})"
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__match_args__)
 
 
 class Signal(enum.Enum):
@@ -68,13 +103,19 @@ class StartTls:
     """STLS accepted.  Flush output, run the handshake, then ``tls_established``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Retrieve:
+class Retrieve(Value):
     """RETR (``lines`` None) or TOP.  Answer: ``send_message``/``message_gone``/``store_failed``."""
 
-    msg: int
-    info: MessageInfo
-    lines: int | None
+    __slots__ = ("info", "lines", "msg")
+    __match_args__ = ("msg", "info", "lines")
+    msg: Final[int]
+    info: Final[MessageInfo]
+    lines: Final[int | None]
+
+    def __init__(self, msg: int, info: MessageInfo, lines: int | None) -> None:
+        self.msg = msg
+        self.info = info
+        self.lines = lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +148,14 @@ class ConnectionSettings:
     implementation: str = "popbox"
 
 
-@dataclass(frozen=True, slots=True)
-class CommandRecord:
+class CommandRecord(Value):
     """One line of the protocol log: the verb and whether it succeeded; never arguments."""
 
-    verb: str
-    ok: bool
+    __slots__ = ("ok", "verb")
+    __match_args__ = ("verb", "ok")
+    verb: Final[str]
+    ok: Final[bool]
+
+    def __init__(self, verb: str, ok: bool) -> None:  # noqa: FBT001 - a field, set positionally
+        self.verb = verb
+        self.ok = ok

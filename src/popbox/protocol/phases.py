@@ -7,7 +7,9 @@ PASS, the maildrop after login), never in optional attributes of the connection.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from popbox.protocol.events import Value
 
 # Imported to run, not only for mypy: the compiled build reads the Maildrop class when it
 # builds Transaction's dataclass annotations, and crashes if maildrop is not loaded yet.
@@ -35,12 +37,20 @@ class Transaction:
     maildrop: Maildrop
 
 
-@dataclass(slots=True)
-class Awaiting:
-    """Waiting for the I/O layer's answer to an event; holds what the answer needs."""
+class Awaiting(Value):
+    """Waiting for the I/O layer's answer to an event; holds what the answer needs.
 
-    event: Event
-    resume: Authorization | Sasl | Transaction
+    Built for every RETR and TOP, hence a ``Value``; answering replaces it, never edits it.
+    """
+
+    __slots__ = ("event", "resume")
+    __match_args__ = ("event", "resume")
+    event: Final[Event]
+    resume: Final[Authorization | Sasl | Transaction]
+
+    def __init__(self, event: Event, resume: Authorization | Sasl | Transaction) -> None:
+        self.event = event
+        self.resume = resume
 
 
 @dataclass(slots=True)

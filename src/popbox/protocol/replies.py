@@ -8,8 +8,9 @@ POP3 defines codes on negative replies only).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from popbox.protocol.events import Value
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -37,15 +38,24 @@ class RespCode(enum.Enum):
     LOGIN_DELAY = "LOGIN-DELAY"  # RFC 2449: logged in too recently / too many failures
 
 
-@dataclass(frozen=True, slots=True)
-class Ok:
-    text: str = ""
+class Ok(Value):
+    __slots__ = ("text",)
+    __match_args__ = ("text",)
+    text: Final[str]
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text
 
 
-@dataclass(frozen=True, slots=True)
-class Err:
-    text: str
-    code: RespCode | None = None
+class Err(Value):
+    __slots__ = ("code", "text")
+    __match_args__ = ("text", "code")
+    text: Final[str]
+    code: Final[RespCode | None]
+
+    def __init__(self, text: str, code: RespCode | None = None) -> None:
+        self.text = text
+        self.code = code
 
 
 def counted(count: float, noun: str) -> str:
