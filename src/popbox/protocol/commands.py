@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from popbox.protocol.events import Value
+from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from popbox.protocol.events import Value
-
 # Imported to run, not only for mypy: the compiled build reads the Maildrop class when it
 # builds Transaction's dataclass annotations, and crashes if maildrop is not loaded yet.
 from popbox.protocol.maildrop import Maildrop  # noqa: TC001
+from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
     from popbox.protocol.events import CommandRecord, Event

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Final
 
-from popbox.protocol.events import Value
+from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
