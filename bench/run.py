@@ -82,9 +82,10 @@ def _settings(args: argparse.Namespace) -> tuple[scenarios.Settings, provision.P
     login_users = payload.users_of(m["login"], 20 if quick else 200)
     retr_concurrency = args.retr_concurrency or (2 if quick else 4)
     retr_busy = 4 if quick else 16
-    # One user per connection of a process; the busy 4 KiB run needs more of them.
-    retr_users = {k: payload.users_of(m[k], retr_concurrency) for k in RETR_KINDS}
-    retr_users["r4k"] = payload.users_of(m["r4k"], max(retr_concurrency, retr_busy))
+    # One user (mailbox) per connection; the busy 4 KiB run needs more of them.
+    clients = args.clients
+    retr_users = {k: payload.users_of(m[k], retr_concurrency * clients) for k in RETR_KINDS}
+    retr_users["r4k"] = payload.users_of(m["r4k"], max(retr_concurrency, retr_busy) * clients)
     retr_counts = {k: max(m[k].count // (10 if quick else 1), 2) for k in RETR_KINDS}
     big_count = 2_000 if quick else m["big"].count
     settings = scenarios.Settings(
@@ -256,7 +257,8 @@ def _report(
         ),
         (
             f"- {settings.clients} client processes, {settings.duration:g} s per window, "
-            f"{settings.idle_sessions} idle sessions"
+            f"{settings.idle_sessions} idle sessions; retr over "
+            f"{settings.retr_concurrency * settings.clients} connections, one mailbox each"
         ),
         "",
         *_table(medians, order),

@@ -92,7 +92,9 @@ def login(server: _Server, s: Settings) -> list[Measurement]:
 def retr(
     server: _Server, s: Settings, kind: str, *, tls: bool, busy: bool = False
 ) -> list[Measurement]:
-    concurrency = s.retr_busy_concurrency if busy else s.retr_concurrency
+    # Settings give connections per client process; the spec's concurrency is the total,
+    # which run_parallel deals out among the processes.
+    connections = (s.retr_busy_concurrency if busy else s.retr_concurrency) * s.clients
     spec = loadgen.Spec(
         "retr",
         "127.0.0.1",
@@ -101,13 +103,13 @@ def retr(
         kind,
         s.retr_counts[kind],
         tls=tls,
-        concurrency=concurrency,
+        concurrency=connections,
         duration=s.duration,
     )
     cpu = procs.cpu_seconds(server.pid)
     result = clients.run_parallel(spec, s.clients)
     cpu = procs.cpu_seconds(server.pid) - cpu
-    load = f", {concurrency * s.clients} connections," if busy else ""
+    load = f", {connections} connections," if busy else ""
     label = f"retr {kind[1:]}{load} {'tls' if tls else 'plain'}"
     _check(result, label, server)
     return [

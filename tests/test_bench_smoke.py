@@ -7,8 +7,10 @@ each did some work, never how fast.  The comparison with Dovecot is ``bench/run.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import clients
+import run
 
 import loadgen
 import payload
 import provision
+import scenarios
 from popbox import app
 from popbox.auth.passwords import ARGON2ID
 from popbox.config import from_mapping
@@ -104,3 +108,31 @@ async def test_bench_client_processes_report_back(tmp_path):
     finally:
         for server in servers:
             await server.stop()
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_retr_scenario_opens_as_many_connections_as_it_reports(monkeypatch, busy):
+    """The settings count connections per client process, the load generator a total:
+    the RETR rows must be measured over the connections their labels and the report name,
+    with a mailbox of its own for each."""
+    seen: list[tuple[loadgen.Spec, int]] = []
+
+    def run_parallel(spec: loadgen.Spec, processes: int) -> loadgen.Result:
+        seen.append((spec, processes))
+        result = loadgen.Result()
+        result.ops = result.octets = 1
+        return result
+
+    monkeypatch.setattr(scenarios.clients, "run_parallel", run_parallel)
+    settings, _ = run._settings(run._args(["--scenarios", "retr"]))
+    server = types.SimpleNamespace(name="popbox", pid=os.getpid(), port=1, tls_port=2)
+    rate, _ = scenarios.retr(server, settings, "r4k", tls=False, busy=busy)
+    [(spec, processes)] = seen
+    per_process = settings.retr_busy_concurrency if busy else settings.retr_concurrency
+    assert processes == settings.clients == 2
+    assert spec.concurrency == per_process * processes  # 8, or 32 for the busy run
+    assert [clients._split(spec.concurrency, processes, n) for n in range(processes)] == [
+        per_process
+    ] * processes
+    assert len(set(spec.users)) >= spec.concurrency
+    assert (f", {spec.concurrency} connections," in rate.name) is busy
