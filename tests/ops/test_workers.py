@@ -50,6 +50,19 @@ def test_every_worker_serves_the_one_port(node):
         client.quit()
 
 
+def test_held_sessions_are_spread_evenly_over_the_workers(node):
+    """One session after another, each kept open: the worker holding fewer takes the next
+    (server/balance.py), so neither serves more than half plus one."""
+    clients = [login(node.port()) for _ in range(8)]
+    deadline = time.monotonic() + TIMEOUT
+    while len(logins := [e["worker"] for e in node.events() if e.get("event") == "login"]) < 8:
+        assert time.monotonic() < deadline, logins
+        time.sleep(0.05)
+    assert sorted(logins.count(worker) for worker in (0, 1)) in ([4, 4], [3, 5])
+    for client in clients:
+        client.quit()
+
+
 def test_killed_worker_is_restarted_and_the_port_keeps_serving(node):
     before = node.worker_pids()
     assert sorted(before) == [0, 1]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, cast
 from popbox.config import parse_address
 from popbox.delivery.lmtp_server import bind_unix_listener
 from popbox.protocol.replies import serialise
+from popbox.server.balance import DEFER
 from popbox.server.proxy import (
     V2_FIXED_LENGTH,
     ProxyHeader,
@@ -223,23 +224,30 @@ class Acceptor:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        balance = self._context.balance
         while True:
-            try:
-                conn, address = await loop.sock_accept(self._sock)
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                self._context.log.warning("accept_failed", listener=self.kind, error=str(exc))
-                await asyncio.sleep(0.1)
-                continue
-            self._start(loop, conn, address)
-            # Then whatever else is already queued, as asyncio's own servers do: one
-            # accept per loop iteration capped logins/s when many clients connect.
+            await _readable(loop, self._sock)
+            if balance is not None and balance.busier_than_another():
+                # A worker holding fewer connections takes this one, unless it has not
+                # within DEFER (busy, stuck or gone): see server/balance.py.
+                await asyncio.sleep(DEFER)
+            # Whatever is queued, as asyncio's own servers do: one accept per loop
+            # iteration capped logins/s when many clients connect.
             for _ in range(ACCEPT_BATCH):
                 try:
                     conn, address = self._sock.accept()
-                except OSError:  # EAGAIN (none left, or another worker took it) and the rest
+                except (BlockingIOError, InterruptedError):
+                    break  # none left, or another worker took it
+                except ConnectionAbortedError:
+                    continue  # reset by its client while queued: take the next one
+                except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                    self._context.log.warning("accept_failed", listener=self.kind, error=str(exc))
+                    await asyncio.sleep(0.1)
                     break
                 conn.setblocking(False)  # noqa: FBT003 - socket's own API
                 self._start(loop, conn, address)
+                if balance is not None and balance.busier_than_another():
+                    break  # the rest of the queue is for a less loaded worker
 
     def _start(
         self, loop: asyncio.AbstractEventLoop, conn: socket.socket, address: Address
@@ -247,6 +255,9 @@ class Acceptor:
         task = loop.create_task(self._handle(conn, address))
         self._connections.add(task)
         self._pending.add(task)
+        if (balance := self._context.balance) is not None:
+            balance.opened()
+            task.add_done_callback(lambda _: balance.closed())
         # Before _pending.discard: a task cancelled before its first step never runs
         # _handle's own cleanup, and its socket would be left to the garbage collector.
         task.add_done_callback(functools.partial(self._close_unserved, conn))

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from popbox.auth.passwords import Argon2Params
     from popbox.auth.registry import Registry
     from popbox.config import Config
+    from popbox.server.balance import AcceptBalance
     from popbox.server.tls import TlsContextHolder
     from popbox.store.base import MailStore
 
@@ -33,3 +34,4 @@ class ServerContext:
     guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters
     limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits
+    balance: AcceptBalance | None = None  # set in a worker of several (server/balance.py)

@@ -24,6 +24,7 @@ from popbox.delivery.retention import run_retention
 from popbox.log import make_logger
 from popbox.metrics import check_store
 from popbox.server import eventloop
+from popbox.server.balance import AcceptBalance
 from popbox.server.control import Channel, Message, decode_config
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
@@ -99,17 +100,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--control", type=int, required=True, help="control channel fd")
     parser.add_argument("--listener", action="append", default=[], help="KIND:FD")
+    parser.add_argument("--balance", help="FD:WORKERS: the workers' connection counters")
     args = parser.parse_args(argv)
     bound: list[Bound] = []
     for spec in args.listener:
         kind, _, fd = spec.partition(":")
         bound.append((kind, socket.socket(fileno=int(fd))))
     control = socket.socket(fileno=args.control)
-    eventloop.run(_run(args.index, control, bound))
+    balance = None
+    if args.balance:
+        fd, _, workers = args.balance.partition(":")
+        balance = AcceptBalance(int(fd), args.index, int(workers))
+    eventloop.run(_run(args.index, control, bound, balance))
     return 0
 
 
-async def _run(index: int, control: socket.socket, bound: list[Bound]) -> None:
+async def _run(
+    index: int, control: socket.socket, bound: list[Bound], balance: AcceptBalance | None
+) -> None:
     stop = asyncio.Event()
     box: dict[str, ServerContext] = {}
 
@@ -123,6 +131,7 @@ async def _run(index: int, control: socket.socket, bound: list[Bound]) -> None:
     log = make_logger(json=settings.json_logs, level=settings.log_level).bind(worker=index)
     context = await app.build_context(config, log=log)
     context.limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
+    context.balance = balance
     box["context"] = context
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -45,6 +45,7 @@ from prometheus_client import Counter as PromCounter
 from popbox.config import ConfigError, load, parse_address
 from popbox.metrics import MetricsHttpServer, export_registry, render_merged
 from popbox.server.accept import address_of, bind_listeners
+from popbox.server.balance import create_counters
 from popbox.server.control import Channel, Message, encode_config
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
@@ -105,6 +106,7 @@ class Supervisor:
         self._limits = ConnectionLimits(LimitSettings.from_config(config.server))
         self._slots = [_Slot(i) for i in range(worker_count(config))]
         self._bound: list[Bound] = []
+        self._balance_fd = -1  # the workers' shared connection counters (server/balance.py)
         self._started = False
         self._stopping = False
         self._changed = asyncio.Event()
@@ -122,6 +124,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         self._bound = bind_listeners(self.config, lmtp=True)
+        self._balance_fd = create_counters(len(self._slots))
         keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
         metrics: MetricsHttpServer | None = None
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,6 +147,7 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
             await self._stop_workers(keepers)
             _close_listeners(self._bound)
+            os.close(self._balance_fd)
             if metrics is not None:
                 await metrics.stop()
 
@@ -185,9 +189,10 @@ class Supervisor:
 
     async def _run_worker(self, slot: _Slot) -> int:
         ours, theirs = socket.socketpair()
-        fds = [theirs.fileno(), *(sock.fileno() for _, sock in self._bound)]
+        fds = [theirs.fileno(), self._balance_fd, *(sock.fileno() for _, sock in self._bound)]
         argv = [sys.executable, "-m", WORKER_MODULE, "--index", str(slot.index)]
         argv += ["--control", str(theirs.fileno())]
+        argv += ["--balance", f"{self._balance_fd}:{len(self._slots)}"]
         for kind, sock in self._bound:
             argv += ["--listener", f"{kind}:{sock.fileno()}"]
         try:
