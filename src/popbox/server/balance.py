@@ -8,12 +8,12 @@ three wait for each other's replies on one core while the other core idles.  A p
 per connection (Dovecot) never has that problem; an event loop per core must balance.
 
 So each worker publishes how many connections it holds in a small shared memory block
-the supervisor creates (one counter per worker), and a worker holding more than the
-least loaded one does not accept at once: it lets the others take the connection, and
-takes it itself only if it is still waiting ``DEFER`` seconds later (the others may be
-busy, gone or stuck).  A connection therefore waits at most ``DEFER`` longer, and never
-for a worker that cannot take it.  Counters are written only by their own worker, as
-whole aligned 64-bit words, so no lock is needed.
+the supervisor creates (one counter per worker), and a worker holding ``MARGIN`` or
+more connections than another does not accept at once: it lets the others take the
+connection, and takes it itself only if it is still waiting ``DEFER`` seconds later (the
+others may be busy, gone or stuck).  A connection therefore waits at most ``DEFER``
+longer, and never for a worker that cannot take it.  Counters are written only by their
+own worker, as whole aligned 64-bit words, so no lock is needed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import os
 __all__ = ["DEFER", "AcceptBalance", "create_counters"]
 
 DEFER = 0.002  # seconds a busier worker leaves a new connection to the others
+# How many more connections than another worker make one "busier".  One is normal
+# churn under many short sessions (a login burst), where deferring costs logins/s.
+MARGIN = 2
 
 
 def create_counters(workers: int) -> int:
@@ -52,5 +55,6 @@ class AcceptBalance:
         self._counters[self._index] = self._held
 
     def busier_than_another(self) -> bool:
-        """True when some other worker holds fewer connections than this one."""
-        return any(held < self._held for held in self._counters)
+        """True when some other worker holds ``MARGIN`` or more fewer connections."""
+        threshold = self._held - MARGIN
+        return any(held <= threshold for held in self._counters)
