@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientProcesses", "raise_fd_limit", "run_parallel"]
 
+BOOT_TIMEOUT = 60.0  # seconds a client process may take to start its interpreter
+
 
 def raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -42,6 +44,11 @@ def event_loop_runner() -> Callable[[Any], Any]:
 
 def _process_main(spec: Spec, control: Connection) -> None:
     raise_fd_limit()
+    # The start instant is sent once every process has started: a fixed one chosen
+    # before spawning passes unused on a loaded machine, where starting an interpreter
+    # can take longer than the lead, and a late process would measure nothing.
+    control.send(("booted", None))
+    spec.start_at = control.recv()
     try:
         result = event_loop_runner()(run_spec(spec, control))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
@@ -69,6 +76,15 @@ class ClientProcesses:
             child.close()
             self._pipes.append(parent)
             self._procs.append(proc)
+
+    def start(self, lead: float, timeout: float) -> float:
+        """Wait until every process has started, then start them all ``lead`` s from now."""
+        for pipe in self._pipes:
+            self._receive(pipe, "booted", timeout)
+        start_at = time.time() + lead
+        for pipe in self._pipes:
+            pipe.send(start_at)
+        return start_at
 
     def wait_ready(self, timeout: float) -> int:
         """Idle: wait until every process holds its sessions; returns how many are open."""
@@ -107,10 +123,10 @@ def _split(total: int, parts: int, index: int) -> int:
 
 
 def run_parallel(spec: Spec, processes: int, *, lead: float = 1.0) -> Result:
-    """Run ``spec`` on ``processes`` client processes starting ``lead`` s from now."""
-    spec.start_at = time.time() + lead
+    """Run ``spec`` on ``processes`` client processes, starting ``lead`` s after all are up."""
     clients = ClientProcesses(spec, processes)
     try:
+        spec.start_at = clients.start(lead, BOOT_TIMEOUT)
         return clients.results(lead + spec.duration + spec.timeout + 30)
     finally:
         clients.terminate()

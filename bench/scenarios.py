@@ -179,9 +179,9 @@ def idle(server: _Server, s: Settings) -> list[Measurement]:
         sessions=s.idle_sessions,
         timeout=300,
     )
-    spec.start_at = time.time()
     pool = clients.ClientProcesses(spec, s.clients)
     try:
+        pool.start(0.0, clients.BOOT_TIMEOUT)
         opened = pool.wait_ready(timeout=900)
         time.sleep(1.0)  # let lazily freed memory and late children settle
         after = procs.footprint(server.pid)
