@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py --scenarios login,retr,biglist,idle --runs 3
     .venv/bin/python bench/run.py --quick          # smoke test: small data, short windows
+    .venv/bin/python bench/run.py --store postgresql   # popbox on PostgreSQL as well
 
 Provisions the same users and messages into both servers (see provision.py), starts
 both from configurations in one temp dir, warms both up, then runs every scenario
@@ -9,6 +10,11 @@ against each server in turn (the order alternates between runs) and prints the
 medians and the popbox/Dovecot ratios.  With ``--results FILE`` (default
 bench/RESULTS.md unless --quick) the table is written between the markers in that
 file, with the machine and the versions.  Must run as root (Dovecot's master needs it).
+
+With ``--store postgresql`` a private PostgreSQL cluster is started beside them
+(pgcluster.py) and a third server, popbox on that cluster with the same data, is
+measured in the same runs; the table then sets it against Dovecot and against popbox on
+SQLite, and its server CPU includes PostgreSQL's processes.
 
 Fairness on a small machine: the client processes and the server share the cores, so
 both servers are measured under identical conditions (same client, same data, same
@@ -33,6 +39,7 @@ from pathlib import Path
 import clients
 
 import payload
+import pgcluster
 import provision
 import scenarios
 import servers
@@ -47,6 +54,14 @@ TARGETS = {  # metric prefix -> (comparison, ratio) popbox/Dovecot must meet
     "biglist": ("<=", 1.0),
     "idle: RSS per session": ("<=", 0.1),
 }  # deliver has no target in the issue: reported for the record
+# PostgreSQL mode: (metric part, what it is compared with, comparison, ratio).
+PG_TARGETS = (
+    ("login: logins/s", "dovecot", ">=", 1.0),
+    (": MB/s", "dovecot", ">=", 1.0),
+    ("login: logins/s", "popbox", ">=", 0.7),
+    (": MB/s", "popbox", ">=", 0.7),
+    ("biglist", "popbox", "<=", 2.0),
+)
 RETR_KINDS = ("r4k", "r100k", "r1m")
 
 
@@ -66,6 +81,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--retr-concurrency", type=int, help="retr: connections per client process (4)"
     )
     parser.add_argument("--dovecot", choices=("tuned", "stock"), default="tuned")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: popbox on a private PostgreSQL too, beside popbox on SQLite",
+    )
     parser.add_argument("--results", type=Path, help="file to write the table into")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args(argv)
@@ -161,7 +182,12 @@ def _machine() -> list[str]:
     return [f"nproc {os.cpu_count()}", f"CPU {cpu}", f"memory {mem}", f"Linux {platform.release()}"]
 
 
-def _table(medians: dict[str, dict[str, tuple[float, str, str]]], order: list[str]) -> list[str]:
+Medians = dict[str, dict[str, tuple[float, str, str]]]
+
+
+def _table(medians: Medians, order: list[str]) -> list[str]:
+    if "popbox-pg" in medians:
+        return _pg_table(medians, order)
     lines = [
         "| measurement | popbox | Dovecot | popbox/Dovecot | target | met |",
         "|---|---|---|---|---|---|",
@@ -184,6 +210,37 @@ def _table(medians: dict[str, dict[str, tuple[float, str, str]]], order: list[st
     return lines
 
 
+def _met(ratio: float, comparison: str, bar: float) -> bool:
+    return ratio >= bar if comparison == ">=" else ratio <= bar
+
+
+def _pg_table(medians: Medians, order: list[str]) -> list[str]:
+    lines = [
+        (
+            "| measurement | popbox on PostgreSQL | Dovecot | PG/Dovecot "
+            "| popbox on SQLite | PG/SQLite | target | met |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        pg, unit, _ = medians["popbox-pg"][name]
+        others = {who: medians[who][name][0] for who in ("dovecot", "popbox")}
+        ratios = {who: pg / value if value else float("inf") for who, value in others.items()}
+        goals, verdicts = [], []
+        for part, against, comparison, bar in PG_TARGETS:
+            if part in name:
+                label = "Dovecot" if against == "dovecot" else "SQLite"
+                goals.append(f"{comparison} {bar} {label}")
+                verdicts.append(_met(ratios[against], comparison, bar))
+        met = ("yes" if all(verdicts) else "NO") if verdicts else ""
+        lines.append(
+            f"| {name} | {pg:.4g} {unit} | {others['dovecot']:.4g} {unit} "
+            f"| {ratios['dovecot']:.3g} | {others['popbox']:.4g} {unit} "
+            f"| {ratios['popbox']:.3g} | {', '.join(goals)} | {met} |"
+        )
+    return lines
+
+
 def _write_results(path: Path, body: list[str]) -> None:
     text = path.read_text() if path.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
@@ -191,22 +248,32 @@ def _write_results(path: Path, body: list[str]) -> None:
     path.write_text(f"{head}{START}\n" + "\n".join(body) + f"\n{END}{tail}")
 
 
-def _provision(args: argparse.Namespace, plan: provision.Plan, root: Path) -> list[servers._Server]:
+def _provision(
+    args: argparse.Namespace,
+    plan: provision.Plan,
+    root: Path,
+    database: pgcluster.PostgresCluster | None,
+) -> list[servers._Server]:
     began = time.monotonic()
     cert, key = load_or_create_certificate("", "", root / "tls")
     for path in (cert, key):
         path.chmod(0o644)
     phc = provision.hashes(u for _, users, _ in plan for u in users)
     provision.provision_popbox(root / "popbox-data", plan, phc)
+    popboxes = [servers.PopboxServer(root, root / "popbox-data", cert, key, args.workers)]
+    if database is not None:
+        provision.provision_popbox(root / "popbox-pg-data", plan, phc, database.dsn)
+        popboxes.append(
+            servers.PopboxServer(
+                root, root / "popbox-pg-data", cert, key, args.workers, database=database
+            )
+        )
     passwd = provision.provision_dovecot(root, plan, phc)
     print(f"provisioned in {time.monotonic() - began:.1f} s under {root}", flush=True)
     return [
-        servers.PopboxServer(root, root / "popbox-data", cert, key, args.workers),
+        *popboxes,
         servers.DovecotServer(root, passwd, cert, key, tuned=args.dovecot == "tuned"),
     ]
-
-
-Medians = dict[str, dict[str, tuple[float, str, str]]]
 
 
 def _run_all(
@@ -216,7 +283,7 @@ def _run_all(
     settings: scenarios.Settings,
     kinds: tuple[str, ...],
 ) -> tuple[Medians, list[str]]:
-    samples: dict[str, dict[str, list[float]]] = {"popbox": {}, "dovecot": {}}
+    samples: dict[str, dict[str, list[float]]] = {server.name: {} for server in pair}
     units: dict[str, tuple[str, str]] = {}
     order: list[str] = []
     for name in wanted:
@@ -243,14 +310,27 @@ def _report(
     medians: Medians,
     order: list[str],
 ) -> list[str]:
-    pop, dov = pair
+    *popboxes, dov = pair
+    pop = popboxes[-1]
     quick = " --quick" if args.quick else ""
-    command = f"bench/run.py --scenarios {args.scenarios} --runs {args.runs}{quick}"
+    store = " --store postgresql" if args.store == "postgresql" else ""
+    command = f"bench/run.py --scenarios {args.scenarios} --runs {args.runs}{quick}{store}"
+    database = (
+        [
+            (
+                "- popbox on PostgreSQL: a private cluster on the same machine (fsync on, "
+                "synchronous_commit on); its CPU time is counted as popbox's"
+            )
+        ]
+        if store
+        else []
+    )
     return [
         f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: medians of {args.runs} runs.",
         "",
         "- machine: " + ", ".join(_machine()),
         f"- {pop.version()}, {getattr(pop, 'workers', 1)} worker process(es)",
+        *database,
         (
             f"- {dov.version()} ({args.dovecot} settings), same certificate, "
             f"argon2id {provision.BENCH_ARGON2} for both"
@@ -267,7 +347,7 @@ def _report(
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    why = servers.available()
+    why = servers.available() or (pgcluster.available() if args.store == "postgresql" else None)
     if why:
         print(f"bench: {why}", file=sys.stderr)
         return 2
@@ -280,15 +360,19 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="popbox-bench-", dir=base))
     root.chmod(0o755)  # Dovecot's unprivileged processes must reach their files
     pair: list[servers._Server] = []
+    database = None
     try:
-        pair = _provision(args, plan, root)
+        if args.store == "postgresql":
+            database = pgcluster.PostgresCluster(root)
+            database.start()
+        pair = _provision(args, plan, root, database)
         for server in pair:
             server.start()
         _warm_up(pair, settings, set(wanted), args.retr_kinds)
         medians, order = _run_all(pair, wanted, args.runs, settings, args.retr_kinds)
         body = _report(args, pair, settings, medians, order)
         print("\n".join(body))
-        results = args.results or (None if args.quick else RESULTS)
+        results = args.results or (None if args.quick or database else RESULTS)
         if results is not None:
             _write_results(results, body)
             print(f"written to {results}")
@@ -296,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         for server in pair:
             if server.stop():
                 print(f"bench: {server.name} left processes behind; killed", file=sys.stderr)
+        if database is not None:
+            database.stop()
         if args.keep:
             print(f"kept {root}")
         else:

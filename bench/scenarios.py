@@ -76,9 +76,9 @@ def login(server: _Server, s: Settings) -> list[Measurement]:
         concurrency=s.login_concurrency,
         duration=s.duration,
     )
-    cpu = procs.cpu_seconds(server.pid)
+    cpu = server.cpu_seconds()
     result = clients.run_parallel(spec, s.clients)
-    cpu = procs.cpu_seconds(server.pid) - cpu
+    cpu = server.cpu_seconds() - cpu
     _check(result, "login", server)
     return [
         Measurement("login: logins/s", result.ops / s.duration, "/s", "higher"),
@@ -106,9 +106,9 @@ def retr(
         concurrency=connections,
         duration=s.duration,
     )
-    cpu = procs.cpu_seconds(server.pid)
+    cpu = server.cpu_seconds()
     result = clients.run_parallel(spec, s.clients)
-    cpu = procs.cpu_seconds(server.pid) - cpu
+    cpu = server.cpu_seconds() - cpu
     load = f", {connections} connections," if busy else ""
     label = f"retr {kind[1:]}{load} {'tls' if tls else 'plain'}"
     _check(result, label, server)
@@ -150,9 +150,9 @@ def deliver(server: _Server, s: Settings) -> list[Measurement]:
         concurrency=s.deliver_concurrency,
         duration=s.duration,
     )
-    cpu = procs.cpu_seconds(server.pid)
+    cpu = server.cpu_seconds()
     result = clients.run_parallel(spec, s.clients)
-    cpu = procs.cpu_seconds(server.pid) - cpu
+    cpu = server.cpu_seconds() - cpu
     _check(result, "deliver", server)
     return [
         Measurement("deliver: LMTP deliveries/s", result.ops / s.duration, "/s", "higher"),

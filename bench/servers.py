@@ -27,6 +27,8 @@ import procs
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from pgcluster import PostgresCluster as Database
+
 __all__ = ["DovecotServer", "PopboxServer", "free_port"]
 
 START_TIMEOUT = 60.0
@@ -74,6 +76,10 @@ class _Server:
         assert self.proc is not None
         return self.proc.pid
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far, every process of its tree included."""
+        return procs.cpu_seconds(self.pid)
+
     def _spawn(self, argv: list[str]) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -98,12 +104,30 @@ class _Server:
 class PopboxServer(_Server):
     name = "popbox"
 
-    def __init__(self, root: Path, data_dir: Path, cert: Path, key: Path, workers: int) -> None:
+    def __init__(  # noqa: PLR0913 - one server's whole configuration
+        self,
+        root: Path,
+        data_dir: Path,
+        cert: Path,
+        key: Path,
+        workers: int,
+        *,
+        database: Database | None = None,
+    ) -> None:
+        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given."""
+        if database is not None:
+            self.name = "popbox-pg"
         super().__init__(root)
+        self.database = database
         self.lmtp_port = free_port()
-        self.config = root / "popbox.toml"
+        self.config = root / f"{self.name}.toml"
         server_section = f"\n[server]\nworkers = {workers}\n" if _has_workers() else ""
         self.workers = workers if server_section else 1
+        storage = (
+            f'[storage]\nbackend = "postgresql"\ndsn = "{database.dsn}"\n'
+            if database is not None
+            else ""
+        )
         self.config.write_text(
             f'data_dir = "{data_dir}"\n'
             "[pop3]\n"
@@ -114,8 +138,13 @@ class PopboxServer(_Server):
             "[tls]\n"
             f'cert_file = "{cert}"\nkey_file = "{key}"\n'
             "[lmtp]\n"
-            f'listen = ["127.0.0.1:{self.lmtp_port}"]\n' + server_section
+            f'listen = ["127.0.0.1:{self.lmtp_port}"]\n' + storage + server_section
         )
+
+    def cpu_seconds(self) -> float:
+        # The database serves popbox alone and runs on the same cores: its work is popbox's.
+        own = super().cpu_seconds()
+        return own if self.database is None else own + self.database.cpu_seconds()
 
     def start(self) -> None:
         self._spawn([sys.executable, "-m", "popbox", "serve", "--config", str(self.config)])

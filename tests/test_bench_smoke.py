@@ -136,3 +136,33 @@ def test_retr_scenario_opens_as_many_connections_as_it_reports(monkeypatch, busy
     ] * processes
     assert len(set(spec.users)) >= spec.concurrency
     assert (f", {spec.concurrency} connections," in rate.name) is busy
+
+
+def test_postgresql_table_sets_popbox_on_postgresql_against_dovecot_and_sqlite():
+    """The PostgreSQL mode's table: each target row judged against both references."""
+    medians = {
+        "popbox-pg": {
+            "login: logins/s": (900.0, "/s", "higher"),
+            "retr 4k plain: MB/s": (40.0, "MB/s", "higher"),
+            "biglist: login+STAT+LIST+UIDL": (0.5, "s", "lower"),
+        },
+        "dovecot": {
+            "login: logins/s": (800.0, "/s", "higher"),
+            "retr 4k plain: MB/s": (50.0, "MB/s", "higher"),
+            "biglist: login+STAT+LIST+UIDL": (0.9, "s", "lower"),
+        },
+        "popbox": {
+            "login: logins/s": (1200.0, "/s", "higher"),
+            "retr 4k plain: MB/s": (55.0, "MB/s", "higher"),
+            "biglist: login+STAT+LIST+UIDL": (0.2, "s", "lower"),
+        },
+    }
+    rows = run._table(medians, list(medians["popbox-pg"]))[2:]
+    login, retr, biglist = (row.split(" | ") for row in rows)
+    # 900/800 >= 1.0 and 900/1200 = 0.75 >= 0.7
+    assert login[3:6] == ["1.12", "1200 /s", "0.75"]
+    assert login[-1] == "yes |"
+    # 40/50 = 0.8 misses 1.0 against Dovecot although 40/55 >= 0.7 against SQLite.
+    assert retr[-1] == "NO |"
+    # 0.5 s against SQLite's 0.2 s is 2.5x, over the 2x bound.
+    assert biglist[-2:] == ["<= 2.0 SQLite", "NO |"]
