@@ -55,7 +55,8 @@ def parse(path: Path) -> list[Dialogue]:
             dialogues.append(Dialogue(options, [Step(None)]))
             continue
         payload, tab, source = line[3:].partition("\t# ")
-        assert tab and source.strip(), f"{path.name}:{number}: a line without its source"
+        assert tab, f"{path.name}:{number}: a line without its source"
+        assert source.strip(), f"{path.name}:{number}: an empty source"
         if line.startswith("C: "):
             text = codecs.decode(payload, "unicode_escape")  # "\x01" spells a control byte
             dialogues[-1].steps.append(Step(text.encode("latin-1") + b"\r\n"))
