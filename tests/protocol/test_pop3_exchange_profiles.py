@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from popbox.protocol.connection import ConnectionSettings, PasswordLogin, Pop3Connection
-from popbox.protocol.events import LoginType
 from popbox.protocol.profiles import PROFILES, on_wire
 from popbox.protocol.replies import Err, Ok, RespCode
 from popbox.testing import Responder, talk
+
+if TYPE_CHECKING:
+    from popbox.protocol.events import LoginType
 
 EXCHANGE = sorted(name for name, profile in PROFILES.items() if profile.exchange)
 LOGIN_TYPES: list[LoginType] = ["plaintext_login", "plaintext_authentication", "secure_login"]
@@ -57,7 +61,7 @@ def test_no_exchange_profile_ever_answers_user_with_err_v0008(
     exists until the client issues the PASS command."  Whatever follows USER on a line
     the framing accepts (over-long names, extra arguments, control and 8-bit octets), in
     any login_type, with or without TLS, the answer is +OK."""
-    line = keyword + separator + argument + b"\r\n"
+    line = keyword + argument + b"\r\n"
     conn = greeted(exchange_settings(profile, login_type=login_type, tls=tls, size=1024))
     exchange = talk(conn, line)
     assert exchange.output == b"+OK\r\n"
