@@ -125,9 +125,10 @@ def mpop(server, work: Path, *extra: str) -> list[bytes]:
 def test_openssl_s_client_sees_the_profile_greeting(server):
     """RFC 1939 s4: the greeting is the profile's banner ([Set-PopSettings] -Banner for
     the Exchange profiles; Exchange Online adds the encoded host name, vmime issue 267)."""
+    openssl = [require("openssl"), "s_client", "-quiet", "-verify_return_error"]
+    openssl += ["-connect", f"{server.host}:{server.tls_port}", "-CAfile", str(server.tls.ca_file)]
     result = subprocess.run(
-        [require("openssl"), "s_client", "-quiet", "-connect", f"{server.host}:{server.tls_port}"]
-        + ["-CAfile", str(server.tls.ca_file), "-verify_return_error"],
+        openssl,
         input=b"QUIT\r\n",
         capture_output=True,
         timeout=30,
