@@ -42,6 +42,7 @@ from popbox.config.sections import (
     QuotaConfig,
     RetentionConfig,
     ServerConfig,
+    SortOrder,
     StorageConfig,
     TlsConfig,
 )
@@ -216,6 +217,7 @@ _TYPES: dict[str, Any] = {
     "Backend": Backend,
     "OverQuota": OverQuota,
     "LogLevel": LogLevel,
+    "SortOrder": SortOrder,
     "str": str,
     "int": int,
     "float": float,
@@ -231,7 +233,7 @@ def _resolve(annotation: object) -> Any:
 
 
 def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one case per type
-    if expected in (LoginType, Compat, Backend, OverQuota, LogLevel):
+    if expected in (LoginType, Compat, Backend, OverQuota, LogLevel, SortOrder):
         choices = get_args(expected)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")

@@ -25,6 +25,7 @@ __all__ = [
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
+    "SortOrder",
     "StorageConfig",
     "TlsConfig",
 ]
@@ -33,6 +34,7 @@ LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login
 Backend = Literal["sqlite", "postgresql"]
 OverQuota = Literal["temporary", "permanent"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+SortOrder = Literal["ascending", "descending"]
 
 MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
 MAX_COMMAND_SIZE = 1024
@@ -56,6 +58,8 @@ class Pop3Config:
     lock_mailbox: bool = False  # 2.1.3 / C0004: snapshot, no exclusive lock
     lock_lease: float = 300.0  # seconds a maildrop lock survives its holder's silence
     exact_rfc822_size: bool = True  # 2.1.4 / 2.1.5
+    # Set-PopSettings MessageRetrievalSortOrder: "descending" numbers the newest message 1.
+    message_order: SortOrder = "ascending"
     sasl_line_max: int = 65536  # RFC 5034: SASL responses are not bound by command size
     max_bad_commands: int = 20  # C0005: close after this many -ERR for bad input
     max_auth_failures: int = 3  # C0005: close after this many failed logins

@@ -174,7 +174,8 @@ class Pop3Connection:
 
     def login_succeeded(self, user: str, messages: Sequence[MessageInfo]) -> None:
         self._expect(PasswordLogin, SaslStart, SaslContinue)
-        maildrop = Maildrop(messages, exact_size=self.settings.exact_rfc822_size)
+        s = self.settings
+        maildrop = Maildrop(messages, exact_size=s.exact_rfc822_size, newest_first=s.newest_first)
         count, size = maildrop.stat()
         self._phase = Transaction(user, maildrop)
         self._write(Ok(self._texts.logged_in(count, size)))

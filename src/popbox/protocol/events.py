@@ -107,6 +107,7 @@ class ConnectionSettings:
     sasl_line_max: int = 65536  # RFC 5034: responses are not bound by the command size
     single_space: bool = False  # 2.1.1
     exact_rfc822_size: bool = True  # 2.1.4, 2.1.5
+    newest_first: bool = False  # MessageRetrievalSortOrder Descending: message 1 newest
     login_type: LoginType = "secure_login"  # V0010
     tls_active: bool = False  # an implicit-TLS listener
     stls_available: bool = True  # a plain listener with a certificate to upgrade to

@@ -38,8 +38,15 @@ def estimated_size(info: MessageInfo) -> int:
 class Maildrop:
     __slots__ = ("_deleted", "_deleted_size", "_exact_size", "_messages", "_retrieved", "_size")
 
-    def __init__(self, messages: Sequence[MessageInfo], *, exact_size: bool = True) -> None:
-        self._messages = tuple(messages)
+    def __init__(
+        self,
+        messages: Sequence[MessageInfo],
+        *,
+        exact_size: bool = True,
+        newest_first: bool = False,
+    ) -> None:
+        # Set-PopSettings MessageRetrievalSortOrder Descending: message 1 is the newest.
+        self._messages = tuple(reversed(messages)) if newest_first else tuple(messages)
         self._exact_size = exact_size  # 2.1.4/2.1.5: exact RFC 822 size, or the estimate
         self._deleted: set[int] = set()  # message numbers marked by DELE
         self._retrieved: set[int] = set()  # message numbers sent by RETR

@@ -41,6 +41,7 @@ def connection_settings(context: ServerContext, *, implicit_tls: bool) -> Connec
         sasl_line_max=pop3.sasl_line_max,
         single_space=pop3.single_space_separators,
         exact_rfc822_size=pop3.exact_rfc822_size,
+        newest_first=pop3.message_order == "descending",
         login_type=pop3.login_type,
         tls_active=implicit_tls,
         stls_available=context.tls is not None and not implicit_tls,
