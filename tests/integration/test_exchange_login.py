@@ -9,7 +9,7 @@ import pytest
 from pop3_clients import TIMEOUT
 
 LONG_NAME = "n" * 300  # more than the 255 octets a USER name may have
-PASSWORD = "long name secret"  # noqa: S105 - a fixture, not a secret
+PASSWORD = "long name secret"
 LOGON_FAILURE = b"-ERR Logon failure: unknown user name or bad password."
 
 
