@@ -26,6 +26,7 @@ __all__ = [
     "Capa",
     "Command",
     "Dele",
+    "Lang",
     "List",
     "Noop",
     "ParseError",
@@ -85,6 +86,11 @@ class Auth:
 @dataclass(frozen=True, slots=True)
 class Stls:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Lang:
+    language_range: str | None = None  # None: list the languages (RFC 6856 s3.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +159,43 @@ class Uidl(Value):
 
 
 Command = (
-    Capa | User | Pass | Auth | Stls | Quit | Stat | List | Retr | Dele | Noop | Rset | Top | Uidl
+    Capa
+    | User
+    | Pass
+    | Auth
+    | Stls
+    | Quit
+    | Stat
+    | List
+    | Retr
+    | Dele
+    | Noop
+    | Rset
+    | Top
+    | Uidl
+    | Lang
 )
 
 # The verb each command is counted and logged as: its keyword, upper-cased.
 VERBS: dict[type[Command], str] = {
     cls: cls.__name__.upper()
-    for cls in (Capa, User, Pass, Auth, Stls, Quit, Stat, List, Retr, Dele, Noop, Rset, Top, Uidl)
+    for cls in (
+        Capa,
+        User,
+        Pass,
+        Auth,
+        Stls,
+        Quit,
+        Stat,
+        List,
+        Retr,
+        Dele,
+        Noop,
+        Rset,
+        Top,
+        Uidl,
+        Lang,
+    )
 }
 
 _NO_ARGS: dict[str, type[Capa | Stls | Quit | Stat | Noop | Rset]] = {
@@ -295,6 +331,12 @@ def _parse_top(_verb: str, args: list[str]) -> Top | ParseError:
     return Top(msg, lines)
 
 
+def _parse_lang(_verb: str, args: list[str]) -> Lang | ParseError:
+    if len(args) > 1:
+        return ParseError("LANG takes at most one language range")
+    return Lang(args[0] if args else None)
+
+
 def _parse_auth(_verb: str, args: list[str]) -> Auth | ParseError:
     if not args:
         return Auth()
@@ -315,6 +357,7 @@ _ONE_NUMBER_KINDS: dict[bytes, type[Retr | Dele | List | Uidl]] = {
 }
 _PARSERS: dict[str, Callable[[str, list[str]], Command | ParseError]] = {
     "AUTH": _parse_auth,
+    "LANG": _parse_lang,
     "LIST": _parse_listing,
     "UIDL": _parse_listing,
     "RETR": _parse_one_message,

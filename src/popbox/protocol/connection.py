@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from popbox.protocol import commands as c
+from popbox.protocol import lang, transaction
 from popbox.protocol import sasl as auth
-from popbox.protocol import transaction
 from popbox.protocol.events import (
     CommandRecord,
     ConnectionSettings,
@@ -263,6 +263,8 @@ class Pop3Connection:
 
     def _command_line(self, line: bytes) -> Event | None:
         command = c.parse_command(line, single_space=self.settings.single_space)
+        if self._exchange and isinstance(command, c.Lang):  # Exchange lists no LANG
+            command = c.ParseError("unknown command")
         if isinstance(command, c.ParseError):
             self._counters.verb = c.verb_of(line)
             self._bad_input(command.text)
@@ -276,8 +278,10 @@ class Pop3Connection:
         if kind not in ALLOWED_IN[type(phase)]:
             self._bad_input(self._texts.not_allowed(verb, isinstance(phase, Authorization)))
             return None
-        if kind is c.Capa:  # the same in both states
-            self._write_multiline(self._capabilities())
+        if kind is c.Capa or kind is c.Lang:  # the same in both states (RFC 6856 s3.1)
+            self._reply(
+                lang.answer(command) if isinstance(command, c.Lang) else self._capabilities()
+            )
             return None
         if isinstance(phase, Transaction):
             return self._transaction(command, phase)
@@ -355,10 +359,8 @@ class Pop3Connection:
         return None
 
     def _capabilities(self) -> bytes:
-        before_login = self.state is State.AUTHORIZATION
-        lines = capability_lines(
-            self.settings, tls_active=self._tls_active, before_login=before_login
-        )
+        pre = self.state is State.AUTHORIZATION
+        lines = capability_lines(self.settings, tls_active=self._tls_active, before_login=pre)
         return multiline(Ok(self._texts.capa), lines)
 
     def _bad_input(self, text: str) -> None:

@@ -47,7 +47,7 @@ def capability_lines(
     if mechanisms := allowed_mechanisms(settings, tls_active=tls_active):
         lines.append("SASL " + " ".join(mechanisms))
     lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
-    lines += [f"EXPIRE {settings.expire}", "LOGIN-DELAY 0"]
+    lines += [f"EXPIRE {settings.expire}", "LOGIN-DELAY 0", "LANG"]  # LANG: RFC 6856 s3
     if before_login and not tls_active and settings.stls_available:
         lines.append("STLS")
     lines.append(f"IMPLEMENTATION {settings.implementation}")
