@@ -7,6 +7,7 @@ import poplib
 import pytest
 
 from pop3_clients import TIMEOUT
+from raw_pop3 import Client
 
 LONG_NAME = "n" * 300  # more than the 255 octets a USER name may have
 PASSWORD = "long name secret"
@@ -46,3 +47,22 @@ def test_modern_refuses_the_same_name_at_user_v0001(start_pop3_server):
         assert failure.value.args[0] == b"-ERR USER mailbox name is not a valid name"
     finally:
         client.quit()
+
+
+@pytest.mark.parametrize("compat", ["exchange2007", "exchange2010", "exchange2013"])
+def test_a_served_exchange_profile_speaks_its_transcript_on_port_110_indy_192(
+    start_pop3_server, compat
+):
+    """The listener hands the profile to every connection: greeting, SecureLogin's CAPA
+    (IndySockets/Indy issue 192: ``TOP UIDL STLS``), USER's bare +OK and the signing-off
+    text reach a real socket byte for byte, as tests/protocol/transcripts/ has them."""
+    server = start_pop3_server(sections={"compat": compat})
+    release = {"exchange2007": b"2007 ", "exchange2010": b"2010 "}.get(compat, b"")
+    with Client.connect(server) as client:
+        client.send(b"CAPA\r\nUSER alice\r\nQUIT\r\n")
+        assert client.read_to_eof() == (
+            b"+OK The Microsoft Exchange POP3 service is ready.\r\n"
+            b"+OK\r\nTOP\r\nUIDL\r\nSTLS\r\n.\r\n"
+            b"+OK\r\n"
+            b"+OK Microsoft Exchange Server " + release + b"POP3 server signing off.\r\n"
+        )
