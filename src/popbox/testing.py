@@ -75,8 +75,8 @@ class Responder:
 
     def __call__(self, conn: Pop3Connection, event: Event) -> None:
         match event:
-            case PasswordLogin(user, password):
-                self._login(conn, ok=(user, password) == (self.user, self.password))
+            case PasswordLogin(user, password, valid_name):  # an invalid name never logs in
+                self._login(conn, ok=valid_name and (user, password) == (self.user, self.password))
             case SaslStart("PLAIN", None):
                 conn.sasl_challenge(b"")
             case SaslStart("PLAIN", bytes(response)) | SaslContinue(response):

@@ -209,8 +209,6 @@ def test_top_arity_and_numbers_rfc1939_s7(line, text):
         (b"DELE", "DELE needs exactly one message number"),
         (b"LIST 1 2", "LIST takes at most one message number"),
         (b"UIDL 1 2", "UIDL takes at most one message number"),
-        (b"USER", "USER needs exactly one mailbox name"),
-        (b"USER john smith", "USER needs exactly one mailbox name"),
         (b"STAT 1", "STAT takes no arguments"),
         (b"NOOP x", "NOOP takes no arguments"),
         (b"QUIT now", "QUIT takes no arguments"),
@@ -260,7 +258,7 @@ def test_auth_mechanism_must_be_a_sasl_mech_name_rfc5034_s4(line, text):
     assert parse_command(line) == ParseError(text)
 
 
-@pytest.mark.parametrize("line", [b"\0", b"NOOP\0", b"USER a\0b", b"PASS se\0cret", b"\0QUIT"])
+@pytest.mark.parametrize("line", [b"\0", b"NOOP\0", b"PASS se\0cret", b"\0QUIT"])
 def test_nul_byte_is_refused_rfc1939_s3(line):
     """RFC 1939 s3: "Keywords and arguments consist of printable ASCII characters." A NUL
     byte is never part of a command, not even of a password."""
@@ -299,7 +297,7 @@ def test_unknown_or_malformed_keyword_rfc1939_s3(line):
 
 @pytest.mark.parametrize(
     ("line", "verb"),
-    [(b"USER \xff\xfe", "USER"), (b"RETR \xc3", "RETR"), (b"AUTH PLAIN \x80", "AUTH")],
+    [(b"RETR \xc3", "RETR"), (b"AUTH PLAIN \x80", "AUTH")],
 )
 def test_eight_bit_garbage_in_arguments_is_refused_rfc1939_s3(line, verb):
     """RFC 1939 s3: "Keywords and arguments consist of printable ASCII characters." Invalid
@@ -314,9 +312,26 @@ def test_eight_bit_garbage_in_arguments_is_refused_rfc1939_s3(line, verb):
 def test_user_name_must_be_printable_and_bounded_rfc1939_s3(name):
     """RFC 1939 s3: "Keywords and arguments consist of printable ASCII characters." Names
     are allowed in UTF-8 but must be printable and at most 255 octets."""
-    assert parse_command(f"USER {name}".encode()) == ParseError(
-        "USER mailbox name is not a valid name"
+    assert parse_command(f"USER {name}".encode()) == User(
+        name, "USER mailbox name is not a valid name"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "user"),
+    [
+        (b"USER", User("", "USER needs exactly one mailbox name")),
+        (b"USER john smith", User("john smith", "USER needs exactly one mailbox name")),
+        (b"USER a\0b", User("a\0b", "command line contains a NUL byte")),
+        (b"USER \xff\xfe", User("\ufffd\ufffd", "USER arguments are not valid UTF-8")),
+    ],
+)
+def test_user_with_a_bad_argument_parses_with_its_problem_v0008(line, user):
+    """V0008: "Microsoft Exchange Server does not return a negative status to the USER
+    command because Microsoft Exchange does not verify whether the specified mailbox
+    exists until the client issues the PASS command."  The parser therefore never refuses
+    USER: it keeps the reason, and the profile decides (modern: -ERR; Exchange: +OK)."""
+    assert parse_command(line) == user
 
 
 def test_user_name_of_255_octets_and_utf8_is_accepted_2_1_2():

@@ -6,6 +6,7 @@ import pytest
 
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Retrieve, Signal, Update
+from popbox.protocol.maildrop import Maildrop
 from popbox.protocol.states import State
 from popbox.testing import Responder, logged_in, message_info, talk
 
@@ -56,16 +57,36 @@ def test_stat_does_not_count_deleted_messages_rfc1939_s5():
     assert talk(two(), b"DELE 1\r\nSTAT\r\n").output == R.deleted(1) + R.stat(1, 200)
 
 
-def test_stat_and_list_use_storage_size_when_not_exact_2_1_4_2_1_5():
+# The estimate's documented model (maildrop.py): stored + stored // 32 + 384.
+ESTIMATE_1, ESTIMATE_2, ESTIMATE_3 = 1024 + 32 + 384, 2048 + 64 + 384, 4096 + 128 + 384
+
+
+def test_stat_and_list_use_the_estimate_when_not_exact_2_1_4_2_1_5():
     """2.1.4: "By default, Microsoft Exchange Server does not calculate the exact size of the
     maildrop in octets. Instead, the size is calculated based on the amount of storage the
     message actually occupies in storage." 2.1.5 says the same of LIST."""
     conn = three(INEXACT)
     assert talk(conn, b"STAT\r\nLIST 2\r\nLIST\r\n").output == (
-        R.stat(3, 1024 + 2048 + 4096)
-        + R.scan(2, 2048)
-        + R.multiline(R.OK_SCAN_LISTING, b"1 1024", b"2 2048", b"3 4096")
+        R.stat(3, ESTIMATE_1 + ESTIMATE_2 + ESTIMATE_3)
+        + R.scan(2, ESTIMATE_2)
+        + R.multiline(
+            R.OK_SCAN_LISTING,
+            b"1 %d" % ESTIMATE_1,
+            b"2 %d" % ESTIMATE_2,
+            b"3 %d" % ESTIMATE_3,
+        )
     )
+
+
+def test_the_estimate_never_equals_the_octets_retr_sends_2_1_5():
+    """2.1.5: LIST gives "the amount of storage the message actually occupies", not the
+    exact size; popbox's estimate differs from the RETR octet count for every message
+    (even one whose stored form is its exact form), and is the same in every session."""
+    for size in (0, 1, 77, 4096, 10**6):
+        info = message_info(1, size)
+        first, second = Maildrop([info], exact_size=False), Maildrop([info], exact_size=False)
+        assert first.size_of(info) != size
+        assert first.size_of(info) == second.size_of(info) > size
 
 
 def test_login_reply_uses_the_same_size_as_stat_2_1_4():
@@ -74,7 +95,7 @@ def test_login_reply_uses_the_same_size_as_stat_2_1_4():
     conn = Pop3Connection(INEXACT)
     talk(conn, b"USER a\r\nPASS b\r\n")
     conn.login_succeeded("a", INFOS)
-    assert sent(conn).endswith(R.logged_in(3, 1024 + 2048 + 4096))
+    assert sent(conn).endswith(R.logged_in(3, ESTIMATE_1 + ESTIMATE_2 + ESTIMATE_3))
 
 
 # -- LIST ----------------------------------------------------------------------------------
@@ -203,11 +224,11 @@ def test_retr_passes_stuffed_wire_form_verbatim_rfc1939_s3():
     assert b"\r\n..dot\r\n" in exchange.output
 
 
-def test_retr_size_is_storage_size_when_not_exact_2_1_5():
+def test_retr_size_is_the_estimate_when_not_exact_2_1_5():
     """2.1.5: "By default, Microsoft Exchange Server does not calculate the exact size of the
     message in octets. Instead, the size is calculated based on the amount of storage"."""
     exchange = talk(three(INEXACT), b"RETR 1\r\n", respond=responder())
-    assert exchange.output == R.octets(1024) + WIRE_1 + R.TERMINATOR
+    assert exchange.output == R.octets(ESTIMATE_1) + WIRE_1 + R.TERMINATOR
 
 
 def test_retr_of_data_without_final_crlf_gets_one_before_terminator_rfc1939_s3():

@@ -109,7 +109,7 @@ def test_different_type_or_field_is_unequal(left: object, right: object) -> None
             Awaiting(Retrieve(1, INFO, 2), Authorization()),
             (
                 f"Awaiting(event=Retrieve(msg=1, info={INFO!r}, lines=2),"
-                " resume=Authorization(pending_user=None))"
+                " resume=Authorization(pending_user=None, name_valid=True))"
             ),
         ),
     ],

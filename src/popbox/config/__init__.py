@@ -21,12 +21,17 @@ from popbox.config.checks import (
     check_server,
     parse_address,
 )
+from popbox.config.profiles import (
+    COMPAT_NAMES,
+    DEFAULT_COMPAT,
+    Compat,
+    check_profile,
+    profile_defaults,
+)
 from popbox.config.sections import (
-    COMPAT_PROFILES,
     RFC2449_MIN_COMMAND_SIZE,
     AuthConfig,
     Backend,
-    Compat,
     Config,
     ConfigError,
     LmtpConfig,
@@ -37,6 +42,7 @@ from popbox.config.sections import (
     QuotaConfig,
     RetentionConfig,
     ServerConfig,
+    SortOrder,
     StorageConfig,
     TlsConfig,
 )
@@ -44,7 +50,7 @@ from popbox.config.sections import (
 _T = TypeVar("_T")
 
 __all__ = [
-    "COMPAT_PROFILES",
+    "COMPAT_NAMES",
     "AuthConfig",
     "Config",
     "ConfigError",
@@ -96,11 +102,16 @@ def load(path: Path, *, required: bool = False) -> Config:
 def from_mapping(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document into a ``Config``."""
     _reject_unknown(raw, Config, "")
-    compat = _convert(raw.get("compat", "exchange2013"), Compat, "compat")
-    pop3_raw = _section(raw, "pop3")
-    profile = COMPAT_PROFILES[compat]
-    pop3 = _build(Pop3Config, {**profile, **pop3_raw}, "pop3")
+    compat = _convert(raw.get("compat", DEFAULT_COMPAT), Compat, "compat")
+    defaults = profile_defaults(compat, _section(raw, "auth"))
+
+    def section(name: str) -> dict[str, Any]:  # the profile's defaults, then the file's
+        return {**defaults.get(name, {}), **_section(raw, name)}
+
+    pop3 = _build(Pop3Config, section("pop3"), "pop3")
     check_pop3(pop3)
+    if problem := check_profile(compat, pop3):
+        raise ConfigError(problem)
     storage = _build(StorageConfig, _section(raw, "storage"), "storage")
     if storage.backend == "postgresql" and not storage.dsn:
         raise ConfigError('storage.dsn: required when storage.backend = "postgresql"')
@@ -113,8 +124,8 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         storage=storage,
         quota=_build(QuotaConfig, _section(raw, "quota"), "quota"),
         retention=_build(RetentionConfig, _section(raw, "retention"), "retention"),
-        auth=_build(AuthConfig, _section(raw, "auth"), "auth"),
-        server=_build(ServerConfig, _section(raw, "server"), "server"),
+        auth=_build(AuthConfig, section("auth"), "auth"),
+        server=_build(ServerConfig, section("server"), "server"),
     )
     check_server(config.server)
     check_auth(config.auth)
@@ -206,6 +217,7 @@ _TYPES: dict[str, Any] = {
     "Backend": Backend,
     "OverQuota": OverQuota,
     "LogLevel": LogLevel,
+    "SortOrder": SortOrder,
     "str": str,
     "int": int,
     "float": float,
@@ -221,7 +233,7 @@ def _resolve(annotation: object) -> Any:
 
 
 def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one case per type
-    if expected in (LoginType, Compat, Backend, OverQuota, LogLevel):
+    if expected in (LoginType, Compat, Backend, OverQuota, LogLevel, SortOrder):
         choices = get_args(expected)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")

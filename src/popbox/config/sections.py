@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from popbox.auth.registry import DEFAULT_MECHANISMS
+from popbox.config.profiles import DEFAULT_COMPAT, Compat
 
 __all__ = [
-    "COMPAT_PROFILES",
     "MAX_COMMAND_SIZE",
     "MIN_COMMAND_SIZE",
     "RFC2449_MIN_COMMAND_SIZE",
@@ -25,15 +25,16 @@ __all__ = [
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
+    "SortOrder",
     "StorageConfig",
     "TlsConfig",
 ]
 
 LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
-Compat = Literal["exchange2013", "exchange2007", "rfc1939"]
 Backend = Literal["sqlite", "postgresql"]
 OverQuota = Literal["temporary", "permanent"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+SortOrder = Literal["ascending", "descending"]
 
 MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
 MAX_COMMAND_SIZE = 1024
@@ -57,6 +58,8 @@ class Pop3Config:
     lock_mailbox: bool = False  # 2.1.3 / C0004: snapshot, no exclusive lock
     lock_lease: float = 300.0  # seconds a maildrop lock survives its holder's silence
     exact_rfc822_size: bool = True  # 2.1.4 / 2.1.5
+    # Set-PopSettings MessageRetrievalSortOrder: "descending" numbers the newest message 1.
+    message_order: SortOrder = "ascending"
     sasl_line_max: int = 65536  # RFC 5034: SASL responses are not bound by command size
     max_bad_commands: int = 20  # C0005: close after this many -ERR for bad input
     max_auth_failures: int = 3  # C0005: close after this many failed logins
@@ -155,7 +158,7 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
-    compat: Compat = "exchange2013"
+    compat: Compat = DEFAULT_COMPAT
     pop3: Pop3Config = field(default_factory=Pop3Config)
     tls: TlsConfig = field(default_factory=TlsConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
@@ -164,11 +167,3 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
-
-
-# The documented variances each profile changes together (DESIGN.md section 2).
-COMPAT_PROFILES: dict[str, dict[str, Any]] = {
-    "exchange2013": {},
-    "exchange2007": {"max_command_size": 47},  # E0006: Exchange 2007's shipped default
-    "rfc1939": {"lock_mailbox": True, "single_space_separators": True},
-}

@@ -26,6 +26,7 @@ __all__ = [
     "Capa",
     "Command",
     "Dele",
+    "Lang",
     "List",
     "Noop",
     "ParseError",
@@ -65,6 +66,10 @@ class Capa:
 @dataclass(frozen=True, slots=True)
 class User:
     name: str
+    # Why ``name`` cannot be a mailbox name (arity, length, characters), or None.  The
+    # modern profile answers -ERR with it; the Exchange profiles answer +OK and let PASS
+    # fail as for a wrong password (V0008: no check before PASS).
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,11 @@ class Auth:
 @dataclass(frozen=True, slots=True)
 class Stls:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Lang:
+    language_range: str | None = None  # None: list the languages (RFC 6856 s3.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +159,43 @@ class Uidl(Value):
 
 
 Command = (
-    Capa | User | Pass | Auth | Stls | Quit | Stat | List | Retr | Dele | Noop | Rset | Top | Uidl
+    Capa
+    | User
+    | Pass
+    | Auth
+    | Stls
+    | Quit
+    | Stat
+    | List
+    | Retr
+    | Dele
+    | Noop
+    | Rset
+    | Top
+    | Uidl
+    | Lang
 )
 
 # The verb each command is counted and logged as: its keyword, upper-cased.
 VERBS: dict[type[Command], str] = {
     cls: cls.__name__.upper()
-    for cls in (Capa, User, Pass, Auth, Stls, Quit, Stat, List, Retr, Dele, Noop, Rset, Top, Uidl)
+    for cls in (
+        Capa,
+        User,
+        Pass,
+        Auth,
+        Stls,
+        Quit,
+        Stat,
+        List,
+        Retr,
+        Dele,
+        Noop,
+        Rset,
+        Top,
+        Uidl,
+        Lang,
+    )
 }
 
 _NO_ARGS: dict[str, type[Capa | Stls | Quit | Stat | Noop | Rset]] = {
@@ -190,9 +230,11 @@ def parse_general(line: bytes, *, single_space: bool = False) -> Command | Parse
     """``parse_command`` without its shortcut: every line, every error message."""
     if not line:
         return ParseError("empty command line")
+    keyword, rest = _split_keyword(line, single_space=single_space)
+    if keyword.upper() == b"USER":  # V0008: any argument parses; its problem travels with it
+        return _parse_user(rest, single_space=single_space)
     if b"\0" in line:
         return ParseError("command line contains a NUL byte")
-    keyword, rest = _split_keyword(line, single_space=single_space)
     if not _KEYWORD.fullmatch(keyword):
         return ParseError("unknown command")
     verb = keyword.decode("ascii").upper()
@@ -244,11 +286,17 @@ def _dispatch(verb: str, args: list[str]) -> Command | ParseError:
     return parser(verb, args) if parser else ParseError("unknown command")
 
 
-def _parse_user(_verb: str, args: list[str]) -> User | ParseError:
+def _parse_user(rest: bytes, *, single_space: bool) -> User:
+    """USER and whatever follows it: the name, and what is wrong with it if anything."""
+    if b"\0" in rest:
+        return User(rest.decode("utf-8", "replace"), "command line contains a NUL byte")
+    args = _arguments("USER", rest, single_space=single_space)
+    if isinstance(args, ParseError):
+        return User(rest.decode("utf-8", "replace"), args.text)
     if len(args) != 1:
-        return ParseError("USER needs exactly one mailbox name")
+        return User(" ".join(args), "USER needs exactly one mailbox name")
     if len(args[0].encode("utf-8")) > MAX_NAME_OCTETS or not args[0].isprintable():
-        return ParseError("USER mailbox name is not a valid name")
+        return User(args[0], "USER mailbox name is not a valid name")
     return User(args[0])
 
 
@@ -283,6 +331,12 @@ def _parse_top(_verb: str, args: list[str]) -> Top | ParseError:
     return Top(msg, lines)
 
 
+def _parse_lang(_verb: str, args: list[str]) -> Lang | ParseError:
+    if len(args) > 1:
+        return ParseError("LANG takes at most one language range")
+    return Lang(args[0] if args else None)
+
+
 def _parse_auth(_verb: str, args: list[str]) -> Auth | ParseError:
     if not args:
         return Auth()
@@ -302,8 +356,8 @@ _ONE_NUMBER_KINDS: dict[bytes, type[Retr | Dele | List | Uidl]] = {
     b"UIDL": Uidl,
 }
 _PARSERS: dict[str, Callable[[str, list[str]], Command | ParseError]] = {
-    "USER": _parse_user,
     "AUTH": _parse_auth,
+    "LANG": _parse_lang,
     "LIST": _parse_listing,
     "UIDL": _parse_listing,
     "RETR": _parse_one_message,

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from popbox.protocol import commands as c
+from popbox.protocol import lang, transaction
 from popbox.protocol import sasl as auth
-from popbox.protocol import transaction
 from popbox.protocol.events import (
     CommandRecord,
     ConnectionSettings,
@@ -36,6 +36,8 @@ from popbox.protocol.events import (
 from popbox.protocol.framing import LineBuffer, LineTooLong
 from popbox.protocol.maildrop import Maildrop
 from popbox.protocol.phases import (
+    ALLOWED_IN,
+    STATE_OF,
     Authorization,
     Awaiting,
     Closed,
@@ -45,8 +47,9 @@ from popbox.protocol.phases import (
     Transaction,
 )
 from popbox.protocol.policy import capability_lines, plaintext_allowed
+from popbox.protocol.profiles import on_wire, texts_of
 from popbox.protocol.replies import TERMINATOR, Err, Ok, RespCode, counted, multiline, serialise
-from popbox.protocol.states import ALLOWED, State
+from popbox.protocol.states import State
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,6 +81,8 @@ class Pop3Connection:
         self._buffer = LineBuffer()
         self._phase: Phase = Authorization()
         self._counters = Counters()
+        self._exchange = self.settings.wire.exchange
+        self._texts = texts_of(self.settings.wire)
         self._write(Ok(self.settings.banner))
 
     # -- observation ---------------------------------------------------------------
@@ -89,7 +94,7 @@ class Pop3Connection:
             if isinstance(phase.event, Update):
                 return State.UPDATE
             phase = phase.resume
-        return _STATE_OF[type(phase)]
+        return STATE_OF[type(phase)]
 
     @property
     def user(self) -> str | None:
@@ -169,10 +174,11 @@ class Pop3Connection:
 
     def login_succeeded(self, user: str, messages: Sequence[MessageInfo]) -> None:
         self._expect(PasswordLogin, SaslStart, SaslContinue)
-        maildrop = Maildrop(messages, exact_size=self.settings.exact_rfc822_size)
+        s = self.settings
+        maildrop = Maildrop(messages, exact_size=s.exact_rfc822_size, newest_first=s.newest_first)
         count, size = maildrop.stat()
         self._phase = Transaction(user, maildrop)
-        self._write(Ok(f"logged in, {counted(count, 'message')} ({size} octets)"))
+        self._write(Ok(self._texts.logged_in(count, size)))
 
     def login_failed(self, reply: Err) -> None:
         """Refuse the login; after ``max_auth_failures`` the connection closes (C0005)."""
@@ -239,7 +245,7 @@ class Pop3Connection:
         event = self._expect(Update).event
         assert isinstance(event, Update)
         if ok:
-            self._close(Ok(f"signing off, {counted(len(event.deleted), 'message')} deleted"))
+            self._close(Ok(self._texts.signed_off(len(event.deleted))))
         else:
             self._close(
                 Err("messages marked as deleted were not removed, try again", RespCode.SYS_TEMP)
@@ -257,6 +263,8 @@ class Pop3Connection:
 
     def _command_line(self, line: bytes) -> Event | None:
         command = c.parse_command(line, single_space=self.settings.single_space)
+        if self._exchange and isinstance(command, c.Lang):  # Exchange lists no LANG
+            command = c.ParseError("unknown command")
         if isinstance(command, c.ParseError):
             self._counters.verb = c.verb_of(line)
             self._bad_input(command.text)
@@ -264,16 +272,16 @@ class Pop3Connection:
         kind = type(command)
         verb = self._counters.verb = c.VERBS[kind]
         phase = self._phase
-        if kind not in _ALLOWED_IN[type(phase)]:
-            text = (
-                f"{verb} is not allowed before login, log in first"
-                if isinstance(phase, Authorization)
-                else f"{verb} is only allowed before login"
-            )
-            self._bad_input(text)
+        if isinstance(command, c.User) and command.problem and not self._exchange:
+            self._bad_input(command.problem)
             return None
-        if kind is c.Capa:  # the same in both states
-            self._write_multiline(self._capabilities())
+        if kind not in ALLOWED_IN[type(phase)]:
+            self._bad_input(self._texts.not_allowed(verb, isinstance(phase, Authorization)))
+            return None
+        if kind is c.Capa or kind is c.Lang:  # the same in both states (RFC 6856 s3.1)
+            self._reply(
+                lang.answer(command) if isinstance(command, c.Lang) else self._capabilities()
+            )
             return None
         if isinstance(phase, Transaction):
             return self._transaction(command, phase)
@@ -282,24 +290,34 @@ class Pop3Connection:
 
     def _authorization(self, command: c.Command, phase: Authorization) -> Event | None:
         match command:
-            case c.User(name):
-                if not plaintext_allowed(self.settings, tls_active=self._tls_active, sasl=False):
-                    self._write(Err("USER/PASS is only allowed over TLS, issue STLS first"))
+            case c.User(name, problem):  # V0008/V0009: +OK whether it exists or not
+                if self._exchange or self._plaintext_ok():  # Exchange: PASS checks (V0008)
+                    phase.pending_user, phase.name_valid = name, problem is None
+                    self._write(Ok(self._texts.user))
                 else:
-                    phase.pending_user = name  # V0008/V0009: +OK whether it exists or not
-                    self._write(Ok("send PASS"))
+                    self._write(Err(self._texts.plaintext_refused))
             case c.Pass(password):
-                if phase.pending_user is None:
-                    self._bad_input("PASS must follow a successful USER")
-                else:
-                    return self._await(PasswordLogin(phase.pending_user, password), phase)
+                return self._pass(password, phase)
             case c.Auth(mechanism, initial):
                 return self._auth(mechanism, initial, phase)
             case c.Stls():
                 return self._stls(phase)
-            case c.Quit():
-                self._close(Ok("signing off"))  # no UPDATE from AUTHORIZATION (s6)
+            case c.Quit():  # no UPDATE from AUTHORIZATION (s6)
+                self._close(Ok(self._texts.signed_off(None)))
         return None
+
+    def _pass(self, password: str, phase: Authorization) -> Event | None:
+        if phase.pending_user is None:
+            self._bad_input(self._texts.pass_without_user)
+        elif not self._plaintext_ok():  # V0010; only Exchange profiles get here
+            self._write(Err(self._texts.plaintext_refused))
+        else:
+            login = PasswordLogin(phase.pending_user, password, phase.name_valid)
+            return self._await(login, phase)
+        return None
+
+    def _plaintext_ok(self) -> bool:
+        return plaintext_allowed(self.settings, tls_active=self._tls_active, sasl=False)
 
     def _transaction(self, command: c.Command, phase: Transaction) -> Event | None:
         reply = transaction.answer(command, phase.maildrop)
@@ -330,22 +348,20 @@ class Pop3Connection:
 
     def _stls(self, phase: Authorization) -> Event | None:
         if self._tls_active:
-            self._write(Err("already using TLS"))
+            self._write(Err(self._texts.already_tls))
         elif not self.settings.stls_available:
-            self._write(Err("TLS is not available on this port"))
+            self._write(Err(self._texts.no_tls))
         else:
-            self._write(Ok("begin TLS negotiation"))
+            self._write(Ok(self._texts.stls))
             # RFC 2595 s4: pipelined plaintext after STLS must not reach the TLS session.
             self._buffer.clear()
             return self._await(StartTls(), phase)
         return None
 
     def _capabilities(self) -> bytes:
-        before_login = self.state is State.AUTHORIZATION
-        lines = capability_lines(
-            self.settings, tls_active=self._tls_active, before_login=before_login
-        )
-        return multiline(Ok("capability list follows"), lines)
+        pre = self.state is State.AUTHORIZATION
+        lines = capability_lines(self.settings, tls_active=self._tls_active, before_login=pre)
+        return multiline(Ok(self._texts.capa), lines)
 
     def _bad_input(self, text: str) -> None:
         self._write(Err(text))
@@ -366,7 +382,7 @@ class Pop3Connection:
 
     def _write(self, reply: Ok | Err) -> None:
         self._record(ok=isinstance(reply, Ok))
-        self._counters.output.append(serialise(reply))
+        self._counters.output.append(serialise(on_wire(self.settings.wire, reply)))
 
     def _reply(self, reply: Ok | Err | bytes) -> None:
         """Write a status line, or a serialised multi-line reply."""
@@ -389,17 +405,3 @@ class Pop3Connection:
             self._write(reply)
             self._phase = Closed()
             self._buffer.clear()
-
-
-# What _command_line may meet: the phases a command line is read in (C0002/C0003).
-_ALLOWED_IN: dict[type, frozenset[type[c.Command]]] = {
-    Authorization: ALLOWED[State.AUTHORIZATION],
-    Transaction: ALLOWED[State.TRANSACTION],
-}
-
-_STATE_OF: dict[type, State] = {
-    Authorization: State.AUTHORIZATION,
-    Sasl: State.SASL,
-    Transaction: State.TRANSACTION,
-    Closed: State.CLOSED,
-}

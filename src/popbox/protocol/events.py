@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from popbox.protocol.profiles import MODERN, WireProfile
 from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ class PasswordLogin:
 
     user: str
     password: str
+    # False when USER's argument cannot be a mailbox name (Exchange profiles, V0008):
+    # the login must fail exactly as a wrong password does, same delay, same reply.
+    valid_name: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class ConnectionSettings:
     sasl_line_max: int = 65536  # RFC 5034: responses are not bound by the command size
     single_space: bool = False  # 2.1.1
     exact_rfc822_size: bool = True  # 2.1.4, 2.1.5
+    newest_first: bool = False  # MessageRetrievalSortOrder Descending: message 1 newest
     login_type: LoginType = "secure_login"  # V0010
     tls_active: bool = False  # an implicit-TLS listener
     stls_available: bool = True  # a plain listener with a certificate to upgrade to
@@ -113,6 +118,7 @@ class ConnectionSettings:
     # in the order CAPA lists them; the plaintext ones follow login_type like USER.
     sasl_mechanisms: tuple[tuple[str, bool], ...] = ()
     implementation: str = "popbox"
+    wire: WireProfile = MODERN  # greeting, CAPA and texts of the compat profile
 
 
 class CommandRecord(Value):

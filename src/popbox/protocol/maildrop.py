@@ -17,15 +17,37 @@ if TYPE_CHECKING:
 
     from popbox.store.base import MessageInfo
 
-__all__ = ["Maildrop"]
+__all__ = ["Maildrop", "estimated_size"]
+
+# The estimate's model (2.1.4, 2.1.5).  Exchange reports "the amount of storage the message
+# actually occupies" unless EnableExactRFC822Size is on; how it computes that is not
+# published.  popbox's stand-in behaves as a store estimate does for a client: computed
+# from what was stored at delivery (never the body), the same in every session, and
+# never the octet count RETR sends.  Stored size (wire form, dot-stuffed), plus 1/32 of it
+# for headers a store keeps twice (as properties and as the raw header block), plus a
+# fixed 384 octets of per-message properties.  The constants are popbox's, not Exchange's.
+ESTIMATE_FIXED_OVERHEAD = 384
+ESTIMATE_SHARE = 32
+
+
+def estimated_size(info: MessageInfo) -> int:
+    """The size STAT and LIST report with ``exact_rfc822_size = false``."""
+    return info.stored_size + info.stored_size // ESTIMATE_SHARE + ESTIMATE_FIXED_OVERHEAD
 
 
 class Maildrop:
     __slots__ = ("_deleted", "_deleted_size", "_exact_size", "_messages", "_retrieved", "_size")
 
-    def __init__(self, messages: Sequence[MessageInfo], *, exact_size: bool = True) -> None:
-        self._messages = tuple(messages)
-        self._exact_size = exact_size  # 2.1.4/2.1.5: exact RFC 822 size, or storage size
+    def __init__(
+        self,
+        messages: Sequence[MessageInfo],
+        *,
+        exact_size: bool = True,
+        newest_first: bool = False,
+    ) -> None:
+        # Set-PopSettings MessageRetrievalSortOrder Descending: message 1 is the newest.
+        self._messages = tuple(reversed(messages)) if newest_first else tuple(messages)
+        self._exact_size = exact_size  # 2.1.4/2.1.5: exact RFC 822 size, or the estimate
         self._deleted: set[int] = set()  # message numbers marked by DELE
         self._retrieved: set[int] = set()  # message numbers sent by RETR
         # STAT's figures kept up to date, not summed per STAT: the login's +OK, STAT and
@@ -34,7 +56,7 @@ class Maildrop:
         self._deleted_size = 0
 
     def size_of(self, info: MessageInfo) -> int:
-        return info.size if self._exact_size else info.stored_size
+        return info.size if self._exact_size else estimated_size(info)
 
     def get(self, msg: int) -> MessageInfo | Err:
         """The message numbered ``msg``, or the -ERR that explains why there is none."""

@@ -12,17 +12,30 @@ from typing import TYPE_CHECKING, Final
 # Imported to run, not only for mypy: the compiled build reads the Maildrop class when it
 # builds Transaction's dataclass annotations, and crashes if maildrop is not loaded yet.
 from popbox.protocol.maildrop import Maildrop  # noqa: TC001
+from popbox.protocol.states import ALLOWED, State
 from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
+    from popbox.protocol.commands import Command
     from popbox.protocol.events import CommandRecord, Event
 
-__all__ = ["Authorization", "Awaiting", "Closed", "Counters", "Phase", "Sasl", "Transaction"]
+__all__ = [
+    "ALLOWED_IN",
+    "STATE_OF",
+    "Authorization",
+    "Awaiting",
+    "Closed",
+    "Counters",
+    "Phase",
+    "Sasl",
+    "Transaction",
+]
 
 
 @dataclass(slots=True)
 class Authorization:
     pending_user: str | None = None
+    name_valid: bool = True  # False: USER's argument cannot name a mailbox (V0008)
 
 
 @dataclass(slots=True)
@@ -68,3 +81,17 @@ class Counters:
     output: list[bytes] = field(default_factory=list)
     records: list[CommandRecord] = field(default_factory=list)
     verb: str | None = None  # the command being answered, until its status line
+
+
+# What _command_line may meet: the phases a command line is read in (C0002/C0003).
+ALLOWED_IN: dict[type, frozenset[type[Command]]] = {
+    Authorization: ALLOWED[State.AUTHORIZATION],
+    Transaction: ALLOWED[State.TRANSACTION],
+}
+
+STATE_OF: dict[type, State] = {
+    Authorization: State.AUTHORIZATION,
+    Sasl: State.SASL,
+    Transaction: State.TRANSACTION,
+    Closed: State.CLOSED,
+}

@@ -22,7 +22,14 @@ def plaintext_allowed(settings: ConnectionSettings, *, tls_active: bool, sasl: b
 
 
 def allowed_mechanisms(settings: ConnectionSettings, *, tls_active: bool) -> list[str]:
-    """The SASL mechanisms this connection accepts now, in the configured order."""
+    """The SASL mechanisms this connection accepts now, in the configured order.
+
+    Exchange under SecureLogin takes no AUTH at all before TLS, NTLM and GSSAPI
+    included: its CAPA then lists no SASL line (IndySockets/Indy issue 192, Exchange
+    Online on port 110: ``TOP UIDL STLS``), and popbox refuses what CAPA does not list.
+    """
+    if settings.wire.exchange and not tls_active and settings.login_type == "secure_login":
+        return []
     plaintext_ok = plaintext_allowed(settings, tls_active=tls_active, sasl=True)
     return [name for name, plaintext in settings.sasl_mechanisms if plaintext_ok or not plaintext]
 
@@ -31,6 +38,8 @@ def capability_lines(
     settings: ConnectionSettings, *, tls_active: bool, before_login: bool
 ) -> list[str]:
     """The CAPA listing (DESIGN.md 2.2.13), without status line and terminator."""
+    if settings.wire.exchange:
+        return _exchange_lines(settings, tls_active=tls_active, before_login=before_login)
     lines = ["TOP", "UIDL"]
     # USER and SASL are announced in both states (RFC 2449 s5, RFC 5034 s3).
     if plaintext_allowed(settings, tls_active=tls_active, sasl=False):
@@ -38,8 +47,30 @@ def capability_lines(
     if mechanisms := allowed_mechanisms(settings, tls_active=tls_active):
         lines.append("SASL " + " ".join(mechanisms))
     lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
-    lines += [f"EXPIRE {settings.expire}", "LOGIN-DELAY 0"]
+    lines += [f"EXPIRE {settings.expire}", "LOGIN-DELAY 0", "LANG"]  # LANG: RFC 6856 s3
     if before_login and not tls_active and settings.stls_available:
         lines.append("STLS")
     lines.append(f"IMPLEMENTATION {settings.implementation}")
+    return lines
+
+
+def _exchange_lines(
+    settings: ConnectionSettings, *, tls_active: bool, before_login: bool
+) -> list[str]:
+    """Exchange's CAPA list: ``TOP``, ``UIDL``, SASL, ``USER``, ``STLS``, in that order.
+
+    jstedfast/MailKit issue 119 (on-premises): ``TOP UIDL SASL GSSAPI PLAIN USER STLS``;
+    kisli/vmime issue 267 (Exchange Online, port 995): ``TOP UIDL SASL PLAIN XOAUTH2 USER``;
+    IndySockets/Indy issue 192 (Exchange Online, port 110, SecureLogin): ``TOP UIDL STLS``.
+    No RESP-CODES, PIPELINING, EXPIRE, LOGIN-DELAY or IMPLEMENTATION: none of them shows.
+    Whether Exchange lists STLS after login is not shown; popbox does not (RFC 2595 s4:
+    STLS is an AUTHORIZATION command).
+    """
+    lines = ["TOP", "UIDL"]
+    if mechanisms := allowed_mechanisms(settings, tls_active=tls_active):
+        lines.append("SASL " + " ".join(mechanisms))
+    if plaintext_allowed(settings, tls_active=tls_active, sasl=False):
+        lines.append("USER")
+    if before_login and not tls_active and settings.stls_available:
+        lines.append("STLS")
     return lines

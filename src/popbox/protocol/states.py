@@ -9,6 +9,7 @@ from popbox.protocol.commands import (
     Capa,
     Command,
     Dele,
+    Lang,
     List,
     Noop,
     Pass,
@@ -35,9 +36,10 @@ class State(enum.Enum):
 
 # C0002/C0003: before login only identification and session commands are accepted.
 ALLOWED: dict[State, frozenset[type[Command]]] = {
-    State.AUTHORIZATION: frozenset({Capa, User, Pass, Auth, Stls, Quit}),
+    # LANG: RFC 6856 s3.1, valid in AUTHORIZATION and TRANSACTION.
+    State.AUTHORIZATION: frozenset({Capa, User, Pass, Auth, Stls, Quit, Lang}),
     State.SASL: frozenset(),
-    State.TRANSACTION: frozenset({Capa, Stat, List, Retr, Dele, Noop, Rset, Top, Uidl, Quit}),
+    State.TRANSACTION: frozenset({Capa, Stat, List, Retr, Dele, Noop, Rset, Top, Uidl, Quit, Lang}),
     State.UPDATE: frozenset(),
     State.CLOSED: frozenset(),
 }

@@ -12,15 +12,16 @@ import asyncio
 import functools
 import itertools
 import secrets
+import socket
 from typing import TYPE_CHECKING
 
 from popbox.delivery.retention import expire_capability
 from popbox.protocol.connection import ConnectionSettings
+from popbox.protocol.profiles import PROFILES, greeting
 from popbox.server.accept import Acceptor, Bound, bind_listeners
 from popbox.server.session import Pop3Protocol
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Sequence
 
     from popbox.server.context import ServerContext
@@ -33,12 +34,14 @@ Listening = tuple[str, str, int]  # (kind, host, port): ("pop3s", "127.0.0.1", 9
 def connection_settings(context: ServerContext, *, implicit_tls: bool) -> ConnectionSettings:
     """The protocol settings of one listener, from the configuration and the registry."""
     pop3 = context.config.pop3
+    wire = PROFILES[context.config.compat]
     return ConnectionSettings(
-        banner=pop3.banner,
+        banner=greeting(wire, pop3.banner, socket.gethostname()),
         max_command_size=pop3.max_command_size,
         sasl_line_max=pop3.sasl_line_max,
         single_space=pop3.single_space_separators,
         exact_rfc822_size=pop3.exact_rfc822_size,
+        newest_first=pop3.message_order == "descending",
         login_type=pop3.login_type,
         tls_active=implicit_tls,
         stls_available=context.tls is not None and not implicit_tls,
@@ -46,6 +49,7 @@ def connection_settings(context: ServerContext, *, implicit_tls: bool) -> Connec
         max_auth_failures=pop3.max_auth_failures,
         expire=expire_capability(context.config.retention),
         sasl_mechanisms=context.registry.offered(),
+        wire=wire,
     )
 
 

@@ -68,8 +68,8 @@ class LoginFlow:
 
     async def answer(self, event: LoginEvent) -> None:
         match event:
-            case PasswordLogin(user, password):
-                await self._password_login(user, password)
+            case PasswordLogin(user, password, valid_name):
+                await self._password_login(user, password, valid_name=valid_name)
             case SaslStart(name, initial):
                 if self._locked_out(None, name):
                     return  # a locked-out IP gets no exchange, and costs no hashing
@@ -93,7 +93,7 @@ class LoginFlow:
             with contextlib.suppress(StoreError):
                 await self._server.store.release_lock(user, self._session_id)
 
-    async def _password_login(self, user: str, password: str) -> None:
+    async def _password_login(self, user: str, password: str, *, valid_name: bool) -> None:
         if self._locked_out(user, "USER"):
             return  # refused before hashing: a lockout must not cost CPU
         try:
@@ -102,7 +102,11 @@ class LoginFlow:
             self.log.warning("login_store_error", user=user)
             self._conn.store_failed()
             return
-        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same.
+        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
+        # so is a name USER could not accept (V0008, Exchange profiles), looked up all the
+        # same so that it costs what an unknown name costs.
+        if not valid_name:
+            record = None
         phc = record.verifiers.get(ARGON2ID) if record is not None else None
         if await verify_password(phc, password, self._server.password_params):
             await self._login(user, "USER")
