@@ -7,7 +7,6 @@ each did some work, never how fast.  The comparison with Dovecot is ``bench/run.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import types
@@ -125,7 +124,7 @@ def test_retr_scenario_opens_as_many_connections_as_it_reports(monkeypatch, busy
 
     monkeypatch.setattr(scenarios.clients, "run_parallel", run_parallel)
     settings, _ = run._settings(run._args(["--scenarios", "retr"]))
-    server = types.SimpleNamespace(name="popbox", pid=os.getpid(), port=1, tls_port=2)
+    server = types.SimpleNamespace(name="popbox", port=1, tls_port=2, cpu_seconds=lambda: 0.0)
     rate, _ = scenarios.retr(server, settings, "r4k", tls=False, busy=busy)
     [(spec, processes)] = seen
     per_process = settings.retr_busy_concurrency if busy else settings.retr_concurrency
