@@ -11,8 +11,9 @@ legacy UIDL was imported before and is not even retrieved.  Every stored message
 an import key (``pop3_listing``: its unique-id, or a hash of its header section when the
 source gives it none), which ``import_messages`` records once per mailbox, so nothing is
 stored twice whatever stopped the run before.  When the connection breaks or the source
-answers ``-ERR`` mid-run, what was retrieved is stored, the report says where it stopped,
-and the next run continues from there.
+answers ``-ERR`` to a RETR, the run stops there (skipping the message would store the
+rest out of the source's order): what was retrieved is stored, the report says where it
+stopped, and the next run continues from there.
 
 Memory: one message and one batch (at most ``batch_octets``) at a time, and the listing;
 never the mailbox.  A message larger than ``max_message_size`` (by LIST) is not retrieved.
@@ -189,8 +190,8 @@ class _Run:
             return
         raw = await self.client.retr(entry.number)
         if raw is None:
-            self._refuse(entry, "the source answered -ERR to RETR; run again to retry")
-            return
+            # Stop rather than skip: the next run continues here, in the source's order.
+            raise SourceError(f"the source answered -ERR to RETR {entry.number}")
         new = self._prepare(entry, raw)
         if new is None:
             return
