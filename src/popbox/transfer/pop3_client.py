@@ -3,9 +3,9 @@
 Why not ``poplib``: it refuses any line longer than 2048 octets (``poplib._MAXLINE``,
 "line too long"), which real mail has (base64 without line breaks, long HTML lines), and
 ``retr`` returns the message as a list of lines built by a Python loop.  This client reads
-a whole multi-line answer with ``StreamReader.readuntil``, a search in C over the
-buffer, and undoes dot-stuffing with one ``bytes.replace``: the import is bound
-by the source, not by the client.
+a whole multi-line answer by searching its own buffer for the terminator (in C, from
+where the last search stopped), and undoes dot-stuffing with one ``bytes.replace``: the
+import is bound by the source, not by the client.
 
 The client can only read: it has no DELE, so QUIT never removes anything (nothing can
 have been marked).  Every network operation has a timeout.  Failures are ``SourceError``
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Credentials", "Pop3Client", "Pop3Url", "SourceError", "SourceLost", "tls_context"]
 
 _TERMINATOR = b"\r\n.\r\n"
+_READ_SIZE = 256 * 1024
 _LINE_LIMIT = 8192  # status lines and listing lines; RFC 1939 allows 512 octets
 _LISTING_LIMIT = 1_000_000  # lines of a UIDL/LIST answer: more is not a mailbox
 Auth = Literal["auto", "user", "plain"]
@@ -103,6 +104,7 @@ class Pop3Client:
         self._writer = writer
         self._timeout = timeout
         self._reader_limit = reader_limit
+        self._pending = bytearray()  # received, not yet parsed
         self.capabilities: set[str] = set()
 
     @classmethod
@@ -126,7 +128,6 @@ class Pop3Client:
                     url.port,
                     ssl=tls if url.implicit_tls else None,
                     server_hostname=url.host if url.implicit_tls else None,
-                    limit=limit,
                 )
         except ssl.SSLError as exc:
             raise SourceError(f"TLS with {where} failed: {exc.reason or exc}") from None
@@ -154,6 +155,10 @@ class Pop3Client:
                 " to send the password unencrypted"
             )
         await self._command("STLS")
+        if self._pending:
+            # RFC 2595 s4 / CVE-2011-0411: anything sent before the handshake would be
+            # read as if it had come over TLS.
+            raise SourceError(f"{url.host} sent data after its STLS answer: refusing it")
         try:
             async with asyncio.timeout(self._timeout):
                 await self._writer.start_tls(tls, server_hostname=url.host)
@@ -253,46 +258,48 @@ class Pop3Client:
             raise SourceLost(f"connection to the source lost sending {verb}") from exc
         return await self._readline(line.split(maxsplit=1)[0])
 
-    async def _readline(self, what: str) -> bytes:
+    async def _fill(self, what: str) -> None:
+        """Read what the source has sent next into the buffer."""
         try:
             async with asyncio.timeout(self._timeout):
-                line = await self._reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError:
-            raise SourceError(f"malformed answer to {what}: a line without end") from None
-        except asyncio.IncompleteReadError:
-            raise SourceLost(f"the source closed the connection (after {what})") from None
+                chunk = await self._reader.read(_READ_SIZE)
         except (OSError, TimeoutError) as exc:
-            raise SourceLost(f"connection to the source lost ({what}): {exc}") from None
-        if len(line) > _LINE_LIMIT:
-            raise SourceError(f"malformed answer to {what}: a line of {len(line)} octets")
-        return line.rstrip(b"\r\n")
+            raise SourceLost(f"connection to the source lost during {what}: {exc}") from None
+        if not chunk:
+            raise SourceLost(f"the source closed the connection during {what}")
+        self._pending += chunk
+
+    async def _readline(self, what: str) -> bytes:
+        searched = 0
+        while (end := self._pending.find(b"\n", searched)) < 0:
+            if len(self._pending) > _LINE_LIMIT:
+                raise SourceError(f"malformed answer to {what}: a line without end")
+            searched = len(self._pending)
+            await self._fill(what)
+        line = bytes(self._pending[:end]).rstrip(b"\r")
+        del self._pending[: end + 1]
+        return line
 
     async def _multiline(self, what: str) -> bytes:
         """The lines of a multi-line answer, still dot-stuffed, ending in CRLF (or empty)."""
-        # Every chunk ends in ".CRLF"; the answer ends at a chunk that is the line "."
-        # alone (a chunk ending in CRLF "." CRLF, or just "." CRLF after another chunk,
-        # which ended in CRLF).  Lines that merely end with "." cost one more round.
-        parts: list[bytes] = []
-        total = 0
-        try:
-            async with asyncio.timeout(self._timeout):
-                while True:
-                    chunk = await self._reader.readuntil(b".\r\n")
-                    parts.append(chunk)
-                    total += len(chunk)
-                    if chunk == b".\r\n" or chunk.endswith(_TERMINATOR):
-                        break
-                    if total > self._reader_limit:
-                        break
-        except asyncio.LimitOverrunError:
-            raise SourceError(f"malformed answer to {what}: no end within the limit") from None
-        except asyncio.IncompleteReadError:
-            raise SourceLost(f"the source closed the connection during {what}") from None
-        except (OSError, TimeoutError) as exc:
-            raise SourceLost(f"connection to the source lost during {what}: {exc}") from None
-        if total > self._reader_limit:
-            raise SourceError(f"malformed answer to {what}: no end within the limit")
-        return b"".join(parts)[:-3]  # keep the CRLF that ends the last line
+        # The status line's CRLF came before: the answer ends at CRLF "." CRLF within
+        # it, or at once if its first line is the "." alone.  One search over the
+        # buffer (in C), from where the last one stopped.
+        searched = 0
+        while True:
+            if self._pending.startswith(b".\r\n"):
+                del self._pending[:3]
+                return b""
+            if len(self._pending) >= len(b".\r\n"):
+                end = self._pending.find(_TERMINATOR, searched)
+                if end >= 0:
+                    answer = bytes(self._pending[: end + 2])
+                    del self._pending[: end + len(_TERMINATOR)]
+                    return answer
+                searched = max(0, len(self._pending) - len(_TERMINATOR) + 1)
+            if len(self._pending) > self._reader_limit:
+                raise SourceError(f"malformed answer to {what}: no end within the limit")
+            await self._fill(what)
 
     async def _listing(self, what: str) -> list[tuple[int, bytes]]:
         lines = (await self._multiline(what)).split(b"\r\n")[:-1]
