@@ -54,7 +54,7 @@ def corpus(count: int) -> list[bytes]:
             body = b".\n..\n.leading dot\n...three\nend.\n.\n"  # RFC 1939 s3 byte-stuffing
         elif kind == 1:
             body = "Grüße, naïve café\n".encode() + bytes(range(0x80, 0x100)) + b"\n"
-        elif kind == 2:  # noqa: PLR2004 - the third kind
+        elif kind == 2:
             body = b"x" * (5000 + n) + b"\n" + b".y" * 3000 + b"\n"  # long lines
         else:
             body = f"plain body {n}\n".encode()

@@ -60,7 +60,8 @@ class FakeSource:
         if verb in {"USER", "PASS", "QUIT", "NOOP"}:
             return b"+OK\r\n"
         if verb == "CAPA":
-            return b"+OK\r\nUSER\r\n" + (b"UIDL\r\n" if self.uidl else b"") + b".\r\n"
+            uidl = b"UIDL\r\n" if self.uidl else b""
+            return b"+OK\r\nUSER\r\nPIPELINING\r\n" + uidl + b".\r\n"
         if verb == "UIDL" and self.uidl:
             lines = [
                 b"%d %s\r\n" % (n, uidl)

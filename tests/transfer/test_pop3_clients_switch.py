@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dovecot_pop3 import DovecotPop3, corpus
+from popbox_cli import popbox
 from popbox_servers import USERS
-from test_pop3_dovecot import popbox
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -54,12 +54,23 @@ def mpop(port: int, ca: Path, work: Path) -> int:
     before = len(list((maildir / "new").iterdir()))
     result = subprocess.run(
         [
-            require("mpop"), "--host=127.0.0.1", f"--port={port}", "--timeout=30", "--tls=on",
-            "--tls-starttls=on", f"--tls-trust-file={ca}", "--tls-host-override=localhost",
-            "--auth=user", "--user=alice", f"--passwordeval=echo '{USERS['alice']}'",
-            f"--delivery=maildir,{maildir}", "--keep=on", "--only-new=on",
-            f"--uidls-file={work / 'uidls'}", "--received-header=off",
-        ],  # fmt: skip
+            require("mpop"),
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--timeout=30",
+            "--tls=on",
+            "--tls-starttls=on",
+            f"--tls-trust-file={ca}",
+            "--tls-host-override=localhost",
+            "--auth=user",
+            "--user=alice",
+            f"--passwordeval=echo '{USERS['alice']}'",
+            f"--delivery=maildir,{maildir}",
+            "--keep=on",
+            "--only-new=on",
+            f"--uidls-file={work / 'uidls'}",
+            "--received-header=off",
+        ],
         env={"HOME": str(work), "PATH": "/usr/bin:/bin", "LC_ALL": "C"},
         capture_output=True,
         timeout=120,
@@ -86,9 +97,17 @@ def fetchmail(port: int, ca: Path, work: Path) -> int:
     rcfile.chmod(0o600)
     result = subprocess.run(
         [
-            require("fetchmail"), "--fetchmailrc", str(rcfile), "--nosyslog", "--invisible",
-            "--pidfile", str(work / "fetchmail.pid"), "--uidl", "--idfile", str(work / "ids"),
-        ],  # fmt: skip
+            require("fetchmail"),
+            "--fetchmailrc",
+            str(rcfile),
+            "--nosyslog",
+            "--invisible",
+            "--pidfile",
+            str(work / "fetchmail.pid"),
+            "--uidl",
+            "--idfile",
+            str(work / "ids"),
+        ],
         env={"HOME": str(work), "PATH": "/usr/bin:/bin", "LC_ALL": "C"},
         capture_output=True,
         timeout=120,

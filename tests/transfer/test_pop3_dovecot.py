@@ -12,24 +12,20 @@ the count.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from dovecot_pop3 import MASTER, MASTER_PASSWORD, DovecotPop3, big_message, corpus, raw_listing
+from popbox_cli import popbox
 from popbox_servers import USERS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from popbox_servers import InProcessServer, TlsFiles
 
-TIMEOUT = 120
 ALICE = [*corpus(150), big_message(5 * 1024 * 1024), *corpus(150)]
 
 
@@ -44,23 +40,6 @@ def dovecot(tls_files: TlsFiles) -> Iterator[DovecotPop3]:
 @pytest.fixture
 def target(start_pop3_server: Callable[..., InProcessServer]) -> InProcessServer:
     return start_pop3_server()
-
-
-def popbox(target: InProcessServer, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    beside = Path(sys.executable).parent / "popbox"
-    command = str(beside) if os.access(beside, os.X_OK) else shutil.which("popbox")
-    assert command, "the popbox command is not installed: run scripts/setup"
-    config = target.config.data_dir / "import.toml"
-    config.write_text(f'data_dir = "{target.config.data_dir}"\n')
-    verb, kind, *rest = args
-    return subprocess.run(
-        [command, verb, kind, "--config", str(config), *rest],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
 
 
 def import_alice(target: InProcessServer, dovecot: DovecotPop3, ca: Path, *extra: str):

@@ -11,8 +11,8 @@ import json
 from typing import TYPE_CHECKING
 
 from dovecot_pop3 import corpus, raw_listing
+from popbox_cli import popbox
 from popbox_servers import USERS
-from test_pop3_dovecot import popbox
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,9 +33,7 @@ def users_file(tmp_path: Path, bob_password: str) -> Path:
     secret.write_text(bob_password + "\n")
     users = tmp_path / "users.csv"
     users.write_text(
-        "name,login,password,password_file\n"
-        f'alice,alice,"{USERS["alice"]}",\n'
-        f"bob,,,{secret}\n"
+        f'name,login,password,password_file\nalice,alice,"{USERS["alice"]}",\nbob,,,{secret}\n'
     )
     return users
 

@@ -15,12 +15,14 @@ answers ``-ERR`` to a RETR, the run stops there (skipping the message would stor
 rest out of the source's order): what was retrieved is stored, the report says where it
 stopped, and the next run continues from there.
 
-Memory: one message and one batch (at most ``batch_octets``) at a time, and the listing;
-never the mailbox.  A message larger than ``max_message_size`` (by LIST) is not retrieved.
+Memory: one message and two batches (the one filling, the one committing; each at most
+about ``batch_octets``) at a time, and the listing; never the mailbox.  A message larger
+than ``max_message_size`` (by LIST) is not retrieved.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.utils
 import re
@@ -128,18 +130,21 @@ async def import_pop3(
         report.no_uidl = uidls is None
         report.total = len(entries)
         report.total_octets = sum(entry.size for entry in entries)
-        run = _Run(store, name, options, report, client)
+        run = _Run(store, name, options, report)
         await run.prepare_mailbox(entries)
+        wanted = run.to_retrieve(entries)
+        by_number = {entry.number: entry for entry in wanted}
+        report.done = report.total - len(wanted)
         try:
-            for entry in entries:
-                await run.add(entry)
+            async for number, raw in client.retrieve(list(by_number)):
+                await run.add(by_number[number], raw)
                 report.done += 1
                 if progress is not None:
                     progress(report)
         except SourceError as exc:
-            # The session cannot go on (lost, or an answer that cannot be read): what
-            # was retrieved is stored below, and the next run continues from there.
-            report.stopped = f"{exc} (at message {entry.number}); run again to continue"
+            # The session cannot go on (lost, -ERR, an answer that cannot be read):
+            # what was retrieved is stored below, and the next run continues there.
+            report.stopped = f"{exc}; run again to continue"
         finally:
             await run.flush()
     finally:
@@ -156,19 +161,18 @@ class _Run:
         name: str,
         options: Pop3Import,
         report: Pop3ImportReport,
-        client: Pop3Client,
     ) -> None:
         self.store = store
         self.name = name
         self.options = options
         self.report = report
-        self.client = client
         self.legacy: set[str] = set()  # legacy unique-ids the mailbox shows
         self.native: set[str] = set()  # popbox's own unique-ids it shows
         self.uids_above = 0
         self.headers_seen: dict[bytes, int] = {}
         self.batch: list[NewMessage] = []
         self.batch_octets = 0
+        self.in_flight: asyncio.Task[None] | None = None
 
     async def prepare_mailbox(self, entries: list[Entry]) -> None:
         for info in await self.store.snapshot(self.name):
@@ -180,18 +184,19 @@ class _Run:
         numbers = (numeric_uid(entry.uidl) for entry in entries if entry.uidl)
         self.uids_above = max((n for n in numbers if n is not None), default=0)
 
-    async def add(self, entry: Entry) -> None:
-        report = self.report
-        if entry.uidl is not None and entry.uidl in self.legacy:
-            report.already += 1
-            return
-        if entry.size > self.options.max_message_size:
-            self._refuse(entry, f"{entry.size} octets, over max_message_size; not retrieved")
-            return
-        raw = await self.client.retr(entry.number)
-        if raw is None:
-            # Stop rather than skip: the next run continues here, in the source's order.
-            raise SourceError(f"the source answered -ERR to RETR {entry.number}")
+    def to_retrieve(self, entries: list[Entry]) -> list[Entry]:
+        """The entries still to import; the others are counted and reported here."""
+        wanted = []
+        for entry in entries:
+            if entry.uidl is not None and entry.uidl in self.legacy:
+                self.report.already += 1
+            elif entry.size > self.options.max_message_size:
+                self._refuse(entry, f"{entry.size} octets, over max_message_size; not retrieved")
+            else:
+                wanted.append(entry)
+        return wanted
+
+    async def add(self, entry: Entry, raw: bytes) -> None:
         new = self._prepare(entry, raw)
         if new is None:
             return
@@ -201,7 +206,7 @@ class _Run:
             len(self.batch) >= self.options.batch_messages
             or self.batch_octets >= self.options.batch_octets
         ):
-            await self.flush()
+            await self._flush_soon()
 
     def _prepare(self, entry: Entry, raw: bytes) -> NewMessage | None:
         uidl = entry.uidl
@@ -223,20 +228,36 @@ class _Run:
         self.report.not_imported += 1
         self.report.problems.append(f"message {entry.number}: {why}")
 
+    async def _flush_soon(self) -> None:
+        # Stores the full batch while the next one is retrieved (SQLite and PostgreSQL
+        # commit off the event loop): the import waits on the source, not the disk.
+        # At most one batch is in flight, so memory stays at two batches.
+        await self._settle()
+        batch, self.batch, self.batch_octets = self.batch, [], 0
+        self.in_flight = asyncio.create_task(self._store(batch))
+
+    async def _settle(self) -> None:
+        if self.in_flight is not None:
+            task, self.in_flight = self.in_flight, None
+            await task
+
     async def flush(self) -> None:
-        if not self.batch:
-            return
-        stored = await self.store.import_messages(self.name, self.batch, uids_above=self.uids_above)
+        """Store everything retrieved; returns when it is committed."""
+        await self._settle()
+        batch, self.batch, self.batch_octets = self.batch, [], 0
+        if batch:
+            await self._store(batch)
+
+    async def _store(self, batch: list[NewMessage]) -> None:
+        stored = await self.store.import_messages(self.name, batch, uids_above=self.uids_above)
         report = self.report
         report.imported += len(stored)
-        report.already += len(self.batch) - len(stored)
+        report.already += len(batch) - len(stored)
         for info in stored:
             report.octets += info.size
             if info.legacy_uidl is not None:
                 report.kept_uidl += 1
                 self.legacy.add(info.legacy_uidl)
-        self.batch = []
-        self.batch_octets = 0
 
 
 def _received_at(raw: bytes) -> float | None:
