@@ -21,6 +21,7 @@ class FakeSource:
     uidl: bool = True
     drop_at_retr: set[int] = field(default_factory=set)  # RETR numbers: close instead
     err_at_retr: set[int] = field(default_factory=set)  # RETR numbers: -ERR
+    uidl_answer: bytes | None = None  # sent to UIDL instead of the real listing
     commands: list[str] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -62,6 +63,8 @@ class FakeSource:
         if verb == "CAPA":
             uidl = b"UIDL\r\n" if self.uidl else b""
             return b"+OK\r\nUSER\r\nPIPELINING\r\n" + uidl + b".\r\n"
+        if verb == "UIDL" and self.uidl_answer is not None:
+            return self.uidl_answer
         if verb == "UIDL" and self.uidl:
             lines = [
                 b"%d %s\r\n" % (n, uidl)

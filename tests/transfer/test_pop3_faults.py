@@ -16,7 +16,7 @@ import pytest
 from fake_pop3 import FakeSource
 from popbox.message import unstuff
 from popbox.store import open_store
-from popbox.transfer.pop3_client import Credentials, Pop3Url, tls_context
+from popbox.transfer.pop3_client import Credentials, Pop3Url, SourceError, tls_context
 from popbox.transfer.pop3_import import Pop3Import, Pop3Source, import_pop3
 
 if TYPE_CHECKING:
@@ -40,12 +40,18 @@ async def store(tmp_path: Path) -> AsyncIterator[MailStore]:
     await opened.close()
 
 
-async def run(store: MailStore, source: FakeSource, options: Pop3Import | None = None):
+async def run(
+    store: MailStore,
+    source: FakeSource,
+    options: Pop3Import | None = None,
+    *,
+    allow_plaintext: bool = True,
+):
     pop3 = Pop3Source(
         Pop3Url.parse(source.url),
         Credentials("alice", "secret", auth="user"),
         tls_context(None, insecure=False),
-        allow_plaintext=True,
+        allow_plaintext=allow_plaintext,
         timeout=5.0,
     )
     return await import_pop3(store, "alice", pop3, options or Pop3Import())
@@ -165,3 +171,33 @@ async def test_message_over_max_message_size_is_not_retrieved(store: MailStore) 
     assert "over max_message_size" in report.problems[0]
     assert "RETR 2" not in source.commands
     assert [uidl for uidl, _ in await mailbox(store)] == ["a"]
+
+
+async def test_pop3_url_without_stls_is_refused_unless_plaintext_is_allowed(
+    store: MailStore,
+) -> None:
+    """RFC 2595: the password goes over TLS, or only when the operator says so."""
+    source = await FakeSource([(b"a", message(1))]).start()
+    try:
+        with pytest.raises(SourceError, match="does not offer STLS: use pop3s://"):
+            await run(store, source, allow_plaintext=False)
+        assert not any(c.startswith(("USER", "PASS")) for c in source.commands)
+    finally:
+        await source.stop()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"+OK\r\nnot-a-number uid\r\n.\r\n", b"+OK\r\n1 a\r\n2 b\r\n"],
+    ids=["bad line", "no terminator"],
+)
+async def test_malformed_uidl_answer_is_named_and_nothing_is_stored(
+    store: MailStore, answer: bytes
+) -> None:
+    source = await FakeSource([(b"a", message(1))], uidl_answer=answer).start()
+    try:
+        with pytest.raises(SourceError, match="UIDL"):
+            await run(store, source)
+    finally:
+        await source.stop()
+    assert await store.snapshot("alice") == []
