@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import ssl
 import statistics
@@ -66,7 +67,9 @@ def raw_loop(port: int, count: int) -> tuple[float, int]:
         buffer = bytearray()
 
         def until(end: bytes) -> bytes:
-            while (at := buffer.find(end)) < 0:
+            searched = 0
+            while (at := buffer.find(end, searched)) < 0:
+                searched = max(0, len(buffer) - len(end) + 1)
                 chunk = sock.recv(262144)
                 if not chunk:
                     raise RuntimeError("the source closed the connection")
@@ -152,6 +155,7 @@ def main() -> int:
                 print(f"  run {run + 1} {which:6}: {seconds:.2f} s", flush=True)
     finally:
         dovecot.stop()
+        shutil.rmtree(root, ignore_errors=True)
     _print(args, octets, statistics.median(raw), statistics.median(imported), max(rss))
     return 0
 

@@ -161,6 +161,10 @@ def _import_users(args: argparse.Namespace, url: str) -> int:
 
 def verify_command(args: argparse.Namespace) -> int:
     """``popbox verify pop3 NAME URL``: the diff of the UIDL listings, exit 1 if any."""
+    return _guarded(lambda: _verify(args))
+
+
+def _verify(args: argparse.Namespace) -> int:
     source = _source(args, args.url, args.login or args.name, _password(args))
 
     async def work(store: MailStore, config: Config) -> int:
@@ -179,13 +183,13 @@ def verify_command(args: argparse.Namespace) -> int:
         )
         return 0 if passed else 1
 
-    return _guarded(lambda: with_store(args, work))
+    return with_store(args, work)
 
 
 def register(command: Callable[..., argparse.ArgumentParser], imp: Any, sub: Any) -> None:
     """``import pop3`` under ``imp`` (import's kinds), ``verify pop3`` under ``sub``."""
     pop3 = command("pop3", import_command, "import from a POP3 server, keeping UIDLs", imp)
-    pop3.add_argument("target", nargs="+", metavar="NAME URL", help="NAME URL, or URL with --users")
+    pop3.add_argument("target", nargs="+", metavar="ARG", help="NAME URL, or URL with --users")
     add_source_options(pop3)
     pop3.add_argument("--batch", type=int, default=500, help="messages per transaction")
     pop3.add_argument("--users", type=Path, metavar="FILE", help="CSV: name,login,password[_file]")
