@@ -191,7 +191,11 @@ class Pop3Client:
             # RFC 4616: authorization identity (the mailbox), authentication identity.
             authzid, authcid = (credentials.login, master) if master else ("", credentials.login)
             token = f"{authzid}\0{authcid}\0{credentials.password}".encode()
-            reply = await self._send("AUTH PLAIN " + base64.b64encode(token).decode("ascii"))
+            encoded = base64.b64encode(token).decode("ascii")
+            reply = await self._send("AUTH PLAIN " + encoded)
+            if reply == b"+" or reply.startswith(b"+ "):
+                # A server that ignores the initial response asks again (RFC 5034 s4).
+                reply = await self._send(encoded)
         else:
             user = credentials.login
             if master:
@@ -321,8 +325,10 @@ class Pop3Client:
             if len(self._pending) >= len(b".\r\n"):
                 end = self._pending.find(_TERMINATOR, searched)
                 if end >= 0:
-                    answer = bytes(self._pending[: end + 2])
-                    del self._pending[: end + len(_TERMINATOR)]
+                    with memoryview(self._pending) as view:
+                        answer = bytes(view[: end + 2])  # one copy, not two
+                    # A fresh buffer for what follows: the one a big answer grew is freed.
+                    self._pending = self._pending[end + len(_TERMINATOR) :]
                     return answer
                 searched = max(0, len(self._pending) - len(_TERMINATOR) + 1)
             if len(self._pending) > self._reader_limit:
