@@ -78,6 +78,7 @@ class Pop3ImportReport:
     kept_uidl: int = 0  # stored with their source unique-id
     octets: int = 0  # exact size of what this run stored
     done: int = 0  # messages handled so far, stored or not
+    retrieved_octets: int = 0  # RETR octets received so far
     no_uidl: bool = False  # the source does not answer UIDL
     not_imported: int = 0  # refused (too large, -ERR, malformed): see problems
     stopped: str | None = None  # why the run ended before the last message
@@ -139,6 +140,7 @@ async def import_pop3(
             async for number, raw in client.retrieve(list(by_number)):
                 await run.add(by_number[number], raw)
                 report.done += 1
+                report.retrieved_octets += len(raw)
                 if progress is not None:
                     progress(report)
         except SourceError as exc:

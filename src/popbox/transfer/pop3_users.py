@@ -211,14 +211,16 @@ class _Progress:
         self._users_done = 0
         self._messages = 0
         self._octets = 0
+        self._seen: dict[int, int] = {}  # id(report) -> its octets already counted
         self._stream = stream
         self._clock = clock
         self._start = clock()
         self._last = -1.0
 
     def message_done(self, report: Pop3ImportReport) -> None:
-        del report
         self._messages += 1
+        self._octets += report.retrieved_octets - self._seen.get(id(report), 0)
+        self._seen[id(report)] = report.retrieved_octets
         self._draw(force=False)
 
     def user_done(self) -> None:
@@ -240,6 +242,7 @@ class _Progress:
             left = (now - self._start) / self._users_done * (self._users - self._users_done)
             eta = f"{left:.0f} s"
         self._stream.write(
-            f"\r\x1b[Kusers {self._users_done}/{self._users}, {self._messages} messages, ETA {eta}"
+            f"\r\x1b[Kusers {self._users_done}/{self._users}, {self._messages} messages,"
+            f" {self._octets / 1e6:.1f} MB, ETA {eta}"
         )
         self._stream.flush()
