@@ -4,8 +4,9 @@ Why not ``poplib``: it refuses any line longer than 2048 octets (``poplib._MAXLI
 "line too long"), which real mail has (base64 without line breaks, long HTML lines), and
 ``retr`` returns the message as a list of lines built by a Python loop.  This client reads
 a whole multi-line answer by searching its own buffer for the terminator (in C, from
-where the last search stopped), and undoes dot-stuffing with one ``bytes.replace``: the
-import is bound by the source, not by the client.
+where the last search stopped), and hands the answer on still byte-stuffed, which is how
+popbox stores it (``message.prepare_stuffed``): the import is bound by the source, not
+by the client.
 
 The client can only read: it has no DELE, so QUIT never removes anything (nothing can
 have been marked).  Every network operation has a timeout.  Failures are ``SourceError``
@@ -21,8 +22,6 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
-
-from popbox.message import unstuff
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -225,7 +224,7 @@ class Pop3Client:
         return sizes
 
     async def retrieve(self, numbers: Sequence[int]) -> AsyncIterator[tuple[int, bytes]]:
-        """``(number, octets)`` of each message in turn, dot-stuffing undone.
+        """``(number, answer)`` of each message in turn, as sent: still byte-stuffed.
 
         With PIPELINING (RFC 2449 s6.6) up to ``_PIPELINE`` RETR commands are in flight,
         so the source never waits for the client between two messages; the answers are
@@ -244,7 +243,7 @@ class Pop3Client:
             self._outstanding -= 1
             if not status.startswith(b"+OK"):
                 raise SourceError(f"the source answered -ERR to RETR {number}: {_text(status)}")
-            yield number, unstuff(await self._multiline(f"RETR {number}"))
+            yield number, await self._multiline(f"RETR {number}")
 
     async def quit(self) -> None:
         """QUIT (nothing was marked for deletion: this client cannot mark) and close.

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from popbox.message import MalformedMessage, prepare
+from popbox.message import MalformedMessage, prepare_stuffed
 from popbox.store.base import UnknownUser
 from popbox.transfer.pop3_client import Pop3Client, SourceError
 from popbox.transfer.pop3_listing import header_key, plan_entries, uidl_key
@@ -137,10 +137,10 @@ async def import_pop3(
         by_number = {entry.number: entry for entry in wanted}
         report.done = report.total - len(wanted)
         try:
-            async for number, raw in client.retrieve(list(by_number)):
-                await run.add(by_number[number], raw)
+            async for number, wire in client.retrieve(list(by_number)):
+                await run.add(by_number[number], wire)
                 report.done += 1
-                report.retrieved_octets += len(raw)
+                report.retrieved_octets += len(wire)
                 if progress is not None:
                     progress(report)
         except SourceError as exc:
@@ -198,8 +198,9 @@ class _Run:
                 wanted.append(entry)
         return wanted
 
-    async def add(self, entry: Entry, raw: bytes) -> None:
-        new = self._prepare(entry, raw)
+    async def add(self, entry: Entry, wire: bytes) -> None:
+        """Batch one RETR answer (still byte-stuffed) for storing."""
+        new = self._prepare(entry, wire)
         if new is None:
             return
         self.batch.append(new)
@@ -210,7 +211,7 @@ class _Run:
         ):
             await self._flush_soon()
 
-    def _prepare(self, entry: Entry, raw: bytes) -> NewMessage | None:
+    def _prepare(self, entry: Entry, wire: bytes) -> NewMessage | None:
         uidl = entry.uidl
         if uidl is not None and uidl in self.native:
             self.report.problems.append(
@@ -219,11 +220,11 @@ class _Run:
             )
             uidl = None
         try:
-            new = prepare(raw, legacy_uidl=uidl, received_at=_received_at(raw))
+            new = prepare_stuffed(wire, legacy_uidl=uidl, received_at=_received_at(wire))
         except MalformedMessage as exc:
             self._refuse(entry, f"not imported: {exc}")
             return None
-        key = uidl_key(entry.uidl) if entry.uidl else header_key(raw, self.headers_seen)
+        key = uidl_key(entry.uidl) if entry.uidl else header_key(wire, self.headers_seen)
         return dataclasses.replace(new, import_key=key)
 
     def _refuse(self, entry: Entry, why: str) -> None:
