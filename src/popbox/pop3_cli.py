@@ -191,7 +191,7 @@ def register(command: Callable[..., argparse.ArgumentParser], imp: Any, sub: Any
     pop3 = command("pop3", import_command, "import from a POP3 server, keeping UIDLs", imp)
     pop3.add_argument("target", nargs="+", metavar="ARG", help="NAME URL, or URL with --users")
     add_source_options(pop3)
-    pop3.add_argument("--batch", type=int, default=500, help="messages per transaction")
+    pop3.add_argument("--batch", type=int, default=100, help="messages per transaction")
     pop3.add_argument("--users", type=Path, metavar="FILE", help="CSV: name,login,password[_file]")
     pop3.add_argument("--concurrency", type=int, default=4, help="users imported at once")
     pop3.add_argument("--rate", type=float, default=5.0, help="source logins per second at most")

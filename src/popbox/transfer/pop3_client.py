@@ -84,11 +84,13 @@ class Credentials:
 
 def tls_context(cafile: Path | None, *, insecure: bool) -> ssl.SSLContext:
     """Verification on by default (system CAs, or only ``cafile``); off only if asked."""
-    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
     if insecure:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    return context
+        return context
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
 
 
 class Pop3Client:
