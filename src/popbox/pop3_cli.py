@@ -83,6 +83,11 @@ def _source(args: argparse.Namespace, url: str, login: str, password: str) -> Po
     )
 
 
+def _options(args: argparse.Namespace, config: Config) -> Pop3Import:
+    quota = None if args.ignore_quota else config.quota
+    return Pop3Import(config.lmtp.max_message_size, quota, batch_messages=args.batch)
+
+
 def _guarded(run: Callable[[], int]) -> int:
     try:
         return run()
@@ -110,7 +115,7 @@ def _import_one(args: argparse.Namespace, name: str, url: str) -> int:
     bar = ProgressBar(sys.stderr, f"importing {name} from {source.url}")
 
     async def work(store: MailStore, config: Config) -> int:
-        options = Pop3Import(config.lmtp.max_message_size, batch_messages=args.batch)
+        options = _options(args, config)
         report = await import_pop3(store, name, source, options, lambda r: bar(r.done, r.total))
         bar.finish()
         print_import_report(name, report)
@@ -142,7 +147,7 @@ def _import_users(args: argparse.Namespace, url: str) -> int:
     options = UsersOptions(concurrency=args.concurrency, logins_per_second=args.rate)
 
     async def work(store: MailStore, config: Config) -> int:
-        imports = Pop3Import(config.lmtp.max_message_size, batch_messages=args.batch)
+        imports = _options(args, config)
         summary = await import_users(
             store,
             users,
@@ -192,6 +197,9 @@ def register(command: Callable[..., argparse.ArgumentParser], imp: Any, sub: Any
     pop3.add_argument("target", nargs="+", metavar="ARG", help="NAME URL, or URL with --users")
     add_source_options(pop3)
     pop3.add_argument("--batch", type=int, default=100, help="messages per transaction")
+    pop3.add_argument(
+        "--ignore-quota", action="store_true", help="import even past the mailbox quota"
+    )
     pop3.add_argument("--users", type=Path, metavar="FILE", help="CSV: name,login,password[_file]")
     pop3.add_argument("--concurrency", type=int, default=4, help="users imported at once")
     pop3.add_argument("--rate", type=float, default=5.0, help="source logins per second at most")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from fake_pop3 import FakeSource
+from popbox.config import QuotaConfig
 from popbox.message import unstuff
 from popbox.store import open_store
 from popbox.transfer.pop3_client import Credentials, Pop3Url, SourceError, tls_context
@@ -201,3 +202,19 @@ async def test_malformed_uidl_answer_is_named_and_nothing_is_stored(
     finally:
         await source.stop()
     assert await store.snapshot("alice") == []
+
+
+async def test_quota_reached_mid_import_stops_the_user_cleanly_e0003(store: MailStore) -> None:
+    messages = [(f"q{n}".encode(), message(n)) for n in range(1, 11)]
+    await store.set_quota("alice", 3 * len(message(1)) + 5)  # room for three
+    source = await FakeSource(messages).start()
+    try:
+        limited = await run(store, source, Pop3Import(quota=QuotaConfig()))
+        ignored = await run(store, source)  # no QuotaConfig: the operator said --ignore-quota
+    finally:
+        await source.stop()
+    assert limited.stopped is not None
+    assert "quota is reached: message 4" in limited.stopped
+    assert (limited.imported, limited.complete) == (3, False)
+    assert (ignored.imported, ignored.already, ignored.complete) == (7, 3, True)
+    assert await mailbox(store) == [(u.decode(), m) for u, m in messages]

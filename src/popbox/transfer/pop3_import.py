@@ -15,6 +15,9 @@ answers ``-ERR`` to a RETR, the run stops there (skipping the message would stor
 rest out of the source's order): what was retrieved is stored, the report says where it
 stopped, and the next run continues from there.
 
+The mailbox's quota (E0003) applies unless the operator says otherwise: when the next
+message does not fit, the run stops there as above, and the report says how far it got.
+
 Memory: one message and two batches (the one filling, the one committing; each at most
 about ``batch_octets``) at a time, and the listing; never the mailbox.  A message larger
 than ``max_message_size`` (by LIST) is not retrieved.
@@ -29,6 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from popbox.delivery.quota import effective_quota
 from popbox.message import MalformedMessage, prepare_stuffed
 from popbox.store.base import UnknownUser
 from popbox.transfer.pop3_client import Pop3Client, SourceError
@@ -39,11 +43,19 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
+    from popbox.config import QuotaConfig
     from popbox.store.base import MailStore, NewMessage
     from popbox.transfer.pop3_client import Credentials, Pop3Url
     from popbox.transfer.pop3_listing import Entry
 
-__all__ = ["Pop3Import", "Pop3ImportReport", "Pop3Source", "import_pop3", "open_source"]
+__all__ = [
+    "Pop3Import",
+    "Pop3ImportReport",
+    "Pop3Source",
+    "QuotaReached",
+    "import_pop3",
+    "open_source",
+]
 
 _RECEIVED_DATE = re.compile(
     rb"^Received:[^\r]*(?:\r\n[ \t][^\r]*)*;\s*([^\r]+)", re.IGNORECASE | re.MULTILINE
@@ -62,9 +74,14 @@ class Pop3Source:
     timeout: float = 60.0
 
 
+class QuotaReached(Exception):
+    """The next message would take the mailbox over its quota: the run stops there."""
+
+
 @dataclass(frozen=True, slots=True)
 class Pop3Import:
     max_message_size: int = 50 * 1024 * 1024  # larger messages are reported, not fetched
+    quota: QuotaConfig | None = None  # the server's quotas apply (E0003); None: ignored
     # Small enough that the last batch, the one nothing overlaps, is quickly committed.
     batch_messages: int = 100  # messages per transaction
     batch_octets: int = 4 * 1024 * 1024  # ... and at most about this many octets
@@ -121,8 +138,10 @@ async def import_pop3(
     login refused, malformed listing) and ``StoreError``; a source lost mid-run is not
     raised but reported in ``stopped``.
     """
-    if await store.get_user(name) is None:
+    user = await store.get_user(name)
+    if user is None:
         raise UnknownUser(f"no such user {name!r}")
+    quota = None if options.quota is None else effective_quota(user, options.quota)
     client = await open_source(source, options.max_message_size)
     report = Pop3ImportReport()
     try:
@@ -133,6 +152,8 @@ async def import_pop3(
         report.total = len(entries)
         report.total_octets = sum(entry.size for entry in entries)
         run = _Run(store, name, options, report)
+        if quota is not None:
+            run.room = quota - await store.usage(name)
         await run.prepare_mailbox(entries)
         wanted = run.to_retrieve(entries)
         by_number = {entry.number: entry for entry in wanted}
@@ -144,9 +165,9 @@ async def import_pop3(
                 report.retrieved_octets += len(wire)
                 if progress is not None:
                     progress(report)
-        except SourceError as exc:
-            # The session cannot go on (lost, -ERR, an answer that cannot be read):
-            # what was retrieved is stored below, and the next run continues there.
+        except (SourceError, QuotaReached) as exc:
+            # The session cannot go on (lost, -ERR, an answer that cannot be read, the
+            # quota): what was retrieved is stored below; the next run continues there.
             report.stopped = f"{exc}; run again to continue"
         finally:
             await run.flush()
@@ -176,6 +197,7 @@ class _Run:
         self.batch: list[NewMessage] = []
         self.batch_octets = 0
         self.in_flight: asyncio.Task[None] | None = None
+        self.room: int | None = None  # octets the quota leaves; None: no quota applies
 
     async def prepare_mailbox(self, entries: list[Entry]) -> None:
         for info in await self.store.snapshot(self.name):
@@ -204,6 +226,13 @@ class _Run:
         new = self._prepare(entry, wire)
         if new is None:
             return
+        if self.room is not None:
+            if new.size > self.room:
+                raise QuotaReached(
+                    f"the mailbox quota is reached: message {entry.number} ({new.size} octets)"
+                    f" does not fit in the {max(self.room, 0)} octets left"
+                )
+            self.room -= new.size
         self.batch.append(new)
         self.batch_octets += new.size
         if (
