@@ -57,10 +57,10 @@ def register(
     deliver = command("deliver", _deliver, "deliver a message from stdin (MDA)", sub)
     deliver.add_argument("names", nargs="+", metavar="NAME")
 
-    kinds = sub.add_parser("import", help="import mail from files or a POP3 server")
-    kinds = kinds.add_subparsers(required=True, metavar="KIND")
+    imp = command("import", _import, "import mail from files or a POP3 server", sub)
+    kinds = imp.add_subparsers(required=True, metavar="KIND")
     for kind, what in (("mbox", "an mbox file"), ("maildir", "a Maildir"), ("eml", ".eml files")):
-        imp = command(kind, _import, f"import mail from {what}", kinds)
+        imp = kind_command(kind, _import, f"import mail from {what}", kinds)
         imp.set_defaults(kind=kind)
         imp.add_argument("name", metavar="NAME")
         imp.add_argument("path", metavar="PATH", type=Path)
@@ -73,7 +73,7 @@ def register(
         )
         imp.add_argument("--mbox-variant", choices=("mboxrd", "mboxo"), default="mboxrd")
         imp.add_argument("--batch", type=int, default=500, help="messages per transaction")
-    pop3_cli.register(command, kinds, sub)  # import pop3, verify pop3
+    pop3_cli.register(command, kind_command, kinds, sub)  # import pop3, verify pop3
 
     exp = command("export", _export, "export a mailbox as mbox or Maildir", sub)
     exp.add_argument("name", metavar="NAME")
@@ -86,6 +86,25 @@ def register(
     quota.add_argument("name")
     quota.add_argument("size", help="e.g. 500M, 2G, octets; none: the server default applies")
     quota.set_defaults(parse_size=parse_size)
+
+
+def kind_command(
+    name: str, handler: Callable[[argparse.Namespace], int], help_text: str, parent: Any
+) -> argparse.ArgumentParser:
+    """A KIND under a command that itself takes ``--config`` (``import mbox``, ...)."""
+    kind: argparse.ArgumentParser = parent.add_parser(
+        name, parents=[_config_after_kind()], help=help_text
+    )
+    kind.set_defaults(handler=handler)
+    return kind
+
+
+def _config_after_kind() -> argparse.ArgumentParser:
+    # --config may come before or after the kind ("import --config F mbox ...", "import
+    # mbox ... --config F"); SUPPRESS keeps the kind from resetting the first to None.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
+    return parent
 
 
 # -- deliver (MDA) -------------------------------------------------------------------

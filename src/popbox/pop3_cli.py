@@ -191,9 +191,14 @@ def _verify(args: argparse.Namespace) -> int:
     return with_store(args, work)
 
 
-def register(command: Callable[..., argparse.ArgumentParser], imp: Any, sub: Any) -> None:
+def register(
+    command: Callable[..., argparse.ArgumentParser],
+    kind_command: Callable[..., argparse.ArgumentParser],
+    imp: Any,
+    sub: Any,
+) -> None:
     """``import pop3`` under ``imp`` (import's kinds), ``verify pop3`` under ``sub``."""
-    pop3 = command("pop3", import_command, "import from a POP3 server, keeping UIDLs", imp)
+    pop3 = kind_command("pop3", import_command, "import from a POP3 server, keeping UIDLs", imp)
     pop3.add_argument("target", nargs="+", metavar="ARG", help="NAME URL, or URL with --users")
     add_source_options(pop3)
     pop3.add_argument("--batch", type=int, default=100, help="messages per transaction")
@@ -204,10 +209,12 @@ def register(command: Callable[..., argparse.ArgumentParser], imp: Any, sub: Any
     pop3.add_argument("--concurrency", type=int, default=4, help="users imported at once")
     pop3.add_argument("--rate", type=float, default=5.0, help="source logins per second at most")
     pop3.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
-    verify_sub = sub.add_parser("verify", help="compare UIDLs with another server").add_subparsers(
-        required=True, metavar="KIND"
+    verify_sub = command(
+        "verify", verify_command, "compare UIDLs with another server", sub
+    ).add_subparsers(required=True, metavar="KIND")
+    verify = kind_command(
+        "pop3", verify_command, "compare a mailbox with a POP3 source", verify_sub
     )
-    verify = command("pop3", verify_command, "compare a mailbox with a POP3 source", verify_sub)
     verify.add_argument("name", metavar="NAME")
     verify.add_argument("url", metavar="URL")
     add_source_options(verify)
