@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from popbox import pop3_cli
 from popbox.cli_support import load_config, open_configured_store, with_store
 from popbox.config import ConfigError
 from popbox.delivery.agent import DeliveryAgent
@@ -56,19 +57,23 @@ def register(
     deliver = command("deliver", _deliver, "deliver a message from stdin (MDA)", sub)
     deliver.add_argument("names", nargs="+", metavar="NAME")
 
-    imp = command("import", _import, "import mail from mbox, Maildir or .eml files", sub)
-    imp.add_argument("kind", choices=("mbox", "maildir", "eml"))
-    imp.add_argument("name", metavar="NAME")
-    imp.add_argument("path", metavar="PATH", type=Path)
-    imp.add_argument("--keep-uidl", action="store_true", help="keep the old unique-ids")
-    imp.add_argument("--uidl-map", type=Path, metavar="FILE", help="CSV of key,uidl lines")
-    imp.add_argument(
-        "--uidl-format",
-        default=DEFAULT_DOVECOT_FORMAT,
-        help="Dovecot's pop3_uidl_format for dovecot-uidlist entries without a saved UIDL",
-    )
-    imp.add_argument("--mbox-variant", choices=("mboxrd", "mboxo"), default="mboxrd")
-    imp.add_argument("--batch", type=int, default=500, help="messages per transaction")
+    imp = command("import", _import, "import mail from files or a POP3 server", sub)
+    kinds = imp.add_subparsers(required=True, metavar="KIND")
+    for kind, what in (("mbox", "an mbox file"), ("maildir", "a Maildir"), ("eml", ".eml files")):
+        imp = kind_command(kind, _import, f"import mail from {what}", kinds)
+        imp.set_defaults(kind=kind)
+        imp.add_argument("name", metavar="NAME")
+        imp.add_argument("path", metavar="PATH", type=Path)
+        imp.add_argument("--keep-uidl", action="store_true", help="keep the old unique-ids")
+        imp.add_argument("--uidl-map", type=Path, metavar="FILE", help="CSV of key,uidl lines")
+        imp.add_argument(
+            "--uidl-format",
+            default=DEFAULT_DOVECOT_FORMAT,
+            help="Dovecot's pop3_uidl_format for dovecot-uidlist entries without a saved UIDL",
+        )
+        imp.add_argument("--mbox-variant", choices=("mboxrd", "mboxo"), default="mboxrd")
+        imp.add_argument("--batch", type=int, default=500, help="messages per transaction")
+    pop3_cli.register(command, kind_command, kinds, sub)  # import pop3, verify pop3
 
     exp = command("export", _export, "export a mailbox as mbox or Maildir", sub)
     exp.add_argument("name", metavar="NAME")
@@ -81,6 +86,25 @@ def register(
     quota.add_argument("name")
     quota.add_argument("size", help="e.g. 500M, 2G, octets; none: the server default applies")
     quota.set_defaults(parse_size=parse_size)
+
+
+def kind_command(
+    name: str, handler: Callable[[argparse.Namespace], int], help_text: str, parent: Any
+) -> argparse.ArgumentParser:
+    """A KIND under a command that itself takes ``--config`` (``import mbox``, ...)."""
+    kind: argparse.ArgumentParser = parent.add_parser(
+        name, parents=[_config_after_kind()], help=help_text
+    )
+    kind.set_defaults(handler=handler)
+    return kind
+
+
+def _config_after_kind() -> argparse.ArgumentParser:
+    # --config may come before or after the kind ("import --config F mbox ...", "import
+    # mbox ... --config F"); SUPPRESS keeps the kind from resetting the first to None.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
+    return parent
 
 
 # -- deliver (MDA) -------------------------------------------------------------------

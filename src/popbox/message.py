@@ -22,7 +22,15 @@ from itertools import islice
 
 from popbox.store.base import NewMessage
 
-__all__ = ["MalformedMessage", "normalise", "prepare", "stuff", "top_lines", "unstuff"]
+__all__ = [
+    "MalformedMessage",
+    "normalise",
+    "prepare",
+    "prepare_stuffed",
+    "stuff",
+    "top_lines",
+    "unstuff",
+]
 
 # RFC 5322 section 3.6.8: a field name is one or more printable characters except colon.
 _HEADER_FIELD = re.compile(rb"[!-9;-~]+:")
@@ -108,6 +116,33 @@ def prepare(
     return NewMessage(
         wire=stuff(text), size=len(text), legacy_uidl=legacy_uidl, received_at=received_at
     )
+
+
+def prepare_stuffed(
+    wire: bytes, *, legacy_uidl: str | None = None, received_at: float | None = None
+) -> NewMessage:
+    """``prepare(unstuff(wire))`` for a message that arrives byte-stuffed (a RETR answer).
+
+    When C0011 leaves the message as it is and its stuffing is the one ``stuff`` makes
+    (the common case), ``wire`` is stored as it came: a few counts instead of two more
+    copies of a message that may be 50 MiB.  Otherwise it falls back to ``prepare``.
+    """
+    if legacy_uidl is not None and _UNIQUE_ID.fullmatch(legacy_uidl) is None:
+        raise ValueError("a legacy unique-id is 1 to 70 characters in 0x21-0x7E (RFC 1939 s7)")
+    crs = wire.count(b"\r")
+    stuffed = wire.count(b"\r\n..")
+    if (
+        wire.endswith(b"\r\n")
+        and crs == wire.count(b"\r\n") == wire.count(b"\n")
+        and wire.find(b"\0") < 0
+        and not wire.startswith(b".")  # unstuff treats a first line apart: leave it to it
+        and (wire.startswith(b"\r\n") or _HEADER_FIELD.match(wire) is not None)
+        and wire.count(b"\r\n.") == stuffed  # every dot-line stuffed, as ``stuff`` does
+    ):
+        return NewMessage(
+            wire=wire, size=len(wire) - stuffed, legacy_uidl=legacy_uidl, received_at=received_at
+        )
+    return prepare(unstuff(wire), legacy_uidl=legacy_uidl, received_at=received_at)
 
 
 def top_lines(wire: bytes, lines: int) -> bytes:
