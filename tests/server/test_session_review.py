@@ -334,7 +334,9 @@ def test_lost_connection_does_not_read_every_pipelined_body(start_pop3_server, m
         calls.append(uid)
         return handle.body_now(uid)
 
-    monkeypatch.setattr(server.store, "wrapped", HandleHooks(server.store.wrapped, body_now=counting))
+    monkeypatch.setattr(
+        server.store, "wrapped", HandleHooks(server.store.wrapped, body_now=counting)
+    )
     with Client.connect(server, receive_buffer=65536) as client:
         session_id = session_named(server, client)
         client.log_in()

@@ -2,8 +2,8 @@
 
 A session answers what needs no waiting in the callback that read it, and a RETR whose
 body the maildrop handle gives at once (``body_now``) with it; a login, a large body
-(SQLite reads bodies above ``INLINE_FETCH`` on its pool) or UPDATE waits in a task.  These tests drive
-the in-process server over real sockets: replies stay complete and in order across both
+(SQLite reads bodies above ``INLINE_FETCH`` on its pool) or UPDATE waits in a task.
+These tests drive the in-process server over real sockets: replies stay complete and in order across both
 paths (RFC 2449 PIPELINING), the inactivity timer (V0002/V0003) drops a client that
 neither sends nor reads but not one that keeps reading, the disconnect log line counts
 the session's traffic, and a store error on RETR is one -ERR with the response code of
@@ -426,7 +426,7 @@ class FailingHandle:
 
     def _fail_if(self, method: str) -> None:
         plan = self._plan
-        if plan._method == method and plan.failures:  # noqa: SLF001 - the test's own plan
+        if plan._method == method and plan.failures:
             raise plan.failures.pop()
 
 
@@ -452,7 +452,8 @@ def test_store_error_on_retr_is_its_kinds_code_and_the_session_goes_on(
     RFC 3206 s4: [SYS/TEMP] for a failure that may pass, [SYS/PERM] for one that needs
     an administrator (issue 16: [SYS/PERM] was never sent).  body_now fails for a small
     body read alone (answered in the callback; the next message is too large to read
-    with it), body for a large one (answered in a task).  The failure counts as an error of the store's fetch operation.
+    with it), body for a large one (answered in a task).  The failure counts as an error
+    of the store's fetch operation.
     """
     error, reply = ERRORS[kind]
     server = start_pop3_server(PLAINTEXT)

@@ -54,7 +54,7 @@ class CommitCutter:
     def dsn_through(self) -> str:
         """The DSN of the same database via the proxy (no TLS: the proxy reads the bytes)."""
         netloc = self._dsn.netloc.rsplit("@", 1)
-        user = netloc[0] + "@" if len(netloc) == 2 else ""  # noqa: PLR2004 - user@host
+        user = netloc[0] + "@" if len(netloc) == 2 else ""
         query = "sslmode=disable"
         return urlunsplit(self._dsn._replace(netloc=f"{user}127.0.0.1:{self.port}", query=query))
 

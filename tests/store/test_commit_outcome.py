@@ -19,8 +19,8 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
-
 from pg_cutter import CommitCutter
+
 from popbox.message import prepare
 from popbox.store import SQLITE_FILE_NAME
 from popbox.store.base import CommitOutcomeUnknown, StoreTemporaryError

@@ -70,10 +70,7 @@ async def remove_behind_the_beacons_back(path: Path, uids: list[int]) -> None:
     """Delete rows without bumping: a copy that still hands them out was not dropped."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute(
-            "DELETE FROM messages WHERE uid IN (%s)" % ",".join("?" * len(uids)),  # noqa: S608
-            uids,
-        )
+        conn.executemany("DELETE FROM messages WHERE uid = ?", [(uid,) for uid in uids])
     finally:
         conn.close()
 
