@@ -5,9 +5,10 @@ body the maildrop handle gives at once (``body_now``) with it; a login, a large 
 (SQLite reads bodies above ``INLINE_FETCH`` on its pool) or UPDATE waits in a task.
 These tests drive the in-process server over real sockets: replies stay complete and
 in order across both paths (RFC 2449 PIPELINING), the inactivity timer (V0002/V0003)
-drops a client that neither sends nor reads but not one that keeps reading, the disconnect log line counts
-the session's traffic, and a store error on RETR is one -ERR with the response code of
-its kind ([SYS/TEMP] or [SYS/PERM], RFC 3206) that the session survives.
+drops a client that neither sends nor reads but not one that keeps reading, the
+disconnect log line counts the session's traffic, and a store error on RETR is one
+-ERR with the response code of its kind ([SYS/TEMP] or [SYS/PERM], RFC 3206) that the
+session survives.
 
 Seed clauses: V0002/V0003 (inactivity timers), V0006 (UPDATE removes what was marked).
 """
