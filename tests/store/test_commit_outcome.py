@@ -14,10 +14,12 @@ commit is recognised when the MTA retries it, and not stored twice.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from typing import TYPE_CHECKING
 
+import asyncpg
 import pytest
 from pg_cutter import CommitCutter
 
@@ -171,3 +173,29 @@ async def test_delivery_with_a_lost_commit_reply_is_resolved_and_its_retry_recog
     retried = await pg_store.deliver("alice", message, dedup_window=WINDOW)
     assert retried == info
     assert await pg_store.snapshot("alice") == [info]
+
+
+async def test_update_that_times_out_is_known_not_to_have_committed(
+    pg_dsn: str, cutter: CommitCutter
+) -> None:
+    """A statement timeout is no lost reply: the driver cancels it and rolls back, and the
+    connection stays in the pool.  The look-up must see that (even on that very
+    connection) and answer "try again" at once, not "unknown" after the bound."""
+    store = PostgresStore(cutter.dsn_through(), connect_timeout=5.0, command_timeout=0.5)
+    await store.open()
+    try:
+        await store.add_user("alice", {})
+        info = await store.deliver("alice", prepare(TEXTS[0]))
+        handle = await store.open_maildrop("alice")
+        blocker = await asyncpg.connect(pg_dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("SELECT 1 FROM messages FOR UPDATE")  # holds the row
+                with pytest.raises(StoreTemporaryError) as failed:
+                    await asyncio.wait_for(handle.commit([info.uid], [], 1.0), 4.0)
+                assert not isinstance(failed.value, CommitOutcomeUnknown)
+        finally:
+            await blocker.close()
+        assert await store.snapshot("alice") == [info]
+    finally:
+        await store.close()

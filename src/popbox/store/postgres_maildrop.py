@@ -10,10 +10,11 @@ MTA acts on (UPDATE, a keyed delivery) write a row naming themselves in the same
 transaction (a commit token, a delivery key with the delivery's own stamp), and when
 such a commit ends with the connection gone, ``run_commit`` reconnects and looks for
 that row before anything is answered.  The look-up is only final once the old session
-is gone: a session still running the COMMIT may yet make it, so ``run_commit`` waits
-until the server no longer lists the old backend (ending it if it sits idle in its
-transaction, COMMIT never having arrived).  All of it is bounded: past the bound the
-answer is ``CommitOutcomeUnknown``, and the client is told that it cannot be known.
+has finished its transaction: a session still running the COMMIT may yet make it, so
+``run_commit`` waits until the server lists the old backend as idle or not at all
+(ending it if it sits idle in its transaction, COMMIT never having arrived).  All of it
+is bounded: past the bound the answer is ``CommitOutcomeUnknown``, and the client is
+told that it cannot be known.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ _END_IF_IDLE = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
     " WHERE pid = $1 AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
 )
-_STILL_THERE = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+# Still running (the COMMIT, say): its outcome is not final yet.  An idle backend has
+# finished its transaction one way or the other; the pool may even have handed that
+# same connection back for the look-up.
+_STILL_BUSY = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE pid = $1 AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'"
+)
 
 
 class PostgresMaildrop:
@@ -140,10 +147,10 @@ async def _final_outcome(
 
 
 async def _session_ended(conn: Conn, server_pid: int, deadline: float) -> bool:
-    """Whether the backend ``server_pid`` is gone (ended first if COMMIT never reached it)."""
+    """Whether backend ``server_pid``'s transaction is over (ended if COMMIT never came)."""
     loop = asyncio.get_running_loop()
     await conn.execute(_END_IF_IDLE, server_pid)
-    while await conn.fetchval(_STILL_THERE, server_pid):
+    while await conn.fetchval(_STILL_BUSY, server_pid):
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(RETRY_INTERVAL)
