@@ -238,21 +238,15 @@ class Pop3Connection:
         assert isinstance(event, Update)
         if ok:
             self._close(Ok(f"signing off, {counted(len(event.deleted), 'message')} deleted"))
-        elif code is RespCode.SYS_PERM:
-            self._close(Err("messages marked as deleted were not removed", code))
-        else:
-            self._close(Err("messages marked as deleted were not removed, try again", code))
+        else:  # SYS/PERM: trying again will not help
+            retry = "" if code is RespCode.SYS_PERM else ", try again"
+            self._close(Err(f"messages marked as deleted were not removed{retry}", code))
 
     def update_unknown(self) -> None:
         """UPDATE's outcome could not be learnt: say so, never a guess (close, no retry)."""
         self._expect(Update)
-        self._close(
-            Err(
-                "could not learn whether messages marked as deleted were removed,"
-                " log in again to see",
-                RespCode.SYS_TEMP,
-            )
-        )
+        text = "could not learn whether messages marked as deleted were removed, log in again"
+        self._close(Err(text + " to see", RespCode.SYS_TEMP))
 
     def timed_out(self, seconds: float) -> None:
         """The inactivity timer ran out: one -ERR line, then close, no UPDATE (V0003)."""
