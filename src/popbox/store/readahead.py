@@ -3,8 +3,8 @@
 Theory of operation: a client downloading its maildrop sends RETR 1, RETR 2, ... and
 for small messages each RETR was one SQLite read transaction (a WAL read lock, its
 release, one statement): the largest single share of the command cycle.  Once a
-session asks for consecutive messages, ``SqliteStore.read_ahead`` reads the next few
-bodies in one statement, and the session answers the following RETRs from them.
+session asks for consecutive messages, its ``SqliteMaildrop`` reads the next few
+bodies in one statement and answers the following RETRs from them.
 
 C0004 forbids answering from a copy blindly: RETR of a message that another session
 removed after the copy was read must get -ERR.  So every popbox process that removes
