@@ -205,9 +205,9 @@ class SqliteStore:
     # -- maildrop ------------------------------------------------------------
 
     async def open_maildrop(self, name: str) -> SqliteMaildrop:
-        beacon = self._beacon
-        assert beacon is not None, "the store is not open"
-        return SqliteMaildrop(self, beacon, name, await self.snapshot(name))
+        messages = await self.snapshot(name)  # raises if the store is not open
+        assert self._beacon is not None
+        return SqliteMaildrop(self, self._beacon, name, messages)
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
         # Most maildrops are small: read inline, as a point read is.  A large one goes
