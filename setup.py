@@ -26,6 +26,7 @@ COMPILED = [
     "src/popbox/server/progress.py",
     "src/popbox/store/readahead.py",
     "src/popbox/store/sqlite.py",
+    "src/popbox/store/sqlite_maildrop.py",
     "src/popbox/tallies.py",
 ]
 

@@ -136,11 +136,13 @@ def _deliver(args: argparse.Namespace) -> int:
     async def run() -> int:
         store = await open_configured_store(config)
         hostname = config.lmtp.hostname or socket.gethostname()
-        agent = DeliveryAgent(store, config.quota, hostname=hostname)
+        agent = DeliveryAgent(
+            store, config.quota, hostname=hostname, dedup_window=config.lmtp.dedup_window
+        )
         status = EX_OK
         try:
             for name in args.names:
-                status = max(status, await _deliver_one(agent, name, message, config))
+                status = max(status, await _deliver_one(agent, name, (message, raw), config))
         finally:
             await store.close()
         return status
@@ -152,9 +154,12 @@ def _deliver(args: argparse.Namespace) -> int:
         return EX_TEMPFAIL
 
 
-async def _deliver_one(agent: DeliveryAgent, name: str, message: NewMessage, config: Config) -> int:
+async def _deliver_one(
+    agent: DeliveryAgent, name: str, content: tuple[NewMessage, bytes], config: Config
+) -> int:
+    message, raw = content  # the message to store, and what a retry is recognised by
     try:
-        info = await agent.deliver(name, message)
+        info = await agent.deliver(name, message, original=raw)
     except UnknownUser:
         print(f"popbox deliver: {name}: no such user", file=sys.stderr)
         return EX_NOUSER

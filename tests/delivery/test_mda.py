@@ -128,13 +128,14 @@ def test_over_quota_is_temporary_or_permanent_and_stores_nothing_e0004(tmp_path:
     config = write_config(tmp_path, "[quota]\ndefault_quota = 100\n")
     add_users(tmp_path, "alice")
     assert deliver(config, "alice").returncode == 0
-    full = deliver(config, "alice")
+    another = MESSAGE + b"another message\n"  # the same one again is a retry: see test_dedup
+    full = deliver(config, "alice", message=another)
     assert full.returncode == 75
     assert b"alice: mailbox full" in full.stderr
     config = write_config(
         tmp_path, '[quota]\ndefault_quota = 100\n[lmtp]\nover_quota = "permanent"\n'
     )
-    assert deliver(config, "alice").returncode == 73
+    assert deliver(config, "alice", message=another).returncode == 73
     assert len(messages(tmp_path, "alice")) == 1
 
 
@@ -143,8 +144,9 @@ def test_quota_warning_is_delivered_once_by_the_mda_e0004(tmp_path: Path) -> Non
     config = write_config(tmp_path, "[quota]\nwarning_percent = 10\n")
     add_users(tmp_path, "alice", quota=10_000)
     big = MESSAGE + b"x" * 400 + b"\n"  # 3 of them cross 1000 octets, 10 % of the quota
-    for _ in range(5):
-        assert deliver(config, "alice", message=big).returncode == 0
+    for n in range(5):  # five messages, not one retried (test_dedup): each its own line
+        message = big + b"%d\n" % n
+        assert deliver(config, "alice", message=message).returncode == 0
     stored = messages(tmp_path, "alice")
     warnings = [index for index, m in enumerate(stored) if b"Auto-Submitted: auto-gen" in m]
     assert warnings == [3]  # right after the third message, and only once
@@ -182,7 +184,7 @@ def test_concurrent_mda_processes_store_every_message_with_distinct_uids(
         )
         for _ in range(count)
     ]
-    for process in processes:
-        process.communicate(MESSAGE, timeout=TIMEOUT)
+    for n, process in enumerate(processes):  # distinct messages: none is a retry
+        process.communicate(MESSAGE + b"message %d\n" % n, timeout=TIMEOUT)
     assert [p.returncode for p in processes] == [0] * count
     assert len(messages(tmp_path, "alice")) == count

@@ -197,9 +197,10 @@ def test_lmtp_listeners_are_shared_by_the_workers_too(tmp_path, tls_files):
     try:
         assert f"listening lmtp unix:{path}" in node.process.output
         port = node.port("lmtp")
-        for host in ["127.0.0.1"] * 3 + [str(path)] * 3:
+        for n, host in enumerate(["127.0.0.1"] * 3 + [str(path)] * 3):
             with smtplib.LMTP(host, port if host[0] != "/" else 0, timeout=TIMEOUT) as lmtp:
-                refused = lmtp.sendmail("carol@example.org", ["alice"], b"Subject: hi\r\n\r\nx\r\n")
+                text = b"Subject: hi %d\r\n\r\nx\r\n" % n  # six messages, not one retried
+                refused = lmtp.sendmail("carol@example.org", ["alice"], text)
                 assert refused == {}
         client = login(node.port())
         assert client.stat()[0] == 6

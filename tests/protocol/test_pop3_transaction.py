@@ -7,6 +7,7 @@ import pytest
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Retrieve, Signal, Update
 from popbox.protocol.maildrop import Maildrop
+from popbox.protocol.replies import RespCode
 from popbox.protocol.states import State
 from popbox.testing import Responder, logged_in, message_info, talk
 
@@ -390,26 +391,38 @@ def test_commands_pipelined_after_quit_are_not_run_rfc1939_s6():
     assert exchange.events == [Update((), ()), Signal.CLOSED]
 
 
-# -- read-ahead runs (the I/O layer's, C0004 kept by the store) ------------------------------
+# -- store failures by kind (RFC 3206 response codes, chosen by server/store_errors.py) ----
 
 
-def test_run_from_takes_the_next_live_messages_within_octets_and_count():
-    """What a RETR may read together with the next messages: never a deleted one."""
-    conn = three()
-    assert conn.run_from(1, 1024 + 2048 + 4096, 16) == [10, 20, 35]
-    assert conn.run_from(1, 1024 + 2048, 16) == [10, 20]  # stored sizes, not RFC 822 ones
-    assert conn.run_from(1, 10_000, 2) == [10, 20]
-    assert conn.run_from(3, 10_000, 16) == [35]
-    assert conn.run_from(2, 1000, 16) == []  # the message alone is larger: read it alone
-    talk(conn, b"DELE 2\r\n")
-    assert conn.run_from(1, 10_000, 16) == [10, 35]
-    talk(conn, b"RSET\r\n")
-    assert conn.run_from(1, 10_000, 16) == [10, 20, 35]
+def test_store_failure_with_sys_perm_says_an_administrator_must_act_rfc3206():
+    """RFC 3206 s4 SYS/PERM: "a problem which is unlikely to be resolved without
+    intervention"; the session goes on (V0001: the -ERR says why)."""
+    conn = two()
+    talk(conn, b"RETR 1\r\n")
+    conn.store_failed(RespCode.SYS_PERM)
+    assert sent(conn) == (
+        b"-ERR [SYS/PERM] the mail store cannot do this until an administrator acts\r\n"
+    )
+    assert conn.state is State.TRANSACTION
 
 
-def test_run_from_while_a_retr_is_answered_and_outside_transaction():
-    conn = three()
-    conn.receive_data(b"RETR 1\r\n")
-    assert isinstance(conn.next_event(), Retrieve)
-    assert conn.run_from(1, 10_000, 16) == [10, 20, 35]  # the I/O layer asks right then
-    assert Pop3Connection(SETTINGS).run_from(1, 10_000, 16) == []
+def test_update_failure_with_sys_perm_drops_try_again_v0006_rfc3206():
+    """V0006: none removed, and SYS/PERM does not invite a retry that will fail again."""
+    conn = two()
+    talk(conn, b"DELE 1\r\nQUIT\r\n")
+    conn.update_finished(ok=False, code=RespCode.SYS_PERM)
+    assert sent(conn) == b"-ERR [SYS/PERM] messages marked as deleted were not removed\r\n"
+    assert conn.next_event() is Signal.CLOSED
+
+
+def test_update_with_an_unknown_outcome_claims_neither_rfc1939_s6():
+    """RFC 1939 s6 asks QUIT to reply "as to the status of this operation": when the
+    store could not learn whether its commit took effect, the reply says exactly that."""
+    conn = two()
+    talk(conn, b"DELE 1\r\nQUIT\r\n")
+    conn.update_unknown()
+    assert sent(conn) == (
+        b"-ERR [SYS/TEMP] could not learn whether messages marked as deleted were removed,"
+        b" log in again to see\r\n"
+    )
+    assert conn.next_event() is Signal.CLOSED

@@ -46,16 +46,48 @@ def events_of(server: InProcessServer, event: str, session: str) -> list[dict[st
 def slow_fetch(server: InProcessServer, monkeypatch: Any, delay: float) -> threading.Event:
     """Make every RETR wait ``delay`` s in a task; the event is set when one starts waiting."""
     started = threading.Event()
-    fetch = server.store.fetch
 
-    async def slow(name: str, uid: int) -> bytes | None:
+    async def slow(handle: Any, uid: int) -> bytes | None:
         started.set()
         await asyncio.sleep(delay)
-        return await fetch(name, uid)
+        return await handle.body(uid)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(server.store, "fetch_now", lambda _name, _uid: Pending.FETCH)
-    monkeypatch.setattr(server.store, "fetch", slow)
+    wrapped = server.store.wrapped
+    rewired = HandleHooks(wrapped, body_now=lambda _handle, _uid: Pending.FETCH, body=slow)
+    monkeypatch.setattr(server.store, "wrapped", rewired)
     return started
+
+
+class HandleHooks:
+    """A store whose maildrop handles send ``body_now``/``body`` through the given hooks."""
+
+    def __init__(self, store: Any, **hooks: Any) -> None:
+        self._store = store
+        self._hooks = hooks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def open_maildrop(self, name: str) -> Any:
+        return HookedHandle(await self._store.open_maildrop(name), self._hooks)
+
+
+class HookedHandle:
+    def __init__(self, handle: Any, hooks: dict[str, Any]) -> None:
+        self._handle = handle
+        self._hooks = hooks
+        self.messages = handle.messages
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def body_now(self, uid: int) -> Any:
+        hook = self._hooks.get("body_now")
+        return self._handle.body_now(uid) if hook is None else hook(self._handle, uid)
+
+    async def body(self, uid: int) -> Any:
+        hook = self._hooks.get("body")
+        return await (self._handle.body(uid) if hook is None else hook(self._handle, uid))
 
 
 def shut_down_sessions(server: InProcessServer) -> None:
@@ -264,7 +296,7 @@ def only_session(server):
 def test_half_close_while_write_blocked_keeps_back_pressure(start_pop3_server):
     """EOF from a client whose output is blocked must not lift back-pressure."""
     server = start_pop3_server(PLAINTEXT)
-    server.deliver("alice", big(200_000))  # below INLINE_FETCH: answered by fetch_now
+    server.deliver("alice", big(200_000))  # below INLINE_FETCH: answered by body_now
     with Client.connect(server) as client:
         client.log_in()
         session = only_session(server)
@@ -297,13 +329,14 @@ def test_lost_connection_does_not_read_every_pipelined_body(start_pop3_server, m
     server = start_pop3_server(PLAINTEXT)
     server.deliver("alice", big(100_000))
     calls = []
-    original = server.store.fetch_now
 
-    def counting(name, uid):
+    def counting(handle, uid):
         calls.append(uid)
-        return original(name, uid)
+        return handle.body_now(uid)
 
-    monkeypatch.setattr(server.store, "fetch_now", counting)
+    monkeypatch.setattr(
+        server.store, "wrapped", HandleHooks(server.store.wrapped, body_now=counting)
+    )
     with Client.connect(server, receive_buffer=65536) as client:
         session_id = session_named(server, client)
         client.log_in()

@@ -1,13 +1,14 @@
 """Commands answered in the protocol callback, and the waits that still need a task.
 
 A session answers what needs no waiting in the callback that read it, and a RETR whose
-body the store gives at once (``fetch_now``) with it; a login, a large body (SQLite reads
-bodies above ``INLINE_FETCH`` on its pool) or UPDATE waits in a task.  These tests drive
-the in-process server over real sockets: replies stay complete and in order across both
-paths (RFC 2449 PIPELINING), the inactivity timer (V0002/V0003) drops a client that
-neither sends nor reads but not one that keeps reading, the disconnect log line counts
-the session's traffic, and a store error on RETR is a -ERR [SYS/TEMP] the session
-survives.
+body the maildrop handle gives at once (``body_now``) with it; a login, a large body
+(SQLite reads bodies above ``INLINE_FETCH`` on its pool) or UPDATE waits in a task.
+These tests drive the in-process server over real sockets: replies stay complete and
+in order across both paths (RFC 2449 PIPELINING), the inactivity timer (V0002/V0003)
+drops a client that neither sends nor reads but not one that keeps reading, the
+disconnect log line counts the session's traffic, and a store error on RETR is one
+-ERR with the response code of its kind ([SYS/TEMP] or [SYS/PERM], RFC 3206) that the
+session survives.
 
 Seed clauses: V0002/V0003 (inactivity timers), V0006 (UPDATE removes what was marked).
 """
@@ -20,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from popbox.server.mailflow import AHEAD_OCTETS
-from popbox.store.base import Pending, StoreTemporaryError
-from popbox.store.sqlite import INLINE_FETCH
+from popbox.store.base import Pending, StorePermanentError, StoreTemporaryError
+from popbox.store.sqlite_maildrop import AHEAD_OCTETS, INLINE_FETCH
 from popbox_servers import USERS
 from raw_pop3 import CRLF, LOGIN, PLAINTEXT, TIMEOUT, Client, wait_until
 
@@ -146,8 +146,8 @@ def test_pipelined_replies_are_complete_and_in_order_across_both_paths(
 ):
     """RFC 2449 PIPELINING: one send, replies byte-exact and in order, then UPDATE (V0006).
 
-    RETR 1 and 3 are answered from fetch_now in the callback; RETR 2 is larger than
-    INLINE_FETCH, so the store says Pending and a task reads it while RETR 3, DELE, LIST
+    RETR 1 and 3 are answered from body_now in the callback; RETR 2 is larger than
+    INLINE_FETCH, so the handle says Pending and a task reads it while RETR 3, DELE, LIST
     and QUIT wait in the buffer behind it.
     """
     server = start_pop3_server(PLAINTEXT)
@@ -155,14 +155,8 @@ def test_pipelined_replies_are_complete_and_in_order_across_both_paths(
     assert len(stuffed(big.text)) > INLINE_FETCH
 
     answers: list[str] = []
-    timed_fetch_now = server.store.fetch_now
 
-    def spy(name: str, uid: int):
-        wire = timed_fetch_now(name, uid)
-        answers.append("pending" if wire is Pending.FETCH else type(wire).__name__)
-        return wire
-
-    monkeypatch.setattr(server.store, "fetch_now", spy)
+    monkeypatch.setattr(server.store, "wrapped", Spying(server.store.wrapped, answers))
     context = server.tls.client_context() if tls else None
     with Client.connect(server, tls=context) as client:
         assert client.line().startswith(b"+OK ")
@@ -370,57 +364,109 @@ def test_disconnect_log_line_of_a_timed_out_session_v0003(start_pop3_server):
 # -- e: a store error on RETR ------------------------------------------------------
 
 
-class FailingOnce:
-    """A store whose ``method`` (fetch_now, read_ahead or fetch) fails once; the rest is real."""
+class Spying:
+    """A store whose maildrop handles note what each ``body_now`` answered."""
 
-    def __init__(self, store: Any, method: str) -> None:
+    def __init__(self, store: Any, answers: list[str]) -> None:
         self._store = store
-        self._method = method
-        self.failures = [StoreTemporaryError("database went away")]
+        self.answers = answers
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def fetch_now(self, name: str, uid: int) -> Any:
-        if self._method == "fetch_now" and self.failures:
-            raise self.failures.pop()
-        return self._store.fetch_now(name, uid)
-
-    def read_ahead(self, name: str, uids: Any) -> Any:
-        if self._method == "read_ahead" and self.failures:
-            raise self.failures.pop()
-        return self._store.read_ahead(name, uids)
-
-    async def fetch(self, name: str, uid: int) -> Any:
-        if self._method == "fetch" and self.failures:
-            raise self.failures.pop()
-        return await self._store.fetch(name, uid)
+    async def open_maildrop(self, name: str) -> Any:
+        return SpyingHandle(await self._store.open_maildrop(name), self.answers)
 
 
-@pytest.mark.parametrize("path", ["fetch_now", "read_ahead", "fetch"])
-def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
-    start_pop3_server, monkeypatch, path
+class SpyingHandle:
+    def __init__(self, handle: Any, answers: list[str]) -> None:
+        self._handle = handle
+        self.messages = handle.messages
+        self._answers = answers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def body_now(self, uid: int) -> Any:
+        wire = self._handle.body_now(uid)
+        self._answers.append("pending" if wire is Pending.FETCH else type(wire).__name__)
+        return wire
+
+
+class FailingOnce:
+    """A store whose maildrop handle's ``method`` (body_now or body) raises ``error`` once."""
+
+    def __init__(self, store: Any, method: str, error: Exception) -> None:
+        self._store = store
+        self._method = method
+        self.failures = [error]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def open_maildrop(self, name: str) -> Any:
+        return FailingHandle(await self._store.open_maildrop(name), self)
+
+
+class FailingHandle:
+    def __init__(self, handle: Any, plan: FailingOnce) -> None:
+        self._handle = handle
+        self.messages = handle.messages
+        self._plan = plan
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def body_now(self, uid: int) -> Any:
+        self._fail_if("body_now")
+        return self._handle.body_now(uid)
+
+    async def body(self, uid: int) -> Any:
+        self._fail_if("body")
+        return await self._handle.body(uid)
+
+    def _fail_if(self, method: str) -> None:
+        plan = self._plan
+        if plan._method == method and plan.failures:
+            raise plan.failures.pop()
+
+
+ERRORS = {
+    "temp": (
+        StoreTemporaryError("database went away"),
+        b"-ERR [SYS/TEMP] the mail store is not available, try again later\r\n",
+    ),
+    "perm": (
+        StorePermanentError("the mail database needs an administrator (SQLITE_CORRUPT)"),
+        b"-ERR [SYS/PERM] the mail store cannot do this until an administrator acts\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["temp", "perm"])
+@pytest.mark.parametrize("path", ["body_now", "body"])
+def test_store_error_on_retr_is_its_kinds_code_and_the_session_goes_on(
+    start_pop3_server, monkeypatch, path, kind
 ):
-    """A store that fails once: -ERR [SYS/TEMP] for that RETR, then the session carries on.
+    """A store that fails once: one -ERR for that RETR, then the session carries on.
 
-    fetch_now fails for a small body read alone (answered in the callback; the next
-    message is too large to read with it), read_ahead for two small ones read together,
-    fetch for a large one (answered in a task).  The failure counts as an error of the
-    store operation that failed.
+    RFC 3206 s4: [SYS/TEMP] for a failure that may pass, [SYS/PERM] for one that needs
+    an administrator (issue 16: [SYS/PERM] was never sent).  body_now fails for a small
+    body read alone (answered in the callback; the next message is too large to read
+    with it), body for a large one (answered in a task).  The failure counts as an error
+    of the store's fetch operation.
     """
+    error, reply = ERRORS[kind]
     server = start_pop3_server(PLAINTEXT)
     texts = {
-        "fetch_now": (SMALL_ONE, big_message(2 * AHEAD_OCTETS)),
-        "read_ahead": (SMALL_ONE, SMALL_TWO),
-        "fetch": (big_message(2 * INLINE_FETCH), SMALL_TWO),
+        "body_now": (SMALL_ONE, big_message(2 * AHEAD_OCTETS)),
+        "body": (big_message(2 * INLINE_FETCH), SMALL_TWO),
     }
     [first, second] = server.deliver("alice", *texts[path])
     # Behind the timing wrapper, which counts the error.  A proxy, not a patched method:
     # the compiled build's store does not let its methods be replaced.
-    flaky = FailingOnce(server.store.wrapped, path)
+    flaky = FailingOnce(server.store.wrapped, "body" if path == "body" else "body_now", error)
     monkeypatch.setattr(server.store, "wrapped", flaky)
-    # The timing wrapper keeps the coroutine it wrapped first; have it wrap the proxy's.
-    monkeypatch.delitem(server.store.__dict__, "fetch", raising=False)
 
     with Client.connect(server) as client:
         client.line()
@@ -431,7 +477,7 @@ def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
         [
             b"+OK send PASS\r\n",
             b"+OK logged in, 2 messages (%d octets)\r\n" % (first.info.size + second.info.size),
-            b"-ERR [SYS/TEMP] the mail store is not available, try again later\r\n",
+            reply,
             retr_reply(first),
             retr_reply(second),
             b"+OK message 2 deleted\r\n",
@@ -442,5 +488,4 @@ def test_store_error_on_retr_is_sys_temp_and_the_session_goes_on(
     assert [e["uid"] for e in server.log.events("fetch_store_error")] == [first.info.uid]
     assert server.uids("alice") == [first.info.uid]
     metrics = server._context.metrics.render().decode()
-    operation = "read_ahead" if path == "read_ahead" else "fetch"
-    assert f'popbox_store_errors_total{{operation="{operation}"}} 1.0' in metrics
+    assert 'popbox_store_errors_total{operation="fetch"} 1.0' in metrics

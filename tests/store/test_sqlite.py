@@ -11,7 +11,8 @@ from popbox.message import prepare
 from popbox.store import SQLITE_FILE_NAME, migrate, open_store
 from popbox.store.base import StorePermanentError, StoreTemporaryError
 from popbox.store.memory import MemoryStore
-from popbox.store.sqlite import INLINE_FETCH, SqliteStore
+from popbox.store.sqlite import SqliteStore
+from popbox.store.sqlite_maildrop import INLINE_FETCH
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -160,8 +161,10 @@ async def test_fetch_returns_the_exact_wire_form_either_side_of_the_inline_limit
     back exactly the stored wire form, and None once the message is gone."""
     body = (b"x" * 75 + b"\r\n") * (octets // 77 + 1)
     info = await store.deliver("alice", prepare(b"Subject: big\r\n\r\n" + body))
-    wire = await store.fetch("alice", info.uid)
+    handle = await store.open_maildrop("alice")
+    wire = await handle.body(info.uid)
     assert wire is not None
     assert wire == b"Subject: big\r\n\r\n" + body
+    assert await store.fetch("alice", info.uid) == wire
     await store.delete("alice", [info.uid])
-    assert await store.fetch("alice", info.uid) is None
+    assert await handle.body(info.uid) is None

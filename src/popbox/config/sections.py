@@ -80,6 +80,9 @@ class LmtpConfig:
     max_message_size: int = 50 * 1024 * 1024  # octets, announced as SIZE; larger: 552 5.3.4
     over_quota: OverQuota = "temporary"  # 452 4.2.2 (the MTA retries) or 552 5.2.2 (bounce)
     timeout: float = 300.0  # seconds an LMTP client may stay silent
+    # Seconds a delivery (mailbox + content digest) is remembered, so an MTA's retry of
+    # a message that did commit is not stored twice (LMTP and `popbox deliver`); 0: off.
+    dedup_window: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,12 @@ before returning), and puts the one quota warning into the maildrop when usage c
 the threshold (E0004).  A refused delivery stores nothing: the quota check and the
 insert are one transaction in the store.
 
+A delivery given its ``original`` content carries a key (the mailbox and a SHA-256 of
+that content) the store records in the delivery's transaction: an MTA that retries a
+message whose acknowledgement it never got (the reply was lost, or the store could not
+learn the commit's outcome and answered "try again") within ``dedup_window`` seconds
+gets the first copy's acknowledgement, and no second copy is stored.
+
 Deliveries to one mailbox with a quota are serialised inside this process, so that the
 usage read after a delivery is that delivery's own and two deliveries crossing the
 threshold together send one warning.  Other processes delivering to the same mailbox at
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,7 +41,13 @@ if TYPE_CHECKING:
     from popbox.config import QuotaConfig
     from popbox.store.base import MailStore, MessageInfo, NewMessage
 
-__all__ = ["DeliveryAgent"]
+__all__ = ["DeliveryAgent", "delivery_key"]
+
+
+def delivery_key(name: str, original: bytes) -> str:
+    """The key that recognises a retry: ``name``'s mailbox and the content's digest."""
+    digest = hashlib.sha256(name.encode("utf-8") + b"\0" + original).hexdigest()
+    return f"sha256:{digest}"
 
 
 @dataclass(slots=True)
@@ -45,10 +59,11 @@ class _Gate:
 class DeliveryAgent:
     """Delivers into ``store`` under the ``[quota]`` settings.
 
-    ``hostname`` names this server in warning messages; ``clock`` gives POSIX seconds.
+    ``hostname`` names this server in warning messages; ``clock`` gives POSIX seconds;
+    ``dedup_window`` is how long a delivery is recognised when retried (0: never).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only settings with defaults
         self,
         store: MailStore,
         quota: QuotaConfig,
@@ -56,8 +71,10 @@ class DeliveryAgent:
         hostname: str,
         log: structlog.typing.FilteringBoundLogger | None = None,
         clock: Callable[[], float] = time.time,
+        dedup_window: float = 0.0,
     ) -> None:
         self._store = store
+        self._dedup_window = dedup_window
         self._quota = quota
         self._hostname = hostname
         self._log = log
@@ -85,9 +102,13 @@ class DeliveryAgent:
         used = await self._store.usage(name)
         return used < quota and used + size <= quota
 
-    async def deliver(self, name: str, message: NewMessage) -> MessageInfo:
+    async def deliver(
+        self, name: str, message: NewMessage, *, original: bytes | None = None
+    ) -> MessageInfo:
         """Store ``message`` for ``name`` durably; then warn if the quota is nearly full.
 
+        ``original`` is the content as the MTA sent it (before trace headers): with it,
+        a retry within ``dedup_window`` is answered with the first copy's ``MessageInfo``.
         Raises ``UnknownUser``, ``DeliveryRefused`` (over quota; nothing was stored) and
         ``StoreError`` (nothing was stored either, unless the failure came from the
         commit itself, which the caller must treat as "try again later").
@@ -96,10 +117,13 @@ class DeliveryAgent:
         if user is None:
             raise UnknownUser(f"no such user {name!r}")
         quota = effective_quota(user, self._quota)
+        window = self._dedup_window
+        if original is not None and window > 0:
+            message = dataclasses.replace(message, delivery_key=delivery_key(name, original))
         if quota is None:
-            return await self._store.deliver(name, message)
+            return await self._store.deliver(name, message, dedup_window=window)
         async with self._serialised(name):
-            info = await self._store.deliver(name, message, quota=quota)
+            info = await self._store.deliver(name, message, quota=quota, dedup_window=window)
             try:
                 await self._warn_if_due(name, info.size, quota)
             except StoreError as exc:

@@ -170,7 +170,7 @@ class LmtpHandler:
             self._metrics.delivery("malformed")
             return functools.partial(lp.reply_bad_message, problem=str(exc))
         try:
-            info = await self.agent.deliver(name, message)
+            info = await self.agent.deliver(name, message, original=content)
         except DeliveryRefused:
             log.info("lmtp_over_quota", stage="data", size=message.size)
             self._metrics.delivery("over_quota")

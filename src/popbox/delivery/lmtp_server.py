@@ -158,7 +158,13 @@ class LmtpServer:
         self._grace = config.pop3.shutdown_grace
         self.hostname = config.lmtp.hostname or socket.getfqdn()
         log = context.log.bind(service="lmtp")
-        agent = DeliveryAgent(context.store, config.quota, hostname=self.hostname, log=log)
+        agent = DeliveryAgent(
+            context.store,
+            config.quota,
+            hostname=self.hostname,
+            log=log,
+            dedup_window=config.lmtp.dedup_window,
+        )
         self._handler = LmtpHandler(
             agent, config.lmtp, hostname=self.hostname, log=log, metrics=context.metrics
         )

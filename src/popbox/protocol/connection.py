@@ -72,6 +72,14 @@ __all__ = [
 ]
 
 
+# What a store failure is answered with, by the response code the I/O layer chose.
+_STORE_FAILED = {
+    RespCode.SYS_TEMP: "the mail store is not available, try again later",
+    RespCode.SYS_PERM: "the mail store cannot do this until an administrator acts",
+    RespCode.IN_USE: "maildrop is locked by another session, try again later",
+}
+
+
 class Pop3Connection:
     """One POP3 server-side session, bytes in and bytes out."""
 
@@ -101,16 +109,6 @@ class Pop3Connection:
         """The logged-in user, once in TRANSACTION."""
         phase = self._phase.resume if isinstance(self._phase, Awaiting) else self._phase
         return phase.user if isinstance(phase, Transaction) else None
-
-    def run_from(self, msg: int, octets: int, count: int) -> list[int]:
-        """Uids worth reading together with ``msg``'s (``Maildrop.run_from``).
-
-        Empty outside TRANSACTION.  For the I/O layer's read-ahead; changes nothing.
-        """
-        phase = self._phase.resume if isinstance(self._phase, Awaiting) else self._phase
-        if not isinstance(phase, Transaction):
-            return []
-        return phase.maildrop.run_from(msg, octets, count)
 
     @property
     def lines_received(self) -> int:
@@ -232,24 +230,29 @@ class Pop3Connection:
         event = awaiting.event
         self._write(Err(f"message {event.msg} was deleted by another session"))
 
-    def store_failed(self) -> None:
-        """The store could not answer now: ``-ERR [SYS/TEMP]`` and carry on."""
+    def store_failed(self, code: RespCode = RespCode.SYS_TEMP) -> None:
+        """The store could not answer: one ``-ERR [code]`` (RFC 3206) and carry on."""
         awaiting = self._expect(PasswordLogin, SaslStart, SaslContinue, Retrieve)
         self._phase = awaiting.resume
         if not isinstance(awaiting.resume, Transaction):
             self._phase = Authorization()
-        self._write(Err("the mail store is not available, try again later", RespCode.SYS_TEMP))
+        self._write(Err(_STORE_FAILED.get(code, _STORE_FAILED[RespCode.SYS_TEMP]), code))
 
-    def update_finished(self, *, ok: bool) -> None:
+    def update_finished(self, *, ok: bool, code: RespCode = RespCode.SYS_TEMP) -> None:
         """UPDATE done: all marked messages removed, or none of them (V0006)."""
         event = self._expect(Update).event
         assert isinstance(event, Update)
         if ok:
             self._close(Ok(self._texts.signed_off(len(event.deleted))))
-        else:
-            self._close(
-                Err("messages marked as deleted were not removed, try again", RespCode.SYS_TEMP)
-            )
+        else:  # SYS/PERM: trying again will not help
+            retry = "" if code is RespCode.SYS_PERM else ", try again"
+            self._close(Err(f"messages marked as deleted were not removed{retry}", code))
+
+    def update_unknown(self) -> None:
+        """UPDATE's outcome could not be learnt: say so, never a guess (close, no retry)."""
+        self._expect(Update)
+        text = "could not learn whether messages marked as deleted were removed, log in again"
+        self._close(Err(text + " to see", RespCode.SYS_TEMP))
 
     def timed_out(self, seconds: float) -> None:
         """The inactivity timer ran out: one -ERR line, then close, no UPDATE (V0003)."""

@@ -72,25 +72,6 @@ class Maildrop:
         deleted = self._deleted
         return ((n, info) for n, info in enumerate(self._messages, 1) if n not in deleted)
 
-    def run_from(self, msg: int, octets: int, count: int) -> list[int]:
-        """Uids of ``msg`` and the next messages not marked as deleted, to read together.
-
-        At most ``count`` of them, whose stored sizes add up to at most ``octets``;
-        empty when ``msg`` alone is larger.  ``msg`` must be a message ``get`` gives.
-        """
-        uids: list[int] = []
-        total = 0
-        deleted = self._deleted
-        for index in range(msg - 1, len(self._messages)):
-            if index + 1 in deleted:
-                continue
-            info = self._messages[index]
-            total += info.stored_size
-            if total > octets or len(uids) == count:
-                break
-            uids.append(info.uid)
-        return uids
-
     def stat(self) -> tuple[int, int]:
         """Count and total size of the messages not marked as deleted."""
         return len(self._messages) - len(self._deleted), self._size - self._deleted_size

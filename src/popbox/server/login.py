@@ -6,9 +6,10 @@ from the sans-IO connection to a ``LoginFlow``, which answers it on that connect
 attempt first asks the brute-force guard: a locked-out IP or user is refused with
 ``[LOGIN-DELAY]`` before any hashing or SASL exchange.  A verified user then passes the
 per-user session limit, takes the maildrop lock when ``pop3.lock_mailbox`` is set (renewed
-by a task at a third of the lease, so a crashed node's lock expires), and gets its
-snapshot.  The lock outlives the login: the session releases it through ``release_lock``
-at UPDATE, before the ``+OK`` (RFC 1939 section 6), or when the connection ends.
+by a task at a third of the lease, so a crashed node's lock expires), and opens its
+``MaildropHandle`` (the snapshot, the body reads, UPDATE's commit: ``maildrop``).  Lock
+and handle outlive the login: the session gives both up through ``release_lock`` at
+UPDATE, before the ``+OK`` (RFC 1939 section 6), or when the connection ends.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
 from popbox.auth.passwords import ARGON2ID, verify_password
 from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
 from popbox.protocol.replies import Err, RespCode
+from popbox.server.store_errors import response_code
 from popbox.store.base import MaildropLocked, StoreError
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from popbox.protocol.connection import Pop3Connection
     from popbox.server.context import ServerContext
     from popbox.server.observe import SessionObserver
+    from popbox.store.base import MaildropHandle
 
 __all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow"]
 
@@ -61,6 +64,8 @@ class LoginFlow:
         self._peer_ip = "-"  # brute-force accounting is per source IP, not per port
         self.log: structlog.typing.FilteringBoundLogger = server.log
         """The session's logger; bound with ``user=`` once a login succeeds."""
+        self.maildrop: MaildropHandle | None = None
+        """The logged-in user's maildrop handle, from the login until ``release_lock``."""
 
     def attach(self, peer: str, peer_ip: str, log: structlog.typing.FilteringBoundLogger) -> None:
         """Learn the client's address and the session's logger once the connection is made."""
@@ -83,7 +88,13 @@ class LoginFlow:
                 self._mechanism = None
 
     async def release_lock(self) -> None:
-        """Give up the maildrop lock, if this session holds one; store errors are ignored."""
+        """Give up the maildrop: its handle, and its lock if this session holds one.
+
+        Store errors are ignored: the lease of a lock left behind runs out.
+        """
+        maildrop, self.maildrop = self.maildrop, None
+        if maildrop is not None:
+            await maildrop.close()
         renewer, self._lock_renewer = self._lock_renewer, None
         if renewer is None:
             return
@@ -98,9 +109,9 @@ class LoginFlow:
             return  # refused before hashing: a lockout must not cost CPU
         try:
             record = await self._server.store.get_user(user)
-        except StoreError:
+        except StoreError as exc:
             self.log.warning("login_store_error", user=user)
-            self._conn.store_failed()
+            self._conn.store_failed(response_code(exc))
             return
         # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
         # so is a name USER could not accept (V0008, Exchange profiles), looked up all the
@@ -116,10 +127,10 @@ class LoginFlow:
     async def _sasl_step(self, pending: Awaitable[Step], mechanism: str) -> None:
         try:
             step = await pending
-        except StoreError:
+        except StoreError as exc:
             self.log.warning("auth_backend_unavailable", mechanism=mechanism or "?")
             self._mechanism = None
-            self._conn.store_failed()
+            self._conn.store_failed(response_code(exc))
             return
         name = mechanism or (self._mechanism.name if self._mechanism else "?")
         match step:
@@ -145,24 +156,25 @@ class LoginFlow:
             if pop3.lock_mailbox:
                 await store.acquire_lock(user, self._session_id, pop3.lock_lease)
                 self._lock_renewer = asyncio.get_running_loop().create_task(self._renew_lock(user))
-            messages = await store.snapshot(user)
-        except MaildropLocked:
+            maildrop = await store.open_maildrop(user)
+        except MaildropLocked as exc:
             self.log.info("login_refused_locked", user=user, mechanism=mechanism)
             self._observe.login_result(mechanism, "locked")
             self._conn.login_failed(
-                Err("maildrop is locked by another session, try again later", RespCode.IN_USE)
+                Err("maildrop is locked by another session, try again later", response_code(exc))
             )
             return
-        except StoreError:
+        except StoreError as exc:
             self.log.warning("login_store_error", user=user)
             self._observe.login_result(mechanism, "store_error")
-            self._conn.store_failed()
+            self._conn.store_failed(response_code(exc))
             return
+        self.maildrop = maildrop
         self.log = self.log.bind(user=user)
-        self.log.info("login", mechanism=mechanism, messages=len(messages))
+        self.log.info("login", mechanism=mechanism, messages=len(maildrop.messages))
         self._observe.logged_in(user, mechanism, self.log)
         self._server.guard.succeeded(user)
-        self._conn.login_succeeded(user, messages)
+        self._conn.login_succeeded(user, maildrop.messages)
 
     async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
         guard = self._server.guard

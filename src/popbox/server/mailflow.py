@@ -1,16 +1,16 @@
 """The post-login half of a POP3 session: RETR/TOP bodies and UPDATE, against the store.
 
-Theory of operation: the session (``server/session.py``) offers every ``Retrieve`` to
-``answer_now`` first, which answers it in the callback that read the command when the
-store has the body at once (``fetch_now``); otherwise the session awaits ``retrieve``.
-When the client asks for consecutive messages, as a download does, the next few small
-bodies are read in one go (``MailStore.read_ahead``: at most ``AHEAD_COUNT`` messages
-and ``AHEAD_OCTETS`` octets held per session) and the RETRs that follow are answered
-from them, as long as the store vouches that none of them has been removed since.
-``update`` runs QUIT's UPDATE (V0006) and gives the maildrop lock back before the +OK
-(RFC 1939 s6).  Every answer goes to the sans-IO connection, and a store that fails is
-one ``-ERR [SYS/TEMP]`` the session survives.  The mirror image of ``LoginFlow``
-(``server/login.py``), whose logger (bound with the user) and lock it uses.
+Theory of operation: the login gives the session a ``MaildropHandle``
+(``LoginFlow.maildrop``): the snapshot, the body reads and UPDATE's commit.  The
+session (``server/session.py``) offers every ``Retrieve`` to ``answer_now`` first, which
+answers it in the callback that read the command when the handle has the body at once
+(``body_now``; whatever a backend reads ahead stays inside its handle); otherwise the
+session awaits ``retrieve``.  ``update`` runs QUIT's UPDATE (V0006) as the handle's one
+atomic commit and gives the maildrop lock back before the +OK (RFC 1939 s6).  Every
+answer goes to the sans-IO connection; a store that fails is one ``-ERR`` with the
+response code ``store_errors.response_code`` gives its kind, and the session survives.
+The mirror image of ``LoginFlow`` (``server/login.py``), whose logger (bound with the
+user), lock and handle it uses.
 """
 
 from __future__ import annotations
@@ -19,21 +19,17 @@ import time
 from typing import TYPE_CHECKING
 
 from popbox import message
-from popbox.store.base import Pending, StoreError
+from popbox.server.store_errors import response_code
+from popbox.store.base import CommitOutcomeUnknown, Pending, StoreError
 
 if TYPE_CHECKING:
     from popbox.protocol.connection import Pop3Connection, Retrieve
     from popbox.server.context import ServerContext
     from popbox.server.login import LoginFlow
     from popbox.server.observe import SessionObserver
-    from popbox.store.base import Prefetched
+    from popbox.store.base import MaildropHandle
 
-__all__ = ["AHEAD_COUNT", "AHEAD_OCTETS", "MailFlow"]
-
-# One read serves up to this many RETRs; beyond 16 the saving per RETR is small, while
-# the memory a downloading session holds keeps growing.
-AHEAD_COUNT = 16
-AHEAD_OCTETS = 64 * 1024
+__all__ = ["MailFlow"]
 
 
 class MailFlow:
@@ -50,75 +46,56 @@ class MailFlow:
         self._conn = conn
         self._observe = observe
         self._login = login
-        self._ahead: Prefetched | None = None
-        self._previous = 0  # the message number of the last RETR or TOP
 
     def answer_now(self, event: Retrieve, *, lost: bool) -> bool:
-        """Answer RETR/TOP from ``fetch_now`` if the store can; False: ``retrieve`` must."""
-        user = self._conn.user
-        assert user is not None
+        """Answer RETR/TOP from ``body_now`` if the handle can; False: ``retrieve`` must."""
         if lost:
             self._conn.store_failed()  # nobody to send it to: do not read the body
             return True
         try:
-            wire = self._read_now(user, event)
-        except StoreError:
+            wire = self._maildrop().body_now(event.info.uid)
+        except StoreError as exc:
             self._login.log.warning("fetch_store_error", uid=event.info.uid)
-            self._conn.store_failed()
+            self._conn.store_failed(response_code(exc))
             return True
         if wire is Pending.FETCH:
             return False
         self._send(event, wire)
         return True
 
-    def _read_now(self, user: str, event: Retrieve) -> bytes | Pending | None:
-        uid = event.info.uid
-        consecutive = event.msg == self._previous + 1
-        self._previous = event.msg
-        if self._ahead is not None:
-            wire = self._ahead.take(uid)
-            if wire is not None:
-                return wire
-        store = self._server.store
-        if consecutive:
-            run = self._conn.run_from(event.msg, AHEAD_OCTETS, AHEAD_COUNT)
-            if len(run) > 1:
-                self._ahead = store.read_ahead(user, run)
-                wire = None if self._ahead is None else self._ahead.take(uid)
-                if wire is not None:
-                    return wire
-        # Not read ahead, too large, removed meanwhile (None), or stale: read it now.
-        return store.fetch_now(user, uid)
-
     async def retrieve(self, event: Retrieve) -> None:
-        user = self._conn.user
-        assert user is not None
         try:
-            wire = await self._server.store.fetch(user, event.info.uid)
-        except StoreError:
+            wire = await self._maildrop().body(event.info.uid)
+        except StoreError as exc:
             self._login.log.warning("fetch_store_error", uid=event.info.uid)
-            self._conn.store_failed()
+            self._conn.store_failed(response_code(exc))
             return
         self._send(event, wire)
 
     async def update(self, deleted: tuple[int, ...], retrieved: tuple[int, ...]) -> None:
-        user = self._conn.user
-        assert user is not None
-        store = self._server.store
         try:
-            removed = await store.delete(user, deleted) if deleted else 0
-            if retrieved:
-                await store.mark_retrieved(user, retrieved, time.time())
-        except StoreError:
-            self._login.log.warning("update_failed", marked=len(deleted))
+            removed = await self._maildrop().commit(deleted, retrieved, time.time())
+        except CommitOutcomeUnknown:
+            self._login.log.warning("update_outcome_unknown", marked=len(deleted))
             await self._login.release_lock()
-            self._conn.update_finished(ok=False)
+            self._conn.update_unknown()
+            return
+        except StoreError as exc:
+            # One transaction: nothing was removed, and the reply says exactly that.
+            self._login.log.warning("update_failed", marked=len(deleted), error=str(exc))
+            await self._login.release_lock()
+            self._conn.update_finished(ok=False, code=response_code(exc))
             return
         self._login.log.info("update", deleted=removed)
         # RFC 1939 s6: UPDATE releases the maildrop before the +OK, so a client that
         # reconnects as soon as it reads it does not find the maildrop still locked.
         await self._login.release_lock()
         self._conn.update_finished(ok=True)
+
+    def _maildrop(self) -> MaildropHandle:
+        maildrop = self._login.maildrop
+        assert maildrop is not None, "RETR, TOP and UPDATE come after a login"
+        return maildrop
 
     def _send(self, event: Retrieve, wire: bytes | None) -> None:
         if wire is None:

@@ -11,9 +11,14 @@ Unique-ids come from a per-mailbox counter that is never decremented (C0007-C000
 deleted message's id is never given out again.  A message imported from another server
 may carry a legacy unique-id string that UIDL shows instead of the number.
 
+A session works on one ``MaildropHandle`` (``MailStore.open_maildrop`` at login): the
+snapshot, the body reads (a backend's read-ahead lives inside its handle) and UPDATE's
+one atomic ``commit``.
+
 Every method may raise ``StoreTemporaryError`` (try again later: the database is down or
-busy) or ``StorePermanentError`` (an administrator must act).  The session maps each to
-exactly one ``-ERR [SYS/...]`` reply; nothing else about the failure reaches a client.
+busy) or ``StorePermanentError`` (an administrator must act).  The server maps each kind
+to exactly one response code in one place (``server/store_errors.py``); nothing else
+about the failure reaches a client.
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "DeliveryRefused",
     "MailStore",
+    "MaildropHandle",
     "MaildropLocked",
     "MessageInfo",
     "NewMessage",
     "Pending",
-    "Prefetched",
     "RefusalReason",
     "StoreError",
     "StorePermanentError",
@@ -54,6 +60,11 @@ class StoreTemporaryError(StoreError):
 
 class StorePermanentError(StoreError):
     """The store refuses for a reason only an administrator can fix (corruption, schema)."""
+
+
+class CommitOutcomeUnknown(StoreTemporaryError):
+    """A commit was sent but its reply was lost, and the store could not learn, within
+    its bound, whether it took effect.  Nothing may be claimed either way."""
 
 
 class UnknownUser(StoreError):
@@ -147,23 +158,53 @@ class NewMessage:
     # An import's name for where the message came from; ``import_messages`` stores a
     # key at most once per mailbox, which makes an interrupted import safe to run again.
     import_key: str | None = None
+    # A delivery's name for this copy (recipient and content digest, delivery/agent.py):
+    # ``deliver`` recognises a retry of a delivery that committed (``dedup_window``).
+    delivery_key: str | None = None
 
 
 class Pending(enum.Enum):
-    """``fetch_now`` cannot answer without waiting: ``fetch`` must."""
+    """``body_now`` cannot answer without waiting: ``body`` must."""
 
     FETCH = "fetch"
 
 
-class Prefetched(Protocol):
-    """Bodies a store read ahead for one session (``MailStore.read_ahead``)."""
+class MaildropHandle(Protocol):
+    """One session's maildrop, from login to UPDATE (``MailStore.open_maildrop``).
 
-    def take(self, uid: int) -> bytes | None:
-        """``uid``'s body if it was read and cannot be stale, handed out once; else None."""
+    ``messages`` is the snapshot taken at login, in uid order (C0004: it never changes).
+    Body reads may be answered from whatever the backend read ahead, but never with the
+    body of a message removed after this session's snapshot of it was read (C0004).
+    """
+
+    messages: Sequence[MessageInfo]
+
+    def body_now(self, uid: int) -> bytes | Pending | None:
+        """``body``'s answer if the handle has it without waiting, else ``Pending.FETCH``.
+
+        A backend whose reads are in memory or in a local file answers small bodies at
+        once, so a session can reply to RETR in the callback that read the command;
+        one whose reads cross a network always says ``Pending.FETCH``.
+        """
+
+    async def body(self, uid: int) -> bytes | None:
+        """The wire form of one message, or None if it has been removed since."""
+
+    async def commit(self, deleted: Sequence[int], retrieved: Sequence[int], at: float) -> int:
+        """UPDATE in one transaction: remove ``deleted``, stamp ``retrieved`` with ``at``.
+
+        All or nothing (V0006): on return both took effect; on ``StoreError`` neither
+        did, except ``CommitOutcomeUnknown``, raised only when the store could not learn
+        the outcome within its bound.  Uids already gone are skipped; the first
+        retrieval time is kept (E0005).  Returns how many messages were removed.
+        """
+
+    async def close(self) -> None:
+        """Drop what the handle holds (read-ahead copies); the store stays open."""
 
 
 class MailStore(Protocol):
-    """The contract of a mailbox store.  All methods but ``fetch_now`` are coroutines."""
+    """The contract of a mailbox store.  Every method is a coroutine."""
 
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""
@@ -195,6 +236,9 @@ class MailStore(Protocol):
 
     # -- maildrop ------------------------------------------------------------
 
+    async def open_maildrop(self, name: str) -> MaildropHandle:
+        """A session's handle on ``name``'s maildrop, its snapshot read.  Raises ``UnknownUser``."""
+
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
         """Every message of the maildrop, ordered by uid, in one consistent read."""
 
@@ -204,30 +248,22 @@ class MailStore(Protocol):
     async def fetch(self, name: str, uid: int) -> bytes | None:
         """The wire form of one message, or None if it has been removed since."""
 
-    def fetch_now(self, name: str, uid: int) -> bytes | Pending | None:
-        """``fetch``'s answer if the store has it without waiting, else ``Pending.FETCH``.
-
-        A backend whose reads are in memory or in a local file answers small bodies at
-        once, so a session can reply to RETR in the callback that read the command;
-        one whose reads cross a network always says ``Pending.FETCH``.
-        """
-
-    def read_ahead(self, name: str, uids: Sequence[int]) -> Prefetched | None:
-        """The bodies of ``uids`` read at once, for RETRs that are about to ask for them.
-
-        Where each ``fetch_now`` costs a read transaction, one read serves a run of
-        consecutive RETRs.  ``take`` may never hand out the body of a message removed
-        after this call began (C0004).  None: this store does not read ahead (its
-        ``fetch_now`` is as cheap as a copy, or its reads cross a network).
-        """
-
     async def deliver(
-        self, name: str, message: NewMessage, *, quota: int | None = None
+        self,
+        name: str,
+        message: NewMessage,
+        *,
+        quota: int | None = None,
+        dedup_window: float = 0.0,
     ) -> MessageInfo:
         """Store one message durably (committed before returning) and give it a uid.
 
         With ``quota`` (octets), refuses with ``DeliveryRefused(OVER_QUOTA)`` when the
         message would take the maildrop over it; the check and the insert are atomic.
+        A message with a ``delivery_key`` the mailbox recorded less than
+        ``dedup_window`` seconds ago is not stored again: the earlier delivery's
+        ``MessageInfo`` is returned.  The key is recorded in the delivery's transaction,
+        and a backend whose commit reply can be lost looks it up before it answers.
         Raises ``UnknownUser``.
         """
 

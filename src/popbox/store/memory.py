@@ -32,7 +32,7 @@ from popbox.store.transfer import MailboxState
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryMaildrop", "MemoryStore"]
 
 
 @dataclass(slots=True)
@@ -55,6 +55,7 @@ class _Mailbox:
     next_uid: int = 1
     quota_warned: bool = False
     import_keys: set[str] = field(default_factory=set)
+    delivery_keys: dict[str, tuple[int, float]] = field(default_factory=dict)  # uid, when
     # Uids are handed out in increasing order and appended, so insertion order is uid
     # order: snapshot() needs no sort.
     messages: dict[int, _Stored] = field(default_factory=dict)
@@ -119,22 +120,53 @@ class MemoryStore:
     async def usage(self, name: str) -> int:
         return sum(stored.info.size for stored in self._mailbox(name).messages.values())
 
+    async def open_maildrop(self, name: str) -> MemoryMaildrop:
+        return MemoryMaildrop(self, name, await self.snapshot(name))
+
     async def fetch(self, name: str, uid: int) -> bytes | None:
-        return self.fetch_now(name, uid)
+        return self.body(name, uid)
 
-    def read_ahead(self, name: str, uids: Sequence[int]) -> None:  # noqa: ARG002 - the contract's
-        return None  # fetch_now is already a dictionary lookup
-
-    def fetch_now(self, name: str, uid: int) -> bytes | None:
+    def body(self, name: str, uid: int) -> bytes | None:
+        """``fetch`` without the coroutine: a dictionary lookup."""
         self._check_open()
         mailbox = self._users.get(name)
         stored = None if mailbox is None else mailbox.messages.get(uid)
         return None if stored is None else stored.wire
 
+    def commit(self, name: str, deleted: Iterable[int], retrieved: Iterable[int], at: float) -> int:
+        """Remove ``deleted`` and stamp ``retrieved`` in one step (no await: atomic)."""
+        messages = self._mailbox(name).messages
+        for uid in retrieved:
+            stored = messages.get(uid)
+            if stored is not None and stored.retrieved_at is None:
+                stored.retrieved_at = at
+        # A set: naming a uid twice must not count it twice.
+        gone = {uid for uid in deleted if uid in messages}
+        for uid in gone:
+            del messages[uid]
+        return len(gone)
+
     async def deliver(
-        self, name: str, message: NewMessage, *, quota: int | None = None
+        self,
+        name: str,
+        message: NewMessage,
+        *,
+        quota: int | None = None,
+        dedup_window: float = 0.0,
     ) -> MessageInfo:
         mailbox = self._mailbox(name)
+        key = message.delivery_key
+        now = 0.0 if key is None else self._clock()
+        if key is not None:
+            keys = mailbox.delivery_keys
+            for old in [k for k, (_, at) in keys.items() if at < now - dedup_window]:
+                del keys[old]
+            earlier = keys.get(key)
+            if earlier is not None:
+                stored = mailbox.messages.get(earlier[0])
+                if stored is not None:
+                    return stored.info
+                return MessageInfo(earlier[0], message.size, len(message.wire), earlier[1])
         if quota is not None:
             used = sum(stored.info.size for stored in mailbox.messages.values())
             if used + message.size > quota:
@@ -142,7 +174,10 @@ class MemoryStore:
                     RefusalReason.OVER_QUOTA,
                     f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
                 )
-        return self._store(mailbox, message)
+        info = self._store(mailbox, message)
+        if key is not None:
+            mailbox.delivery_keys[key] = (info.uid, now)
+        return info
 
     def _store(self, mailbox: _Mailbox, message: NewMessage) -> MessageInfo:
         uid = mailbox.next_uid
@@ -187,19 +222,10 @@ class MemoryStore:
         return len(due)
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
-        messages = self._mailbox(name).messages
-        # A set: naming a uid twice must not count it twice.
-        gone = {uid for uid in uids if uid in messages}
-        for uid in gone:
-            del messages[uid]
-        return len(gone)
+        return self.commit(name, uids, (), 0.0)
 
     async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
-        messages = self._mailbox(name).messages
-        for uid in uids:
-            stored = messages.get(uid)
-            if stored is not None and stored.retrieved_at is None:
-                stored.retrieved_at = at
+        self.commit(name, (), uids, at)
 
     def retrieved_at(self, name: str, uid: int) -> float | None:
         """When ``uid`` was first retrieved, or None; for tests, outside the contract."""
@@ -261,3 +287,26 @@ def _due(stored: _Stored, retrieved_before: float | None, unretrieved_before: fl
 def _record(name: str, mailbox: _Mailbox) -> UserRecord:
     # A copy, so a caller mutating the mapping cannot change the stored verifiers.
     return UserRecord(name=name, verifiers=dict(mailbox.verifiers), quota=mailbox.quota)
+
+
+class MemoryMaildrop:
+    """A session's ``MaildropHandle`` on a ``MemoryStore``: every read is a lookup."""
+
+    __slots__ = ("_name", "_store", "messages")
+
+    def __init__(self, store: MemoryStore, name: str, messages: Sequence[MessageInfo]) -> None:
+        self._store = store
+        self._name = name
+        self.messages = messages
+
+    def body_now(self, uid: int) -> bytes | None:
+        return self._store.body(self._name, uid)
+
+    async def body(self, uid: int) -> bytes | None:
+        return self._store.body(self._name, uid)
+
+    async def commit(self, deleted: Sequence[int], retrieved: Sequence[int], at: float) -> int:
+        return self._store.commit(self._name, deleted, retrieved, at)
+
+    async def close(self) -> None:
+        """Nothing is held beyond the snapshot."""

@@ -21,6 +21,10 @@ every guarantee of the contract is made by the database, never by process memory
   nodes' clocks must agree (NTP) to well within the lease length.
 * Bodies are ``bytea`` (see the 0001 migration for why), selected only by ``fetch``;
   asyncpg's binary protocol decodes the value straight into the ``bytes`` returned.
+* UPDATE (``commit_update``, through a session's ``PostgresMaildrop``) and a keyed
+  delivery write a row naming themselves in their transaction, so that when the
+  connection dies during COMMIT the outcome is looked up before anything is answered
+  (``postgres_maildrop.run_commit``, bounded by ``connect_timeout``).
 
 Driver failures become ``StoreTemporaryError`` or ``StorePermanentError`` in one place,
 ``_connection()``, using ``postgres_ops.translate``.  Every network wait is bounded:
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +49,12 @@ from popbox.store import postgres_ops as ops
 from popbox.store.base import (
     MaildropLocked,
     MessageInfo,
-    Pending,
     StoreError,
     UnknownUser,
     UserExists,
     UserRecord,
 )
+from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -59,7 +64,11 @@ if TYPE_CHECKING:
     from popbox.store.base import NewMessage
     from popbox.store.transfer import ImportedMessage, MailboxState
 
-__all__ = ["PostgresStore"]
+__all__ = ["TOKEN_LIFETIME", "PostgresStore"]
+
+# Seconds an UPDATE's commit token is kept: it is looked up within seconds of its
+# commit, and later UPDATEs purge the old ones.
+TOKEN_LIFETIME = 86400.0
 
 
 class PostgresStore:
@@ -178,6 +187,9 @@ class PostgresStore:
 
     # -- maildrop ------------------------------------------------------------
 
+    async def open_maildrop(self, name: str) -> PostgresMaildrop:
+        return PostgresMaildrop(self, name, await self.snapshot(name))
+
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
         async with self._connection() as conn:
             rows = await conn.fetch(ops.SNAPSHOT, name)
@@ -194,13 +206,6 @@ class PostgresStore:
             raise UnknownUser(f"no such user {name!r}")
         return int(row[0])
 
-    def fetch_now(self, name: str, uid: int) -> Pending:  # noqa: ARG002 - the contract's
-        return Pending.FETCH  # every read is a round trip to the server
-
-    def read_ahead(self, name: str, uids: Sequence[int]) -> None:  # noqa: ARG002 - the contract's
-        # No cheap way to learn that another node removed a message: read each RETR.
-        return None
-
     async def fetch(self, name: str, uid: int) -> bytes | None:
         # asyncpg reads bytea in the binary format straight into one bytes object, which
         # is returned as it is: one copy of the body in memory, and no hex text that
@@ -210,12 +215,55 @@ class PostgresStore:
         return wire
 
     async def deliver(
-        self, name: str, message: NewMessage, *, quota: int | None = None
+        self,
+        name: str,
+        message: NewMessage,
+        *,
+        quota: int | None = None,
+        dedup_window: float = 0.0,
     ) -> MessageInfo:
-        # If the caller is cancelled while COMMIT runs, the message may be stored
-        # without an acknowledgement; the MTA then retries (at-least-once delivery).
-        async with self._connection() as conn:
-            return await ops.deliver(conn, name, message, quota, self._clock)
+        stamp = self._clock()
+        dedup = (stamp, stamp - dedup_window)
+
+        async def work(conn: PoolConnectionProxy[asyncpg.Record]) -> MessageInfo:
+            return await ops.deliver(conn, name, message, quota, dedup, self._clock)
+
+        key = message.delivery_key
+        if key is None:
+            # Without a key a lost COMMIT reply cannot be resolved: the MTA retries
+            # (at-least-once delivery).
+            async with self._connection() as conn:
+                return await work(conn)
+
+        async def committed(conn: PoolConnectionProxy[asyncpg.Record]) -> MessageInfo | None:
+            row = await conn.fetchrow(ops.COMMITTED_DELIVERY, name, key, stamp)
+            return None if row is None else ops.delivered_info(row, message)
+
+        return await run_commit(self._connection, work, committed, self._connect_timeout)
+
+    async def commit_update(
+        self, name: str, deleted: Sequence[int], retrieved: Sequence[int], at: float
+    ) -> int:
+        """UPDATE for ``PostgresMaildrop.commit``: one transaction, its outcome always learnt."""
+        gone = sorted(set(deleted))
+        marked = sorted(set(retrieved) - set(gone))
+        token = secrets.token_hex(16)
+        now = self._clock()
+
+        async def work(conn: PoolConnectionProxy[asyncpg.Record]) -> int:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    ops.COMMIT_UPDATE, name, gone, marked, at, token, now - TOKEN_LIFETIME, now
+                )
+                if row is None or row["user_id"] is None:
+                    raise UnknownUser(f"no such user {name!r}")
+            return int(row["n"])
+
+        async def committed(conn: PoolConnectionProxy[asyncpg.Record]) -> int | None:
+            removed = await conn.fetchval(ops.COMMITTED_UPDATE, token)
+            return None if removed is None else int(removed)
+
+        return await run_commit(self._connection, work, committed, self._connect_timeout)
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
         return await self._count_for_user(ops.DELETE, name, sorted(set(uids)))

@@ -41,7 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACQUIRE_LOCK",
+    "COMMITTED_DELIVERY",
+    "COMMITTED_UPDATE",
+    "COMMIT_UPDATE",
     "DELETE",
+    "EARLIER_DELIVERY",
     "EXPIRE",
     "FETCH",
     "LOCK_COUNTER",
@@ -55,6 +59,7 @@ __all__ = [
     "apply_migrations",
     "copy_rows",
     "deliver",
+    "delivered_info",
     "import_messages",
     "translate",
     "user_record",
@@ -99,6 +104,38 @@ DELETE = (
     " gone AS (DELETE FROM messages AS m USING u"
     "  WHERE m.user_id = u.id AND m.uid = ANY($2::bigint[]) RETURNING 1)"
     " SELECT (SELECT id FROM u) AS user_id, (SELECT count(*) FROM gone) AS n"
+)
+# UPDATE: stamp, remove, and record the token that lets popbox learn the outcome after a
+# lost COMMIT reply, in one statement (inside the caller's transaction); tokens older
+# than $6 are purged on the way.  The retrieved uids exclude the deleted ones: a
+# statement must not change one row twice.
+COMMIT_UPDATE = (
+    "WITH u AS (SELECT id FROM users WHERE name = $1),"
+    " marked AS (UPDATE messages AS m SET retrieved_at = $4 FROM u"
+    "  WHERE m.user_id = u.id AND m.uid = ANY($3::bigint[]) AND m.retrieved_at IS NULL"
+    "  RETURNING 1),"
+    " gone AS (DELETE FROM messages AS m USING u"
+    "  WHERE m.user_id = u.id AND m.uid = ANY($2::bigint[]) RETURNING 1),"
+    " purged AS (DELETE FROM commit_tokens WHERE committed_at < $6 RETURNING 1),"
+    " token AS (INSERT INTO commit_tokens (token, committed_at, removed)"
+    "  SELECT $5, $7, (SELECT count(*) FROM gone) FROM u RETURNING 1)"
+    " SELECT (SELECT id FROM u) AS user_id, (SELECT count(*) FROM gone) AS n"
+)
+COMMITTED_UPDATE = "SELECT removed FROM commit_tokens WHERE token = $1"
+# A delivery key recorded since $3 (older ones of the mailbox are purged on the way).
+EARLIER_DELIVERY = (
+    "WITH purged AS (DELETE FROM delivery_keys WHERE user_id = $1 AND delivered_at < $3"
+    "  RETURNING 1)"
+    " SELECT k.uid, k.delivered_at, m.size, m.stored_size, m.received_at, m.legacy_uidl"
+    " FROM delivery_keys AS k LEFT JOIN messages AS m ON m.user_id = k.user_id AND m.uid = k.uid"
+    " WHERE k.user_id = $1 AND k.key = $2 AND k.delivered_at >= $3"
+)
+# The delivery made at exactly $3 (its own stamp): did a delivery whose reply was lost commit?
+COMMITTED_DELIVERY = (
+    "SELECT k.uid, k.delivered_at, m.size, m.stored_size, m.received_at, m.legacy_uidl"
+    " FROM users AS u JOIN delivery_keys AS k ON k.user_id = u.id"
+    " LEFT JOIN messages AS m ON m.user_id = k.user_id AND m.uid = k.uid"
+    " WHERE u.name = $1 AND k.key = $2 AND k.delivered_at = $3"
 )
 MARK_RETRIEVED = (
     "WITH u AS (SELECT id FROM users WHERE name = $1),"
@@ -235,16 +272,26 @@ def user_record(row: asyncpg.Record) -> UserRecord:
     return UserRecord(name=name, verifiers=verifiers, quota=None if quota is None else int(quota))
 
 
-async def deliver(
+async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
     conn: Conn,
     name: str,
     message: NewMessage,
     quota: int | None,
+    dedup: tuple[float, float],
     clock: Callable[[], float],
 ) -> MessageInfo:
-    """``MailStore.deliver`` as one transaction: lock the counter, check quota, store."""
+    """``MailStore.deliver`` as one transaction: lock the counter, check quota, store.
+
+    ``dedup`` is (this delivery's stamp, the oldest stamp of a key that still counts).
+    """
+    stamp, since = dedup
+    key = message.delivery_key
     async with conn.transaction():
         user_id, uid = await _lock_counter(conn, name)
+        if key is not None:
+            earlier = await conn.fetchrow(EARLIER_DELIVERY, user_id, key, since)
+            if earlier is not None:
+                return delivered_info(earlier, message)
         if quota is not None:
             # A statement after the lock: under READ COMMITTED it sees every delivery
             # committed before ours got the row, so two cannot pass on the same usage.
@@ -263,7 +310,30 @@ async def deliver(
             user_id,
             *_row(info, message.retrieved_at, message.wire),
         )
+        if key is not None:
+            await conn.execute(
+                "INSERT INTO delivery_keys (user_id, key, uid, delivered_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key)"
+                " DO UPDATE SET uid = excluded.uid, delivered_at = excluded.delivered_at",
+                user_id,
+                key,
+                uid,
+                stamp,
+            )
     return info
+
+
+def delivered_info(row: asyncpg.Record, message: NewMessage) -> MessageInfo:
+    """The ``MessageInfo`` of a recorded delivery (``EARLIER_DELIVERY``'s columns)."""
+    if row["size"] is None:  # delivered, then retrieved and deleted before the retry
+        return MessageInfo(int(row["uid"]), message.size, len(message.wire), row["delivered_at"])
+    return MessageInfo(
+        int(row["uid"]),
+        int(row["size"]),
+        int(row["stored_size"]),
+        float(row["received_at"]),
+        row["legacy_uidl"],
+    )
 
 
 async def import_messages(

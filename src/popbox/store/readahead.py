@@ -3,8 +3,8 @@
 Theory of operation: a client downloading its maildrop sends RETR 1, RETR 2, ... and
 for small messages each RETR was one SQLite read transaction (a WAL read lock, its
 release, one statement): the largest single share of the command cycle.  Once a
-session asks for consecutive messages, ``SqliteStore.read_ahead`` reads the next few
-bodies in one statement, and the session answers the following RETRs from them.
+session asks for consecutive messages, its ``SqliteMaildrop`` reads the next few
+bodies in one statement and answers the following RETRs from them.
 
 C0004 forbids answering from a copy blindly: RETR of a message that another session
 removed after the copy was read must get -ERR.  So every popbox process that removes
@@ -19,7 +19,11 @@ read:
 - a removal committed after it bumps the counter after committing, so the copy is
   dropped from then on and the RETR reads the store as before.
 
-Checking a counter is a read of shared memory: no system call, no lock.  Mailboxes
+Checking a counter is a read of shared memory: no system call, no lock.  A bump is a
+read-modify-write, so bumps from several processes are serialised by an ``flock`` on
+the file (an increment lost to a race could bring a counter back to a value a reader
+saw before a removal, and that reader would then use a stale copy); bumps happen once
+per removing transaction, never on the read path.  Mailboxes
 share the 4096 counters by a hash of their name; a collision only drops a copy that
 was still good.  A process killed between its commit and its bump (a window of
 microseconds) leaves other sessions' copies unmarked, so the counter is also bumped
@@ -28,8 +32,10 @@ before the transaction, which narrows that case to a copy read inside the window
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
+import threading
 import zlib
 from typing import TYPE_CHECKING
 
@@ -71,6 +77,9 @@ class ChangeBeacon:
         # The map lives as long as a ReadAhead refers to it (it is never closed
         # explicitly, so a copy outliving its store is still checked, never an error).
         self._counters = memoryview(self._map).cast("Q")
+        self._path = path
+        self._lock_fd: int | None = None  # opened at the first bump: see _exclusive
+        self._thread_lock = threading.Lock()
 
     @staticmethod
     def slot_of(name: str) -> int:
@@ -80,9 +89,36 @@ class ChangeBeacon:
         return int(self._counters[slot])
 
     def bump(self, name: str) -> None:
-        """Mark every copy of ``name``'s bodies read before now as stale."""
+        """Mark every copy of ``name``'s bodies read before now as stale.
+
+        Atomic against every other bump of the file, in this process or another.
+        """
         slot = self.slot_of(name)
-        self._counters[slot] = (self._counters[slot] + 1) & _WRAP
+        with self._thread_lock:
+            fd = self._exclusive()
+            try:
+                self._counters[slot] = (self._counters[slot] + 1) & _WRAP
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock's descriptor (the map stays: copies may still check it)."""
+        with self._thread_lock:
+            fd, self._lock_fd = self._lock_fd, None
+            if fd is not None:
+                os.close(fd)
+
+    def _exclusive(self) -> int:
+        """Hold the file's exclusive ``flock``, on this beacon's own descriptor.
+
+        ``flock`` rather than ``fcntl`` record locks: those belong to the process, so
+        two beacons of one process would not exclude each other.  Opened lazily, so a
+        process that only reads never needs write access to the file.
+        """
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        return self._lock_fd
 
 
 class ReadAhead:

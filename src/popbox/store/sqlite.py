@@ -11,10 +11,11 @@ read-only connections on their own threads: in WAL mode they see the last commit
 neither wait for nor block the writer.  The short reads of the login and RETR paths
 (``get_user``, ``fetch``, a small ``snapshot``) cost microseconds, while a hand-off to a
 pool thread and back costs about nine context switches (measured with bench/), so they
-run on the caller's thread, on a read-only connection of their own.  A session
-downloading its maildrop has the next few small bodies read in one statement
-(``read_ahead``); every write that removes messages bumps the mailbox's counter in the
-``ChangeBeacon`` that tells such copies they may be stale (``store/readahead.py``).
+run on the caller's thread, on a read-only connection of their own.  A session's
+``SqliteMaildrop`` (``store/sqlite_maildrop.py``) reads the next few small bodies of a
+download in one statement; every write that removes messages bumps the mailbox's
+counter in the ``ChangeBeacon`` that tells such copies they may be stale
+(``store/readahead.py``).
 
 Other popbox processes on the same file (several workers, the CLI) are serialised by
 SQLite's own lock; a wait longer than ``busy_timeout`` becomes ``StoreTemporaryError``.
@@ -35,13 +36,13 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 from popbox.store import sqlite_ops as ops
 from popbox.store.base import (
     MessageInfo,
-    Pending,
     StoreError,
     StorePermanentError,
     StoreTemporaryError,
     UserRecord,
 )
-from popbox.store.readahead import ChangeBeacon, ReadAhead, beacon_path
+from popbox.store.readahead import ChangeBeacon, beacon_path
+from popbox.store.sqlite_maildrop import SqliteMaildrop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,11 +51,10 @@ if TYPE_CHECKING:
     from popbox.store.base import NewMessage
     from popbox.store.transfer import MailboxState
 
-__all__ = ["INLINE_FETCH", "SqliteStore"]
+__all__ = ["SqliteStore"]
 
 # Maildrops up to this many messages are read on the loop's thread (see above).
 INLINE_SNAPSHOT = 500
-INLINE_FETCH = 256 * 1024  # octets of wire form read on the event loop's thread
 # Readers map the database file instead of copying each page in with pread(): a RETR of
 # a small message then costs no read syscall.  (Pages still in the WAL are read as usual.)
 READ_MMAP = 1 << 30
@@ -189,65 +189,57 @@ class SqliteStore:
         # One statement, so atomic; ON DELETE CASCADE removes the messages and the lock.
         # A user added again under the name counts uids from 1: copies must go stale.
         sql = "DELETE FROM users WHERE name = ?"
-        cursor = await self._remove(name, sqlite3.Connection.execute, sql, (name,))
+        cursor = await self.write_removing(name, sqlite3.Connection.execute, sql, (name,))
         ops.require_change(cursor, name)
 
     async def get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, verifiers, quota FROM users WHERE name = ?"
-        rows = self._read_inline(ops.user_rows, sql, (name,))
+        rows = self.read_inline(ops.user_rows, sql, (name,))
         return ops.user_record(rows[0]) if rows else None
 
     async def list_users(self) -> Sequence[UserRecord]:
         # BINARY collation orders by code point, as Python's sorted() does for str.
         sql = "SELECT name, verifiers, quota FROM users ORDER BY name"
-        return [ops.user_record(row) for row in await self._read(ops.user_rows, sql, ())]
+        return [ops.user_record(row) for row in await self.read_pooled(ops.user_rows, sql, ())]
 
     # -- maildrop ------------------------------------------------------------
+
+    async def open_maildrop(self, name: str) -> SqliteMaildrop:
+        messages = await self.snapshot(name)  # raises if the store is not open
+        assert self._beacon is not None
+        return SqliteMaildrop(self, self._beacon, name, messages)
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
         # Most maildrops are small: read inline, as a point read is.  A large one goes
         # to the read pool, so the loop never stalls on tens of thousands of rows.
-        messages = self._read_inline(ops.snapshot, name, INLINE_SNAPSHOT + 1)
+        messages = self.read_inline(ops.snapshot, name, INLINE_SNAPSHOT + 1)
         if len(messages) <= INLINE_SNAPSHOT:
             return messages
-        return await self._read(ops.snapshot, name)
+        return await self.read_pooled(ops.snapshot, name)
 
     async def usage(self, name: str) -> int:
-        return await self._read(ops.usage, name)
+        return await self.read_pooled(ops.usage, name)
 
     async def fetch(self, name: str, uid: int) -> bytes | None:
-        wire = self.fetch_now(name, uid)
-        if wire is Pending.FETCH:
-            return await self._read(ops.fetch, name, uid)
-        return wire
-
-    def fetch_now(self, name: str, uid: int) -> bytes | Pending | None:
-        # A small body is a point read: inline, with no thread hop.  A large one is read
-        # on the pool, so a 25 MB RETR never stalls every other session of this worker.
-        wire = self._read_inline(ops.fetch_small, name, uid, INLINE_FETCH)
-        return Pending.FETCH if isinstance(wire, ops.TooLarge) else wire
-
-    def read_ahead(self, name: str, uids: Sequence[int]) -> ReadAhead:
-        """The bodies of ``uids`` in one inline read; the caller keeps them small."""
-        beacon = self._beacon
-        assert beacon is not None, "the store is not open"
-        slot = ChangeBeacon.slot_of(name)
-        seen = beacon.value(slot)  # before the read: see store/readahead.py
-        bodies = self._read_inline(ops.fetch_run, name, list(uids))
-        return ReadAhead(beacon, slot, seen, bodies)
+        return await self.read_pooled(ops.fetch, name, uid)
 
     async def deliver(
-        self, name: str, message: NewMessage, *, quota: int | None = None
+        self,
+        name: str,
+        message: NewMessage,
+        *,
+        quota: int | None = None,
+        dedup_window: float = 0.0,
     ) -> MessageInfo:
         # If the caller is cancelled while the commit runs, the message may still be
         # stored without an acknowledgement; the MTA then retries (at-least-once).
-        return await self._write(ops.deliver, name, message, quota, self._clock)
+        return await self._write(ops.deliver, name, message, quota, dedup_window, self._clock)
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
-        return await self._remove(name, ops.delete, name, sorted(set(uids)))
+        return await self.write_removing(name, ops.commit_update, name, sorted(set(uids)), [], 0.0)
 
     async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
-        await self._write(ops.mark_retrieved, name, sorted(set(uids)), at)
+        await self._write(ops.commit_update, name, [], sorted(set(uids)), at)
 
     async def import_messages(
         self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
@@ -260,7 +252,9 @@ class SqliteStore:
     async def expire(
         self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
     ) -> int:
-        return await self._remove(name, ops.expire, name, retrieved_before, unretrieved_before)
+        return await self.write_removing(
+            name, ops.expire, name, retrieved_before, unretrieved_before
+        )
 
     # -- exclusive lock ------------------------------------------------------
 
@@ -277,7 +271,7 @@ class SqliteStore:
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""
-        return await self._read(ops.export_state, name)
+        return await self.read_pooled(ops.export_state, name)
 
     # -- threads and connections ---------------------------------------------
 
@@ -307,6 +301,8 @@ class SqliteStore:
         for conn in self._connections:
             conn.close()
         self._connections.clear()
+        if self._beacon is not None:
+            self._beacon.close()
 
     def _with_reader(
         self,
@@ -331,14 +327,17 @@ class SqliteStore:
         writer = self._connections[0]
         return await self._run(self._writer_pool, partial(operation, writer, *args, **kwargs))
 
-    async def _remove(
+    async def write_removing(
         self,
         name: str,
         operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
-        """A write that may remove ``name``'s messages: its counter is bumped around it."""
+        """A write that may remove ``name``'s messages: its counter is bumped around it.
+
+        This and the two reads below are also ``SqliteMaildrop``'s way in.
+        """
         self._check_open()
         writer = self._connections[0]
         beacon = self._beacon
@@ -346,7 +345,7 @@ class SqliteStore:
         job = partial(_bumped, beacon, name, partial(operation, writer, *args, **kwargs))
         return await self._run(self._writer_pool, job)
 
-    async def _read(
+    async def read_pooled(
         self,
         operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
         *args: _P.args,
@@ -356,7 +355,7 @@ class SqliteStore:
         job = partial(self._with_reader, operation, *args, **kwargs)
         return await self._run(self._reader_pool, job)
 
-    def _read_inline(
+    def read_inline(
         self,
         operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
         *args: _P.args,

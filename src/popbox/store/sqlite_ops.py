@@ -1,7 +1,9 @@
 """The blocking SQL operations behind ``SqliteStore``, one function per transaction.
 
-Each function takes the connection it runs on and is called on one of the store's
-threads, never on the event loop.  Writers wrap their statements in ``_transaction``
+Each function takes the connection it runs on.  Writers and long reads run on one of the
+store's threads; a small ``snapshot`` also runs on the event loop's thread, on a
+connection of its own (``SqliteStore`` says why, and ``sqlite_maildrop`` holds the body
+reads that do the same).  Writers wrap their statements in ``_transaction``
 (``BEGIN IMMEDIATE`` ... ``COMMIT``), so each store call is all-or-nothing.  Readers run
 one statement each: in WAL mode a single statement is a consistent read
 (``export_state`` needs three, so it holds one read transaction around them).
@@ -38,14 +40,12 @@ __all__ = [
     "acquire_lock",
     "add_user",
     "apply_migrations",
-    "delete",
+    "commit_update",
     "deliver",
     "expire",
     "export_state",
     "fetch",
-    "fetch_run",
     "import_messages",
-    "mark_retrieved",
     "require_change",
     "set_quota_warned",
     "snapshot",
@@ -152,11 +152,12 @@ def add_user(
         raise
 
 
-def deliver(
+def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
     conn: sqlite3.Connection,
     name: str,
     message: NewMessage,
     quota: int | None,
+    window: float,
     clock: Callable[[], float],
 ) -> MessageInfo:
     with _transaction(conn):
@@ -164,6 +165,12 @@ def deliver(
         if row is None:
             raise UnknownUser(f"no such user {name!r}")
         user_id, uid = row
+        key = message.delivery_key
+        now = 0.0 if key is None else clock()
+        if key is not None:
+            earlier = _earlier_delivery(conn, user_id, key, now - window, message)
+            if earlier is not None:
+                return earlier
         if quota is not None:
             used = conn.execute(
                 "SELECT coalesce(sum(size), 0) FROM messages WHERE user_id = ?", (user_id,)
@@ -177,7 +184,37 @@ def deliver(
         # read the same counter value, and a refused one leaves it untouched.
         conn.execute("UPDATE users SET next_uid = next_uid + 1 WHERE id = ?", (user_id,))
         [info] = _insert(conn, user_id, uid, [message], clock)
+        if key is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO delivery_keys (user_id, key, uid, delivered_at)"
+                " VALUES (?, ?, ?, ?)",
+                (user_id, key, uid, now),
+            )
     return info
+
+
+def _earlier_delivery(
+    conn: sqlite3.Connection, user_id: int, key: str, since: float, message: NewMessage
+) -> MessageInfo | None:
+    """The delivery of ``key`` recorded at or after ``since``; older keys are purged."""
+    conn.execute(
+        "DELETE FROM delivery_keys WHERE user_id = ? AND delivered_at < ?", (user_id, since)
+    )
+    row = conn.execute(
+        "SELECT uid, delivered_at FROM delivery_keys WHERE user_id = ? AND key = ?",
+        (user_id, key),
+    ).fetchone()
+    if row is None:
+        return None
+    stored = conn.execute(
+        "SELECT uid, size, stored_size, received_at, legacy_uidl FROM messages"
+        " WHERE user_id = ? AND uid = ?",
+        (user_id, row[0]),
+    ).fetchone()
+    if stored is not None:
+        return MessageInfo._make(stored)
+    # Delivered, then retrieved and deleted before the retry came: still delivered.
+    return MessageInfo(row[0], message.size, len(message.wire), row[1], message.legacy_uidl)
 
 
 def import_messages(
@@ -262,27 +299,28 @@ def expire(
         return max(cursor.rowcount, 0)
 
 
-# delete and mark_retrieved take a session's uids as one JSON array in one statement: a
-# statement per uid (executemany) cost more than the lookups themselves at UPDATE.
-def delete(conn: sqlite3.Connection, name: str, uids: list[int]) -> int:
+# UPDATE's uids go in as one JSON array per statement: a statement per uid
+# (executemany) cost more than the lookups themselves at UPDATE.
+def commit_update(
+    conn: sqlite3.Connection, name: str, deleted: list[int], retrieved: list[int], at: float
+) -> int:
+    """Stamp ``retrieved`` (first time only, E0005) and remove ``deleted``: one transaction."""
     with _transaction(conn):
         user_id = _user_id(conn, name)
+        if retrieved:
+            conn.execute(
+                "UPDATE messages SET retrieved_at = ?"
+                " WHERE user_id = ? AND uid IN (SELECT value FROM json_each(?))"
+                " AND retrieved_at IS NULL",
+                (at, user_id, json.dumps(retrieved)),
+            )
+        if not deleted:
+            return 0
         cursor = conn.execute(
             "DELETE FROM messages WHERE user_id = ? AND uid IN (SELECT value FROM json_each(?))",
-            (user_id, json.dumps(uids)),
+            (user_id, json.dumps(deleted)),
         )
         return max(cursor.rowcount, 0)  # gone uids change no row
-
-
-def mark_retrieved(conn: sqlite3.Connection, name: str, uids: list[int], at: float) -> None:
-    with _transaction(conn):
-        user_id = _user_id(conn, name)
-        conn.execute(
-            "UPDATE messages SET retrieved_at = ?"
-            " WHERE user_id = ? AND uid IN (SELECT value FROM json_each(?))"
-            " AND retrieved_at IS NULL",
-            (at, user_id, json.dumps(uids)),
-        )
 
 
 def acquire_lock(
@@ -327,41 +365,6 @@ def fetch(conn: sqlite3.Connection, name: str, uid: int) -> bytes | None:
         (name, uid),
     ).fetchone()
     return None if row is None else bytes(row[0])
-
-
-def fetch_run(conn: sqlite3.Connection, name: str, uids: list[int]) -> dict[int, bytes]:
-    """The bodies of ``uids`` that are still there, by uid, in one statement."""
-    rows = conn.execute(
-        "SELECT m.uid, m.wire FROM messages AS m JOIN users AS u ON u.id = m.user_id"
-        " WHERE u.name = ? AND m.uid IN (SELECT value FROM json_each(?))",
-        (name, json.dumps(uids)),
-    ).fetchall()
-    return dict(rows)
-
-
-def fetch_small(
-    conn: sqlite3.Connection, name: str, uid: int, limit: int
-) -> bytes | TooLarge | None:
-    """``fetch``, but only a body of at most ``limit`` octets is read.
-
-    ``length()`` of a BLOB comes from the record header, so a large body is not loaded
-    just to learn that it is large.
-    """
-    row = conn.execute(
-        "SELECT CASE WHEN length(m.wire) <= ? THEN m.wire END, length(m.wire)"
-        " FROM messages AS m JOIN users AS u ON u.id = m.user_id"
-        " WHERE u.name = ? AND m.uid = ?",
-        (limit, name, uid),
-    ).fetchone()
-    if row is None:
-        return None
-    return TooLarge() if row[0] is None else bytes(row[0])
-
-
-class TooLarge:
-    """``fetch_small`` found the message, larger than the limit: read it elsewhere."""
-
-    __slots__ = ()
 
 
 def user_rows(

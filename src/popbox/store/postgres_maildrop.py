@@ -1,0 +1,157 @@
+"""A session's maildrop on PostgreSQL, and how a commit whose reply was lost is resolved.
+
+Theory of operation: every read crosses the network, so ``body_now`` always defers to
+``body``, and nothing is read ahead (there is no cheap way to learn that another node
+removed a message).
+
+A commit's reply can be lost: the connection dies after COMMIT was sent, and the
+transaction may or may not have committed.  So the commits whose answer a client or an
+MTA acts on (UPDATE, a keyed delivery) write a row naming themselves in the same
+transaction (a commit token, a delivery key with the delivery's own stamp), and when
+such a commit ends with the connection gone, ``run_commit`` reconnects and looks for
+that row before anything is answered.  The look-up is only final once the old session
+has finished its transaction: a session still running the COMMIT may yet make it, so
+``run_commit`` waits until the server lists the old backend as idle or not at all
+(ending it if it sits idle in its transaction, COMMIT never having arrived).  All of it
+is bounded: past the bound the answer is ``CommitOutcomeUnknown``, and the client is
+told that it cannot be known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+from popbox.store.base import CommitOutcomeUnknown, Pending, StoreTemporaryError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from contextlib import AbstractAsyncContextManager
+
+    from asyncpg.pool import PoolConnectionProxy
+
+    from popbox.store.base import MessageInfo
+    from popbox.store.postgres import PostgresStore
+
+    Conn = PoolConnectionProxy[asyncpg.Record]
+    Connect = Callable[[], AbstractAsyncContextManager[Conn]]
+
+__all__ = ["PostgresMaildrop", "run_commit"]
+
+_T = TypeVar("_T")
+
+RETRY_INTERVAL = 0.05  # seconds between look-ups while the old session is still there
+
+# A backend that COMMIT never reached: ending it rolls its transaction back at once.
+_END_IF_IDLE = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE pid = $1 AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
+)
+# Still running (the COMMIT, say): its outcome is not final yet.  An idle backend has
+# finished its transaction one way or the other; the pool may even have handed that
+# same connection back for the look-up.
+_STILL_BUSY = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE pid = $1 AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'"
+)
+
+
+class PostgresMaildrop:
+    """A ``MaildropHandle`` on ``store`` for ``name``, over the snapshot ``messages``."""
+
+    __slots__ = ("_name", "_store", "messages")
+
+    def __init__(self, store: PostgresStore, name: str, messages: Sequence[MessageInfo]) -> None:
+        self._store = store
+        self._name = name
+        self.messages = messages
+
+    def body_now(self, uid: int) -> Pending:  # noqa: ARG002 - the contract's
+        return Pending.FETCH  # every read is a round trip to the server
+
+    async def body(self, uid: int) -> bytes | None:
+        return await self._store.fetch(self._name, uid)
+
+    async def commit(self, deleted: Sequence[int], retrieved: Sequence[int], at: float) -> int:
+        if not deleted and not retrieved:
+            return 0  # a QUIT that changes nothing costs no transaction
+        return await self._store.commit_update(self._name, deleted, retrieved, at)
+
+    async def close(self) -> None:
+        """Nothing is held beyond the snapshot."""
+
+
+async def run_commit(
+    connect: Connect,
+    work: Callable[[Conn], Awaitable[_T]],
+    committed: Callable[[Conn], Awaitable[_T | None]],
+    bound: float,
+) -> _T:
+    """``work``'s result; if its connection was lost, ``committed``'s once it is final.
+
+    ``committed`` reads what ``work`` wrote in its transaction: its result, or None when
+    that transaction did not commit (then the original ``StoreTemporaryError`` is
+    raised: nothing happened, try again).
+    """
+    server_pid: int | None = None
+    try:
+        async with connect() as conn:
+            server_pid = conn.get_server_pid()
+            return await work(conn)
+    except StoreTemporaryError as exc:
+        if server_pid is None or not _reply_lost(exc):
+            raise
+        outcome = await _final_outcome(connect, server_pid, committed, bound)
+        if outcome is None:
+            raise
+        return outcome
+
+
+def _reply_lost(exc: StoreTemporaryError) -> bool:
+    """Whether the failure may have come after the server committed.
+
+    An error the server reported ended the transaction without committing it; any
+    other failure (the connection reset, closed, timed out) leaves it open.
+    """
+    cause: Any = exc.__cause__
+    return not isinstance(cause, asyncpg.PostgresError) or isinstance(
+        cause, asyncpg.PostgresConnectionError
+    )
+
+
+async def _final_outcome(
+    connect: Connect,
+    server_pid: int,
+    committed: Callable[[Conn], Awaitable[_T | None]],
+    bound: float,
+) -> _T | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    unknown = "the outcome of a commit whose reply was lost could not be learnt in time"
+    # Bounded by the deadline: every pass either returns, raises or sleeps a while.
+    while True:
+        try:
+            async with connect() as conn:
+                ended = await _session_ended(conn, server_pid, deadline)
+                outcome = await committed(conn) if ended else None
+        except StoreTemporaryError as exc:
+            if loop.time() >= deadline:
+                raise CommitOutcomeUnknown(unknown) from exc
+            await asyncio.sleep(RETRY_INTERVAL)
+            continue
+        if not ended:
+            raise CommitOutcomeUnknown(unknown)
+        return outcome
+
+
+async def _session_ended(conn: Conn, server_pid: int, deadline: float) -> bool:
+    """Whether backend ``server_pid``'s transaction is over (ended if COMMIT never came)."""
+    loop = asyncio.get_running_loop()
+    await conn.execute(_END_IF_IDLE, server_pid)
+    while await conn.fetchval(_STILL_BUSY, server_pid):
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(RETRY_INTERVAL)
+    return True
