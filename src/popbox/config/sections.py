@@ -82,7 +82,9 @@ class LmtpConfig:
     timeout: float = 300.0  # seconds an LMTP client may stay silent
     # Seconds a delivery (mailbox + content digest) is remembered, so an MTA's retry of
     # a message that did commit is not stored twice (LMTP and `popbox deliver`); 0: off.
-    dedup_window: float = 86400.0
+    # An hour covers an MTA's first retries (Postfix's first comes after 300 s) while
+    # keeping small the chance that identical content re-sent on purpose is taken for one.
+    dedup_window: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
