@@ -21,8 +21,8 @@ from popbox.auth.passwords import verifiers_for
 from popbox.cli_support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.server import eventloop
+from popbox.server.startup import StartupError
 from popbox.server.tls import TlsConfigError
-from popbox.server.workers import WorkerStartError
 from popbox.store.base import StoreError, UnknownUser, UserExists
 
 if TYPE_CHECKING:
@@ -73,8 +73,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         # SIGHUP re-reads the file the server started from (none: only the certificate).
         eventloop.run(app.serve(config, config_path=path if path.is_file() else None))
-    except (OSError, WorkerStartError, StoreError) as exc:
-        # A port in use, a store that is down: one line, and a service manager retries.
+    except (OSError, StartupError, StoreError, TlsConfigError) as exc:
+        # A port in use, a store that is down, a worker that could not start: one line
+        # naming the file, key or address, and a service manager retries.
         print(f"popbox: cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0

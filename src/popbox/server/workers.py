@@ -36,7 +36,6 @@ import socket
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -49,9 +48,11 @@ from popbox.server.balance import create_counters
 from popbox.server.control import Channel, Message, encode_config
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
+from popbox.server.startup import StartupError, close_listeners, prepare
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     import structlog
 
@@ -73,8 +74,8 @@ def worker_count(config: Config) -> int:
     return config.server.workers or os.cpu_count() or 1
 
 
-class WorkerStartError(RuntimeError):
-    """A worker exited before it was ready at startup; its own log says why."""
+class WorkerStartError(StartupError):
+    """A worker exited before it was ready at startup: the line it reported, if any."""
 
 
 @dataclass(eq=False)
@@ -84,6 +85,7 @@ class _Slot:
     channel: Channel | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     exit_status: int | None = None
+    failure: str | None = None  # the one line a worker that could not start reported
     ips: Counter[str] = field(default_factory=Counter)  # what this worker holds of the limits
     users: Counter[str] = field(default_factory=Counter)
 
@@ -120,10 +122,19 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then drain every worker and return."""
+        """Serve until SIGTERM or SIGINT, then drain every worker and return.
+
+        Raises ``StartupError`` (``WorkerStartError`` for a worker), ``TlsConfigError``
+        or ``ListenError`` with one line saying why the node cannot start.
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        self._bound = bind_listeners(self.config, lmtp=True)
+        store = await prepare(self.config)  # before any worker: see server/startup.py
+        try:
+            self._bound = bind_listeners(self.config, lmtp=True)
+        except BaseException:
+            await store.close()
+            raise
         self._balance_fd = create_counters(len(self._slots))
         keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
         metrics: MetricsHttpServer | None = None
@@ -131,7 +142,10 @@ class Supervisor:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
         try:
-            await self._wait_ready()
+            try:
+                await self._wait_ready()
+            finally:
+                await store.close()
             self._started = True
             for kind, sock in self._bound:
                 host, port = address_of(sock)
@@ -146,7 +160,7 @@ class Supervisor:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self._stop_workers(keepers)
-            _close_listeners(self._bound)
+            close_listeners(self._bound)
             os.close(self._balance_fd)
             if metrics is not None:
                 await metrics.stop()
@@ -164,11 +178,12 @@ class Supervisor:
         while not all(slot.ready.is_set() for slot in self._slots):
             for slot in self._slots:
                 if slot.exit_status is not None:
-                    msg = (
-                        f"worker {slot.index} exited with status {slot.exit_status} "
+                    # Every worker would say the same: the first to fail speaks for all.
+                    raise WorkerStartError(
+                        slot.failure
+                        or f"worker {slot.index} exited with status {slot.exit_status} "
                         "before it was ready (its log above says why)"
                     )
-                    raise WorkerStartError(msg)
             self._changed.clear()
             await self._changed.wait()
 
@@ -184,13 +199,20 @@ class Supervisor:
             failures = 1 if loop.time() - started >= STABLE_AFTER else failures + 1
             delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
             self._restarts.inc()
-            self._log.warning("worker_exited", worker=slot.index, status=status, restart_in=delay)
+            self._log.warning(
+                "worker_exited",
+                worker=slot.index,
+                status=status,
+                error=slot.failure,
+                restart_in=delay,
+            )
             await asyncio.sleep(delay)
 
     async def _run_worker(self, slot: _Slot) -> int:
         ours, theirs = socket.socketpair()
         fds = [theirs.fileno(), self._balance_fd, *(sock.fileno() for _, sock in self._bound)]
         argv = [sys.executable, "-m", WORKER_MODULE, "--index", str(slot.index)]
+        argv += ["--supervisor", str(os.getpid())]
         argv += ["--control", str(theirs.fileno())]
         argv += ["--balance", f"{self._balance_fd}:{len(self._slots)}"]
         for kind, sock in self._bound:
@@ -202,6 +224,7 @@ class Supervisor:
         finally:
             theirs.close()
         slot.process = process
+        slot.failure = None
         slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
         self._log.info("worker_started", worker=slot.index, pid=process.pid)
         try:
@@ -231,6 +254,9 @@ class Supervisor:
         op = message.get("op")
         if op == "hello":
             return {"config": encode_config(self.config)}
+        if op == "failed":
+            slot.failure = str(message.get("error"))
+            return {}
         if op == "ready":
             slot.ready.set()
             self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
@@ -326,11 +352,3 @@ class Supervisor:
             if reply is None or not reply.get("ok"):
                 return False, (reply or {}).get("text", "a worker does not answer")
         return True, "ok"
-
-
-def _close_listeners(bound: list[Bound]) -> None:
-    for _, sock in bound:
-        if sock.family == socket.AF_UNIX:  # the workers leave the path to us
-            with contextlib.suppress(OSError):
-                Path(sock.getsockname()).unlink()
-        sock.close()
