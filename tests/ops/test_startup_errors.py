@@ -149,39 +149,16 @@ def test_lmtp_path_that_is_not_a_socket_names_the_address(tmp_path, tls_files):
 # -- TLS certificate and key ----------------------------------------------------------------
 
 
-def _tls_case(tmp_path, tls_files, case: str) -> tuple[dict[str, str], str]:
-    """The [tls] section for one bad-file case, and the line popbox must print."""
+def _tls_cases(tmp_path, tls_files) -> dict[str, tuple[dict[str, str], str]]:
+    """Per bad-file case: the [tls] keys that make it, and the line popbox must print."""
     cert = str(tls_files.cert_file)
-    missing = str(tmp_path / "missing.pem")
+    missing = tmp_path / "missing.pem"
     folder = tmp_path / "folder"
     folder.mkdir()
     text = tmp_path / "text.pem"
     text.write_text("not a certificate\n")
-    if case == "missing certificate":
-        return {"cert_file": missing}, f"tls.cert_file: {missing} does not exist or is not a file"
-    if case == "missing key":
-        return {"key_file": missing}, f"tls.key_file: {missing} does not exist or is not a file"
-    if case == "directory certificate":
-        return {"cert_file": str(folder)}, f"tls.cert_file: {folder} is a directory, not a file"
-    if case == "directory key":
-        return {"key_file": str(folder)}, f"tls.key_file: {folder} is a directory, not a file"
-    if case == "certificate not PEM":
-        return {"cert_file": str(text)}, (
-            f"TLS certificate {text}: not a PEM certificate "
-            "(a file starting with -----BEGIN CERTIFICATE----- is expected)"
-        )
-    if case == "key not PEM":
-        return {"key_file": str(text)}, (
-            f"TLS key {text}: not a PEM private key "
-            "(a file starting with -----BEGIN PRIVATE KEY----- is expected)"
-        )
-    if case == "mismatched key":
-        other = tmp_path / "other-key.pem"
-        trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(str(other))
-        return {"key_file": str(other)}, (
-            f"TLS key {other} does not belong to the certificate {cert} (their public keys differ)"
-        )
-    assert case == "passphrase key"
+    other = tmp_path / "other-key.pem"
+    trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(str(other))
     encrypted = tmp_path / "encrypted-key.pem"
     loaded = serialization.load_pem_private_key(tls_files.key_file.read_bytes(), password=None)
     encrypted.write_bytes(
@@ -191,10 +168,52 @@ def _tls_case(tmp_path, tls_files, case: str) -> tuple[dict[str, str], str]:
             serialization.BestAvailableEncryption(b"secret"),
         )
     )
-    return {"key_file": str(encrypted)}, (
-        f"TLS key {encrypted} is encrypted with a passphrase; popbox needs an unencrypted "
-        "key (protect it with file permissions instead)"
-    )
+    return {
+        "missing certificate": (
+            {"cert_file": str(missing)},
+            f"tls.cert_file: {missing} does not exist or is not a file",
+        ),
+        "missing key": (
+            {"key_file": str(missing)},
+            f"tls.key_file: {missing} does not exist or is not a file",
+        ),
+        "directory certificate": (
+            {"cert_file": str(folder)},
+            f"tls.cert_file: {folder} is a directory, not a file",
+        ),
+        "directory key": (
+            {"key_file": str(folder)},
+            f"tls.key_file: {folder} is a directory, not a file",
+        ),
+        "certificate not PEM": (
+            {"cert_file": str(text)},
+            (
+                f"TLS certificate {text}: not a PEM certificate "
+                "(a file starting with -----BEGIN CERTIFICATE----- is expected)"
+            ),
+        ),
+        "key not PEM": (
+            {"key_file": str(text)},
+            (
+                f"TLS key {text}: not a PEM private key "
+                "(a file starting with -----BEGIN PRIVATE KEY----- is expected)"
+            ),
+        ),
+        "mismatched key": (
+            {"key_file": str(other)},
+            (
+                f"TLS key {other} does not belong to the certificate {cert} "
+                "(their public keys differ)"
+            ),
+        ),
+        "passphrase key": (
+            {"key_file": str(encrypted)},
+            (
+                f"TLS key {encrypted} is encrypted with a passphrase; popbox needs an "
+                "unencrypted key (protect it with file permissions instead)"
+            ),
+        ),
+    }
 
 
 @pytest.mark.parametrize(
@@ -213,7 +232,7 @@ def _tls_case(tmp_path, tls_files, case: str) -> tuple[dict[str, str], str]:
 def test_unusable_tls_files_are_one_line_from_the_supervisor(tmp_path, tls_files, case):
     """With two workers each used to print its own traceback (41-99 lines); the
     supervisor now loads the files itself before starting any worker."""
-    tls, expected = _tls_case(tmp_path, tls_files, case)
+    tls, expected = _tls_cases(tmp_path, tls_files)[case]
 
     result = serve(tmp_path, tls_files, {"server": {"workers": 2}, "tls": tls})
 
