@@ -24,7 +24,7 @@ from popbox.delivery.retention import run_retention
 from popbox.log import make_logger
 from popbox.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
 from popbox.server import lifecycle, startup
-from popbox.server.accept import bind_listeners
+from popbox.server.accept import ListenError, bind_listeners
 from popbox.server.context import ServerContext
 from popbox.server.limits import LimitSettings, LocalLimiter
 from popbox.server.listener import Pop3Server
@@ -129,6 +129,22 @@ async def serve(
     except BaseException:
         await context.store.close()
         raise
+    try:
+        await _serve_on(context, bound, say, ready, config_path)
+    finally:
+        close_listeners(bound)
+        with contextlib.suppress(Exception):
+            await context.store.close()
+
+
+async def _serve_on(
+    context: ServerContext,
+    bound: list[Bound],
+    say: Callable[[str], None],
+    ready: Callable[[list[Listening]], None] | None,
+    config_path: Path | None,
+) -> None:
+    """``serve`` of one process, on the listening sockets it bound."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -136,11 +152,22 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, lambda: lifecycle.reload(context, config_path))
     metrics: MetricsHttpServer | None = None
     try:
+        # Bound before the POP3 servers start, so that an address in use stops nothing
+        # that runs; announced after them, as the supervisor does.
+        metrics_lines: list[str] = []
+        try:
+            metrics = await start_metrics(context, metrics_lines.append)
+        except OSError as exc:
+            address = context.config.server.metrics_listen
+            raise ListenError("server.metrics_listen", address, exc) from exc
         servers, listening = await start_servers(context, bound)
         for kind, host, port in listening:
             say(f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}")
-        metrics = await start_metrics(context, say)
-        sweeper = loop.create_task(run_retention(context.store, config.retention, context.log))
+        for line in metrics_lines:
+            say(line)
+        sweeper = loop.create_task(
+            run_retention(context.store, context.config.retention, context.log)
+        )
         if ready is not None:
             ready(listening)
         context.log.info("ready", listeners=len(listening))
@@ -154,9 +181,6 @@ async def serve(
             loop.remove_signal_handler(sig)
         if metrics is not None:
             await metrics.stop()
-        close_listeners(bound)
-        with contextlib.suppress(Exception):
-            await context.store.close()
 
 
 def _print_flush(line: str) -> None:

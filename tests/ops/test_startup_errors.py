@@ -133,6 +133,24 @@ def test_port_in_use_names_the_address(tmp_path, tls_files, workers):
     )
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_port_in_use_names_the_address(tmp_path, tls_files, workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        sections = {"server": {"workers": workers, "metrics_listen": address}}
+        result = serve(tmp_path, tls_files, sections)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        (
+            f"popbox: cannot serve: server.metrics_listen: cannot listen on {address}: "
+            "Address already in use"
+        )
+    ]
+
+
 def test_lmtp_path_that_is_not_a_socket_names_the_address(tmp_path, tls_files):
     path = tmp_path / "not-a-socket"
     path.mkdir()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -71,7 +72,11 @@ class ListenError(OSError):
     """A configured address cannot be listened on; the message names the key and address."""
 
     def __init__(self, key: str, address: str, cause: OSError) -> None:
-        reason = cause.strerror or str(cause).removeprefix(f"{key}: ")
+        if cause.errno and not isinstance(cause, socket.gaierror):
+            # The plain errno text: uvloop's strerror repeats the address in other words.
+            reason = os.strerror(cause.errno)
+        else:  # a resolver error's own text, or a message without an errno
+            reason = cause.strerror or str(cause).removeprefix(f"{key}: ")
         super().__init__(cause.errno, f"{key}: cannot listen on {address}: {reason}")
 
     def __str__(self) -> str:

@@ -43,7 +43,7 @@ from prometheus_client import Counter as PromCounter
 
 from popbox.config import ConfigError, load, parse_address
 from popbox.metrics import MetricsHttpServer, export_registry, render_merged
-from popbox.server.accept import address_of, bind_listeners
+from popbox.server.accept import ListenError, address_of, bind_listeners
 from popbox.server.balance import create_counters
 from popbox.server.control import Channel, Message, encode_config
 from popbox.server.lifecycle import merge_reload
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from popbox.config import Config
     from popbox.server.accept import Bound
+    from popbox.store.base import MailStore
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
 
@@ -129,15 +130,9 @@ class Supervisor:
         """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        store = await prepare(self.config)  # before any worker: see server/startup.py
-        try:
-            self._bound = bind_listeners(self.config, lmtp=True)
-        except BaseException:
-            await store.close()
-            raise
+        store, metrics = await self._prepare_and_bind()
         self._balance_fd = create_counters(len(self._slots))
         keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
-        metrics: MetricsHttpServer | None = None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
@@ -152,7 +147,8 @@ class Supervisor:
                 self._announce(
                     f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}"
                 )
-            metrics = await self._start_metrics()
+            if metrics is not None:
+                self._announce("listening metrics {}:{}".format(*metrics[1]))
             self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
             await stop.wait()
             self._log.info("stopping", workers=len(self._slots))
@@ -163,7 +159,29 @@ class Supervisor:
             close_listeners(self._bound)
             os.close(self._balance_fd)
             if metrics is not None:
-                await metrics.stop()
+                await metrics[0].stop()
+
+    async def _prepare_and_bind(
+        self,
+    ) -> tuple[MailStore, tuple[MetricsHttpServer, tuple[str, int]] | None]:
+        """What can fail at start, done before any worker runs (server/startup.py).
+
+        Returns the store, open until every worker has opened its own, and the metrics
+        listener (bound, serving 503 on /healthz until a worker is ready) with its address.
+        """
+        store = await prepare(self.config)
+        try:
+            self._bound = bind_listeners(self.config, lmtp=True)
+            try:
+                metrics = await self._start_metrics()
+            except BaseException:
+                close_listeners(self._bound)
+                self._bound = []
+                raise
+        except BaseException:
+            await store.close()
+            raise
+        return store, metrics
 
     # -- starting and watching -------------------------------------------------------
 
@@ -329,14 +347,17 @@ class Supervisor:
     async def _ask_all(self, op: str, **fields: object) -> list[Message | None]:
         return list(await asyncio.gather(*(self._ask(s, op, **fields) for s in self._slots)))
 
-    async def _start_metrics(self) -> MetricsHttpServer | None:
+    async def _start_metrics(self) -> tuple[MetricsHttpServer, tuple[str, int]] | None:
         if not self.config.server.metrics_listen:
             return None
         server = MetricsHttpServer(self._render, self._health)
-        host, port = parse_address(self.config.server.metrics_listen, "server.metrics_listen")
-        bound = await server.start(host, port)
-        self._announce("listening metrics {}:{}".format(*bound))
-        return server
+        address = self.config.server.metrics_listen
+        host, port = parse_address(address, "server.metrics_listen")
+        try:
+            bound = await server.start(host, port)
+        except OSError as exc:
+            raise ListenError("server.metrics_listen", address, exc) from exc
+        return server, bound
 
     async def _render(self) -> bytes:
         replies = await self._ask_all("metrics")
