@@ -2,11 +2,11 @@
 
 Theory of operation: with ``[server] workers = N`` (N > 1; 0 means one per CPU core)
 ``popbox serve`` becomes a supervisor.  It first checks and creates, once, what every
-worker needs (certificate, auth secret, store: ``server/startup.py``), so that a bad file
-is one line and a first start is not raced by N processes; it binds every listening
-socket itself, then starts N workers (``python -m popbox.server.worker``) that inherit those sockets and
-all accept on them: the kernel hands each new connection to one of them, so every core
-serves one port.
+worker needs (certificate, auth secret, store: ``server/startup.py``), so that a bad
+file is one line and a first start is not raced by N processes.  It binds every
+listening socket itself, then starts N workers (``python -m popbox.server.worker``) that
+inherit those sockets and all accept on them: the kernel hands each new connection to
+one of them, so every core serves one port.
 
 Why bind once in the supervisor instead of one SO_REUSEPORT socket per worker: with port
 0 each worker would get a different port, and the ``listening KIND HOST:PORT`` lines could
@@ -21,9 +21,9 @@ gets its configuration there, asks the supervisor to admit connections and login
 against the node's limits (one ``ConnectionLimits`` for all workers), and answers
 requests for its metrics and its store's health, which the supervisor's HTTP listener
 adds up.  A worker that exits is started again, after a delay that doubles with each
-quick failure (0.5 s up to 30 s); one that cannot start at all reports a one-line
-reason over its channel, which the supervisor prints once.  Workers die with the
-supervisor (``worker.die_with_parent``).  SIGTERM (or SIGINT) drains: workers stop accepting and
+quick failure (0.5 s up to 30 s); one that cannot start at all reports a one-line reason
+over its channel, which the supervisor prints once.  Workers die with the supervisor
+(``worker.die_with_parent``).  SIGTERM (or SIGINT) drains: workers stop accepting and
 finish their sessions up to ``pop3.shutdown_grace``; SIGHUP re-reads the configuration
 file, which the supervisor validates and sends to every worker, and each worker reloads
 its TLS certificate.
