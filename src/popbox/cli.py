@@ -22,7 +22,7 @@ from popbox.cli_support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.server import eventloop
 from popbox.server.startup import StartupError
-from popbox.server.tls import TlsConfigError
+from popbox.server.tls import TlsConfigError, check_pair
 from popbox.store.base import StoreError, UnknownUser, UserExists
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _config_check(args: argparse.Namespace) -> int:
     config = load_config(args)
+    if config.tls.cert_file:  # a generated certificate is checked (and made) by serve
+        check_pair(Path(config.tls.cert_file), Path(config.tls.key_file))
     for warning in warnings(config):
         print(f"warning: {warning}")
     print("configuration is valid")

@@ -257,6 +257,16 @@ def test_unusable_tls_files_are_one_line_from_the_supervisor(tmp_path, tls_files
     assert one_line(result) == f"popbox: cannot serve: {expected}"
 
 
+def test_config_check_names_a_key_that_does_not_belong_to_the_certificate(tmp_path, tls_files):
+    tls, expected = _tls_cases(tmp_path, tls_files)["mismatched key"]
+    mapping = config_mapping(tmp_path / "data", tls_files)
+    mapping["tls"] = {**mapping["tls"], **tls}
+    config = tmp_path / "popbox.toml"
+    config.write_text(toml_text(mapping), encoding="utf-8")
+
+    assert one_line(run_popbox("config", "check", "--config", str(config))) == f"popbox: {expected}"
+
+
 # -- import --uidl-map ----------------------------------------------------------------------
 
 
