@@ -19,18 +19,17 @@ from typing import TYPE_CHECKING
 
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
 from popbox.auth.passwords import DEFAULT_PARAMS
-from popbox.auth.registry import build_registry
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
 from popbox.log import make_logger
 from popbox.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
-from popbox.server import lifecycle
+from popbox.server import lifecycle, startup
+from popbox.server.accept import ListenError, bind_listeners
 from popbox.server.context import ServerContext
 from popbox.server.limits import LimitSettings, LocalLimiter
 from popbox.server.listener import Pop3Server
-from popbox.server.tls import TlsContextHolder, load_or_create_certificate
+from popbox.server.startup import close_listeners
 from popbox.server.workers import Supervisor, worker_count
-from popbox.store import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -51,23 +50,23 @@ async def build_context(
     *,
     store: MailStore | None = None,
     log: structlog.typing.FilteringBoundLogger | None = None,
+    store_patience: float = 0.0,
 ) -> ServerContext:
-    """Everything sessions share; opens the configured store unless one is given."""
+    """Everything sessions share; opens the configured store unless one is given.
+
+    ``store_patience``: seconds a busy store is waited for (``startup.open_store_at_start``).
+    Raises ``StartupError`` or ``TlsConfigError`` with one line naming what is wrong.
+    """
     metrics = Metrics()
+    startup.ensure_data_dir(config)
+    tls = startup.tls_holder(config)
+    registry = startup.auth_registry(config)
     if store is None:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
-        await store.open()
-    tls = None
-    if config.pop3.tls_listen or config.pop3.listen:
-        cert, key = load_or_create_certificate(
-            config.tls.cert_file, config.tls.key_file, config.data_dir
-        )
-        tls = TlsContextHolder(cert, key)
+        store = await startup.open_store_at_start(config, patience=store_patience)
     return ServerContext(
         config=config,
         store=timed_store(store, metrics),
-        registry=build_registry(config),
+        registry=registry,
         tls=tls,
         log=log or make_logger(json=config.server.json_logs, level=config.server.log_level),
         metrics=metrics,
@@ -124,6 +123,28 @@ async def serve(
         await Supervisor(config, config_path=config_path, announce=say, log=log).run()
         return
     context = await build_context(config, store=store)
+    try:
+        # Bound here rather than by each server so that an address in use is named.
+        bound = bind_listeners(config, lmtp=True)
+    except BaseException:
+        await context.store.close()
+        raise
+    try:
+        await _serve_on(context, bound, say, ready, config_path)
+    finally:
+        close_listeners(bound)
+        with contextlib.suppress(Exception):
+            await context.store.close()
+
+
+async def _serve_on(
+    context: ServerContext,
+    bound: list[Bound],
+    say: Callable[[str], None],
+    ready: Callable[[list[Listening]], None] | None,
+    config_path: Path | None,
+) -> None:
+    """``serve`` of one process, on the listening sockets it bound."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -131,11 +152,22 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, lambda: lifecycle.reload(context, config_path))
     metrics: MetricsHttpServer | None = None
     try:
-        servers, listening = await start_servers(context)
+        # Bound before the POP3 servers start, so that an address in use stops nothing
+        # that runs; announced after them, as the supervisor does.
+        metrics_lines: list[str] = []
+        try:
+            metrics = await start_metrics(context, metrics_lines.append)
+        except OSError as exc:
+            address = context.config.server.metrics_listen
+            raise ListenError("server.metrics_listen", address, exc) from exc
+        servers, listening = await start_servers(context, bound)
         for kind, host, port in listening:
             say(f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}")
-        metrics = await start_metrics(context, say)
-        sweeper = loop.create_task(run_retention(context.store, config.retention, context.log))
+        for line in metrics_lines:
+            say(line)
+        sweeper = loop.create_task(
+            run_retention(context.store, context.config.retention, context.log)
+        )
         if ready is not None:
             ready(listening)
         context.log.info("ready", listeners=len(listening))
@@ -149,8 +181,6 @@ async def serve(
             loop.remove_signal_handler(sig)
         if metrics is not None:
             await metrics.stop()
-        with contextlib.suppress(Exception):
-            await context.store.close()
 
 
 def _print_flush(line: str) -> None:

@@ -21,8 +21,8 @@ from popbox.auth.passwords import verifiers_for
 from popbox.cli_support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.server import eventloop
-from popbox.server.tls import TlsConfigError
-from popbox.server.workers import WorkerStartError
+from popbox.server.startup import StartupError
+from popbox.server.tls import TlsConfigError, check_pair
 from popbox.store.base import StoreError, UnknownUser, UserExists
 
 if TYPE_CHECKING:
@@ -73,8 +73,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         # SIGHUP re-reads the file the server started from (none: only the certificate).
         eventloop.run(app.serve(config, config_path=path if path.is_file() else None))
-    except (OSError, WorkerStartError, StoreError) as exc:
-        # A port in use, a store that is down: one line, and a service manager retries.
+    except (OSError, StartupError, StoreError, TlsConfigError) as exc:
+        # A port in use, a store that is down, a worker that could not start: one line
+        # naming the file, key or address, and a service manager retries.
         print(f"popbox: cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -86,6 +87,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _config_check(args: argparse.Namespace) -> int:
     config = load_config(args)
+    if config.tls.cert_file:  # a generated certificate is checked (and made) by serve
+        check_pair(Path(config.tls.cert_file), Path(config.tls.key_file))
     for warning in warnings(config):
         print(f"warning: {warning}")
     print("configuration is valid")

@@ -188,7 +188,11 @@ def _source(args: argparse.Namespace) -> Callable[[], Iterator[SourceMessage]]:
 def _import(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit("popbox: --batch must be at least 1")
-    uidl_map = read_uidl_map(args.uidl_map) if args.uidl_map else {}
+    try:
+        uidl_map = read_uidl_map(args.uidl_map) if args.uidl_map else {}
+    except ValueError as exc:
+        print(f"popbox: --uidl-map: {exc}", file=sys.stderr)
+        return 1
     options = ImportOptions(keep_uidl=args.keep_uidl, uidl_map=uidl_map, batch_messages=args.batch)
     bar = ProgressBar(sys.stderr, f"importing into {args.name}")
     report = ImportReport()

@@ -14,6 +14,7 @@ import pytest
 from ops_helpers import TIMEOUT, http_get, login, read_line, sample, start_node, wait_gone
 
 WORKERS = {"workers": 2, "metrics_listen": "127.0.0.1:0"}
+ORPHAN_BOUND = 2.0  # seconds within which workers follow a killed supervisor
 KINDS = frozenset({"pop3", "pop3s", "metrics"})
 
 
@@ -155,11 +156,43 @@ def test_sighup_reloads_every_worker(node):
         session.quit()
 
 
-def test_workers_exit_when_the_supervisor_dies(node):
-    workers = node.worker_pids()
-    node.signal(signal.SIGKILL)
-    for pid in workers.values():
-        wait_gone(pid, timeout=15)
+def test_workers_die_with_a_killed_supervisor_and_the_port_refuses_at_once(tmp_path, tls_files):
+    """Issue 15 item 8: after SIGKILL of the supervisor its workers (in sessions of their
+    own, so a signal to its process group misses them) went on accepting, and one with a
+    session open lived on for the whole shutdown_grace.  The kernel now kills them with
+    it (PR_SET_PDEATHSIG): the port refuses connections and no worker is left."""
+    node = start_node(
+        tmp_path / "orphans",
+        tls_files,
+        sections={"server": WORKERS},
+        pop3={"login_type": "plaintext_login", "shutdown_grace": 30.0},
+        kinds=KINDS,
+    )
+    try:
+        workers = node.worker_pids()
+        assert sorted(workers) == [0, 1]
+        session = login(node.port())  # a session in progress keeps a draining worker alive
+        node.signal(signal.SIGKILL)  # the workers are in sessions of their own: only it dies
+        killed = time.monotonic()
+        while _accepts(node.port()):
+            assert time.monotonic() - killed < ORPHAN_BOUND, "the port still accepts"
+            time.sleep(0.02)
+        for pid in workers.values():
+            wait_gone(pid, timeout=ORPHAN_BOUND)
+        session.sock.settimeout(TIMEOUT)
+        with contextlib.suppress(ConnectionResetError):
+            assert session.sock.recv(1) == b""  # its worker is gone: the session with it
+        session.close()
+    finally:
+        node.process.close()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), TIMEOUT):
+            return True
+    except ConnectionRefusedError:
+        return False
 
 
 def _version() -> str:

@@ -1,15 +1,19 @@
-"""The pieces the supervisor is built from: the control channel and the reload merge."""
+"""The pieces the supervisor is built from: the control channel, the reload merge, and
+what it says when a worker cannot start."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 
 import pytest
 
 from popbox.config import from_mapping
+from popbox.log import make_logger
 from popbox.server.control import Channel, decode_config, encode_config
 from popbox.server.lifecycle import merge_reload
+from popbox.server.workers import Supervisor, WorkerStartError
 
 
 async def pair(handler_a, handler_b) -> tuple[Channel, Channel]:
@@ -131,3 +135,23 @@ def test_reload_keeps_quota_and_retention_which_are_read_at_start():
     assert sorted(ignored) == ["quota", "retention"]
     assert merged.retention == running.retention
     assert merged.quota == running.quota
+
+
+async def test_a_worker_that_cannot_start_is_reported_once_by_its_own_line():
+    """STYLE section 5: a process that cannot start prints exactly one line; with two
+    workers failing alike, the supervisor's error is the first one's report, verbatim."""
+    supervisor = Supervisor(
+        from_mapping({"server": {"workers": 2}}),
+        config_path=None,
+        announce=lambda _line: None,
+        log=make_logger(json=True, stream=io.StringIO()),
+    )
+    report = "tls.cert_file: /etc/popbox/cert.pem does not exist or is not a file"
+    for slot in supervisor._slots:
+        assert await supervisor._on_message(slot, {"op": "failed", "error": report}) == {}
+        slot.exit_status = 1
+
+    with pytest.raises(WorkerStartError) as raised:
+        await supervisor._all_ready()
+
+    assert str(raised.value) == report

@@ -347,6 +347,71 @@ def test_server_context_disables_compression_and_renegotiation(generated) -> Non
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
 
 
+# --- cipher suites -----------------------------------------------------------------------
+
+# Mozilla's "intermediate" TLS 1.2 suites (server-side TLS guidelines v5.7), without the
+# DHE ones the server cannot use (no DH parameters are loaded); by certificate key type.
+INTERMEDIATE_TLS12 = {
+    trustme.KeyType.ECDSA: {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    },
+    trustme.KeyType.RSA: {
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    },
+}
+
+
+def every_pre_tls13_suite() -> list[str]:
+    """Every TLS 1.2-and-older suite this OpenSSL knows, weak ones included."""
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    return [c["name"] for c in probe.get_ciphers() if c["protocol"] != "TLSv1.3"]
+
+
+def accepted_tls12_suites(server: ssl.SSLContext) -> set[str]:
+    """Offer the server one suite at a time over TLS 1.2; the ones it completes with."""
+    accepted = set()
+    for name in every_pre_tls13_suite():
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        client.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.set_ciphers(f"{name}:@SECLEVEL=0")
+        try:
+            end = handshake(client, server)
+        except ssl.SSLError:
+            continue
+        cipher = end.cipher()
+        assert cipher is not None
+        accepted.add(cipher[0])
+    return accepted
+
+
+@pytest.mark.parametrize("key_type", [trustme.KeyType.ECDSA, trustme.KeyType.RSA])
+def test_tls12_offers_only_ecdhe_aead_suites(tmp_path: Path, key_type) -> None:
+    """RFC 9325 s4.2: implementations SHOULD NOT negotiate cipher suites that use
+    CBC; Mozilla "intermediate": ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2."""
+    issued = trustme.CA(key_type=key_type).issue_cert("localhost", key_type=key_type)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+
+    assert accepted_tls12_suites(server_context(cert, key)) == INTERMEDIATE_TLS12[key_type]
+
+
+def test_suite_probe_sees_cbc_suites_on_a_default_context(generated) -> None:
+    """Control for the test above: the probe does find CBC suites when they are offered."""
+    cert, key = generated
+    default = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    default.load_cert_chain(cert, key)
+
+    assert "ECDHE-ECDSA-AES128-SHA256" in accepted_tls12_suites(default)
+
+
 # --- reload ------------------------------------------------------------------------------
 
 

@@ -82,13 +82,22 @@ def load(path: Path, *, required: bool = False) -> Config:
     from any working directory finds the same data.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: configuration file not found") from None
         return from_mapping({})
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # TOML is UTF-8 (TOML 1.0 "Spec"); say where the first bad byte is.
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "TOML files must be UTF-8"
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -223,6 +232,7 @@ _TYPES: dict[str, Any] = {
     "float": float,
     "bool": bool,
     "int | None": int | None,
+    "float | None": float | None,
     "tuple[str, ...]": tuple[str, ...],
 }
 
@@ -246,7 +256,7 @@ def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one ca
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: must be a whole number, not {value!r}")
         return value
-    if expected is float:
+    if expected is float or expected == float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: must be a number, not {value!r}")
         return float(value)

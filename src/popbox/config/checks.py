@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import math
 
 from popbox.auth.registry import GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 from popbox.config.sections import (
@@ -49,8 +50,9 @@ def check_pop3(pop3: Pop3Config) -> None:
             f"{MIN_COMMAND_SIZE}..{MAX_COMMAND_SIZE} (E0006)"
         )
     for key in ("unauthenticated_timeout", "authenticated_timeout", "lock_lease"):
-        if getattr(pop3, key) <= 0:
-            raise ConfigError(f"pop3.{key}: must be greater than 0")
+        _check_duration(f"pop3.{key}", getattr(pop3, key))
+    if pop3.tls_handshake_timeout is not None:
+        _check_duration("pop3.tls_handshake_timeout", pop3.tls_handshake_timeout)
     for key in ("max_bad_commands", "max_auth_failures", "sasl_line_max"):
         if getattr(pop3, key) < 1:
             raise ConfigError(f"pop3.{key}: must be at least 1")
@@ -59,6 +61,12 @@ def check_pop3(pop3: Pop3Config) -> None:
             raise ConfigError(f"pop3.{key}: must not be negative")
     if len(pop3.banner.encode("utf-8")) > 400 or any(c in pop3.banner for c in "\r\n"):
         raise ConfigError("pop3.banner: must be one line of at most 400 octets")
+
+
+def _check_duration(key: str, seconds: float) -> None:
+    # TOML allows inf and nan; neither is a timeout a timer can run.
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{key}: must be a number of seconds greater than 0, not {seconds!r}")
 
 
 def check_server(server: ServerConfig) -> None:

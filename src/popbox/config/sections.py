@@ -65,6 +65,16 @@ class Pop3Config:
     max_auth_failures: int = 3  # C0005: close after this many failed logins
     auth_failure_delay: float = 1.0  # seconds before any failed login is answered
     shutdown_grace: float = 30.0  # seconds SIGTERM lets sessions finish before closing them
+    # Seconds a client has to finish a TLS handshake (port 995 or after STLS); unset: the
+    # unauthenticated_timeout, since a handshake is part of the time before login (V0002).
+    tls_handshake_timeout: float | None = None
+
+    @property
+    def handshake_timeout(self) -> float:
+        """The TLS handshake timeout in force (``tls_handshake_timeout`` or its default)."""
+        if self.tls_handshake_timeout is None:
+            return self.unauthenticated_timeout
+        return self.tls_handshake_timeout
 
 
 @dataclass(frozen=True, slots=True)

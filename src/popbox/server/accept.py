@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Acceptor",
     "Bound",
+    "ListenError",
     "address_of",
     "bind_listeners",
     "bind_socket",
@@ -61,10 +63,24 @@ __all__ = [
 Bound = tuple[str, socket.socket]  # ("pop3s", listening socket)
 Address = tuple[str, int]
 BACKLOG = 1024
-HANDSHAKE_TIMEOUT = 30.0
 ACCEPT_BATCH = 64  # connections taken from the queue per readiness event
 _MAX_PEEK = V2_FIXED_LENGTH + 0xFFFF  # the longest header v2's length field can announce
 _TRICKLE_PAUSE = 0.01  # seconds between peeks while a header arrives in pieces
+
+
+class ListenError(OSError):
+    """A configured address cannot be listened on; the message names the key and address."""
+
+    def __init__(self, key: str, address: str, cause: OSError) -> None:
+        if cause.errno and not isinstance(cause, socket.gaierror):
+            # The plain errno text: uvloop's strerror repeats the address in other words.
+            reason = os.strerror(cause.errno)
+        else:  # a resolver error's own text, or a message without an errno
+            reason = cause.strerror or str(cause).removeprefix(f"{key}: ")
+        super().__init__(cause.errno, f"{key}: cannot listen on {address}: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def bind_socket(host: str, port: int) -> list[socket.socket]:
@@ -112,10 +128,13 @@ def bind_listeners(config: Config, *, lmtp: bool = False) -> list[Bound]:
         ):
             for address in addresses:
                 host, port = parse_address(address, key, allow_unix=kind == "lmtp")
-                if port < 0:
-                    bound.append((kind, bind_unix_listener(Path(host))))
-                else:
-                    bound.extend((kind, sock) for sock in bind_socket(host, port))
+                try:
+                    if port < 0:
+                        bound.append((kind, bind_unix_listener(Path(host))))
+                    else:
+                        bound.extend((kind, sock) for sock in bind_socket(host, port))
+                except OSError as exc:
+                    raise ListenError(key, address, exc) from exc
     except OSError:
         for _, sock in bound:
             sock.close()
@@ -320,7 +339,9 @@ class Acceptor:
                 lambda: session,
                 conn,
                 ssl=tls,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls is not None else None,
+                ssl_handshake_timeout=(
+                    context.config.pop3.handshake_timeout if tls is not None else None
+                ),
             )
         except (OSError, TimeoutError) as exc:
             context.log.info(
@@ -354,7 +375,9 @@ class Acceptor:
                 lambda: _Refusal(serialise(refused.reply)),
                 conn,
                 ssl=tls,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls is not None else None,
+                ssl_handshake_timeout=(
+                    context.config.pop3.handshake_timeout if tls is not None else None
+                ),
             )
         except (OSError, TimeoutError):
             conn.close()

@@ -277,9 +277,10 @@ class Pop3Protocol(asyncio.Protocol):
             return
         context: ssl.SSLContext = tls.context
         self._tls_early = bytearray()
+        wait = self._server.config.pop3.handshake_timeout  # may change on reload
         try:
             new_transport = await asyncio.get_running_loop().start_tls(
-                transport, _TlsSide(self), context, server_side=True, ssl_handshake_timeout=30
+                transport, _TlsSide(self), context, server_side=True, ssl_handshake_timeout=wait
             )
         except (OSError, ConnectionError, TimeoutError) as exc:
             self._log.info("stls_failed", error=type(exc).__name__)

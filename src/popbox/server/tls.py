@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -33,10 +34,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from cryptography.hazmat.primitives.asymmetric.types import (
+        CertificatePublicKeyTypes,
+        PrivateKeyTypes,
+        PublicKeyTypes,
+    )
+
 __all__ = [
     "CERT_VALIDITY",
+    "TLS12_CIPHERS",
     "TlsConfigError",
     "TlsContextHolder",
+    "check_pair",
     "load_or_create_certificate",
     "server_context",
 ]
@@ -49,6 +58,16 @@ CERT_VALIDITY: Final = dt.timedelta(days=825)
 _RENEW_BEFORE: Final = dt.timedelta(days=30)
 # Tolerate clients whose clock is a little behind ours.
 _BACKDATE: Final = dt.timedelta(minutes=5)
+
+# TLS 1.2 suites: forward secrecy (ECDHE) and AEAD (AES-GCM, ChaCha20-Poly1305) only,
+# as Mozilla's "intermediate" profile (v5.7); its DHE suites are left out because the
+# server loads no DH parameters, so OpenSSL could never choose them. Without this list
+# Python's defaults also offer the CBC suites (ECDHE-*-AES*-SHA256/SHA384).
+TLS12_CIPHERS: Final = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
 
 _GENERATED_DIR: Final = "tls"
 _GENERATED_CERT: Final = "cert.pem"
@@ -84,33 +103,85 @@ def load_or_create_certificate(cert_file: str, key_file: str, data_dir: Path) ->
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """Build a server-side context for `cert` (a PEM chain, leaf first) and `key`.
 
-    TLS 1.2 is the minimum (DESIGN.md section 4). Cipher suites are Python's defaults,
-    which already exclude anonymous, export, RC4 and 3DES suites. Raises
-    `TlsConfigError` naming both files when they cannot be loaded or do not match.
+    TLS 1.2 is the minimum (DESIGN.md section 4), and TLS 1.2 offers only
+    `TLS12_CIPHERS` (TLS 1.3's suites are all AEAD already). Raises `TlsConfigError`
+    naming the file at fault when the files cannot be read, are not PEM, the key needs
+    a passphrase, or the key does not belong to the certificate.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
     # Compression enables CRIME-style attacks; client renegotiation is a cheap way to
     # make the server burn CPU. Server preference lets our cipher order win.
     context.options |= (
         ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     )
-    # Checked first so that the error names the one file that is missing.
-    _check_readable(cert, "TLS certificate")
-    _check_readable(key, "TLS key")
+    check_pair(cert, key)
     try:
         context.load_cert_chain(cert, key, password=_refuse_passphrase(key))
     except ssl.SSLError as exc:
+        # check_pair accepted the files, so OpenSSL objects to something cryptography
+        # does not (an unsupported key type, say).
         reason = exc.reason or exc.strerror or "unusable"
-        raise TlsConfigError(
-            f"cannot use TLS certificate {cert} with key {key}: {reason} "
-            "(are they PEM files, and does the key belong to the certificate?)"
-        ) from exc
+        raise TlsConfigError(f"cannot use TLS certificate {cert} with key {key}: {reason}") from exc
     except OSError as exc:
         raise TlsConfigError(
             f"cannot read TLS certificate {cert} or key {key}: {exc.strerror}"
         ) from exc
     return context
+
+
+def check_pair(cert: Path, key: Path) -> None:
+    """Raise `TlsConfigError` naming the file unless `cert` and `key` make a usable pair.
+
+    OpenSSL's own errors ("PEM lib", "KEY_VALUES_MISMATCH") do not say which of the two
+    files is wrong, so each is parsed here first.
+    """
+    leaf = _read_certificate(cert)
+    private_key = _read_key(key)
+    if _public_der(private_key.public_key()) != _public_der(leaf.public_key()):
+        raise TlsConfigError(
+            f"TLS key {key} does not belong to the certificate {cert} (their public keys differ)"
+        )
+
+
+def _read_certificate(path: Path) -> x509.Certificate:
+    data = _read_file(path, "TLS certificate")
+    try:
+        chain = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise TlsConfigError(
+            f"TLS certificate {path}: not a PEM certificate "
+            "(a file starting with -----BEGIN CERTIFICATE----- is expected)"
+        ) from None
+    return chain[0]
+
+
+def _read_key(path: Path) -> PrivateKeyTypes:
+    data = _read_file(path, "TLS key")
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # cryptography's way of saying "this key needs a password"
+        raise _passphrase_error(path) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise TlsConfigError(
+            f"TLS key {path}: not a PEM private key "
+            "(a file starting with -----BEGIN PRIVATE KEY----- is expected)"
+        ) from None
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    _check_readable(path, what)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TlsConfigError(f"{what} {path}: cannot read it: {exc.strerror}") from None
+
+
+def _public_der(public_key: PublicKeyTypes | CertificatePublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 class TlsContextHolder:
@@ -160,20 +231,26 @@ class TlsContextHolder:
 
 
 def _check_readable(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise TlsConfigError(f"{what}: {path} is a directory, not a file")
     if not path.is_file():
         raise TlsConfigError(f"{what}: {path} does not exist or is not a file")
     if not os.access(path, os.R_OK):
         raise TlsConfigError(f"{what}: {path} is not readable by this user")
 
 
+def _passphrase_error(key: Path) -> TlsConfigError:
+    return TlsConfigError(
+        f"TLS key {key} is encrypted with a passphrase; popbox needs an unencrypted key "
+        "(protect it with file permissions instead)"
+    )
+
+
 def _refuse_passphrase(key: Path) -> Callable[[], str]:
     # Without a callback OpenSSL would prompt on the terminal for a passphrase, which
     # hangs a daemon (or a SIGHUP reload) forever. Raising here aborts the load instead.
     def callback() -> str:
-        raise TlsConfigError(
-            f"TLS key {key} is encrypted with a passphrase; popbox needs an unencrypted key "
-            "(protect it with file permissions instead)"
-        )
+        raise _passphrase_error(key)
 
     return callback
 
@@ -198,11 +275,12 @@ def _generated_certificate(data_dir: Path) -> tuple[Path, Path]:
 
 
 def _is_reusable(cert: Path, key: Path) -> bool:
+    # A pair whose key does not match (written by two processes at once by an older
+    # version) is generated again rather than refused for ever.
     try:
-        if not key.is_file():
-            return False
+        check_pair(cert, key)
         certificate = x509.load_pem_x509_certificate(cert.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, TlsConfigError):
         return False
     return certificate.not_valid_after_utc - _RENEW_BEFORE > dt.datetime.now(dt.UTC)
 

@@ -5,7 +5,9 @@ one end of its control channel as inherited file descriptors.  It asks the super
 for the configuration, builds its own context (store connections, TLS, metrics), accepts
 on the inherited sockets and says ``ready``.  It stops (draining its sessions) on
 SIGTERM, SIGINT, a ``stop`` request, or when the control channel closes because the
-supervisor is gone.
+supervisor is gone; on Linux the kernel kills it as soon as the supervisor dies
+(``die_with_parent``).  A worker that cannot start tells the supervisor why in one
+line, which the supervisor prints once for the node, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import os
 import signal
 import socket
 import sys
@@ -20,6 +24,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from popbox import app
+from popbox.config import ConfigError
 from popbox.delivery.retention import run_retention
 from popbox.log import make_logger
 from popbox.metrics import check_store
@@ -28,17 +33,29 @@ from popbox.server.balance import AcceptBalance
 from popbox.server.control import Channel, Message, decode_config
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
+from popbox.server.startup import StartupError
+from popbox.server.tls import TlsConfigError
+from popbox.store.base import StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from popbox.config import Config
+    from popbox.delivery.lmtp_server import LmtpServer
     from popbox.server.accept import Bound
     from popbox.server.context import ServerContext
+    from popbox.server.listener import Pop3Server
 
-__all__ = ["SupervisorLimiter", "main"]
+__all__ = ["SupervisorLimiter", "die_with_parent", "main"]
 
 ADMIT_TIMEOUT = 2.0  # seconds; past that a connection is admitted rather than left hanging
 HELLO_TIMEOUT = 30.0
+REPORT_TIMEOUT = 5.0  # seconds to wait for the supervisor to take a startup failure
+STORE_PATIENCE = 20.0  # seconds a busy store is waited for at start (READY_TIMEOUT is 60)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# What a worker that cannot start reports as one line: each names the file, key or
+# address.  Anything else is a bug, and its traceback is what the bug report needs.
+_START_ERRORS = (StartupError, TlsConfigError, ConfigError, StoreError, OSError)
 
 
 class SupervisorLimiter:
@@ -98,10 +115,12 @@ class SupervisorLimiter:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="popbox-worker", description=__doc__)
     parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--supervisor", type=int, required=True, help="the supervisor's pid")
     parser.add_argument("--control", type=int, required=True, help="control channel fd")
     parser.add_argument("--listener", action="append", default=[], help="KIND:FD")
     parser.add_argument("--balance", help="FD:WORKERS: the workers' connection counters")
     args = parser.parse_args(argv)
+    die_with_parent(args.supervisor)
     bound: list[Bound] = []
     for spec in args.listener:
         kind, _, fd = spec.partition(":")
@@ -111,13 +130,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.balance:
         fd, _, workers = args.balance.partition(":")
         balance = AcceptBalance(int(fd), args.index, int(workers))
-    eventloop.run(_run(args.index, control, bound, balance))
-    return 0
+    return eventloop.run(_run(args.index, control, bound, balance))
+
+
+def die_with_parent(parent: int) -> None:
+    """Make the kernel kill this process the moment ``parent`` (the supervisor) dies.
+
+    A worker left behind by a supervisor killed with SIGKILL would go on accepting on
+    the node's port, with no limits enforced and nobody to restart or stop it, and would
+    keep the port from a new supervisor.  On Linux PR_SET_PDEATHSIG (prctl(2)) closes
+    that gap at once, even while this process is busy; elsewhere the control channel
+    closing makes the worker stop accepting and drain (``_serve``).  The standard
+    library has no prctl, hence ctypes.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent:
+        # The supervisor died before the request took effect: nobody is left to serve for.
+        os._exit(1)
 
 
 async def _run(
     index: int, control: socket.socket, bound: list[Bound], balance: AcceptBalance | None
-) -> None:
+) -> int:
+    """Start, serve until told to stop; the exit status (1: could not start)."""
     stop = asyncio.Event()
     box: dict[str, ServerContext] = {}
 
@@ -125,24 +164,64 @@ async def _run(
         return await _answer(message, box.get("context"), stop)
 
     channel = await Channel.open(control, handle)
-    async with asyncio.timeout(HELLO_TIMEOUT):
-        config = decode_config((await channel.request("hello"))["config"])
+    try:
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                config = decode_config((await channel.request("hello"))["config"])
+        except (ConnectionError, TimeoutError):
+            return 1  # the supervisor is gone or stuck: there is nobody to serve for
+        try:
+            context, servers = await _start(index, config, channel, bound, balance)
+        except _START_ERRORS as exc:
+            # One line for the supervisor to print once, instead of a traceback per worker.
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(REPORT_TIMEOUT):
+                    await channel.request("failed", error=str(exc))
+            return 1
+        box["context"] = context
+        await _serve(index, context, servers, channel, stop)
+        return 0
+    finally:
+        await channel.close()
+
+
+async def _start(
+    index: int,
+    config: Config,
+    channel: Channel,
+    bound: list[Bound],
+    balance: AcceptBalance | None,
+) -> tuple[ServerContext, list[Pop3Server | LmtpServer]]:
     settings = config.server
     log = make_logger(json=settings.json_logs, level=settings.log_level).bind(worker=index)
-    context = await app.build_context(config, log=log)
+    # The supervisor created and migrated the store; it may still be busy for a moment.
+    context = await app.build_context(config, log=log, store_patience=STORE_PATIENCE)
     context.limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
     context.balance = balance
-    box["context"] = context
+    try:
+        servers, _ = await app.start_servers(context, bound)
+    except BaseException:
+        await context.store.close()
+        raise
+    return context, servers
+
+
+async def _serve(
+    index: int,
+    context: ServerContext,
+    servers: list[Pop3Server | LmtpServer],
+    channel: Channel,
+    stop: asyncio.Event,
+) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # The supervisor sends reloads over the channel; a stray SIGHUP must not kill us.
     loop.add_signal_handler(signal.SIGHUP, lambda: reload_tls(context))
     try:
-        servers, _ = await app.start_servers(context, bound)
         # One retention sweeper per node (E0005): worker 0's, restarted along with it.
         sweeper = (
-            loop.create_task(run_retention(context.store, config.retention, context.log))
+            loop.create_task(run_retention(context.store, context.config.retention, context.log))
             if index == 0
             else None
         )
@@ -157,7 +236,6 @@ async def _run(
     finally:
         with contextlib.suppress(Exception):
             await context.store.close()
-        await channel.close()
 
 
 async def _answer(message: Message, context: ServerContext | None, stop: asyncio.Event) -> Message:

@@ -1,10 +1,12 @@
 """Several worker processes on the same listeners, under a supervisor.
 
 Theory of operation: with ``[server] workers = N`` (N > 1; 0 means one per CPU core)
-``popbox serve`` becomes a supervisor.  It binds every listening socket itself, then
-starts N workers (``python -m popbox.server.worker``) that inherit those sockets and
-all accept on them: the kernel hands each new connection to one of them, so every core
-serves one port.
+``popbox serve`` becomes a supervisor.  It first checks and creates, once, what every
+worker needs (certificate, auth secret, store: ``server/startup.py``), so that a bad
+file is one line and a first start is not raced by N processes.  It binds every
+listening socket itself, then starts N workers (``python -m popbox.server.worker``) that
+inherit those sockets and all accept on them: the kernel hands each new connection to
+one of them, so every core serves one port.
 
 Why bind once in the supervisor instead of one SO_REUSEPORT socket per worker: with port
 0 each worker would get a different port, and the ``listening KIND HOST:PORT`` lines could
@@ -19,7 +21,9 @@ gets its configuration there, asks the supervisor to admit connections and login
 against the node's limits (one ``ConnectionLimits`` for all workers), and answers
 requests for its metrics and its store's health, which the supervisor's HTTP listener
 adds up.  A worker that exits is started again, after a delay that doubles with each
-quick failure (0.5 s up to 30 s).  SIGTERM (or SIGINT) drains: workers stop accepting and
+quick failure (0.5 s up to 30 s); one that cannot start at all reports a one-line reason
+over its channel, which the supervisor prints once.  Workers die with the supervisor
+(``worker.die_with_parent``).  SIGTERM (or SIGINT) drains: workers stop accepting and
 finish their sessions up to ``pop3.shutdown_grace``; SIGHUP re-reads the configuration
 file, which the supervisor validates and sends to every worker, and each worker reloads
 its TLS certificate.
@@ -36,7 +40,6 @@ import socket
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -44,19 +47,22 @@ from prometheus_client import Counter as PromCounter
 
 from popbox.config import ConfigError, load, parse_address
 from popbox.metrics import MetricsHttpServer, export_registry, render_merged
-from popbox.server.accept import address_of, bind_listeners
+from popbox.server.accept import ListenError, address_of, bind_listeners
 from popbox.server.balance import create_counters
 from popbox.server.control import Channel, Message, encode_config
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
+from popbox.server.startup import StartupError, close_listeners, prepare
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     import structlog
 
     from popbox.config import Config
     from popbox.server.accept import Bound
+    from popbox.store.base import MailStore
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
 
@@ -73,8 +79,8 @@ def worker_count(config: Config) -> int:
     return config.server.workers or os.cpu_count() or 1
 
 
-class WorkerStartError(RuntimeError):
-    """A worker exited before it was ready at startup; its own log says why."""
+class WorkerStartError(StartupError):
+    """A worker exited before it was ready at startup: the line it reported, if any."""
 
 
 @dataclass(eq=False)
@@ -84,6 +90,7 @@ class _Slot:
     channel: Channel | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     exit_status: int | None = None
+    failure: str | None = None  # the one line a worker that could not start reported
     ips: Counter[str] = field(default_factory=Counter)  # what this worker holds of the limits
     users: Counter[str] = field(default_factory=Counter)
 
@@ -120,25 +127,32 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then drain every worker and return."""
+        """Serve until SIGTERM or SIGINT, then drain every worker and return.
+
+        Raises ``StartupError`` (``WorkerStartError`` for a worker), ``TlsConfigError``
+        or ``ListenError`` with one line saying why the node cannot start.
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        self._bound = bind_listeners(self.config, lmtp=True)
+        store, metrics = await self._prepare_and_bind()
         self._balance_fd = create_counters(len(self._slots))
         keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
-        metrics: MetricsHttpServer | None = None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
         try:
-            await self._wait_ready()
+            try:
+                await self._wait_ready()
+            finally:
+                await store.close()
             self._started = True
             for kind, sock in self._bound:
                 host, port = address_of(sock)
                 self._announce(
                     f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}"
                 )
-            metrics = await self._start_metrics()
+            if metrics is not None:
+                self._announce("listening metrics {}:{}".format(*metrics[1]))
             self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
             await stop.wait()
             self._log.info("stopping", workers=len(self._slots))
@@ -146,10 +160,32 @@ class Supervisor:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self._stop_workers(keepers)
-            _close_listeners(self._bound)
+            close_listeners(self._bound)
             os.close(self._balance_fd)
             if metrics is not None:
-                await metrics.stop()
+                await metrics[0].stop()
+
+    async def _prepare_and_bind(
+        self,
+    ) -> tuple[MailStore, tuple[MetricsHttpServer, tuple[str, int]] | None]:
+        """What can fail at start, done before any worker runs (server/startup.py).
+
+        Returns the store, open until every worker has opened its own, and the metrics
+        listener (bound, serving 503 on /healthz until a worker is ready) with its address.
+        """
+        store = await prepare(self.config)
+        try:
+            self._bound = bind_listeners(self.config, lmtp=True)
+            try:
+                metrics = await self._start_metrics()
+            except BaseException:
+                close_listeners(self._bound)
+                self._bound = []
+                raise
+        except BaseException:
+            await store.close()
+            raise
+        return store, metrics
 
     # -- starting and watching -------------------------------------------------------
 
@@ -164,11 +200,12 @@ class Supervisor:
         while not all(slot.ready.is_set() for slot in self._slots):
             for slot in self._slots:
                 if slot.exit_status is not None:
-                    msg = (
-                        f"worker {slot.index} exited with status {slot.exit_status} "
+                    # Every worker would say the same: the first to fail speaks for all.
+                    raise WorkerStartError(
+                        slot.failure
+                        or f"worker {slot.index} exited with status {slot.exit_status} "
                         "before it was ready (its log above says why)"
                     )
-                    raise WorkerStartError(msg)
             self._changed.clear()
             await self._changed.wait()
 
@@ -184,13 +221,20 @@ class Supervisor:
             failures = 1 if loop.time() - started >= STABLE_AFTER else failures + 1
             delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
             self._restarts.inc()
-            self._log.warning("worker_exited", worker=slot.index, status=status, restart_in=delay)
+            self._log.warning(
+                "worker_exited",
+                worker=slot.index,
+                status=status,
+                error=slot.failure,
+                restart_in=delay,
+            )
             await asyncio.sleep(delay)
 
     async def _run_worker(self, slot: _Slot) -> int:
         ours, theirs = socket.socketpair()
         fds = [theirs.fileno(), self._balance_fd, *(sock.fileno() for _, sock in self._bound)]
         argv = [sys.executable, "-m", WORKER_MODULE, "--index", str(slot.index)]
+        argv += ["--supervisor", str(os.getpid())]
         argv += ["--control", str(theirs.fileno())]
         argv += ["--balance", f"{self._balance_fd}:{len(self._slots)}"]
         for kind, sock in self._bound:
@@ -202,6 +246,7 @@ class Supervisor:
         finally:
             theirs.close()
         slot.process = process
+        slot.failure = None
         slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
         self._log.info("worker_started", worker=slot.index, pid=process.pid)
         try:
@@ -231,6 +276,9 @@ class Supervisor:
         op = message.get("op")
         if op == "hello":
             return {"config": encode_config(self.config)}
+        if op == "failed":
+            slot.failure = str(message.get("error"))
+            return {}
         if op == "ready":
             slot.ready.set()
             self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
@@ -303,14 +351,17 @@ class Supervisor:
     async def _ask_all(self, op: str, **fields: object) -> list[Message | None]:
         return list(await asyncio.gather(*(self._ask(s, op, **fields) for s in self._slots)))
 
-    async def _start_metrics(self) -> MetricsHttpServer | None:
+    async def _start_metrics(self) -> tuple[MetricsHttpServer, tuple[str, int]] | None:
         if not self.config.server.metrics_listen:
             return None
         server = MetricsHttpServer(self._render, self._health)
-        host, port = parse_address(self.config.server.metrics_listen, "server.metrics_listen")
-        bound = await server.start(host, port)
-        self._announce("listening metrics {}:{}".format(*bound))
-        return server
+        address = self.config.server.metrics_listen
+        host, port = parse_address(address, "server.metrics_listen")
+        try:
+            bound = await server.start(host, port)
+        except OSError as exc:
+            raise ListenError("server.metrics_listen", address, exc) from exc
+        return server, bound
 
     async def _render(self) -> bytes:
         replies = await self._ask_all("metrics")
@@ -326,11 +377,3 @@ class Supervisor:
             if reply is None or not reply.get("ok"):
                 return False, (reply or {}).get("text", "a worker does not answer")
         return True, "ok"
-
-
-def _close_listeners(bound: list[Bound]) -> None:
-    for _, sock in bound:
-        if sock.family == socket.AF_UNIX:  # the workers leave the path to us
-            with contextlib.suppress(OSError):
-                Path(sock.getsockname()).unlink()
-        sock.close()

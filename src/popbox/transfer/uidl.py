@@ -18,6 +18,7 @@ A unique-id is 1 to 70 characters in 0x21-0x7E (RFC 1939 s7); anything else is n
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -66,11 +67,25 @@ def x_uidl(raw: bytes) -> str | None:
 def read_uidl_map(path: Path) -> dict[str, str]:
     """``key -> uidl`` from a CSV file of ``key,uidl`` lines; a header line is allowed.
 
-    Raises ``ValueError`` naming the line of a malformed row or an invalid unique-id.
+    Raises ``ValueError`` naming the file (and the line, where there is one) when it
+    cannot be read, is not UTF-8, is not well-formed CSV, or holds a malformed row or an
+    invalid unique-id.
     """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+    # strict: an unterminated quote is an error, not a field that runs to the end.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     found: dict[str, str] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle), 1):
+    try:
+        for row in reader:
+            number = reader.line_num
             if not row or (number == 1 and [c.strip().lower() for c in row][1:] == ["uidl"]):
                 continue
             if len(row) != 2 or not row[0].strip():
@@ -79,6 +94,8 @@ def read_uidl_map(path: Path) -> dict[str, str]:
             if not valid_uidl(uidl):
                 raise ValueError(f"{path}:{number}: {uidl!r} is not a unique-id (RFC 1939 s7)")
             found[key] = uidl
+    except csv.Error as exc:
+        raise ValueError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
     return found
 
 
