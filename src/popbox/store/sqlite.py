@@ -72,8 +72,8 @@ _TEMPORARY_CODES = frozenset(
         5,  # SQLITE_BUSY
         6,  # SQLITE_LOCKED
         7,  # SQLITE_NOMEM
-        10,  # SQLITE_IOERR
         8,  # SQLITE_READONLY: a filesystem remounted read-only, until an admin acts
+        10,  # SQLITE_IOERR
         13,  # SQLITE_FULL
         14,  # SQLITE_CANTOPEN
         15,  # SQLITE_PROTOCOL
