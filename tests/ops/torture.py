@@ -148,8 +148,23 @@ def pop3_reader(target: Target, ledger: Ledger, seed: int, stop: threading.Event
             stop.wait(0.05)  # dropped before QUIT: this session removed nothing
 
 
+class _Pop3(poplib.POP3):
+    """``poplib.POP3`` that closes its socket when the greeting never comes."""
+
+    def __init__(self, port: int) -> None:
+        try:
+            super().__init__("127.0.0.1", port, timeout=TIMEOUT)
+        except BaseException:
+            # Connected, then the server was killed before or during the greeting.
+            if hasattr(self, "file"):
+                self.close()
+            elif hasattr(self, "sock"):
+                self.sock.close()
+            raise
+
+
 def _session(port: int, user: str, ledger: Ledger, rng: random.Random) -> None:
-    client = poplib.POP3("127.0.0.1", port, timeout=TIMEOUT)
+    client = _Pop3(port)
     try:
         client.user(user)
         client.pass_(USERS[user])
