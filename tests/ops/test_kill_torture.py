@@ -23,6 +23,7 @@ import random
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops_helpers import Node, wait_gone
@@ -31,8 +32,6 @@ from popbox_servers import USERS, ServeProcess, config_mapping, provision, toml_
 from torture import Ledger, Target, lmtp_sender, pop3_reader, token_of
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from popbox_servers import TlsFiles
 
 KILLS = int(os.environ.get("POPBOX_TORTURE_KILLS", "10"))
@@ -83,8 +82,17 @@ def kill_a_worker(node: Node, rng: random.Random) -> None:
         os.kill(pids[rng.choice(sorted(pids))], signal.SIGKILL)
     deadline = time.monotonic() + 30
     while _started(node) == before:
-        assert time.monotonic() < deadline, f"no worker restarted: {node.process.stderr()}"
+        assert time.monotonic() < deadline, (
+            f"the supervisor started no new worker in 30 s (its threads wait in"
+            f" {_waits(node.pid)}): {node.process.stderr()[-4000:]}"
+        )
         time.sleep(0.05)
+
+
+def _waits(pid: int) -> list[str]:
+    """Where each thread of ``pid`` waits in the kernel, to tell a hang from a crash."""
+    tasks = Path(f"/proc/{pid}/task")
+    return [(task / "wchan").read_text() for task in tasks.iterdir()] if tasks.exists() else []
 
 
 def _started(node: Node) -> int:
