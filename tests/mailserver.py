@@ -110,9 +110,13 @@ class LmtpClient:
         family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(TIMEOUT)
-        self.sock.connect(address)
-        self._file = self.sock.makefile("rb")
-        self.greeting = self.reply()
+        try:
+            self.sock.connect(address)
+            self._file = self.sock.makefile("rb")
+            self.greeting = self.reply()
+        except BaseException:
+            self.sock.close()  # a server killed mid-greeting (tests/ops/torture.py)
+            raise
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

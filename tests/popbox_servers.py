@@ -328,7 +328,10 @@ def popbox_executable() -> str:
 class ServeProcess:
     """``popbox ARGS...`` as a child process whose stdout is read line by line."""
 
-    def __init__(self, args: list[str], *, cwd: Path, stderr_path: Path) -> None:
+    def __init__(
+        self, args: list[str], *, cwd: Path, stderr_path: Path, own_group: bool = False
+    ) -> None:
+        """``own_group``: in a process group of its own, for a test that kills the group."""
         self._stderr_path = stderr_path
         self._stderr = stderr_path.open("wb")
         self.process = subprocess.Popen(
@@ -337,6 +340,7 @@ class ServeProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
+            process_group=0 if own_group else None,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)

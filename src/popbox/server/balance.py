@@ -32,7 +32,10 @@ MARGIN = 2
 def create_counters(workers: int) -> int:
     """A zeroed shared block of ``workers`` counters, as a descriptor to pass to them."""
     fd = os.memfd_create("popbox-worker-connections", os.MFD_CLOEXEC)
-    os.ftruncate(fd, 8 * workers)
+    # Memory, not disk, but sized sparse it would get its page on a worker's first
+    # store, and a page the kernel cannot give then is a SIGBUS: allocate it now,
+    # where a failure is an error the supervisor reports at start.
+    os.posix_fallocate(fd, 0, 8 * workers)
     return fd
 
 

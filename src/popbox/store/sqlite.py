@@ -43,6 +43,12 @@ from popbox.store.base import (
 )
 from popbox.store.readahead import ChangeBeacon, beacon_path
 from popbox.store.sqlite_maildrop import SqliteMaildrop
+from popbox.store.sqlite_open import (
+    connect,
+    connect_read_only,
+    on_read_only_filesystem,
+    require_current_schema,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -55,10 +61,6 @@ __all__ = ["SqliteStore"]
 
 # Maildrops up to this many messages are read on the loop's thread (see above).
 INLINE_SNAPSHOT = 500
-# Readers map the database file instead of copying each page in with pread(): a RETR of
-# a small message then costs no read syscall.  (Pages still in the WAL are read as usual.)
-READ_MMAP = 1 << 30
-
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -70,6 +72,7 @@ _TEMPORARY_CODES = frozenset(
         5,  # SQLITE_BUSY
         6,  # SQLITE_LOCKED
         7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY: a filesystem remounted read-only, until an admin acts
         10,  # SQLITE_IOERR
         13,  # SQLITE_FULL
         14,  # SQLITE_CANTOPEN
@@ -85,34 +88,6 @@ def _translate(exc: sqlite3.Error) -> StoreError:
     if isinstance(code, int) and code & 0xFF in _TEMPORARY_CODES:
         return StoreTemporaryError(f"the mail database is unavailable ({name})")
     return StorePermanentError(f"the mail database needs an administrator ({name})")
-
-
-def _connect(path: Path, *, busy_timeout: float, writer: bool) -> sqlite3.Connection:
-    # isolation_level=None: transactions are explicit BEGIN IMMEDIATE ... COMMIT, not
-    # the module's implicit ones.  check_same_thread=False only lets close() run on
-    # another thread; each connection is used by one thread at a time.
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        _configure(conn, writer=writer)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _configure(conn: sqlite3.Connection, *, writer: bool) -> None:
-    conn.execute("PRAGMA foreign_keys = ON")
-    if not writer:
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute(f"PRAGMA mmap_size = {READ_MMAP}")
-        return
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
-        raise StorePermanentError(f"the mail database cannot use WAL (got {mode})")
-    # FULL syncs the WAL at every commit: a delivery is durable before it is acknowledged.
-    conn.execute("PRAGMA synchronous = FULL")
 
 
 class SqliteStore:
@@ -143,6 +118,7 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._inline_conn: sqlite3.Connection | None = None
         self._beacon: ChangeBeacon | None = None
+        self._read_only = False  # on a read-only filesystem: see store/sqlite_open.py
         # The inline connection is normally used by one event loop's thread; the lock
         # only matters if a store is shared between loops on several threads.
         self._inline_lock = threading.Lock()
@@ -280,14 +256,20 @@ class SqliteStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorePermanentError("cannot create the mail database directory") from exc
-        writer = _connect(self._path, busy_timeout=self._busy_timeout, writer=True)
-        self._connections.append(writer)
-        ops.apply_migrations(writer, self._clock)
+        self._read_only = on_read_only_filesystem(self._path)
+        if self._read_only:
+            reader = partial(connect_read_only, self._path, busy_timeout=self._busy_timeout)
+            self._connections.append(reader())
+            require_current_schema(self._connections[0])
+        else:
+            reader = partial(connect, self._path, busy_timeout=self._busy_timeout, writer=False)
+            writer = connect(self._path, busy_timeout=self._busy_timeout, writer=True)
+            self._connections.append(writer)
+            ops.apply_migrations(writer, self._clock)
         for _ in range(self._readers):
-            reader = _connect(self._path, busy_timeout=self._busy_timeout, writer=False)
-            self._connections.append(reader)
-            self._idle_readers.put(reader)
-        self._inline_conn = _connect(self._path, busy_timeout=self._busy_timeout, writer=False)
+            self._connections.append(pooled := reader())
+            self._idle_readers.put(pooled)
+        self._inline_conn = reader()
         self._connections.append(self._inline_conn)
         try:
             self._beacon = ChangeBeacon(beacon_path(self._path), like=self._path)
@@ -323,8 +305,7 @@ class SqliteStore:
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
-        self._check_open()
-        writer = self._connections[0]
+        writer = self._writer()
         return await self._run(self._writer_pool, partial(operation, writer, *args, **kwargs))
 
     async def write_removing(
@@ -338,8 +319,7 @@ class SqliteStore:
 
         This and the two reads below are also ``SqliteMaildrop``'s way in.
         """
-        self._check_open()
-        writer = self._connections[0]
+        writer = self._writer()
         beacon = self._beacon
         assert beacon is not None
         job = partial(_bumped, beacon, name, partial(operation, writer, *args, **kwargs))
@@ -370,6 +350,12 @@ class SqliteStore:
             raise  # misuse of the API is a bug to fix, not a database condition
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
+
+    def _writer(self) -> sqlite3.Connection:
+        self._check_open()
+        if self._read_only:
+            raise StoreTemporaryError("the mail database is on a read-only filesystem")
+        return self._connections[0]
 
     def _check_open(self) -> None:
         if self._state != "open":

@@ -75,7 +75,9 @@ class SqliteMaildrop:
             wire = self._ahead.take(uid)
             if wire is not None:
                 return wire
-        if consecutive:
+        # Without the counters (a full disk or a read-only filesystem: see
+        # store/readahead.py) no copy could be vouched for: each body is read then.
+        if consecutive and self._beacon.available():
             run = self._run_from(index)
             if len(run) > 1:
                 self._ahead = self._read_ahead(run)
