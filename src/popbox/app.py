@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
 from popbox.auth.passwords import DEFAULT_PARAMS
 from popbox.auth.registry import build_registry
+from popbox.clock import SystemClock
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
 from popbox.log import make_logger
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
     import structlog
 
+    from popbox.clock import Clock
     from popbox.config import Config
     from popbox.server.accept import Bound
     from popbox.server.listener import Listening
@@ -51,12 +53,22 @@ async def build_context(
     *,
     store: MailStore | None = None,
     log: structlog.typing.FilteringBoundLogger | None = None,
+    clock: Clock | None = None,
 ) -> ServerContext:
-    """Everything sessions share; opens the configured store unless one is given."""
+    """Everything sessions share; opens the configured store unless one is given.
+
+    ``clock`` (the real one unless given) is the one every timer, lease and stamp reads.
+    """
     metrics = Metrics()
+    clock = clock or SystemClock()
     if store is None:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+        store = open_store(
+            config.storage.backend,
+            data_dir=config.data_dir,
+            dsn=config.storage.dsn,
+            clock=clock.wall,
+        )
         await store.open()
     tls = None
     if config.pop3.tls_listen or config.pop3.listen:
@@ -73,7 +85,8 @@ async def build_context(
         metrics=metrics,
         limits=LocalLimiter(LimitSettings.from_config(config.server)),
         password_params=DEFAULT_PARAMS,
-        guard=LoginGuard(GuardSettings.from_config(config)),
+        guard=LoginGuard(GuardSettings.from_config(config), clock=clock.monotonic),
+        clock=clock,
     )
 
 
@@ -135,7 +148,9 @@ async def serve(
         for kind, host, port in listening:
             say(f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}")
         metrics = await start_metrics(context, say)
-        sweeper = loop.create_task(run_retention(context.store, config.retention, context.log))
+        sweeper = loop.create_task(
+            run_retention(context.store, config.retention, context.log, clock=context.clock)
+        )
         if ready is not None:
             ready(listening)
         context.log.info("ready", listeners=len(listening))

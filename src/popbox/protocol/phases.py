@@ -66,5 +66,6 @@ class Counters:
     auth_failures: int = 0
     lines: int = 0  # complete lines received; the I/O layer resets its timer on change
     output: list[bytes] = field(default_factory=list)
+    queued: int = 0  # octets in ``output``
     records: list[CommandRecord] = field(default_factory=list)
     verb: str | None = None  # the command being answered, until its status line

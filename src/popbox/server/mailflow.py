@@ -15,7 +15,6 @@ one ``-ERR [SYS/TEMP]`` the session survives.  The mirror image of ``LoginFlow``
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from popbox import message
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from popbox.protocol.connection import Pop3Connection, Retrieve
     from popbox.server.context import ServerContext
     from popbox.server.login import LoginFlow
-    from popbox.server.observe import SessionObserver
     from popbox.store.base import Prefetched
 
 __all__ = ["AHEAD_COUNT", "AHEAD_OCTETS", "MailFlow"]
@@ -43,12 +41,10 @@ class MailFlow:
         self,
         server: ServerContext,
         conn: Pop3Connection,
-        observe: SessionObserver,
         login: LoginFlow,
     ) -> None:
         self._server = server
         self._conn = conn
-        self._observe = observe
         self._login = login
         self._ahead: Prefetched | None = None
         self._previous = 0  # the message number of the last RETR or TOP
@@ -108,7 +104,7 @@ class MailFlow:
         try:
             removed = await store.delete(user, deleted) if deleted else 0
             if retrieved:
-                await store.mark_retrieved(user, retrieved, time.time())
+                await store.mark_retrieved(user, retrieved, self._server.clock.wall())
         except StoreError:
             self._login.log.warning("update_failed", marked=len(deleted))
             await self._login.release_lock()
@@ -124,8 +120,6 @@ class MailFlow:
         if wire is None:
             self._conn.message_gone()  # C0004: removed behind this session's back
         elif event.lines is None:
-            self._observe.body = wire
             self._conn.send_message(wire)
         else:
-            self._observe.body = message.top_lines(wire, event.lines)
-            self._conn.send_message(self._observe.body)
+            self._conn.send_message(message.top_lines(wire, event.lines))

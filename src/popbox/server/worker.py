@@ -142,7 +142,9 @@ async def _run(
         servers, _ = await app.start_servers(context, bound)
         # One retention sweeper per node (E0005): worker 0's, restarted along with it.
         sweeper = (
-            loop.create_task(run_retention(context.store, config.retention, context.log))
+            loop.create_task(
+                run_retention(context.store, config.retention, context.log, clock=context.clock)
+            )
             if index == 0
             else None
         )
