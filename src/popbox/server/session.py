@@ -115,6 +115,11 @@ class Pop3Protocol(asyncio.Protocol):
     def stage(self) -> Stage:
         return self._stage
 
+    @property
+    def output_blocked(self) -> bool:
+        """The client is not taking its replies: no further command is answered meanwhile."""
+        return self._outbox.busy
+
     # -- asyncio.Protocol callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -417,15 +422,17 @@ class Pop3Protocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._transport_gone.done():
             return
+        # Cutting it off ends the connection, which ends both waits below.
+        deadline = self._server.clock.call_later(self._linger, lambda: self._cut_off(transport))
         try:
-            async with asyncio.timeout(self._linger):
-                if self._outbox.busy:  # a body still goes out slice by slice
-                    self._handed_over = asyncio.get_running_loop().create_future()
-                    await self._handed_over
+            if self._outbox.busy:  # a body still goes out slice by slice
+                self._handed_over = asyncio.get_running_loop().create_future()
+                await self._handed_over
+            if not self._transport_gone.done():
                 transport.close()
                 await asyncio.shield(self._transport_gone)
-        except TimeoutError:
-            self._cut_off(transport)
+        finally:
+            deadline.cancel()
 
     def _wake_closing(self) -> None:
         """Closing waits for the outbox to empty; it has, or the connection is gone."""
