@@ -25,6 +25,7 @@ from popbox_servers import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
+
     from popbox.testing import ManualClock
 
 

@@ -35,7 +35,6 @@ from popbox.config import from_mapping
 from popbox.log import make_logger
 from popbox.message import normalise, prepare
 from popbox.store import open_store
-from popbox.testing import ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from popbox.server.session import Pop3Protocol
     from popbox.server.stage import Stage
     from popbox.store.base import MailStore, MessageInfo
+    from popbox.testing import ManualClock
 
 __all__ = [
     "USERS",
