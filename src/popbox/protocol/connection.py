@@ -92,6 +92,7 @@ class Pop3Connection:
         self._phase: Phase = Authorization()
         self._counters = Counters()
         self._status_lines: list[bytes] | None = None  # kept once keep_status_lines is called
+        self._capa: dict[tuple[bool, bool], bytes] = {}
         self._write(Ok(self.settings.banner))
 
     # -- observation ---------------------------------------------------------------
@@ -351,7 +352,7 @@ class Pop3Connection:
         return None
 
     def _transaction(self, command: c.Command, phase: Transaction) -> Event | None:
-        reply = transaction.answer(command, phase.maildrop)
+        reply = transaction.answer(command, phase.maildrop, phase.listings)
         if isinstance(reply, Retrieve | Update):
             return self._await(reply, phase)
         self._reply(reply)
@@ -390,11 +391,13 @@ class Pop3Connection:
         return None
 
     def _capabilities(self) -> bytes:
-        before_login = self.state is State.AUTHORIZATION
-        lines = capability_lines(
-            self.settings, tls_active=self._tls_active, before_login=before_login
-        )
-        return multiline(Ok("capability list follows"), lines)
+        """CAPA's reply, built once per (before login, TLS) and kept: it is often repeated."""
+        key = (self.state is State.AUTHORIZATION, self._tls_active)
+        reply = self._capa.get(key)
+        if reply is None:
+            lines = capability_lines(self.settings, tls_active=key[1], before_login=key[0])
+            reply = self._capa[key] = multiline(Ok("capability list follows"), lines)
+        return reply
 
     def _bad_input(self, text: str) -> None:
         self._write(Err(text))

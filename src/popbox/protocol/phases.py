@@ -34,6 +34,9 @@ class Sasl:
 class Transaction:
     user: str
     maildrop: Maildrop
+    # Full LIST and UIDL replies, built once and kept until DELE or RSET changes them: a
+    # client repeating them (or pipelining thousands) costs a lookup each, not a listing.
+    listings: dict[type, bytes] = field(default_factory=dict)
 
 
 class Awaiting(Value):

@@ -2,8 +2,8 @@
 
 Theory of operation: a body is held in memory from the moment it is read until the last
 of it has left the process (``server/outbox.py``); a client that stops reading keeps it
-there.  Each session reserves a large body's size here before reading it and gives it back
-once sent, so the sum of what slow readers can pin is capped: a RETR that does not fit
+there.  Each session reserves a large body's size here before reading it (twice its size
+while the read runs, see ``READ_COPIES``) and gives it back once sent, so the sum of what slow readers can pin is capped: a RETR that does not fit
 waits, first come first served, for others to finish, and is refused with
 ``-ERR [SYS/TEMP]`` if nothing frees up in time.  A body larger than the whole budget is
 admitted when nothing else is held, so that it can still be downloaded.  Small bodies are
@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from popbox.clock import Clock
     from popbox.store.base import MessageInfo
 
-__all__ = ["BODY_WAIT", "BodyHold", "MemoryBudget", "counted_size"]
+__all__ = ["BODY_WAIT", "READ_COPIES", "BodyHold", "MemoryBudget", "counted_size"]
 
 BODY_WAIT = 10.0  # seconds a body waits for room before -ERR [SYS/TEMP]
+# While a large body is being read it is in memory twice: the database driver assembles
+# the BLOB in a buffer of its own, then copies it into the bytes the store returns.
+READ_COPIES = 2
 
 
 class MemoryBudget:
@@ -98,8 +101,8 @@ class BodyHold:
         self.octets = 0
 
     def take_now(self, info: MessageInfo) -> bool:
-        """Reserve room for ``info``'s body if it is counted and fits now."""
-        octets = counted_size(info)
+        """Reserve room for reading ``info``'s body if it is counted and fits now."""
+        octets = counted_size(info) * READ_COPIES
         if not octets:
             return True
         if not self._budget.try_reserve(octets):
@@ -108,12 +111,19 @@ class BodyHold:
         return True
 
     async def take(self, info: MessageInfo) -> bool:
-        """Reserve room for ``info``'s body, waiting for it; False: refuse the RETR."""
-        octets = counted_size(info)
+        """Reserve room for reading ``info``'s body, waiting for it; False: refuse the RETR."""
+        octets = counted_size(info) * READ_COPIES
         if octets and not await self._budget.reserve(octets):
             return False
         self.octets += octets
         return True
+
+    def read_done(self, info: MessageInfo) -> None:
+        """The read of ``info``'s body is over: the driver's copy of it is gone."""
+        extra = counted_size(info) * (READ_COPIES - 1)
+        if extra:
+            self._budget.release(extra)
+            self.octets -= extra
 
     def release(self) -> None:
         if self.octets:

@@ -217,7 +217,6 @@ class Pop3Protocol(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Answer the buffered commands that need no waiting; hand one that does to a task."""
-        self._settle()
         try:
             while self._stage in ANSWERING:
                 if self._outbox.busy and self._stage is not Stage.LOST:
@@ -262,6 +261,7 @@ class Pop3Protocol(asyncio.Protocol):
             lost = self._stage is Stage.LOST
             admitted = lost or self._hold.take_now(event.info)
             if admitted and self._mail.answer_now(event, lost=lost):
+                self._hold.read_done(event.info)
                 self._flush()  # a body per write: the buffer stays one message deep
                 return True
         self._flush()
@@ -312,11 +312,15 @@ class Pop3Protocol(asyncio.Protocol):
             case StartTls():
                 await self._start_tls()
             case Retrieve(_, info):
-                if admitted or await self._hold.take(info):
-                    await self._mail.retrieve(event)
-                else:
+                if not admitted and not await self._hold.take(info):
                     self._log.warning("memory_budget_full", octets=info.size)
                     self._conn.store_failed()
+                    return
+                if self._stage is Stage.LOST:
+                    self._conn.store_failed()  # nobody to send it to: do not read it
+                else:
+                    await self._mail.retrieve(event)
+                self._hold.read_done(info)
             case Update(deleted, retrieved):
                 await self._mail.update(deleted, retrieved)
 
@@ -368,10 +372,15 @@ class Pop3Protocol(asyncio.Protocol):
         size = self._observe.flushed(records, chunks)
         if self._stage is not Stage.LOST:
             self._outbox.send(chunks, size)
+        self._settle()
 
     def _settle(self) -> None:
-        """Give the budget back once the bodies sent have left the process."""
-        if not self._hold.octets:
+        """Give the budget back once the bodies sent have left the process.
+
+        Not while a task runs: it may be reading a body reserved for, which has not even
+        reached the outbox yet.
+        """
+        if not self._hold.octets or self._task is not None:
             return
         if self._outbox.settled():
             self._hold.release()
