@@ -39,18 +39,12 @@ def answer(  # noqa: C901, PLR0911 - one arm per command
             count, size = maildrop.stat()
             return Ok(f"{count} {size}")  # V0004: nothing after the size
         case c.List(None):
-            if (reply := listings.get(c.List)) is None:
-                listing = [f"{n} {maildrop.size_of(i)}" for n, i in maildrop.live()]
-                reply = listings[c.List] = multiline(Ok("scan listing follows"), listing)
-            return reply
+            return listings.get(c.List) or _listing(c.List, maildrop, listings)
         case c.List(msg) if msg is not None:
             info = maildrop.get(msg)
             return info if isinstance(info, Err) else Ok(f"{msg} {maildrop.size_of(info)}")
         case c.Uidl(None):
-            if (reply := listings.get(c.Uidl)) is None:
-                listing = [f"{n} {i.uidl}" for n, i in maildrop.live()]
-                reply = listings[c.Uidl] = multiline(Ok("unique-id listing follows"), listing)
-            return reply
+            return listings.get(c.Uidl) or _listing(c.Uidl, maildrop, listings)
         case c.Uidl(msg) if msg is not None:
             info = maildrop.get(msg)
             return info if isinstance(info, Err) else Ok(f"{msg} {info.uidl}")
@@ -69,3 +63,15 @@ def answer(  # noqa: C901, PLR0911 - one arm per command
             return Update(maildrop.deleted_uids(), maildrop.retrieved_uids())
         case _:  # NOOP; ALLOWED[TRANSACTION] lets nothing else reach here
             return Ok()
+
+
+def _listing(kind: type, maildrop: Maildrop, listings: dict[type, bytes]) -> bytes:
+    """Build the full LIST or UIDL reply and keep it in ``listings``."""
+    if kind is c.List:
+        status = Ok("scan listing follows")
+        lines = [f"{n} {maildrop.size_of(i)}" for n, i in maildrop.live()]
+    else:
+        status = Ok("unique-id listing follows")
+        lines = [f"{n} {i.uidl}" for n, i in maildrop.live()]
+    reply = listings[kind] = multiline(status, lines)
+    return reply

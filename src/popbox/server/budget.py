@@ -3,12 +3,12 @@
 Theory of operation: a body is held in memory from the moment it is read until the last
 of it has left the process (``server/outbox.py``); a client that stops reading keeps it
 there.  Each session reserves a large body's size here before reading it (twice its size
-while the read runs, see ``READ_COPIES``) and gives it back once sent, so the sum of what slow readers can pin is capped: a RETR that does not fit
-waits, first come first served, for others to finish, and is refused with
-``-ERR [SYS/TEMP]`` if nothing frees up in time.  A body larger than the whole budget is
-admitted when nothing else is held, so that it can still be downloaded.  Small bodies are
-not counted: each session holds at most one beyond its transport's buffer, which the
-connection limits bound.
+while the read runs, see ``READ_COPIES``) and gives it back once sent, so the sum of what
+slow readers can pin is capped: a RETR that does not fit waits, first come first served,
+for others to finish, and is refused with ``-ERR [SYS/TEMP]`` if nothing frees up in
+time.  A body larger than the whole budget is admitted when nothing else is held, so that
+it can still be downloaded.  Small bodies are not counted: each session holds at most one
+beyond its transport's buffer, which the connection limits bound.
 """
 
 from __future__ import annotations
