@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from popbox.server.outbox import STREAM_SLICE
 
 if TYPE_CHECKING:
-    from popbox.clock import Clock
+    from popbox.clock import Clock, Timer
+    from popbox.server.outbox import Outbox
     from popbox.store.base import MessageInfo
 
 __all__ = ["BODY_WAIT", "READ_COPIES", "BodyHold", "MemoryBudget", "counted_size"]
@@ -29,6 +30,7 @@ BODY_WAIT = 10.0  # seconds a body waits for room before -ERR [SYS/TEMP]
 # While a large body is being read it is in memory twice: the database driver assembles
 # the BLOB in a buffer of its own, then copies it into the bytes the store returns.
 READ_COPIES = 2
+SETTLE_RECHECK = 1.0  # seconds between looks at whether a sent body has left the process
 
 
 class MemoryBudget:
@@ -36,7 +38,7 @@ class MemoryBudget:
 
     def __init__(self, limit: int, clock: Clock) -> None:
         self.limit = limit
-        self._clock = clock
+        self.clock = clock
         self.held = 0
         self._waiting: collections.deque[tuple[int, asyncio.Future[bool]]] = collections.deque()
 
@@ -54,7 +56,7 @@ class MemoryBudget:
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         entry = (octets, answer)
         self._waiting.append(entry)
-        timer = self._clock.call_later(wait, lambda: self._give_up(entry))
+        timer = self.clock.call_later(wait, lambda: self._give_up(entry))
         try:
             return await answer
         except asyncio.CancelledError:  # the session ended while waiting
@@ -91,14 +93,31 @@ class BodyHold:
     """One session's share of the budget: the large bodies it read and has not yet sent.
 
     Released only once the outbox reports everything gone from the process: a slice still
-    queued in a transport keeps the whole body it was cut from alive.
+    queued in a transport keeps the whole body it was cut from alive.  When the last of
+    it waits in the transport, nothing calls back once that drains: ``settle`` then looks
+    again every ``SETTLE_RECHECK`` seconds.
     """
 
-    __slots__ = ("_budget", "octets")
+    __slots__ = ("_budget", "_clock", "_timer", "octets")
 
     def __init__(self, budget: MemoryBudget) -> None:
         self._budget = budget
+        self._clock = budget.clock
+        self._timer: Timer | None = None
         self.octets = 0
+
+    def settle(self, outbox: Outbox) -> None:
+        """Give the budget back if the bodies sent have left the process."""
+        if not self.octets:
+            return
+        if outbox.settled():
+            self.release()
+        elif self._timer is None:
+            self._timer = self._clock.call_later(SETTLE_RECHECK, lambda: self._recheck(outbox))
+
+    def _recheck(self, outbox: Outbox) -> None:
+        self._timer = None
+        self.settle(outbox)
 
     def take_now(self, info: MessageInfo) -> bool:
         """Reserve room for reading ``info``'s body if it is counted and fits now."""
@@ -126,6 +145,10 @@ class BodyHold:
             self.octets -= extra
 
     def release(self) -> None:
+        """Give back everything held (also when the session ends)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.octets:
             self._budget.release(self.octets)
             self.octets = 0

@@ -13,11 +13,11 @@ here (``busy``), which is the back-pressure of DESIGN.md section 3.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Sequence
 
 __all__ = ["JOIN_LIMIT", "STREAM_SLICE", "Outbox"]
@@ -29,12 +29,13 @@ STREAM_SLICE = 256 * 1024  # larger chunks are handed over in slices of this siz
 class Outbox:
     """The session's output between the sans-IO connection and the transport."""
 
-    __slots__ = ("_rest", "_transport", "blocked")
+    __slots__ = ("_emptied", "_rest", "_transport", "blocked")
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._rest: collections.deque[memoryview | bytes] = collections.deque()
         self.blocked = False  # the transport is above its high-water mark
+        self._emptied: asyncio.Future[None] | None = None  # handed_over() waits on it
 
     def attach(self, transport: asyncio.Transport) -> None:
         """Write to ``transport`` from now on (the TLS one after STLS)."""
@@ -71,6 +72,12 @@ class Outbox:
         else:
             transport.writelines(chunks)
 
+    async def handed_over(self) -> None:
+        """Wait until nothing waits here: all handed to the transport, or dropped."""
+        if self._rest:
+            self._emptied = asyncio.get_running_loop().create_future()
+            await self._emptied
+
     def pause(self) -> None:
         self.blocked = True
 
@@ -86,12 +93,17 @@ class Outbox:
         octets = self.waiting
         self._rest.clear()
         self.blocked = False
+        self._wake()
         return octets
+
+    def _wake(self) -> None:
+        if self._emptied is not None and not self._emptied.done():
+            self._emptied.set_result(None)
 
     def _write_slices(self, transport: asyncio.Transport) -> None:
         # write() calls pause_writing() itself when it crosses the high-water mark.
         rest = self._rest
-        while rest and not self.blocked:
+        while rest and not self.blocked and not transport.is_closing():
             head = rest[0]
             if len(head) <= STREAM_SLICE:
                 rest.popleft()
@@ -100,3 +112,5 @@ class Outbox:
             view = head if isinstance(head, memoryview) else memoryview(head)
             rest[0] = view[STREAM_SLICE:]
             transport.write(view[:STREAM_SLICE])
+        if not rest:
+            self._wake()

@@ -54,7 +54,6 @@ from popbox.server.starttls import TlsSide, upgrade
 if TYPE_CHECKING:
     import structlog
 
-    from popbox.clock import Timer
     from popbox.protocol.connection import ConnectionSettings, Event
     from popbox.server.context import ServerContext
 
@@ -62,7 +61,6 @@ __all__ = ["READ_PAUSE_THRESHOLD", "Pop3Protocol"]
 
 READ_PAUSE_THRESHOLD = 64 * 1024  # stop reading while this much waits unanswered
 CLOSE_LINGER = 30.0  # seconds a closed session's last replies may take to drain, at most
-SETTLE_RECHECK = 1.0  # seconds between looks at whether a sent body has left the process
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -91,8 +89,6 @@ class Pop3Protocol(asyncio.Protocol):
         self._transport_gone: asyncio.Future[None] = loop.create_future()  # connection_lost
         self._task: asyncio.Task[None] | None = None  # answering an event that must wait
         self._soon: asyncio.Handle | None = None  # the next turn after a paced one
-        self._settle_timer: Timer | None = None
-        self._handed_over: asyncio.Future[None] | None = None  # closing waits on the outbox
         self._reading_paused = False
         self._tls: TlsSide | None = None  # the protocol behind the TLS layer, after STLS
         self._login = LoginFlow(server, self._conn, self._observe, session_id)
@@ -169,12 +165,11 @@ class Pop3Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends it
         if not self._transport_gone.done():
             self._transport_gone.set_result(None)
-        self._wake_closing()
+        self._outbox.drop()  # nothing will drain now; do not wait for it
         if self._stage not in ANSWERING:
             return
         if self._stage is not Stage.LOST:
             self._enter(Stage.LOST)
-        self._outbox.drop()  # nothing will drain now; do not wait for it
         if self._task is None:
             self._pump()
 
@@ -185,10 +180,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._outbox.resume()
         self._idle.touch()  # a client that reads is not inactive
         self._settle()
-        if self._outbox.busy:
-            return
-        self._wake_closing()
-        if self._task is None:
+        if self._task is None and not self._outbox.busy:
             self._pump()
 
     # -- control from the listener ----------------------------------------------------
@@ -375,22 +367,10 @@ class Pop3Protocol(asyncio.Protocol):
         self._settle()
 
     def _settle(self) -> None:
-        """Give the budget back once the bodies sent have left the process.
-
-        Not while a task runs: it may be reading a body reserved for, which has not even
-        reached the outbox yet.
-        """
-        if not self._hold.octets or self._task is not None:
-            return
-        if self._outbox.settled():
-            self._hold.release()
-        elif self._settle_timer is None:
-            self._settle_timer = self._server.clock.call_later(SETTLE_RECHECK, self._recheck)
-
-    def _recheck(self) -> None:
-        self._settle_timer = None
-        if self._stage not in {Stage.CLOSING, Stage.CLOSED}:
-            self._settle()
+        # Not while a task runs: it may be reading a body reserved for, which has not
+        # reached the outbox yet.
+        if self._task is None:
+            self._hold.settle(self._outbox)
 
     def _enter(self, stage: Stage) -> None:
         self._stage = check_transition(self._stage, stage)
@@ -417,8 +397,6 @@ class Pop3Protocol(asyncio.Protocol):
             self._log.info("disconnect", **self._observe.summary())
         finally:
             self._hold.release()
-            if self._settle_timer is not None:
-                self._settle_timer.cancel()
             self._enter(Stage.CLOSED)
             self._closed.set_result(None)
 
@@ -434,19 +412,12 @@ class Pop3Protocol(asyncio.Protocol):
         # Cutting it off ends the connection, which ends both waits below.
         deadline = self._server.clock.call_later(self._linger, lambda: self._cut_off(transport))
         try:
-            if self._outbox.busy:  # a body still goes out slice by slice
-                self._handed_over = asyncio.get_running_loop().create_future()
-                await self._handed_over
+            await self._outbox.handed_over()  # a body may still go out slice by slice
             if not self._transport_gone.done():
                 transport.close()
                 await asyncio.shield(self._transport_gone)
         finally:
             deadline.cancel()
-
-    def _wake_closing(self) -> None:
-        """Closing waits for the outbox to empty; it has, or the connection is gone."""
-        if self._handed_over is not None and not self._handed_over.done():
-            self._handed_over.set_result(None)
 
     def _stop_now(self, transport: asyncio.Transport) -> None:
         """Stop without waiting for a client that does not read: what it pipelined is
