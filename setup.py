@@ -21,7 +21,6 @@ from setuptools import setup
 COMPILED = [
     *sorted(str(path) for path in Path("src/popbox/protocol").glob("*.py")),
     "src/popbox/server/session.py",
-    "src/popbox/server/stage.py",
     "src/popbox/server/outbox.py",
     "src/popbox/server/budget.py",
     "src/popbox/server/mailflow.py",
