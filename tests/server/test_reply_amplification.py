@@ -254,8 +254,9 @@ def test_twenty_stalled_50_mib_retrs_stay_within_the_memory_budget(serve, tmp_pa
 
 @pytest.mark.xfail(
     reason="the SQLite store reads a 50 MiB body in one sqlite3 fetch, holding the GIL for "
-    "a few hundred ms; reading bodies in chunks is the store's maildrop handle's work",
-    strict=True,
+    "up to a few hundred ms, which stalls the worker now and then; reading bodies in chunks "
+    "is the store's maildrop handle's work: make this a plain test once it reads so",
+    strict=False,  # whether one of the few reads lands on a NOOP varies from run to run
 )
 def test_twenty_stalled_50_mib_retrs_do_not_stall_other_sessions(serve, tmp_path):
     """Twenty clients RETR a 50 MiB message and never read: alice's NOOPs stay fast."""
