@@ -18,6 +18,7 @@ def answer(server, client: Client) -> bytes:
 
     Even a zero failure delay is a timer on the server's clock, due at once.
     """
+
     def arrived() -> bool:
         return b"\n" in client.buffer or bool(select.select([client.sock], [], [], 0)[0])
 
