@@ -21,6 +21,8 @@ from setuptools import setup
 COMPILED = [
     *sorted(str(path) for path in Path("src/popbox/protocol").glob("*.py")),
     "src/popbox/server/session.py",
+    "src/popbox/server/outbox.py",
+    "src/popbox/server/budget.py",
     "src/popbox/server/mailflow.py",
     "src/popbox/server/observe.py",
     "src/popbox/server/progress.py",

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
+    from popbox.testing import ManualClock
+
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
@@ -39,7 +41,8 @@ def start_pop3_server(
 ) -> Iterator[Callable[..., InProcessServer]]:
     """Factory: ``start_pop3_server(pop3={...})`` starts an in-process server with USERS.
 
-    ``pop3`` overrides keys of the ``[pop3]`` section, ``sections`` adds other sections.
+    ``pop3`` overrides keys of the ``[pop3]`` section, ``sections`` adds other sections;
+    ``clock=ManualClock()`` makes time move only by ``server.advance``.
     Every server is stopped after the test, and the test fails if a session logged an
     error (a crash in the session code).
     """
@@ -50,9 +53,10 @@ def start_pop3_server(
         *,
         sections: Mapping[str, Mapping[str, Any]] | None = None,
         users: bool = True,
+        clock: ManualClock | None = None,
     ) -> InProcessServer:
         data_dir = tmp_path_factory.mktemp("popbox-data")
-        server = InProcessServer.start(data_dir, tls_files, pop3, sections)
+        server = InProcessServer.start(data_dir, tls_files, pop3, sections, clock=clock)
         servers.append(server)
         if users:
             server.add_users(USERS)

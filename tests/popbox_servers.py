@@ -43,7 +43,10 @@ if TYPE_CHECKING:
     from popbox.config import Config
     from popbox.server.context import ServerContext
     from popbox.server.listener import Pop3Server
+    from popbox.server.session import Pop3Protocol
+    from popbox.server.stage import Stage
     from popbox.store.base import MailStore, MessageInfo
+    from popbox.testing import ManualClock
 
 __all__ = [
     "USERS",
@@ -216,6 +219,7 @@ class InProcessServer:
     _thread: threading.Thread | None = None
     _context: ServerContext | None = None
     _servers: list[Pop3Server] = field(default_factory=list)
+    clock: ManualClock | None = None  # time moves only by ``advance`` when given
 
     @classmethod
     def start(
@@ -224,8 +228,10 @@ class InProcessServer:
         tls: TlsFiles,
         pop3: Mapping[str, Any] | None = None,
         sections: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        clock: ManualClock | None = None,
     ) -> InProcessServer:
-        server = cls(from_mapping(config_mapping(data_dir, tls, pop3, sections)), tls)
+        server = cls(from_mapping(config_mapping(data_dir, tls, pop3, sections)), tls, clock=clock)
         server._thread = threading.Thread(target=server._thread_main, name="popbox-test-server")
         server._thread.start()
         try:
@@ -276,6 +282,39 @@ class InProcessServer:
         assert self._context is not None
         return len(self._context.sessions)
 
+    def sessions(self) -> list[Pop3Protocol]:
+        """The live sessions (call their methods on the server's loop, with ``call``)."""
+        assert self._context is not None
+        return list(self._context.sessions)
+
+    def stages(self) -> list[Stage]:
+        """The lifecycle stage of every live session."""
+
+        async def look() -> list[Stage]:
+            return [session.stage for session in self.sessions()]
+
+        return self.call(look())
+
+    def blocked(self) -> list[bool]:
+        """For every live session: is its client not taking its replies?"""
+
+        async def look() -> list[bool]:
+            return [session.output_blocked for session in self.sessions()]
+
+        return self.call(look())
+
+    def advance(self, seconds: float) -> int:
+        """Move the manual clock on, on the server's loop; returns how many timers fired."""
+        clock = self.clock
+        assert clock is not None, "start the server with clock=ManualClock()"
+
+        async def move() -> int:
+            fired = clock.advance(seconds)
+            await asyncio.sleep(0)  # let what the timers woke run
+            return fired
+
+        return self.call(move())
+
     def stop(self) -> None:
         if self._thread is None:
             return
@@ -287,7 +326,7 @@ class InProcessServer:
 
     async def _start(self) -> None:
         log = make_logger(json=True, stream=self.log)
-        self._context = await app.build_context(self.config, log=log)
+        self._context = await app.build_context(self.config, log=log, clock=self.clock)
         self._servers, listening = await app.start_servers(self._context)
         for kind, host, port in listening:
             self.addresses.setdefault(kind, []).append((host, port))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
 from popbox.auth.passwords import DEFAULT_PARAMS
+from popbox.clock import SystemClock
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
 from popbox.log import make_logger
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     import structlog
 
+    from popbox.clock import Clock
     from popbox.config import Config
     from popbox.server.accept import Bound
     from popbox.server.listener import Listening
@@ -51,18 +53,21 @@ async def build_context(
     store: MailStore | None = None,
     log: structlog.typing.FilteringBoundLogger | None = None,
     store_patience: float = 0.0,
+    clock: Clock | None = None,
 ) -> ServerContext:
     """Everything sessions share; opens the configured store unless one is given.
 
     ``store_patience``: seconds a busy store is waited for (``startup.open_store_at_start``).
+    ``clock`` (the real one unless given) is the one every timer, lease and stamp reads.
     Raises ``StartupError`` or ``TlsConfigError`` with one line naming what is wrong.
     """
     metrics = Metrics()
+    clock = clock or SystemClock()
     startup.ensure_data_dir(config)
     tls = startup.tls_holder(config)
     registry = startup.auth_registry(config)
     if store is None:
-        store = await startup.open_store_at_start(config, patience=store_patience)
+        store = await startup.open_store_at_start(config, patience=store_patience, clock=clock.wall)
     return ServerContext(
         config=config,
         store=timed_store(store, metrics),
@@ -72,7 +77,8 @@ async def build_context(
         metrics=metrics,
         limits=LocalLimiter(LimitSettings.from_config(config.server)),
         password_params=DEFAULT_PARAMS,
-        guard=LoginGuard(GuardSettings.from_config(config)),
+        guard=LoginGuard(GuardSettings.from_config(config), clock=clock.monotonic),
+        clock=clock,
     )
 
 
@@ -166,7 +172,7 @@ async def _serve_on(
         for line in metrics_lines:
             say(line)
         sweeper = loop.create_task(
-            run_retention(context.store, context.config.retention, context.log)
+            run_retention(context.store, context.config.retention, context.log, clock=context.clock)
         )
         if ready is not None:
             ready(listening)

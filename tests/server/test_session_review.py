@@ -17,11 +17,12 @@ import asyncio
 import socket
 import struct
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from popbox.server.session import READ_PAUSE_THRESHOLD
+from popbox.server.stage import Stage
 from popbox.store.base import Pending
+from popbox.testing import ManualClock
 from raw_pop3 import CRLF, LOGIN, PLAINTEXT, TIMEOUT, Client, wait_until
 
 if TYPE_CHECKING:
@@ -43,13 +44,18 @@ def events_of(server: InProcessServer, event: str, session: str) -> list[dict[st
     return [e for e in server.log.events(event) if e.get("session") == session]
 
 
-def slow_fetch(server: InProcessServer, monkeypatch: Any, delay: float) -> threading.Event:
-    """Make every RETR wait ``delay`` s in a task; the event is set when one starts waiting."""
+def slow_fetch(
+    server: InProcessServer, monkeypatch: Any, delay: float, clock: ManualClock | None = None
+) -> threading.Event:
+    """Make every RETR wait ``delay`` s in a task; the event is set when one starts waiting.
+
+    With ``clock`` the wait is on that clock, which the test advances.
+    """
     started = threading.Event()
 
     async def slow(handle: Any, uid: int) -> bytes | None:
         started.set()
-        await asyncio.sleep(delay)
+        await (clock.sleep(delay) if clock is not None else asyncio.sleep(delay))
         return await handle.body(uid)  # type: ignore[no-any-return]
 
     wrapped = server.store.wrapped
@@ -94,7 +100,7 @@ def shut_down_sessions(server: InProcessServer) -> None:
     """What the listener does once the shutdown grace is over: ``shutdown()`` each session."""
 
     async def shut() -> None:
-        for session in list(server._context.sessions):  # the live sessions
+        for session in server.sessions():
             session.shutdown()
 
     server.call(shut())
@@ -264,12 +270,16 @@ def test_a_task_longer_than_the_timeout_is_answered_whole_v0002(start_pop3_serve
     The timer runs out while the task waits on the store, which is not the client being
     inactive: the reply comes first, not the -ERR line of V0003.
     """
-    server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1})
+    clock = ManualClock()
+    server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1}, clock=clock)
     [one] = server.deliver("alice", ONE)
-    slow_fetch(server, monkeypatch, 1.5)
+    started = slow_fetch(server, monkeypatch, 1.5, clock)
     with Client.connect(server) as client:
         client.log_in()
         client.send(b"RETR 1\r\n")
+        assert started.wait(TIMEOUT)
+        assert server.advance(1.0) == 1  # the timer's deadline, during the store's wait
+        server.advance(0.5)  # the store answers
         assert client.line() == b"+OK %d octets\r\n" % one.info.size
         assert client.line() == b"Subject: one\r\n"
 
@@ -281,32 +291,46 @@ def big(size: int) -> bytes:
     return b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * (size // 80)
 
 
-def on_loop(server, fn):
-    async def run():
-        return fn()
-
-    return server.call(run())
-
-
 def only_session(server):
-    [session] = wait_until(lambda: on_loop(server, lambda: list(server._context.sessions)))
+    [session] = wait_until(server.sessions)
     return session
 
 
-def test_half_close_while_write_blocked_keeps_back_pressure(start_pop3_server):
-    """EOF from a client whose output is blocked must not lift back-pressure."""
+def count_reads(server: InProcessServer, monkeypatch: Any) -> list[int]:
+    """Every body the maildrop handle is asked for, by uid, in order."""
+    calls: list[int] = []
+
+    def counting_now(handle: Any, uid: int) -> Any:
+        calls.append(uid)
+        return handle.body_now(uid)
+
+    async def counting(handle: Any, uid: int) -> bytes | None:
+        calls.append(uid)
+        return await handle.body(uid)  # type: ignore[no-any-return]
+
+    hooked = HandleHooks(server.store.wrapped, body_now=counting_now, body=counting)
+    monkeypatch.setattr(server.store, "wrapped", hooked)
+    return calls
+
+
+def test_half_close_while_write_blocked_keeps_back_pressure(start_pop3_server, monkeypatch):
+    """EOF from a client whose output is blocked must not lift back-pressure.
+
+    200 RETRs of 200 kB (40 MB of replies) and a half-close from a client that reads
+    nothing: once the session has seen the EOF, only the few bodies that fit in the
+    socket buffers have been read, not all 200.
+    """
     server = start_pop3_server(PLAINTEXT)
     server.deliver("alice", big(200_000))  # below INLINE_FETCH: answered by body_now
-    with Client.connect(server) as client:
+    reads = count_reads(server, monkeypatch)
+    with Client.connect(server, receive_buffer=65536) as client:
         client.log_in()
-        session = only_session(server)
-        client.send(b"RETR 1\r\n" * 200)  # 40 MB of replies
-        wait_until(lambda: on_loop(server, lambda: not session._can_write))
+        client.send(b"RETR 1\r\n" * 200)
+        wait_until(lambda: server.blocked() == [True])
         client.sock.shutdown(socket.SHUT_WR)
-        wait_until(lambda: on_loop(server, lambda: session._eof))
-        time.sleep(0.2)
-        buffered = on_loop(server, session._transport.get_write_buffer_size)
-        assert buffered < 8_000_000, f"{buffered} octets buffered after EOF"
+        wait_until(lambda: server.stages() == [Stage.HALF_CLOSED])
+        assert server.blocked() == [True]
+        assert len(reads) < 40, f"{len(reads)} bodies read for a client that reads nothing"
 
 
 def test_half_closed_client_gets_every_reply_before_update(start_pop3_server):
@@ -328,21 +352,12 @@ def test_lost_connection_does_not_read_every_pipelined_body(start_pop3_server, m
     """A reset with 5000 RETRs buffered: the server should not fetch 5000 bodies for nobody."""
     server = start_pop3_server(PLAINTEXT)
     server.deliver("alice", big(100_000))
-    calls = []
-
-    def counting(handle, uid):
-        calls.append(uid)
-        return handle.body_now(uid)
-
-    monkeypatch.setattr(
-        server.store, "wrapped", HandleHooks(server.store.wrapped, body_now=counting)
-    )
+    calls = count_reads(server, monkeypatch)
     with Client.connect(server, receive_buffer=65536) as client:
         session_id = session_named(server, client)
         client.log_in()
-        session = only_session(server)
         client.send(b"RETR 1\r\n" * 5000)
-        wait_until(lambda: on_loop(server, lambda: not session._can_write))
+        wait_until(lambda: server.blocked() == [True])
         before = len(calls)
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     wait_until(lambda: events_of(server, "disconnect", session_id))
@@ -350,15 +365,22 @@ def test_lost_connection_does_not_read_every_pipelined_body(start_pop3_server, m
 
 
 def test_timer_counts_from_the_answer_of_a_slow_task_v0002(start_pop3_server):
-    """A failed login answered after 1.5 s (auth_failure_delay) with a 1 s timeout."""
+    """A failed login answered after 1.5 s (auth_failure_delay) with a 1 s timeout.
+
+    0.9 s after the answer (2.4 s after the command) the session is still there.
+    """
+    clock = ManualClock()
     server = start_pop3_server(
-        {**PLAINTEXT, "unauthenticated_timeout": 1, "auth_failure_delay": 1.5}
+        {**PLAINTEXT, "unauthenticated_timeout": 1, "auth_failure_delay": 1.5}, clock=clock
     )
     with Client.connect(server) as client:
         assert client.line().startswith(b"+OK ")
         client.send(b"USER alice\r\nPASS wrong\r\n")
         assert client.line() == b"+OK send PASS\r\n"
+        wait_until(lambda: clock.pending() >= 2)  # the inactivity timer and the delay
+        server.advance(1.5)
         assert client.line().startswith(b"-ERR")
+        server.advance(0.9)
         client.send(b"USER alice\r\n")
         assert client.line() == b"+OK send PASS\r\n"
 
@@ -375,7 +397,7 @@ def test_shutdown_of_a_write_blocked_session_ends_it(start_pop3_server):
         client.log_in()
         session = only_session(server)
         client.send(b"DELE 2\r\n" + b"RETR 1\r\n" * 20 + b"QUIT\r\n")
-        wait_until(lambda: on_loop(server, lambda: not session._can_write))
+        wait_until(lambda: server.blocked() == [True])
 
         async def shut():
             session.shutdown()
@@ -389,23 +411,25 @@ def test_shutdown_of_a_write_blocked_session_ends_it(start_pop3_server):
     assert server.uids("alice") == [d.info.uid for d in delivered]
 
 
-def test_a_finished_session_with_unread_output_does_not_keep_its_socket(start_pop3_server):
-    """RETRs then QUIT, never read: after UPDATE the connection must not stay open forever.
+def test_a_session_with_unread_output_does_not_keep_its_socket_v0003(start_pop3_server):
+    """RETR of 8 MB and a half-close, never read: the socket must not stay open for ever.
 
-    The high-water mark is raised so the session reaches QUIT without pausing (as it does
-    whenever the unread tail is below 64 KiB); _finish cancels the timer and close() waits
-    for a drain that never comes.
+    Whether the session is still answering (its reply stuck in the outbox) or closing
+    (waiting for the last of it, up to the linger), time running out cuts the connection
+    off: the disconnect is logged and the client's read ends short, not on an open socket.
     """
-    server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1})
-    server.deliver("alice", big(1_000_000))
+    clock = ManualClock()
+    server = start_pop3_server({**PLAINTEXT, "authenticated_timeout": 1}, clock=clock)
+    server.deliver("alice", big(8_000_000))  # more than the kernel's socket buffers take
     with Client.connect(server, receive_buffer=65536) as client:
         session_id = session_named(server, client)
         client.log_in()
-        session = only_session(server)
-        transport = session._transport
-        on_loop(server, lambda: transport.set_write_buffer_limits(high=64_000_000))
-        client.send(b"RETR 1\r\n" * 9 + b"QUIT\r\n")
-        wait_until(lambda: events_of(server, "disconnect", session_id))
-        time.sleep(3)  # three inactivity timeouts
-        left = on_loop(server, lambda: (transport.get_write_buffer_size(), transport._sock))
-        assert left[1] is None, f"socket still open with {left[0]} octets unsent"
+        client.send(b"RETR 1\r\n")
+        client.sock.shutdown(socket.SHUT_WR)
+        wait_until(lambda: server.blocked() in ([True], []))  # the reply is stuck
+        assert not events_of(server, "disconnect", session_id)
+        # Each look moves time on by a second: the timer, then the linger, run out.
+        wait_until(lambda: server.advance(1.0) >= 0 and events_of(server, "disconnect", session_id))
+        # The socket is closed: reading now finds the end of what had reached the kernel,
+        # not the whole reply.
+        assert len(client.read_to_eof()) < 8_000_000

@@ -70,7 +70,13 @@ def _check_duration(key: str, seconds: float) -> None:
 
 
 def check_server(server: ServerConfig) -> None:
-    for key in ("workers", "max_connections", "max_connections_per_ip", "max_sessions_per_user"):
+    for key in (
+        "workers",
+        "max_connections",
+        "max_connections_per_ip",
+        "max_sessions_per_user",
+        "memory_budget",
+    ):
         if getattr(server, key) < 0:
             raise ConfigError(f"server.{key}: must not be negative (0 means {_ZERO[key]})")
     if server.proxy_header_timeout <= 0:
@@ -88,6 +94,7 @@ def check_server(server: ServerConfig) -> None:
 
 _ZERO = {
     "workers": "one per CPU core",
+    "memory_budget": "no limit",
     "max_connections": "no limit",
     "max_connections_per_ip": "no limit",
     "max_sessions_per_user": "no limit",

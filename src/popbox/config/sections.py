@@ -168,6 +168,9 @@ class ServerConfig:
     json_logs: bool = False  # one JSON object per log line instead of key=value text
     log_level: LogLevel = "info"  # debug adds a line per command (verb and outcome)
     protocol_log_users: tuple[str, ...] = ()  # users whose command lines and replies are logged
+    # Octets of large message bodies (over 256 KiB) one process holds for sending at once;
+    # a RETR/TOP beyond it waits up to 10 s, then gets -ERR [SYS/TEMP]; 0: no limit.
+    memory_budget: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

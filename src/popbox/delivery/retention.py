@@ -18,17 +18,15 @@ less to do.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING
 
+from popbox.clock import SystemClock
 from popbox.store.base import StoreError, UnknownUser
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import structlog
 
+    from popbox.clock import Clock
     from popbox.config import RetentionConfig
     from popbox.store.base import MailStore
 
@@ -73,19 +71,20 @@ async def run_retention(
     retention: RetentionConfig,
     log: structlog.typing.FilteringBoundLogger,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Clock | None = None,
 ) -> None:
-    """Sweep now and then every ``interval`` seconds, until cancelled.
+    """Sweep now and then every ``interval`` seconds (of ``clock``), until cancelled.
 
     A sweep the store cannot complete is logged and tried again at the next interval.
     """
     if retention.retrieved_days is None and retention.unretrieved_days is None:
         return
+    clock = clock or SystemClock()
     while True:
         try:
-            removed = await expire_all(store, retention, clock())
+            removed = await expire_all(store, retention, clock.wall())
         except StoreError as exc:
             log.warning("retention_sweep_failed", error=str(exc))
         else:
             log.info("retention_sweep", removed=sum(removed.values()), mailboxes=len(removed))
-        await asyncio.sleep(retention.interval)
+        await clock.sleep(retention.interval)

@@ -9,13 +9,19 @@ must answer through exactly one of the methods named in the event's docstring be
 calling ``next_event`` again; commands are therefore answered strictly in order, which is
 what PIPELINING (RFC 2449 section 6.6) requires.
 
+Pacing: one ``next_event`` call answers at most ``PACE_LINES`` lines and stops once
+``PACE_OCTETS`` of output are queued, returning ``Signal.PAUSED``; so however much a client
+pipelines (2 MiB of CAPA, 40,000 UIDLs), the I/O layer gets control back after a bounded
+amount of work and output, and can send it, let other connections run, and stop reading
+while the client does not take its replies.
+
 The connection never touches a socket, the disk or the clock: timers are the I/O
 layer's, which reports expiry with ``timed_out``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from popbox.protocol import commands as c
 from popbox.protocol import lang, transaction
@@ -57,6 +63,8 @@ if TYPE_CHECKING:
     from popbox.store.base import MessageInfo
 
 __all__ = [
+    "PACE_LINES",
+    "PACE_OCTETS",
     "CommandRecord",
     "ConnectionSettings",
     "Event",
@@ -70,6 +78,11 @@ __all__ = [
     "StartTls",
     "Update",
 ]
+
+# One turn of next_event: a few milliseconds of the slowest replies (LIST/UIDL of a large
+# maildrop) at most, and no more output than a socket buffer takes at once.
+PACE_LINES = 64
+PACE_OCTETS = 64 * 1024
 
 
 # What a store failure is answered with, by the response code the I/O layer chose.
@@ -91,6 +104,8 @@ class Pop3Connection:
         self._counters = Counters()
         self._exchange = self.settings.wire.exchange
         self._texts = texts_of(self.settings.wire)
+        self._status_lines: list[bytes] | None = None  # kept once keep_status_lines is called
+        self._capa: dict[tuple[bool, bool], bytes] = {}
         self._write(Ok(self.settings.banner))
 
     # -- observation ---------------------------------------------------------------
@@ -123,9 +138,26 @@ class Pop3Connection:
         records, self._counters.records = self._counters.records, []
         return records
 
+    def keep_status_lines(self) -> None:
+        """From now on, keep each status line written for ``take_status_lines``.
+
+        The protocol log's channel: status lines only, never a message body or a listing
+        line, whatever its bytes look like.
+        """
+        if self._status_lines is None:
+            self._status_lines = []
+
+    def take_status_lines(self) -> list[bytes]:
+        """The status lines written since the last call (empty unless kept)."""
+        if not self._status_lines:
+            return []
+        lines, self._status_lines = self._status_lines, []
+        return lines
+
     def data_to_send(self) -> list[bytes]:
         """Take the queued output, as chunks to write in order."""
         out, self._counters.output = self._counters.output, []
+        self._counters.queued = 0
         return out
 
     # -- input ----------------------------------------------------------------------
@@ -134,17 +166,28 @@ class Pop3Connection:
         if not isinstance(self._phase, Closed):
             self._buffer.feed(data)
 
+    @property
+    def buffered(self) -> int:
+        """Octets received and not yet processed (the I/O layer stops reading above a cap)."""
+        return self._buffer.size
+
     def next_event(self) -> Event | Signal:
-        """Process buffered lines until one needs the outside world, data runs out or closed."""
+        """Process buffered lines until one needs the outside world, data runs out or closed.
+
+        Returns ``Signal.PAUSED`` after ``PACE_LINES`` lines or once ``PACE_OCTETS`` of
+        output are queued (see the module docstring): nothing is lost, call again.
+        """
+        counters = self._counters
+        answered = 0
         while True:
             phase = self._phase
             kind = type(phase)  # phases are final classes: one dict-free check per line
             if kind is Closed:
                 return Signal.CLOSED
             if kind is Awaiting:
-                assert isinstance(phase, Awaiting)
-                msg = f"answer {type(phase.event).__name__} before asking for the next event"
-                raise RuntimeError(msg)
+                _unanswered(phase)
+            if answered >= PACE_LINES or counters.queued >= PACE_OCTETS:
+                return Signal.PAUSED
             sasl = kind is Sasl
             limit = self.settings.sasl_line_max if sasl else self.settings.max_command_size
             # RFC 5034 s4: the initial response on an AUTH line is bound like a response.
@@ -153,20 +196,25 @@ class Pop3Connection:
             if line is None:
                 return Signal.NEED_DATA
             if type(line) is LineTooLong:
-                if sasl:  # leave SASL first: _bad_input may close, and closed must stay closed
-                    self._phase = Authorization()
-                self._bad_input(f"line too long: the limit is {line.limit} octets including CRLF")
-                if sasl:
+                if self._too_long(line, sasl=sasl):
                     return SaslCancelled()
                 continue
             assert isinstance(line, bytes)
-            self._counters.lines += 1
+            counters.lines += 1
+            answered += 1
             if sasl:
-                self._counters.verb = "SASL-RESPONSE"
+                counters.verb = "SASL-RESPONSE"
                 return self._sasl_line(line)
             event = self._command_line(line)
             if event is not None:
                 return event
+
+    def _too_long(self, line: LineTooLong, *, sasl: bool) -> bool:
+        """Refuse an over-long line; True: it cancelled a SASL exchange."""
+        if sasl:  # leave SASL first: _bad_input may close, and closed must stay closed
+            self._phase = Authorization()
+        self._bad_input(f"line too long: the limit is {line.limit} octets including CRLF")
+        return sasl
 
     # -- answers to events ----------------------------------------------------------
 
@@ -193,7 +241,7 @@ class Pop3Connection:
         assert isinstance(awaiting.resume, Sasl)
         self._phase = awaiting.resume
         self._record(ok=True)
-        self._counters.output.append(auth.challenge_line(challenge))
+        self._queue(auth.challenge_line(challenge))
 
     def tls_established(self) -> None:
         """The STLS handshake finished; everything learnt before it is forgotten (RFC 2595)."""
@@ -214,13 +262,15 @@ class Pop3Connection:
             transaction.maildrop.mark_retrieved(event.msg)
             size = transaction.maildrop.size_of(event.info)
             self._record(ok=True)
-            self._counters.output.append(b"+OK %d octets\r\n" % size)  # serialise's line
+            self._status(b"+OK %d octets\r\n" % size)  # serialise's line
         else:
             self._write(Ok("top of message follows"))
-        self._counters.output.append(data)
+        output = self._counters.output
+        output.append(data)
         if data and not data.endswith(b"\r\n"):
-            self._counters.output.append(b"\r\n")
-        self._counters.output.append(TERMINATOR)
+            output.append(b"\r\n")
+        output.append(TERMINATOR)
+        self._counters.queued += len(data) + 5
 
     def message_gone(self) -> None:
         """The message was removed after this session's snapshot (C0004)."""
@@ -323,7 +373,7 @@ class Pop3Connection:
         return plaintext_allowed(self.settings, tls_active=self._tls_active, sasl=False)
 
     def _transaction(self, command: c.Command, phase: Transaction) -> Event | None:
-        reply = transaction.answer(command, phase.maildrop)
+        reply = transaction.answer(command, phase.maildrop, phase.listings)
         if isinstance(reply, Retrieve | Update):
             return self._await(reply, phase)
         self._reply(reply)
@@ -362,9 +412,13 @@ class Pop3Connection:
         return None
 
     def _capabilities(self) -> bytes:
-        pre = self.state is State.AUTHORIZATION
-        lines = capability_lines(self.settings, tls_active=self._tls_active, before_login=pre)
-        return multiline(Ok(self._texts.capa), lines)
+        """CAPA's reply, built once per (before login, TLS) and kept: it is often repeated."""
+        key = (self.state is State.AUTHORIZATION, self._tls_active)
+        reply = self._capa.get(key)
+        if reply is None:
+            lines = capability_lines(self.settings, tls_active=key[1], before_login=key[0])
+            reply = self._capa[key] = multiline(Ok(self._texts.capa), lines)
+        return reply
 
     def _bad_input(self, text: str) -> None:
         self._write(Err(text))
@@ -385,7 +439,7 @@ class Pop3Connection:
 
     def _write(self, reply: Ok | Err) -> None:
         self._record(ok=isinstance(reply, Ok))
-        self._counters.output.append(serialise(on_wire(self.settings.wire, reply)))
+        self._status(serialise(on_wire(self.settings.wire, reply)))
 
     def _reply(self, reply: Ok | Err | bytes) -> None:
         """Write a status line, or a serialised multi-line reply."""
@@ -396,7 +450,19 @@ class Pop3Connection:
 
     def _write_multiline(self, data: bytes) -> None:
         self._record(ok=True)
+        self._queue(data)
+        if self._status_lines is not None:
+            self._status_lines.append(data[: data.find(b"\n") + 1])
+
+    def _status(self, line: bytes) -> None:
+        """Queue a status line (+OK/-ERR and its text)."""
+        self._queue(line)
+        if self._status_lines is not None:
+            self._status_lines.append(line)
+
+    def _queue(self, data: bytes) -> None:
         self._counters.output.append(data)
+        self._counters.queued += len(data)
 
     def _record(self, *, ok: bool) -> None:
         if self._counters.verb is not None:
@@ -408,3 +474,9 @@ class Pop3Connection:
             self._write(reply)
             self._phase = Closed()
             self._buffer.clear()
+
+
+def _unanswered(phase: Phase) -> NoReturn:
+    assert isinstance(phase, Awaiting)
+    msg = f"answer {type(phase.event).__name__} before asking for the next event"
+    raise RuntimeError(msg)

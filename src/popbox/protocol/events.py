@@ -36,6 +36,9 @@ LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login
 class Signal(enum.Enum):
     NEED_DATA = "need_data"  # feed more bytes
     CLOSED = "closed"  # flush the output, then close the connection
+    # Enough answered for one turn (``PACE_LINES`` lines or ``PACE_OCTETS`` of output):
+    # send the output, let other connections run, then call ``next_event`` again.
+    PAUSED = "paused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,11 @@ class LineBuffer:
         """Append received bytes."""
         self._buffer += data
 
+    @property
+    def size(self) -> int:
+        """Octets held (at most the current line limit while no LF has come)."""
+        return len(self._buffer)
+
     def clear(self) -> None:
         """Drop everything buffered, e.g. plaintext pipelined after STLS (RFC 2595 s4)."""
         self._buffer.clear()

@@ -47,6 +47,9 @@ class Sasl:
 class Transaction:
     user: str
     maildrop: Maildrop
+    # Full LIST and UIDL replies, built once and kept until DELE or RSET changes them: a
+    # client repeating them (or pipelining thousands) costs a lookup each, not a listing.
+    listings: dict[type, bytes] = field(default_factory=dict)
 
 
 class Awaiting(Value):
@@ -79,6 +82,7 @@ class Counters:
     auth_failures: int = 0
     lines: int = 0  # complete lines received; the I/O layer resets its timer on change
     output: list[bytes] = field(default_factory=list)
+    queued: int = 0  # octets in ``output``
     records: list[CommandRecord] = field(default_factory=list)
     verb: str | None = None  # the command being answered, until its status line
 

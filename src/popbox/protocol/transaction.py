@@ -20,8 +20,14 @@ if TYPE_CHECKING:
 __all__ = ["answer"]
 
 
-def answer(command: c.Command, maildrop: Maildrop) -> Ok | Err | bytes | Retrieve | Update:  # noqa: C901, PLR0911 - one arm per command
-    """The reply to a command allowed in TRANSACTION, or the event that must answer it."""
+def answer(  # noqa: C901, PLR0911 - one arm per command
+    command: c.Command, maildrop: Maildrop, listings: dict[type, bytes]
+) -> Ok | Err | bytes | Retrieve | Update:
+    """The reply to a command allowed in TRANSACTION, or the event that must answer it.
+
+    ``listings`` keeps the full LIST and UIDL replies between the changes DELE and RSET
+    make; the caller gives the same dict for the whole session.
+    """
     match command:
         case c.Retr(msg) | c.Top(msg, _):  # first: the command a download repeats
             info = maildrop.get(msg)
@@ -33,25 +39,39 @@ def answer(command: c.Command, maildrop: Maildrop) -> Ok | Err | bytes | Retriev
             count, size = maildrop.stat()
             return Ok(f"{count} {size}")  # V0004: nothing after the size
         case c.List(None):
-            listing = [f"{n} {maildrop.size_of(i)}" for n, i in maildrop.live()]
-            return multiline(Ok("scan listing follows"), listing)
+            return listings.get(c.List) or _listing(c.List, maildrop, listings)
         case c.List(msg) if msg is not None:
             info = maildrop.get(msg)
             return info if isinstance(info, Err) else Ok(f"{msg} {maildrop.size_of(info)}")
         case c.Uidl(None):
-            listing = [f"{n} {i.uidl}" for n, i in maildrop.live()]
-            return multiline(Ok("unique-id listing follows"), listing)
+            return listings.get(c.Uidl) or _listing(c.Uidl, maildrop, listings)
         case c.Uidl(msg) if msg is not None:
             info = maildrop.get(msg)
             return info if isinstance(info, Err) else Ok(f"{msg} {info.uidl}")
         case c.Dele(msg):
             info = maildrop.delete(msg)
-            return info if isinstance(info, Err) else Ok(f"message {msg} deleted")
+            if isinstance(info, Err):
+                return info
+            listings.clear()
+            return Ok(f"message {msg} deleted")
         case c.Rset():
             maildrop.reset()
+            listings.clear()
             count, size = maildrop.stat()
             return Ok(f"maildrop has {counted(count, 'message')} ({size} octets)")
         case c.Quit():
             return Update(maildrop.deleted_uids(), maildrop.retrieved_uids())
         case _:  # NOOP; ALLOWED[TRANSACTION] lets nothing else reach here
             return Ok()
+
+
+def _listing(kind: type, maildrop: Maildrop, listings: dict[type, bytes]) -> bytes:
+    """Build the full LIST or UIDL reply and keep it in ``listings``."""
+    if kind is c.List:
+        status = Ok("scan listing follows")
+        lines = [f"{n} {maildrop.size_of(i)}" for n, i in maildrop.live()]
+    else:
+        status = Ok("unique-id listing follows")
+        lines = [f"{n} {i.uidl}" for n, i in maildrop.live()]
+    reply = listings[kind] = multiline(status, lines)
+    return reply

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from popbox.auth.bruteforce import LoginGuard
+from popbox.clock import SystemClock
 from popbox.metrics import Metrics
+from popbox.server.budget import MemoryBudget
 from popbox.server.limits import Limiter, LocalLimiter
 
 if TYPE_CHECKING:
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
 
     from popbox.auth.passwords import Argon2Params
     from popbox.auth.registry import Registry
+    from popbox.clock import Clock
     from popbox.config import Config
     from popbox.server.balance import AcceptBalance
     from popbox.server.tls import TlsContextHolder
@@ -35,3 +38,8 @@ class ServerContext:
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters
     limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits
     balance: AcceptBalance | None = None  # set in a worker of several (server/balance.py)
+    clock: Clock = field(default_factory=SystemClock)  # every timer and timestamp (clock.py)
+    budget: MemoryBudget = field(init=False)  # large bodies in flight (server.memory_budget)
+
+    def __post_init__(self) -> None:
+        self.budget = MemoryBudget(self.config.server.memory_budget, self.clock)

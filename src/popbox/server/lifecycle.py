@@ -65,6 +65,7 @@ def apply_config(context: ServerContext, config: Config) -> None:
     """Make ``config`` current for everything that reads it per connection or per use."""
     context.config = config
     context.limits.configure(LimitSettings.from_config(config.server))
+    context.budget.limit = config.server.memory_budget  # bodies already held stay held
 
 
 def reload_tls(context: ServerContext) -> bool:

@@ -182,7 +182,7 @@ class LoginFlow:
         delay = guard.failed(self._peer_ip, user)  # grows with recent failures
         self.log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
         self._observe.login_result(mechanism, "failure")
-        await asyncio.sleep(delay)
+        await self._server.clock.sleep(delay)
         self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
 
     def _locked_out(self, user: str | None, mechanism: str) -> bool:
@@ -199,7 +199,7 @@ class LoginFlow:
         lease = self._server.config.pop3.lock_lease
         with contextlib.suppress(StoreError):
             while True:
-                await asyncio.sleep(lease / 3)
+                await self._server.clock.sleep(lease / 3)
                 await self._server.store.acquire_lock(user, self._session_id, lease)
 
 

@@ -15,7 +15,6 @@ user), lock and handle it uses.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from popbox import message
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from popbox.protocol.connection import Pop3Connection, Retrieve
     from popbox.server.context import ServerContext
     from popbox.server.login import LoginFlow
-    from popbox.server.observe import SessionObserver
     from popbox.store.base import MaildropHandle
 
 __all__ = ["MailFlow"]
@@ -39,12 +37,10 @@ class MailFlow:
         self,
         server: ServerContext,
         conn: Pop3Connection,
-        observe: SessionObserver,
         login: LoginFlow,
     ) -> None:
         self._server = server
         self._conn = conn
-        self._observe = observe
         self._login = login
 
     def answer_now(self, event: Retrieve, *, lost: bool) -> bool:
@@ -74,7 +70,7 @@ class MailFlow:
 
     async def update(self, deleted: tuple[int, ...], retrieved: tuple[int, ...]) -> None:
         try:
-            removed = await self._maildrop().commit(deleted, retrieved, time.time())
+            removed = await self._maildrop().commit(deleted, retrieved, self._server.clock.wall())
         except CommitOutcomeUnknown:
             self._login.log.warning("update_outcome_unknown", marked=len(deleted))
             await self._login.release_lock()
@@ -101,8 +97,6 @@ class MailFlow:
         if wire is None:
             self._conn.message_gone()  # C0004: removed behind this session's back
         elif event.lines is None:
-            self._observe.body = wire
             self._conn.send_message(wire)
         else:
-            self._observe.body = message.top_lines(wire, event.lines)
-            self._conn.send_message(self._observe.body)
+            self._conn.send_message(message.top_lines(wire, event.lines))

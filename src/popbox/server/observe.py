@@ -5,8 +5,9 @@ few points (bytes in, replies out, login outcome, end), and the observer turns t
 Prometheus counters, the node's per-user session count, and, for the users named in
 ``server.protocol_log_users``, a ``protocol`` log event per client line and per server
 status line.  That log starts only once the user is logged in, so it never sees USER,
-PASS or AUTH lines; message bodies (RETR, TOP) and listing lines are never logged, only
-the status line before them.
+PASS or AUTH lines.  Server lines reach it through their own channel: the connection's
+status lines (``Pop3Connection.take_status_lines``), which never include a message body
+(RETR, TOP) or a listing line, whatever their bytes look like.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     import structlog
 
-    from popbox.protocol.connection import CommandRecord
+    from popbox.protocol.connection import CommandRecord, Pop3Connection
     from popbox.server.context import ServerContext
     from popbox.server.limits import Refused
 
@@ -40,13 +41,9 @@ class ProtocolLog:
         for line in lines:
             self._log.info("protocol", direction="in", line=_printable(line))
 
-    def sent(self, chunks: Sequence[bytes], body: object) -> None:
-        for chunk in chunks:
-            # Status lines start a chunk of their own; a message body is skipped by
-            # identity, so a body line that happens to start with "+OK" is never logged.
-            if chunk is not body and chunk[:1] in (b"+", b"-"):
-                line = chunk.split(b"\n", 1)[0]
-                self._log.info("protocol", direction="out", line=_printable(line))
+    def sent(self, status_lines: Sequence[bytes]) -> None:
+        for line in status_lines:
+            self._log.info("protocol", direction="out", line=_printable(line.rstrip(b"\n")))
 
 
 def _printable(line: bytes) -> str:
@@ -57,12 +54,12 @@ def _printable(line: bytes) -> str:
 class SessionObserver:
     """The reporting side of one session."""
 
-    def __init__(self, server: ServerContext) -> None:
+    def __init__(self, server: ServerContext, conn: Pop3Connection) -> None:
         self._server = server
+        self._conn = conn
         self._metrics = server.metrics
         self._user: str | None = None  # counted against max_sessions_per_user
         self._protocol_log: ProtocolLog | None = None
-        self.body: bytes | None = None  # the message body being sent, never to be logged
         self._commands = 0
         self._received = 0
         self._sent = 0
@@ -83,8 +80,7 @@ class SessionObserver:
         self._sent += sent
         self._commands += len(records)
         if self._protocol_log is not None:
-            self._protocol_log.sent(chunks, self.body)
-        self.body = None
+            self._protocol_log.sent(self._conn.take_status_lines())
         return sent
 
     def unsent(self, octets: int) -> None:
@@ -124,6 +120,7 @@ class SessionObserver:
         self._metrics.login(mechanism, "success")
         if user in self._server.config.server.protocol_log_users:
             self._protocol_log = ProtocolLog(log)
+            self._conn.keep_status_lines()
 
     def closed(self) -> None:
         self._release_user()

@@ -11,17 +11,18 @@ its session, one that neither sends nor reads loses it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import fcntl
 import struct
 import termios
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
+
+    from popbox.clock import Clock, Timer
 
 __all__ = ["InactivityTimer", "Output", "OutputWatch", "unsent_octets"]
 
@@ -82,25 +83,36 @@ class InactivityTimer:
     is owed and none of it moved, so the connection must be dropped, not closed.
     """
 
-    __slots__ = ("_busy", "_due", "_expire", "_handle", "_output", "_timeout", "active_at")
+    __slots__ = (
+        "_busy",
+        "_clock",
+        "_due",
+        "_expire",
+        "_handle",
+        "_output",
+        "_timeout",
+        "active_at",
+    )
 
     def __init__(
         self,
+        clock: Clock,
         timeout: Callable[[], float],
         busy: Callable[[], bool],
         output: Callable[[], Output],
         expire: Callable[[bool], None],
     ) -> None:
+        self._clock = clock
         self._timeout = timeout
         self._busy = busy
         self._output = output
         self._expire = expire
-        self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0  # when the handle fires (time.monotonic())
-        self.active_at = time.monotonic()  # the last sign of life from the client
+        self._handle: Timer | None = None
+        self._due = 0.0  # when the handle fires (clock.monotonic())
+        self.active_at = clock.monotonic()  # the last sign of life from the client
 
     def touch(self) -> None:
-        self.active_at = time.monotonic()
+        self.active_at = self._clock.monotonic()
 
     def arm(self) -> None:
         """Fire when the current timeout ends, if that is sooner than already planned."""
@@ -109,7 +121,7 @@ class InactivityTimer:
             if self._due <= due:
                 return
             self._handle.cancel()
-        self._schedule(due - time.monotonic())
+        self._schedule(due - self._clock.monotonic())
 
     def cancel(self) -> None:
         if self._handle is not None:
@@ -117,13 +129,13 @@ class InactivityTimer:
             self._handle = None
 
     def _schedule(self, delay: float) -> None:
-        self._due = time.monotonic() + delay
-        self._handle = asyncio.get_running_loop().call_later(delay, self._fired)
+        self._due = self._clock.monotonic() + delay
+        self._handle = self._clock.call_later(delay, self._fired)
 
     def _fired(self) -> None:
         self._handle = None
         timeout = self._timeout()
-        remaining = self.active_at + timeout - time.monotonic()
+        remaining = self.active_at + timeout - self._clock.monotonic()
         if remaining > 0 or self._busy():  # a slow store is not an idle client
             # Looked at again at least every TIMER_RECHECK seconds, so a timeout that a
             # reload shortened applies to running sessions too.

@@ -5,17 +5,25 @@ STLS needs to know exactly which bytes arrived before the handshake: everything 
 after the STLS line and before the TLS layer takes over is dropped (RFC 2595 section 4),
 which streams cannot do without touching their private buffer.
 
-Commands are answered in the callback that received them (``_pump``): the sans-IO
-connection answers most of them itself, and a RETR whose body the store can read at once
-(``fetch_now``) is answered there too.  Only an event that must wait (a login, STLS, a
-large or remote body, UPDATE) starts a task; until it is answered no further command is
-read from the buffer, which keeps replies in order (RFC 2449 PIPELINING).  A session
-without such a task has no coroutine at all, which is what makes a small RETR cheap and
-an idle session small.  Nothing more is read while the transport is above its high-water
-mark (back-pressure, as Dovecot's output throttle).  Login events (USER/PASS, SASL) go to
-the session's ``LoginFlow`` (``server/login.py``), which also holds the maildrop lock
-until UPDATE or the end of the connection; RETR, TOP and UPDATE go to its ``MailFlow``
-(``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s.
+The session is always in one ``Stage`` (``server/stage.py``: greeting, serving, TLS
+upgrade pending, half-closed, lost, draining, closing, closed) and moves only along that
+module's table.  Commands are answered in the callback that received them (``_pump``):
+the sans-IO connection answers most of them itself, and a RETR whose body the store can
+read at once (``fetch_now``) is answered there too.  Only an event that must wait (a
+login, STLS, a large or remote body, room in the memory budget, UPDATE) starts a task;
+until it is answered no further command is read from the buffer, which keeps replies in
+order (RFC 2449 PIPELINING).  A session without such a task has no coroutine at all,
+which is what makes a small RETR cheap and an idle session small.
+
+Nothing is amplified: one turn answers a bounded amount (the connection's pacing,
+``Signal.PAUSED``), then the session lets the loop run other connections and goes on
+soon after; no command is answered while output waits (``server/outbox.py``: large bodies
+go out in slices as the client takes them, the rest waits in the outbox), and reading
+stops once ``READ_PAUSE_THRESHOLD`` octets wait unanswered.  Large bodies count against
+the process's memory budget (``server/budget.py``) until they have left the process.
+Login events go to the session's ``LoginFlow`` (``server/login.py``), which also holds the
+maildrop lock until UPDATE or the end of the connection; RETR, TOP and UPDATE go to its
+``MailFlow`` (``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s.
 """
 
 from __future__ import annotations
@@ -34,23 +42,24 @@ from popbox.protocol.connection import (
     StartTls,
     Update,
 )
+from popbox.server.budget import BodyHold
 from popbox.server.login import LoginFlow
 from popbox.server.mailflow import MailFlow
 from popbox.server.observe import SessionObserver
+from popbox.server.outbox import Outbox
 from popbox.server.progress import InactivityTimer, Output, OutputWatch
+from popbox.server.stage import ANSWERING, Stage, check_transition
+from popbox.server.starttls import TlsSide, upgrade
 
 if TYPE_CHECKING:
-    import ssl
-
     import structlog
 
     from popbox.protocol.connection import ConnectionSettings, Event
     from popbox.server.context import ServerContext
 
-__all__ = ["Pop3Protocol"]
+__all__ = ["READ_PAUSE_THRESHOLD", "Pop3Protocol"]
 
-READ_PAUSE_THRESHOLD = 256 * 1024  # stop reading while this much is queued unanswered
-JOIN_LIMIT = 64 * 1024  # replies up to this size go out as one buffer
+READ_PAUSE_THRESHOLD = 64 * 1024  # stop reading while this much waits unanswered
 CLOSE_LINGER = 30.0  # seconds a closed session's last replies may take to drain, at most
 
 
@@ -67,43 +76,52 @@ class Pop3Protocol(asyncio.Protocol):
     ) -> None:
         self._server = server
         self._client = client
-        self._observe = SessionObserver(server)  # metrics, per-user limit, protocol log
         self._settings = settings
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
+        self._observe = SessionObserver(server, self._conn)  # metrics, limits, protocol log
+        self._stage = Stage.GREETING
         self._transport: asyncio.Transport | None = None
+        self._outbox = Outbox()
+        self._hold = BodyHold(server.budget)
         loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[None] = loop.create_future()  # the session has ended
         self._transport_gone: asyncio.Future[None] = loop.create_future()  # connection_lost
         self._task: asyncio.Task[None] | None = None  # answering an event that must wait
-        self._can_write = True
+        self._soon: asyncio.Handle | None = None  # the next turn after a paced one
         self._reading_paused = False
-        self._lost = False  # the connection is gone: nothing can be written or read
-        self._eof = False  # the client will send nothing more, but may still read
-        self._finishing = False
-        self._dropping_plaintext = False
-        # Decrypted bytes that arrive before ``start_tls`` returns: held back until the
-        # connection has heard ``tls_established``, which forgets what came before it.
-        self._tls_early: bytearray | None = None
-        self._shutting_down = False
-        self._unanswered = 0
+        self._tls: TlsSide | None = None  # the protocol behind the TLS layer, after STLS
         self._login = LoginFlow(server, self._conn, self._observe, session_id)
-        self._mail = MailFlow(server, self._conn, self._observe, self._login)
+        self._mail = MailFlow(server, self._conn, self._login)
         self._log: structlog.typing.FilteringBoundLogger = server.log
         self._log_commands = server.config.server.log_level == "debug"
         self._idle = InactivityTimer(  # V0002
-            self._timeout, lambda: self._task is not None, self._output_state, self._expire
+            server.clock,
+            self._timeout,
+            lambda: self._task is not None,
+            self._output_state,
+            self._expire,
         )
         self._output = OutputWatch()  # whether a silent client still reads what it is owed
         # How long closing may wait for the last replies to drain (the timeout, at most).
         self._linger = min(server.config.pop3.unauthenticated_timeout, CLOSE_LINGER)
         self._lines_seen = 0
 
+    @property
+    def stage(self) -> Stage:
+        return self._stage
+
+    @property
+    def output_blocked(self) -> bool:
+        """The client is not taking its replies: no further command is answered meanwhile."""
+        return self._outbox.busy
+
     # -- asyncio.Protocol callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's transports do not derive from asyncio's.
         self._transport = cast("asyncio.Transport", transport)
+        self._outbox.attach(self._transport)
         peer = self._client or transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
         # Brute-force accounting is per source IP, not per port.
@@ -113,49 +131,56 @@ class Pop3Protocol(asyncio.Protocol):
         self._server.sessions.add(self)
         self._log.info("connect", tls=self._settings.tls_active)
         self._idle.arm()
+        self._enter(Stage.SERVING)
         self._pump()  # the greeting
 
     def data_received(self, data: bytes) -> None:
-        if self._dropping_plaintext:
+        if self._tls is not None:
             return  # RFC 2595 s4: plaintext between STLS and the handshake is discarded
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
         self._observe.received(data)
-        self._conn.receive_data(data)
-        if self._task is None and self._can_write:
+        conn = self._conn
+        conn.receive_data(data)
+        if self._task is None and not self._outbox.busy:
             self._pump()
-            return
-        # Busy: the bytes wait in the connection's buffer, up to a limit.
-        self._unanswered += len(data)
-        if self._unanswered > READ_PAUSE_THRESHOLD and self._transport is not None:
-            self._transport.pause_reading()
-            self._reading_paused = True
+        # Whatever could not be answered yet waits in the connection's buffer, up to a cap.
+        if conn.buffered > READ_PAUSE_THRESHOLD and not self._reading_paused:
+            transport = self._transport
+            if transport is not None and self._stage is not Stage.LOST:
+                transport.pause_reading()
+                self._reading_paused = True
 
     def eof_received(self) -> bool:
         # The client has sent everything (a half-close, as `nc -N` does): what it sent is
         # still answered, and the session ends when that runs out.  Over TLS asyncio
         # cannot keep a half-closed connection open, so there it closes as it would.
-        self._eof = True
-        if self._task is None:
-            self._pump()
+        if self._stage in {Stage.SERVING, Stage.UPGRADING, Stage.DRAINING}:
+            self._enter(Stage.HALF_CLOSED)
+            if self._task is None:
+                self._pump()
         return not self._settings.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends it
-        self._lost = True
-        self._can_write = True  # nothing will drain now; do not wait for it
         if not self._transport_gone.done():
             self._transport_gone.set_result(None)
+        self._outbox.drop()  # nothing will drain now; do not wait for it
+        if self._stage not in ANSWERING:
+            return
+        if self._stage is not Stage.LOST:
+            self._enter(Stage.LOST)
         if self._task is None:
             self._pump()
 
     def pause_writing(self) -> None:
-        self._can_write = False
+        self._outbox.pause()
 
     def resume_writing(self) -> None:
-        self._can_write = True
+        self._outbox.resume()
         self._idle.touch()  # a client that reads is not inactive
-        if self._task is None:
+        self._settle()
+        if self._task is None and not self._outbox.busy:
             self._pump()
 
     # -- control from the listener ----------------------------------------------------
@@ -165,8 +190,16 @@ class Pop3Protocol(asyncio.Protocol):
 
         A session whose client is not reading what it was sent is cut off at once.
         """
-        self._shutting_down = True
-        if self._task is None:
+        before = self._stage
+        if before in {Stage.SERVING, Stage.UPGRADING}:
+            self._enter(Stage.DRAINING)
+        elif before is not Stage.HALF_CLOSED:
+            return  # ending already
+        if self._task is not None:
+            return  # _wait_for pumps once the current command is answered
+        if self._outbox.busy and self._transport is not None:
+            self._stop_now(self._transport)
+        elif before is not Stage.HALF_CLOSED:
             self._pump()
 
     async def wait_closed(self) -> None:
@@ -176,53 +209,75 @@ class Pop3Protocol(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Answer the buffered commands that need no waiting; hand one that does to a task."""
-        conn = self._conn
-        if not self._can_write and self._shutting_down and self._transport is not None:
-            # A stopping server does not wait for a client that is not reading; what it
-            # pipelined is dropped with the connection (no UPDATE, as for any shutdown).
-            conn.shutdown()
-            self._abort(self._transport)
-            return
         try:
-            while self._can_write and not self._finishing:
-                event = conn.next_event()
-                if conn.lines_received != self._lines_seen:  # V0002: any command resets it
-                    self._lines_seen = conn.lines_received
-                    self._idle.touch()
-                if event is Signal.NEED_DATA:
-                    self._flush()
-                    if self._lost or self._eof:
-                        self._finish()  # no QUIT came: no UPDATE (RFC 1939 s6)
-                    elif self._shutting_down:
-                        conn.shutdown()
+            while self._stage in ANSWERING:
+                if self._outbox.busy and self._stage is not Stage.LOST:
+                    if self._stage is Stage.DRAINING and self._transport is not None:
+                        # A stopping server does not wait for a client that is not reading.
+                        self._stop_now(self._transport)
                         continue
-                    else:
-                        self._read_more()
+                    return  # resume_writing comes back here
+                if not self._turn():
                     return
-                if event is Signal.CLOSED:
-                    self._flush()
-                    self._finish()
-                    return
-                if isinstance(event, Retrieve) and self._mail.answer_now(event, lost=self._lost):
-                    self._flush()  # a body per write: the buffer stays one message deep
-                    continue
-                self._flush()
-                self._task = asyncio.get_running_loop().create_task(self._wait_for(event))
-                return
         except Exception:  # noqa: BLE001 - one session's bug must never take the server down
             self._log.exception("session_failed")
             self._finish()
 
+    def _turn(self) -> bool:
+        """One event from the connection; True: go on with the next one at once."""
+        conn = self._conn
+        event = conn.next_event()
+        if conn.lines_received != self._lines_seen:  # V0002: any command resets it
+            self._lines_seen = conn.lines_received
+            self._idle.touch()
+        if event is Signal.PAUSED:
+            self._flush()
+            self._continue_soon()  # let other connections run first
+            return False
+        if event is Signal.NEED_DATA:
+            self._flush()
+            if self._stage is Stage.DRAINING:
+                conn.shutdown()
+                return True
+            if self._stage in {Stage.LOST, Stage.HALF_CLOSED}:
+                self._finish()  # no QUIT came: no UPDATE (RFC 1939 s6)
+            else:
+                self._read_more()
+            return False
+        if event is Signal.CLOSED:
+            self._flush()
+            self._finish()
+            return False
+        admitted = True
+        if isinstance(event, Retrieve):
+            lost = self._stage is Stage.LOST
+            admitted = lost or self._hold.take_now(event.info)
+            if admitted and self._mail.answer_now(event, lost=lost):
+                self._hold.read_done(event.info)
+                self._flush()  # a body per write: the buffer stays one message deep
+                return True
+        self._flush()
+        self._task = asyncio.get_running_loop().create_task(self._wait_for(event, admitted))
+        return False
+
+    def _continue_soon(self) -> None:
+        if self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._soon = None
+        if self._task is None:
+            self._pump()
+
     def _read_more(self) -> None:
-        self._unanswered = 0
-        if self._reading_paused and self._transport is not None and not self._lost:
+        if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
 
-    async def _wait_for(self, event: Event) -> None:
+    async def _wait_for(self, event: Event, admitted: bool) -> None:  # noqa: FBT001
         """Answer an event that must wait, then go on with the buffered commands."""
         try:
-            await self._answer(event)
+            await self._answer(event, admitted=admitted)
         except Exception:  # noqa: BLE001 - one session's bug must never take the server down
             self._log.exception("session_failed")
             self._task = None
@@ -241,66 +296,63 @@ class Pop3Protocol(asyncio.Protocol):
             self._linger = min(self._server.config.pop3.authenticated_timeout, CLOSE_LINGER)
         self._pump()
 
-    def _output_state(self) -> Output:
-        transport = self._transport
-        if transport is None or self._finishing:
-            return Output.IDLE
-        return self._output.look(transport, self._observe.sent)
-
-    def _expire(self, stuck: bool) -> None:  # noqa: FBT001 - InactivityTimer's callback
-        if self._finishing:
-            return
-        self._conn.timed_out(self._timeout())  # V0003: one -ERR line, no UPDATE
-        if stuck and self._transport is not None:
-            self._abort(self._transport)  # the client takes nothing: the line cannot reach it
-        self._can_write = True
-        self._pump()
-
-    async def _answer(self, event: Event) -> None:
+    async def _answer(self, event: Event, *, admitted: bool) -> None:
         match event:
             case PasswordLogin() | SaslStart() | SaslContinue() | SaslCancelled():
                 await self._login.answer(event)
                 self._log = self._login.log  # bound with user= if that logged in
             case StartTls():
                 await self._start_tls()
-            case Retrieve():
-                await self._mail.retrieve(event)
+            case Retrieve(_, info):
+                if not admitted and not await self._hold.take(info):
+                    self._log.warning("memory_budget_full", octets=info.size)
+                    self._conn.store_failed()
+                    return
+                if self._stage is Stage.LOST:
+                    self._conn.store_failed()  # nobody to send it to: do not read it
+                else:
+                    await self._mail.retrieve(event)
+                self._hold.read_done(info)
             case Update(deleted, retrieved):
                 await self._mail.update(deleted, retrieved)
 
     async def _start_tls(self) -> None:
-        self._dropping_plaintext = True
-        tls = self._server.tls
-        transport = self._transport
-        if tls is None or transport is None or self._lost:
-            self._lost = True
-            return
-        context: ssl.SSLContext = tls.context
-        self._tls_early = bytearray()
+        if self._stage is Stage.SERVING:
+            self._enter(Stage.UPGRADING)
+        outbox = self._outbox
+        side = self._tls = TlsSide(
+            self._feed, self.eof_received, self.connection_lost, outbox.pause, self.resume_writing
+        )
+        tls, transport = self._server.tls, self._transport
+        if tls is None or transport is None or self._stage is Stage.LOST:
+            return  # not upgraded: _wait_for ends the session
         wait = self._server.config.pop3.handshake_timeout  # may change on reload
-        try:
-            new_transport = await asyncio.get_running_loop().start_tls(
-                transport, _TlsSide(self), context, server_side=True, ssl_handshake_timeout=wait
-            )
-        except (OSError, ConnectionError, TimeoutError) as exc:
-            self._log.info("stls_failed", error=type(exc).__name__)
-            self._lost = True
-            transport.abort()
-            return
-        if new_transport is None:  # the connection went away during the handshake
-            self._lost = True
-            return
-        self._transport = new_transport
+        upgraded = await upgrade(transport, side, tls.context, self._log, handshake_timeout=wait)
+        if upgraded is None:
+            return  # the handshake failed and the connection is gone
+        self._transport = upgraded
+        outbox.attach(upgraded)
         self._conn.tls_established()
-        early, self._tls_early = self._tls_early, None
+        if self._stage is Stage.UPGRADING:
+            self._enter(Stage.SERVING)
+        early = side.ready()
         if early:
-            self._feed(bytes(early))
+            self._feed(early)
 
-    def _tls_data_received(self, data: bytes) -> None:
-        if self._tls_early is not None:
-            self._tls_early += data  # the handshake just finished; see _start_tls
-        else:
-            self._feed(data)
+    def _output_state(self) -> Output:
+        transport = self._transport
+        if transport is None or self._stage not in ANSWERING:
+            return Output.IDLE
+        handed_over = self._observe.sent - self._outbox.waiting
+        return self._output.look(transport, handed_over)
+
+    def _expire(self, stuck: bool) -> None:  # noqa: FBT001 - InactivityTimer's callback
+        if self._stage not in ANSWERING:
+            return
+        self._conn.timed_out(self._timeout())  # V0003: one -ERR line, no UPDATE
+        if stuck and self._transport is not None:
+            self._cut_off(self._transport)  # the client takes nothing: the line cannot reach it
+        self._pump()
 
     def _flush(self) -> None:
         chunks = self._conn.data_to_send()
@@ -311,22 +363,27 @@ class Pop3Protocol(asyncio.Protocol):
             for record in records:
                 self._log.debug("command", verb=record.verb, ok=record.ok)
         size = self._observe.flushed(records, chunks)
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            if len(chunks) == 1:
-                transport.write(chunks[0])
-            elif size <= JOIN_LIMIT:
-                # One buffer, one write(): over TLS, one record instead of one per chunk.
-                transport.write(b"".join(chunks))
-            else:
-                transport.writelines(chunks)
+        if self._stage is not Stage.LOST:
+            self._outbox.send(chunks, size)
+        self._settle()
+
+    def _settle(self) -> None:
+        # Not while a task runs: it may be reading a body reserved for, which has not
+        # reached the outbox yet.
+        if self._task is None:
+            self._hold.settle(self._outbox)
+
+    def _enter(self, stage: Stage) -> None:
+        self._stage = check_transition(self._stage, stage)
 
     def _finish(self) -> None:
         """End the session: release the lock, close the transport, say so (once)."""
-        if self._finishing:
+        if self._stage not in ANSWERING:
             return
-        self._finishing = True
+        self._enter(Stage.CLOSING)
         self._idle.cancel()
+        if self._soon is not None:
+            self._soon.cancel()
         self._task = asyncio.get_running_loop().create_task(self._cleanup())
 
     async def _cleanup(self) -> None:
@@ -340,6 +397,8 @@ class Pop3Protocol(asyncio.Protocol):
             await self._close_transport()
             self._log.info("disconnect", **self._observe.summary())
         finally:
+            self._hold.release()
+            self._enter(Stage.CLOSED)
             self._closed.set_result(None)
 
     async def _close_transport(self) -> None:
@@ -349,53 +408,35 @@ class Pop3Protocol(asyncio.Protocol):
         really gone, so a client that leaves unread replies behind cannot pile up sockets.
         """
         transport = self._transport
-        if transport is None or self._lost:
+        if transport is None or self._transport_gone.done():
             return
-        transport.close()
+        # Cutting it off ends the connection, which ends both waits below.
+        deadline = self._server.clock.call_later(self._linger, lambda: self._cut_off(transport))
         try:
-            async with asyncio.timeout(self._linger):
+            await self._outbox.handed_over()  # a body may still go out slice by slice
+            if not self._transport_gone.done():
+                transport.close()
                 await asyncio.shield(self._transport_gone)
-        except TimeoutError:
-            self._abort(transport)
+        finally:
+            deadline.cancel()
 
-    def _abort(self, transport: asyncio.Transport) -> None:
+    def _stop_now(self, transport: asyncio.Transport) -> None:
+        """Stop without waiting for a client that does not read: what it pipelined is
+        dropped with the connection (no UPDATE, as for any shutdown)."""
+        self._conn.shutdown()
+        self._cut_off(transport)
+
+    def _cut_off(self, transport: asyncio.Transport) -> None:
         """Drop the connection; what never left this process is not counted as sent.
 
         (What the kernel already holds may still reach the client after the close.)
         """
-        self._observe.unsent(transport.get_write_buffer_size())
+        self._observe.unsent(transport.get_write_buffer_size() + self._outbox.drop())
         transport.abort()
+        if self._stage in ANSWERING and self._stage is not Stage.LOST:
+            self._enter(Stage.LOST)
 
     def _timeout(self) -> float:
         pop3 = self._server.config.pop3
         authed = self._conn.user is not None
         return pop3.authenticated_timeout if authed else pop3.unauthenticated_timeout
-
-
-class _TlsSide(asyncio.Protocol):
-    """The protocol behind the TLS layer after STLS.
-
-    Decrypted bytes come through here, so they are never mistaken for the plaintext the
-    session drops; bytes the client sends right after its handshake (curl sends CAPA at
-    once) can arrive before ``start_tls`` returns, and must be kept: the session holds
-    them until the connection knows TLS is up.
-    """
-
-    def __init__(self, session: Pop3Protocol) -> None:
-        self._session = session
-
-    def data_received(self, data: bytes) -> None:
-        self._session._tls_data_received(data)  # noqa: SLF001 - the session's own other half
-
-    def eof_received(self) -> bool:
-        self._session.eof_received()
-        return False  # asyncio's TLS layer closes the connection after EOF in any case
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._session.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._session.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._session.resume_writing()

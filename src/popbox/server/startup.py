@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ from popbox.store import SQLITE_FILE_NAME, open_store
 from popbox.store.base import StoreError, StoreTemporaryError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from popbox.auth.registry import Registry
     from popbox.config import Config
     from popbox.server.accept import Bound
@@ -87,8 +90,11 @@ def auth_registry(config: Config) -> Registry:
         raise StartupError(f"auth: {exc}") from exc
 
 
-async def open_store_at_start(config: Config, *, patience: float = 0.0) -> MailStore:
-    """The configured store, open (created and migrated if it is new).
+async def open_store_at_start(
+    config: Config, *, patience: float = 0.0, clock: Callable[[], float] = time.time
+) -> MailStore:
+    """The configured store, open (created and migrated if it is new); ``clock`` (POSIX
+    seconds) is the one its leases and stamps read.
 
     A temporary failure (a database busy with another process) is tried again until
     ``patience`` seconds have passed.  Raises ``StartupError`` naming the store.
@@ -97,7 +103,9 @@ async def open_store_at_start(config: Config, *, patience: float = 0.0) -> MailS
     deadline = loop.time() + patience
     delay = _RETRY_FIRST
     while True:
-        store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+        store = open_store(
+            config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn, clock=clock
+        )
         try:
             await store.open()
         except StoreTemporaryError as exc:

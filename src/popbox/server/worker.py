@@ -221,7 +221,11 @@ async def _serve(
     try:
         # One retention sweeper per node (E0005): worker 0's, restarted along with it.
         sweeper = (
-            loop.create_task(run_retention(context.store, context.config.retention, context.log))
+            loop.create_task(
+                run_retention(
+                    context.store, context.config.retention, context.log, clock=context.clock
+                )
+            )
             if index == 0
             else None
         )
