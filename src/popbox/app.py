@@ -18,7 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
-from popbox.auth.passwords import DEFAULT_PARAMS
+from popbox.auth.passwords import DEFAULT_PARAMS, PasswordVerifier
 from popbox.auth.registry import build_registry
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
@@ -54,6 +54,7 @@ async def build_context(
 ) -> ServerContext:
     """Everything sessions share; opens the configured store unless one is given."""
     metrics = Metrics()
+    passwords = PasswordVerifier(DEFAULT_PARAMS)
     if store is None:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
@@ -67,12 +68,12 @@ async def build_context(
     return ServerContext(
         config=config,
         store=timed_store(store, metrics),
-        registry=build_registry(config),
+        registry=build_registry(config, passwords=passwords),
         tls=tls,
         log=log or make_logger(json=config.server.json_logs, level=config.server.log_level),
         metrics=metrics,
         limits=LocalLimiter(LimitSettings.from_config(config.server)),
-        password_params=DEFAULT_PARAMS,
+        passwords=passwords,
         guard=LoginGuard(GuardSettings.from_config(config)),
     )
 

@@ -19,7 +19,7 @@ import math
 from typing import TYPE_CHECKING, TypeAlias
 
 from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
-from popbox.auth.passwords import ARGON2ID, verify_password
+from popbox.auth.plain import check_password
 from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
 from popbox.protocol.replies import Err, RespCode
 from popbox.store.base import MaildropLocked, StoreError
@@ -96,15 +96,17 @@ class LoginFlow:
     async def _password_login(self, user: str, password: str) -> None:
         if self._locked_out(user, "USER"):
             return  # refused before hashing: a lockout must not cost CPU
+        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
+        # a right password also upgrades a hash made with older parameters.
         try:
-            record = await self._server.store.get_user(user)
+            verified = await check_password(
+                self._server.store, user, password, self._server.passwords
+            )
         except StoreError:
             self.log.warning("login_store_error", user=user)
             self._conn.store_failed()
             return
-        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same.
-        phc = record.verifiers.get(ARGON2ID) if record is not None else None
-        if await verify_password(phc, password, self._server.password_params):
+        if verified:
             await self._login(user, "USER")
         else:
             await self._fail_login(user, "USER", "wrong password or unknown user")
