@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from popbox.config import Config
     from popbox.store.base import MailStore, NewMessage
-    from popbox.transfer.sources import SourceMessage
+    from popbox.transfer.sources import SourceItem
 
 __all__ = ["register"]
 
@@ -147,7 +147,7 @@ async def _deliver_one(agent: DeliveryAgent, name: str, message: NewMessage, con
 # -- import / export ------------------------------------------------------------------
 
 
-def _source(args: argparse.Namespace) -> Callable[[], Iterator[SourceMessage]]:
+def _source(args: argparse.Namespace) -> Callable[[], Iterator[SourceItem]]:
     path: Path = args.path
     if args.kind == "mbox":
         return lambda: read_mbox(path, args.mbox_variant)
@@ -170,8 +170,11 @@ def _import(args: argparse.Namespace) -> int:
         report = await run_import(store, args.name, _source(args), options, progress=bar)
         bar.finish()
         _print_report(args.name, report)
-        complete = report.imported + report.already == report.total
-        return 0 if complete else 1
+        if report.complete:
+            return 0
+        missing = len(report.not_imported) or report.total - report.imported - report.already
+        print(f"popbox import: {missing} not imported from {args.path}", file=sys.stderr)
+        return 1
 
     try:
         return with_store(args, work)
@@ -194,6 +197,10 @@ def _print_report(name: str, report: ImportReport) -> None:
         print(f"problems ({len(report.problems)}):")
         for problem in report.problems:
             print(f"  {problem}")
+    if report.not_imported:
+        print(f"not imported ({len(report.not_imported)}):")
+        for item in report.not_imported:
+            print(f"  {item.location}: {item.reason}")
 
 
 def _export(args: argparse.Namespace) -> int:
