@@ -90,6 +90,8 @@ def check_mail_in(config: Config) -> None:
     lmtp, quota, retention = config.lmtp, config.quota, config.retention
     if lmtp.max_message_size < 1 or lmtp.timeout <= 0:
         raise ConfigError("lmtp.max_message_size and lmtp.timeout: must be greater than 0")
+    if lmtp.spool_threshold < 0:
+        raise ConfigError("lmtp.spool_threshold: must not be negative")
     if any(c.isspace() for c in lmtp.hostname):
         raise ConfigError(f"lmtp.hostname: {lmtp.hostname!r} must not contain white space")
     if quota.default_quota is not None and quota.default_quota < 0:

@@ -75,6 +75,7 @@ class LmtpConfig:
     listen: tuple[str, ...] = ("127.0.0.1:24",)
     hostname: str = ""  # in the greeting and Received headers; empty: this host's name
     max_message_size: int = 50 * 1024 * 1024  # octets, announced as SIZE; larger: 552 5.3.4
+    spool_threshold: int = 1024 * 1024  # DATA octets kept in memory; beyond: data_dir file
     over_quota: OverQuota = "temporary"  # 452 4.2.2 (the MTA retries) or 552 5.2.2 (bounce)
     timeout: float = 300.0  # seconds an LMTP client may stay silent
 
