@@ -8,10 +8,9 @@ yielding one reply per RCPT (RFC 2033 s4.2) once that copy is committed.
 
 Memory: the data arrives into a ``spool.DataSpool`` (``new_data``): at most
 ``[lmtp] spool_threshold`` octets in memory, the rest in a file.  The store takes a
-message as one value, so a spooled message is read back whole for its deliveries; one
-spooled message at a time per process is, so several large transactions at once cost
-about one large message of memory (a few copies of it while it is prepared and
-stored), not one per transaction.
+message as one value, so a spooled message is read back whole for its deliveries, one
+at a time per process: several large transactions at once cost about one large message
+of memory (a few copies of it while it is prepared and stored), not one per transaction.
 """
 
 from __future__ import annotations

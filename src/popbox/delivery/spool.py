@@ -36,10 +36,13 @@ def prepare_spool_dir(directory: Path) -> None:
     Removing is safe while other workers spool: their files have no name, and unlinking
     the name of a file someone holds open leaves their file as it is.
     """
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for leftover in directory.iterdir():
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            leftover.unlink()
+    # A directory that cannot be made or cleaned (a read-only data_dir) must not stop the
+    # server from starting: a spooled transaction then fails with 451, as any write would.
+    with contextlib.suppress(OSError):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for leftover in directory.iterdir():
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                leftover.unlink()
 
 
 class DataSpool:
