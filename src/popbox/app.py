@@ -18,7 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
-from popbox.auth.passwords import DEFAULT_PARAMS, PasswordVerifier
+from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.auth.registry import build_registry
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
@@ -54,7 +54,7 @@ async def build_context(
 ) -> ServerContext:
     """Everything sessions share; opens the configured store unless one is given."""
     metrics = Metrics()
-    passwords = PasswordVerifier(DEFAULT_PARAMS)
+    passwords = PasswordVerifier(Argon2Params.from_config(config.auth))
     if store is None:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)

@@ -14,9 +14,17 @@ from typing import TYPE_CHECKING
 import argon2
 import pytest
 
-from popbox.auth.passwords import ARGON2ID, SCRAM_SHA256, Argon2Params, PasswordVerifier
+from popbox import app
+from popbox.auth.passwords import (
+    ARGON2ID,
+    SCRAM_SHA256,
+    Argon2Params,
+    PasswordVerifier,
+    verifiers_for,
+)
 from popbox.auth.passwords import hash_password as make_hash
 from popbox.auth.plain import check_password
+from popbox.config import ConfigError, from_mapping
 from popbox.store.base import StoreTemporaryError
 from popbox.store.memory import MemoryStore
 
@@ -117,3 +125,24 @@ async def test_store_failure_while_upgrading_keeps_the_login():
     record = await store.get_user("alice")
     assert record is not None
     assert record.verifiers[ARGON2ID] == imported
+
+
+async def test_configured_argon2_settings_are_the_cost_of_checks_and_new_hashes(tmp_path):
+    """``[auth] argon2_*``: the server's verifier and ``user add``'s hashes use them."""
+    config = from_mapping(
+        {
+            "data_dir": str(tmp_path),
+            "pop3": {"listen": [], "tls_listen": []},
+            "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 1024},
+        }
+    )
+    context = await app.build_context(config, store=MemoryStore())
+
+    assert context.passwords.params == IMPORTED
+    assert cost_of(verifiers_for("pw", auth=config.auth)[ARGON2ID]) == (1024, 1)
+
+
+def test_argon2_memory_below_the_rfc_9106_minimum_is_a_config_error(tmp_path):
+    """RFC 9106 s3.1: memory is at least 8 KiB per lane; the error names the key."""
+    with pytest.raises(ConfigError, match=r"auth\.argon2_memory_kib"):
+        from_mapping({"data_dir": str(tmp_path), "auth": {"argon2_memory_kib": 4}})

@@ -116,6 +116,11 @@ class Argon2Params:
         if self.hash_len < 16 or self.salt_len < 16:
             raise ValueError("hash_len and salt_len must be at least 16 bytes")
 
+    @classmethod
+    def from_config(cls, auth: AuthConfig) -> Argon2Params:
+        """The ``[auth] argon2_*`` settings."""
+        return cls(auth.argon2_time_cost, auth.argon2_memory_kib, auth.argon2_parallelism)
+
 
 DEFAULT_PARAMS: Final = Argon2Params()
 
@@ -222,16 +227,18 @@ def needs_rehash(phc: str, params: Argon2Params = DEFAULT_PARAMS) -> bool:
 
 
 def verifiers_for(
-    password: str, params: Argon2Params = DEFAULT_PARAMS, *, auth: AuthConfig | None = None
+    password: str, params: Argon2Params | None = None, *, auth: AuthConfig | None = None
 ) -> dict[str, str]:
     """Return every stored verifier derived from `password`, keyed by scheme.
 
     `popbox user add` and `user passwd` store this map, so each SASL mechanism finds
-    the verifier it needs without the plaintext ever being stored.  Verifiers weaker
+    the verifier it needs without the plaintext ever being stored.  With no ``params``
+    the argon2id hash has ``auth``'s ``argon2_*`` settings.  Verifiers weaker
     than argon2id (SCRAM's PBKDF2) are only made for mechanisms ``auth`` offers; with
     no ``auth`` the default mechanisms count.
     """
     auth = AuthConfig() if auth is None else auth
+    params = Argon2Params.from_config(auth) if params is None else params
     verifiers = {ARGON2ID: hash_password(password, params)}
     if SCRAM_MECHANISM in auth.mechanisms:
         with contextlib.suppress(ValueError):  # not SASLprep-able: SCRAM cannot be used

@@ -107,6 +107,11 @@ class AuthConfig:
     admins: tuple[str, ...] = ()  # may log in as another user (PLAIN authzid, RFC 4616)
     secret_file: str = ""  # empty: data_dir/auth-secret, generated; keys SCRAM's fake salts
     scram_iterations: int = 10000  # PBKDF2 rounds of new SCRAM verifiers (RFC 7677: >= 4096)
+    # argon2id cost of new password hashes; a stored hash made otherwise is rehashed at
+    # its user's next login, and its checks are padded to this cost meanwhile (V0009).
+    argon2_time_cost: int = 2  # passes
+    argon2_memory_kib: int = 19 * 1024
+    argon2_parallelism: int = 1  # lanes
     # OAUTHBEARER (RFC 7628) and XOAUTH2: JWT access tokens.
     oauth_issuer: str = ""  # the "iss" every token must carry
     oauth_audience: str = ""  # the "aud" every token must include
