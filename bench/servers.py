@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 import procs
+import provision
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -138,7 +139,10 @@ class PopboxServer(_Server):
             "[tls]\n"
             f'cert_file = "{cert}"\nkey_file = "{key}"\n'
             "[lmtp]\n"
-            f'listen = ["127.0.0.1:{self.lmtp_port}"]\n' + storage + server_section
+            f'listen = ["127.0.0.1:{self.lmtp_port}"]\n'
+            + storage
+            + server_section
+            + _argon2_section()
         )
 
     def cpu_seconds(self) -> float:
@@ -162,6 +166,20 @@ class PopboxServer(_Server):
         # scripts/compile's build (on PYTHONPATH) has the command cycle compiled by mypyc.
         build = "mypyc-compiled" if (core.__file__ or "").endswith(".so") else "pure Python"
         return f"popbox {popbox.__version__} ({build}, Python {sys.version.split()[0]}, {loop})"
+
+
+def _argon2_section() -> str:
+    # The provisioned hashes' cost as the configured one: else popbox pads every login to
+    # its default cost and rehashes at the first (a popbox without the settings: nothing).
+    from popbox.config import AuthConfig  # noqa: PLC0415
+
+    if "argon2_time_cost" not in {f.name for f in dataclasses.fields(AuthConfig)}:
+        return ""
+    cost = provision.BENCH_ARGON2
+    return (
+        f"[auth]\nargon2_time_cost = {cost['time_cost']}\n"
+        f"argon2_memory_kib = {cost['memory_cost']}\nargon2_parallelism = {cost['parallelism']}\n"
+    )
 
 
 def _has_workers() -> bool:

@@ -46,6 +46,12 @@ async def _server(tmp_path: Path):
             },
             "tls": {"cert_file": str(cert), "key_file": str(key)},
             "lmtp": {"listen": ["127.0.0.1:0"]},
+            # The cost of provision.hashes: configured, so logins are neither padded nor
+            # rehashed to popbox's default cost.
+            "auth": {
+                "argon2_time_cost": provision.BENCH_ARGON2["time_cost"],
+                "argon2_memory_kib": provision.BENCH_ARGON2["memory_cost"],
+            },
         }
     )
     store = open_store("memory", data_dir=tmp_path, dsn="")

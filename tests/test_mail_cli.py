@@ -69,7 +69,8 @@ def test_import_eml_folder_prints_a_summary(
     assert status == 1  # one message could not be imported
     assert "imported 2 of 3 messages" in out
     assert "kept their old unique-id: 1" in out
-    assert "message 3 (3.eml): not imported: message contains a NUL byte" in out
+    assert "not imported (1):" in out
+    assert f"message 3 ({folder / '3.eml'}): message contains a NUL byte at offset 18" in out
     assert uidls(config)[0] == "first"
 
 

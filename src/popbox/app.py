@@ -18,7 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
-from popbox.auth.passwords import DEFAULT_PARAMS
+from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.clock import SystemClock
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
@@ -63,9 +63,10 @@ async def build_context(
     """
     metrics = Metrics()
     clock = clock or SystemClock()
+    passwords = PasswordVerifier(Argon2Params.from_config(config.auth))
     startup.ensure_data_dir(config)
     tls = startup.tls_holder(config)
-    registry = startup.auth_registry(config)
+    registry = startup.auth_registry(config, passwords=passwords)
     if store is None:
         store = await startup.open_store_at_start(config, patience=store_patience, clock=clock.wall)
     return ServerContext(
@@ -76,7 +77,7 @@ async def build_context(
         log=log or make_logger(json=config.server.json_logs, level=config.server.log_level),
         metrics=metrics,
         limits=LocalLimiter(LimitSettings.from_config(config.server)),
-        password_params=DEFAULT_PARAMS,
+        passwords=passwords,
         guard=LoginGuard(GuardSettings.from_config(config), clock=clock.monotonic),
         clock=clock,
     )

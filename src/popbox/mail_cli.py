@@ -2,9 +2,10 @@
 
 ``cli.py`` builds the parser and calls ``register`` to add these.  ``deliver`` is an MDA
 (Postfix ``mailbox_command``, procmail/Exim pipes), so it speaks sysexits: 0 delivered,
-65 the message is unacceptable (a NUL byte), 67 no such user, 73 mailbox full with
-``[lmtp] over_quota = "permanent"``, 75 try again later (a full mailbox by default, the
-store unavailable).  The others print one line naming any problem and exit 1.
+65 the message is unacceptable (a NUL byte, larger than ``[lmtp] max_message_size``),
+67 no such user, 73 mailbox full with ``[lmtp] over_quota = "permanent"``, 75 try again
+later (a full mailbox by default, the store unavailable).  The others print one line
+naming any problem and exit 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from popbox import pop3_cli
 from popbox.cli_support import load_config, open_configured_store, with_store
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from popbox.config import Config
     from popbox.store.base import MailStore, NewMessage
-    from popbox.transfer.sources import SourceMessage
+    from popbox.transfer.sources import SourceItem
 
 __all__ = ["register"]
 
@@ -110,28 +111,38 @@ def _config_after_kind() -> argparse.ArgumentParser:
 # -- deliver (MDA) -------------------------------------------------------------------
 
 
-def _strip_envelope_line(raw: bytes) -> bytes:
-    # Postfix local(8) and procmail put an mbox "From sender date" line first: framing,
-    # not a header field (C0011 would otherwise make the whole message a body).
-    if raw.startswith(b"From "):
-        end = raw.find(b"\n")
-        return b"" if end < 0 else raw[end + 1 :]
-    return raw
+def _read_message(stream: BinaryIO, limit: int) -> bytes | None:
+    """The message on ``stream``, or None when it is larger than ``limit`` octets.
+
+    Never reads more than ``limit + 1`` octets of message.  Postfix local(8) and
+    procmail put an mbox "From sender date" line first: framing, not a header field
+    (C0011 would otherwise make the whole message a body), so it is dropped and not
+    counted, as LMTP counts only the DATA.
+    """
+    first = stream.readline(limit + 1)
+    if first.startswith(b"From ") and len(first) <= limit:
+        first = b""
+    raw = first + stream.read(limit + 1 - len(first))
+    return None if len(raw) > limit else raw
 
 
 def _deliver(args: argparse.Namespace) -> int:
     """MDA: durable before exit 0; sysexits otherwise (module docs)."""
-    raw = _strip_envelope_line(sys.stdin.buffer.read())
-    try:
-        message = prepare(raw)
-    except MalformedMessage as exc:
-        print(f"popbox deliver: refused: {exc}", file=sys.stderr)
-        return EX_DATAERR
     try:
         config = load_config(args)
     except ConfigError as exc:
         print(f"popbox deliver: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
+    limit = config.lmtp.max_message_size
+    raw = _read_message(sys.stdin.buffer, limit)
+    if raw is None:
+        print(f"popbox deliver: refused: larger than {limit} octets", file=sys.stderr)
+        return EX_DATAERR
+    try:
+        message = prepare(raw)
+    except MalformedMessage as exc:
+        print(f"popbox deliver: refused: {exc}", file=sys.stderr)
+        return EX_DATAERR
 
     async def run() -> int:
         store = await open_configured_store(config)
@@ -139,10 +150,19 @@ def _deliver(args: argparse.Namespace) -> int:
         agent = DeliveryAgent(
             store, config.quota, hostname=hostname, dedup_window=config.lmtp.dedup_window
         )
+        # As LMTP does: names that resolve to one mailbox get one copy between them.
+        outcomes: dict[str, int] = {}
         status = EX_OK
         try:
             for name in args.names:
-                status = max(status, await _deliver_one(agent, name, (message, raw), config))
+                mailbox = await agent.resolve(name)
+                if mailbox is None:
+                    print(f"popbox deliver: {name}: no such user", file=sys.stderr)
+                    status = max(status, EX_NOUSER)
+                    continue
+                if mailbox not in outcomes:
+                    outcomes[mailbox] = await _deliver_one(agent, mailbox, (message, raw), config)
+                status = max(status, outcomes[mailbox])
         finally:
             await store.close()
         return status
@@ -176,7 +196,7 @@ async def _deliver_one(
 # -- import / export ------------------------------------------------------------------
 
 
-def _source(args: argparse.Namespace) -> Callable[[], Iterator[SourceMessage]]:
+def _source(args: argparse.Namespace) -> Callable[[], Iterator[SourceItem]]:
     path: Path = args.path
     if args.kind == "mbox":
         return lambda: read_mbox(path, args.mbox_variant)
@@ -203,8 +223,11 @@ def _import(args: argparse.Namespace) -> int:
         report = await run_import(store, args.name, _source(args), options, progress=bar)
         bar.finish()
         _print_report(args.name, report)
-        complete = report.imported + report.already == report.total
-        return 0 if complete else 1
+        if report.complete:
+            return 0
+        missing = len(report.not_imported) or report.total - report.imported - report.already
+        print(f"popbox import: {missing} not imported from {args.path}", file=sys.stderr)
+        return 1
 
     try:
         return with_store(args, work)
@@ -227,6 +250,10 @@ def _print_report(name: str, report: ImportReport) -> None:
         print(f"problems ({len(report.problems)}):")
         for problem in report.problems:
             print(f"  {problem}")
+    if report.not_imported:
+        print(f"not imported ({len(report.not_imported)}):")
+        for item in report.not_imported:
+            print(f"  {item.location}: {item.reason}")
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from popbox import app
-from popbox.auth.passwords import Argon2Params, verifiers_for
+from popbox.auth.passwords import Argon2Params, PasswordVerifier, verifiers_for
 from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
 from popbox.log import make_logger
@@ -101,10 +101,10 @@ class AuthServer:
     async def _start(self) -> None:
         log = make_logger(json=True, stream=self.log)
         self.context = await app.build_context(self.config, store=self.store, log=log)
-        # Unknown users are checked against a dummy hash with these parameters: they must
-        # be the ones the users' hashes were made with, or timing would differ (V0009).
-        self.context.password_params = self.params
-        self.context.registry = build_registry(self.config, password_params=self.params)
+        # The server's configured parameters are the ones add_user hashes with: any other
+        # stored hash would be padded to them and rehashed at login.
+        self.context.passwords = PasswordVerifier(self.params)
+        self.context.registry = build_registry(self.config, passwords=self.context.passwords)
         self._servers, listening = await app.start_servers(self.context)
         for kind, _host, port in listening:
             self.ports.setdefault(kind, port)

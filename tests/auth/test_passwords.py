@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import argon2
 import pytest
@@ -12,10 +13,10 @@ from popbox.auth.passwords import (
     ARGON2ID,
     DEFAULT_PARAMS,
     Argon2Params,
+    PasswordVerifier,
     hash_password,
     needs_rehash,
     verifiers_for,
-    verify_password,
 )
 
 # Cheaper than the defaults so tests that hash with other parameters stay fast.
@@ -46,6 +47,13 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> VerifySpy:
 @pytest.fixture(scope="module")
 def stored() -> str:
     return hash_password("correct horse")
+
+
+async def verify_password(
+    phc: str | None, password: str, params: Argon2Params = DEFAULT_PARAMS
+) -> bool:
+    """One check by a verifier configured with ``params``."""
+    return await PasswordVerifier(params).verify(phc, password)
 
 
 def test_default_parameters_follow_owasp_argon2id_recommendation() -> None:
@@ -83,8 +91,8 @@ async def test_password_with_spaces_and_non_ascii_round_trips_v0011() -> None:
     password = "  two  spaces and ünïcode "
     phc = hash_password(password, CHEAP)
 
-    assert await verify_password(phc, password) is True
-    assert await verify_password(phc, password.strip()) is False
+    assert await verify_password(phc, password, CHEAP) is True
+    assert await verify_password(phc, password.strip(), CHEAP) is False
 
 
 async def test_unknown_user_is_refused_after_a_full_verification_v0009(spy) -> None:
@@ -127,6 +135,45 @@ async def test_verification_runs_off_the_event_loop_thread(spy, stored) -> None:
     assert threading.get_ident() not in spy.threads
 
 
+async def _timed(verifier: PasswordVerifier, phc: str | None, password: str) -> float:
+    started = time.perf_counter()
+    await verifier.verify(phc, password)
+    return time.perf_counter() - started
+
+
+async def test_cheaper_stored_hash_answers_no_sooner_than_the_configured_cost_v0009() -> None:
+    """V0009: nothing tells an attacker which users exist (not the timing of PASS).  A
+    stored hash far cheaper than the configured parameters (argon2id at 64 KiB, as an
+    import may leave) is answered, right or wrong, no sooner than an unknown user."""
+    verifier = PasswordVerifier()  # the production parameters, 19 MiB x 2
+    cheap = argon2.PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash("pw")
+    unknown = sorted([await _timed(verifier, None, "pw") for _ in range(5)])
+
+    wrong = await _timed(verifier, cheap, "wrong")
+    right = await _timed(verifier, cheap, "pw")
+
+    # The padding waits for the median of the checks the verifier measured itself:
+    # these same five, timed from a little further out.
+    assert min(wrong, right) >= 0.9 * unknown[2], (wrong, right, unknown)
+
+
+async def test_first_cheaper_check_does_the_configured_work_v0009(spy) -> None:
+    """Before any check at the configured cost was measured, the padding is that check."""
+    cheap = hash_password("pw", CHEAP)
+
+    assert await PasswordVerifier().verify(cheap, "wrong") is False
+
+    assert spy.hashes == [cheap, passwords._dummy_hash(DEFAULT_PARAMS)]
+
+
+async def test_hash_at_the_configured_cost_is_not_padded(spy, stored) -> None:
+    verifier = PasswordVerifier()
+
+    assert await verifier.verify(stored, "correct horse") is True
+
+    assert spy.hashes == [stored]
+
+
 def test_fresh_hash_needs_no_rehash(stored) -> None:
     assert needs_rehash(stored) is False
 
@@ -145,7 +192,7 @@ async def test_verifiers_for_gives_an_argon2id_verifier() -> None:
 
     assert ARGON2ID in verifiers  # and one per further mechanism offered (test_scram.py)
     assert "s3cret" not in "".join(verifiers.values())
-    assert await verify_password(verifiers[ARGON2ID], "s3cret") is True
+    assert await verify_password(verifiers[ARGON2ID], "s3cret", CHEAP) is True
 
 
 @pytest.mark.parametrize(

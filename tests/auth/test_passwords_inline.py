@@ -5,7 +5,7 @@ from __future__ import annotations
 import argon2
 
 from popbox.auth import passwords
-from popbox.auth.passwords import INLINE_COST, Argon2Params, verify_password
+from popbox.auth.passwords import INLINE_COST, Argon2Params, PasswordVerifier
 
 CHEAP = Argon2Params(time_cost=1, memory_cost_kib=64)
 
@@ -23,15 +23,17 @@ async def test_cheap_hash_is_verified_inline_with_the_right_answer(monkeypatch):
         raise AssertionError("a cheap hash must not be sent to a thread")
 
     monkeypatch.setattr(passwords.asyncio, "to_thread", no_thread)
-    assert await verify_password(phc, "right horse") is True
-    assert await verify_password(phc, "wrong horse") is False
+    verifier = PasswordVerifier(CHEAP)  # the hash's own parameters: no padding either
+    assert await verifier.verify(phc, "right horse") is True
+    assert await verifier.verify(phc, "wrong horse") is False
 
 
 async def test_unreadable_cheap_looking_hash_still_costs_a_dummy_check():
     """V0009: a corrupt stored hash is refused after the same work as an unknown user."""
     corrupt = _cheap_hash("x")[:-10] + "!!!!!!!!!!"
-    assert await verify_password(corrupt, "x", CHEAP) is False
-    assert await verify_password(None, "x", CHEAP) is False
+    verifier = PasswordVerifier(CHEAP)
+    assert await verifier.verify(corrupt, "x") is False
+    assert await verifier.verify(None, "x") is False
 
 
 async def test_default_cost_hash_goes_to_a_thread(monkeypatch):
@@ -45,5 +47,5 @@ async def test_default_cost_hash_goes_to_a_thread(monkeypatch):
         return await real(func, *args)
 
     monkeypatch.setattr(passwords.asyncio, "to_thread", spy)
-    assert await verify_password(phc, "pw") is True
+    assert await PasswordVerifier().verify(phc, "pw") is True
     assert sent

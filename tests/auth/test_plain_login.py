@@ -7,10 +7,11 @@ import pytest
 from mechs import FAST, context_with, run
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.login import LoginMechanism
+from popbox.auth.passwords import PasswordVerifier
 from popbox.auth.plain import PasswordSettings, PlainMechanism
 
 USERS = {"alice": "alice secret", "bob": "bob-password", "root": "root pw"}
-SETTINGS = PasswordSettings(params=FAST, admins=frozenset({"root"}))
+SETTINGS = PasswordSettings(verifier=PasswordVerifier(FAST), admins=frozenset({"root"}))
 
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,46 @@ def test_sysexits_for_unknown_user_nul_and_unavailable_store(tmp_path: Path) -> 
     assert b"store unavailable" in unavailable.stderr
 
 
+def test_message_over_max_message_size_exits_65_and_stores_nothing(tmp_path: Path) -> None:
+    """DESIGN s4 "Limits": the ``[lmtp] max_message_size`` LMTP enforces (552 5.3.4)
+    holds for the MDA too: 60 MiB against the default 50 MiB is refused as unacceptable
+    (65), and nothing is stored."""
+    config = write_config(tmp_path)
+    add_users(tmp_path, "alice")
+    big = b"Subject: big\n\n" + b"x" * 76 + b"\n"
+    refused = deliver(config, "alice", message=big * (60 * 1024 * 1024 // len(big)))
+    assert refused.returncode == 65, refused.stderr
+    assert refused.stderr == b"popbox deliver: refused: larger than 52428800 octets\n"
+    assert messages(tmp_path, "alice") == []
+
+
+def test_max_message_size_counts_the_message_not_the_envelope_line(tmp_path: Path) -> None:
+    """Exactly the limit is accepted, one octet more refused; the MTA's mbox "From " line
+    is framing and not counted (LMTP counts only the DATA)."""
+    config = write_config(tmp_path, "[lmtp]\nmax_message_size = 1000\n")
+    add_users(tmp_path, "alice")
+    exact = b"Subject: s\n\n" + b"y" * (1000 - 13) + b"\n"
+    assert len(exact) == 1000
+    envelope = b"From a@example.org  Mon Nov 23 10:00:00 2026\n"
+    assert deliver(config, "alice", message=envelope + exact).returncode == 0
+    assert deliver(config, "alice", message=exact + b"z").returncode == 65
+    assert messages(tmp_path, "alice") == [exact.replace(b"\n", b"\r\n")]
+
+
+def test_names_of_one_mailbox_get_one_copy_as_over_lmtp_rfc2033_s4_2(tmp_path: Path) -> None:
+    """As LMTP stores one copy for RCPTs that name one mailbox (alice and
+    alice@example.com), so does ``deliver NAME nobody NAME``; the unknown name still
+    makes the exit status 67."""
+    config = write_config(tmp_path)
+    add_users(tmp_path, "alice", "bob")
+    done = deliver(config, "alice", "nobody", "alice", "alice@example.com", "bob")
+    assert done.returncode == 67
+    assert done.stderr == b"popbox deliver: nobody: no such user\n"
+    assert done.stdout.count(b"delivered to alice") == 1
+    assert len(messages(tmp_path, "alice")) == 1
+    assert len(messages(tmp_path, "bob")) == 1
+
+
 def test_mbox_envelope_line_from_the_mta_is_framing_not_a_header(tmp_path: Path) -> None:
     """Postfix local(8) and procmail start the message with "From sender date"."""
     config = write_config(tmp_path)

@@ -13,12 +13,14 @@ from popbox.store.base import StoreTemporaryError, UnknownUser
 from popbox.store.memory import MemoryStore
 from popbox.transfer.exporter import export_maildir, export_mbox
 from popbox.transfer.importer import ImportOptions, run_import
-from popbox.transfer.sources import SourceMessage, read_maildir, read_mbox
+from popbox.transfer.sources import NotImported, SourceMessage, read_maildir, read_mbox
 from popbox.transfer.uidl import read_uidl_map
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from popbox.transfer.sources import SourceItem
 
 
 def source(*items: tuple[bytes, str | None]) -> list[SourceMessage]:
@@ -84,8 +86,10 @@ async def test_nul_message_is_reported_and_the_rest_imported_c0011(store: Memory
     messages = source((b"S: a\n\n\0\n", None), (b"S: b\n\nfine\n", None))
     report = await run_import(store, "alice", lambda: iter(messages), ImportOptions())
     assert report.imported == 1
-    nul = "message 1 (m1): not imported: message contains a NUL byte at offset 6"
-    assert report.problems == [nul]
+    nul = NotImported("message 1 (m1)", "message contains a NUL byte at offset 6")
+    assert report.not_imported == [nul]
+    assert not report.problems
+    assert not report.complete
 
 
 async def test_unknown_user(store: MemoryStore) -> None:
@@ -189,7 +193,7 @@ def test_source_iterators_are_restartable(tmp_path: Path) -> None:
     path = tmp_path / "x.mbox"
     path.write_bytes(b"From a Sat Jan  3 01:05:34 2026\nS: x\n\n")
 
-    def fresh() -> Iterator[SourceMessage]:
+    def fresh() -> Iterator[SourceItem]:
         return read_mbox(path)
 
-    assert [m.raw for m in fresh()] == [m.raw for m in fresh()]
+    assert list(fresh()) == list(fresh())

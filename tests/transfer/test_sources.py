@@ -39,7 +39,7 @@ def test_read_mbox_splits_on_from_lines_after_blank_lines(tmp_path: Path) -> Non
         b"Subject: one\nX-UIDL: old-1\nStatus: RO\n\nbody\n>From here\nFrom inside, not after a"
         b" blank line\n\n"
         b"From bob@example.org Sun Jan  4 02:00:00 2026\n"
-        b"Subject: two\n\nsecond\n"
+        b"Subject: two\n\nsecond\n\n"
     )
     one, two = read_mbox(mbox)
     assert one.raw == (

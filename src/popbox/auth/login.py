@@ -50,6 +50,7 @@ class LoginMechanism:
         password = text_field(response)
         if password is None:
             return Failure("LOGIN password is empty, too long or not valid text", self._user)
-        if not await check_password(self._context, self._user, password, self._settings):
+        store, verifier = self._context.store, self._settings.verifier
+        if not await check_password(store, self._user, password, verifier):
             return Failure("wrong password or unknown user", self._user)
         return Success(self._user)

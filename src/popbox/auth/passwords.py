@@ -5,8 +5,8 @@ Theory of operation: users' passwords are stored as argon2id PHC strings
 parameters, so changing `Argon2Params` affects new hashes only; `needs_rehash` tells the
 caller when a successful login is a chance to store a hash with the current parameters.
 
-Hashing costs tens of milliseconds of CPU and ~19 MiB of memory on purpose, so
-`verify_password` runs it in a worker thread: one slow login must not stall every other
+Hashing costs tens of milliseconds of CPU and ~19 MiB of memory on purpose, so a
+`PasswordVerifier` runs it in a worker thread: one slow login must not stall every other
 session on the event loop. argon2-cffi releases the GIL while hashing, so logins on
 different threads really run in parallel. A stored hash whose own parameters make it
 very cheap (at most `INLINE_COST` KiB x passes, e.g. one imported with test settings)
@@ -14,9 +14,13 @@ is checked on the caller's thread instead: the hand-off to a thread and back cos
 than such a hash (measured with bench/).
 
 Unknown users (V0008, V0009): the session looks the user up and passes `None` as the
-stored hash when there is none. We then verify against a dummy hash with the same
-parameters (one that no password matches) and return False, so an unknown user costs
-the same time as a wrong password and PASS timing does not reveal which users exist.
+stored hash when there is none. We then verify against a dummy hash with the configured
+parameters (one that no password matches) and return False. A stored hash made with
+other parameters (imported, or made by an older version) would cost a different time,
+and a cheaper one would tell an attacker that the user exists; so such a check is padded
+up to what a check at the configured cost takes (`PasswordVerifier.verify` says how),
+and a successful login replaces the hash with one at the configured cost
+(`needs_rehash`), which ends the padding for that user.
 
 SCRAM-SHA-256 (RFC 5802/7677) cannot use the argon2id hash: the client proves knowledge
 of ``PBKDF2-HMAC-SHA-256(SASLprep(password), salt, i)``, so the server keeps that
@@ -34,9 +38,12 @@ import hashlib
 import hmac
 import re
 import secrets
+import statistics
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import argon2
 import argon2.low_level
@@ -48,12 +55,16 @@ from popbox.auth.registry import SCRAM_SHA_256 as SCRAM_MECHANISM
 from popbox.auth.saslprep import saslprep
 from popbox.config import AuthConfig
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = [
     "ARGON2ID",
     "DEFAULT_PARAMS",
     "NT",
     "SCRAM_SHA256",
     "Argon2Params",
+    "PasswordVerifier",
     "ScramVerifier",
     "hash_password",
     "needs_rehash",
@@ -61,7 +72,6 @@ __all__ = [
     "parse_scram_verifier",
     "scram_verifier",
     "verifiers_for",
-    "verify_password",
 ]
 
 # Key of the argon2id PHC string in the verifier map a user record stores.
@@ -74,7 +84,10 @@ SCRAM_SALT_LEN: Final = 16
 NT: Final = "nt"
 # Stored hashes up to this cost (memory KiB x passes) are checked without a thread hop.
 INLINE_COST: Final = 256
+# Checks at the configured cost whose median duration pads checks of other hashes.
+PADDING_SAMPLES: Final = 15
 _PHC_COST: Final = re.compile(r"\$argon2id\$v=\d+\$m=(\d{1,10}),t=(\d{1,10}),p=\d+\$")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +116,11 @@ class Argon2Params:
         if self.hash_len < 16 or self.salt_len < 16:
             raise ValueError("hash_len and salt_len must be at least 16 bytes")
 
+    @classmethod
+    def from_config(cls, auth: AuthConfig) -> Argon2Params:
+        """The ``[auth] argon2_*`` settings."""
+        return cls(auth.argon2_time_cost, auth.argon2_memory_kib, auth.argon2_parallelism)
+
 
 DEFAULT_PARAMS: Final = Argon2Params()
 
@@ -115,28 +133,91 @@ def hash_password(password: str, params: Argon2Params = DEFAULT_PARAMS) -> str:
     return _hasher(params).hash(password)
 
 
-async def verify_password(
-    phc: str | None, password: str, params: Argon2Params = DEFAULT_PARAMS
-) -> bool:
-    """Return True when `password` matches the stored hash `phc`.
+class PasswordVerifier:
+    """Checks passwords against stored argon2id hashes, each at the configured cost.
 
-    `phc is None` means the user does not exist: the result is always False, after
-    the same work as a real check (V0009). A stored hash that cannot be parsed counts
-    as a mismatch too, after the same work, rather than an error a client could tell
-    apart. `params` only matter for the unknown-user case: a stored hash is checked
-    with the cost parameters written in it.
+    One per server (built with the server's parameters and shared by USER/PASS and the
+    SASL password mechanisms), because it learns how long a check at the configured
+    cost takes on this machine.  ``clock`` gives monotonic seconds.
     """
-    if phc is not None and _declared_cost(phc) <= INLINE_COST:
-        verdict = _verify_stored(_hasher(params), phc, password)
-        if verdict is not None:
-            return verdict
-    return await asyncio.to_thread(_verify_blocking, phc, password, params)
+
+    def __init__(
+        self, params: Argon2Params = DEFAULT_PARAMS, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.params: Final = params
+        self._hasher = _hasher(params)
+        self._dummy = _dummy_hash(params)
+        self._cost = params.memory_cost_kib * params.time_cost
+        self._clock = clock
+        # How long the latest checks at the configured cost took, start to answer.
+        self._recent: deque[float] = deque(maxlen=PADDING_SAMPLES)
+
+    async def verify(self, phc: str | None, password: str) -> bool:
+        """Return True when `password` matches the stored hash `phc`.
+
+        `phc is None` means the user does not exist: the result is always False, after
+        the same work as a real check (V0009). A stored hash that cannot be parsed counts
+        as a mismatch too, after the same work, rather than an error a client could tell
+        apart. A stored hash is checked with the cost parameters written in it; when they
+        are not the configured ones, the answer waits until a check at the configured
+        cost would have answered.
+
+        Why padding by waiting: argon2id's time is not proportional to memory x passes
+        (cache misses grow with memory), so padding a cheap check with a further argon2id
+        run of the "missing" cost misses by tens of percent; the median of the latest
+        checks at the configured cost, measured here, tracks this machine and its load.
+        A stored hash costlier than the configured one cannot be matched by the dummy
+        (its cost is unknown for an unknown user): it answers later until its user's
+        next login rehashes it.
+        """
+        started = self._clock()
+        verdict = None if phc is None else await self._check_stored(phc, password)
+        if phc is None or verdict is None:
+            await self._run(self._cost, self._verify_dummy, password)
+            self._recent.append(self._clock() - started)
+            return False
+        if self.needs_rehash(phc):
+            await self._pad(started, password)
+        else:
+            self._recent.append(self._clock() - started)
+        return verdict
+
+    def needs_rehash(self, phc: str) -> bool:
+        """Tell whether `phc` was made with other parameters (or another algorithm)."""
+        return needs_rehash(phc, self.params)
+
+    async def rehash(self, password: str) -> str:
+        """A fresh hash of `password` at the configured cost, made off the event loop."""
+        return await asyncio.to_thread(hash_password, password, self.params)
+
+    async def _check_stored(self, phc: str, password: str) -> bool | None:
+        return await self._run(_declared_cost(phc), _verify_stored, self._hasher, phc, password)
+
+    async def _pad(self, started: float, password: str) -> None:
+        """Wait until a check at the configured cost, begun at `started`, would answer."""
+        if not self._recent:  # nothing measured yet: do the work once, and learn from it
+            begun = self._clock()
+            await self._run(self._cost, self._verify_dummy, password)
+            self._recent.append(self._clock() - begun)
+            return
+        remaining = statistics.median(self._recent) - (self._clock() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    def _verify_dummy(self, password: str) -> None:
+        with contextlib.suppress(VerifyMismatchError):
+            self._hasher.verify(self._dummy, password)
+
+    async def _run(self, cost: int, check: Callable[..., _T], *args: Any) -> _T:
+        if cost <= INLINE_COST:
+            return check(*args)
+        return await asyncio.to_thread(check, *args)
 
 
 def needs_rehash(phc: str, params: Argon2Params = DEFAULT_PARAMS) -> bool:
     """Tell whether `phc` was made with other parameters (or another algorithm).
 
-    Call it after a successful `verify_password`; if True, store
+    Call it after a successful `PasswordVerifier.verify`; if True, store
     `hash_password(password)` in its place while the plaintext is at hand.
     """
     try:
@@ -146,16 +227,18 @@ def needs_rehash(phc: str, params: Argon2Params = DEFAULT_PARAMS) -> bool:
 
 
 def verifiers_for(
-    password: str, params: Argon2Params = DEFAULT_PARAMS, *, auth: AuthConfig | None = None
+    password: str, params: Argon2Params | None = None, *, auth: AuthConfig | None = None
 ) -> dict[str, str]:
     """Return every stored verifier derived from `password`, keyed by scheme.
 
     `popbox user add` and `user passwd` store this map, so each SASL mechanism finds
-    the verifier it needs without the plaintext ever being stored.  Verifiers weaker
+    the verifier it needs without the plaintext ever being stored.  With no ``params``
+    the argon2id hash has ``auth``'s ``argon2_*`` settings.  Verifiers weaker
     than argon2id (SCRAM's PBKDF2) are only made for mechanisms ``auth`` offers; with
     no ``auth`` the default mechanisms count.
     """
     auth = AuthConfig() if auth is None else auth
+    params = Argon2Params.from_config(auth) if params is None else params
     verifiers = {ARGON2ID: hash_password(password, params)}
     if SCRAM_MECHANISM in auth.mechanisms:
         with contextlib.suppress(ValueError):  # not SASLprep-able: SCRAM cannot be used
@@ -233,19 +316,6 @@ def _verify_stored(hasher: argon2.PasswordHasher, phc: str, password: str) -> bo
         return False
     except (InvalidHashError, VerificationError):
         return None
-
-
-def _verify_blocking(phc: str | None, password: str, params: Argon2Params) -> bool:
-    hasher = _hasher(params)
-    if phc is not None:
-        verdict = _verify_stored(hasher, phc, password)
-        if verdict is not None:
-            return verdict
-        # Corrupt or foreign stored hash: fall through to the dummy so this user
-        # is indistinguishable, by answer and by timing, from an unknown one.
-    with contextlib.suppress(VerifyMismatchError):
-        hasher.verify(_dummy_hash(params), password)
-    return False
 
 
 def _hasher(params: Argon2Params) -> argon2.PasswordHasher:

@@ -2,23 +2,27 @@
 
 The client sends ``[authzid] NUL authcid NUL passwd`` in UTF-8, in the initial response
 or after an empty challenge.  The password is checked against the user's argon2id hash
-off the event loop (an unknown user costs the same, V0009).  ``authzid`` must be empty
+off the event loop (an unknown user costs the same, V0009), and a hash made with other
+than the configured parameters is replaced on success.  ``authzid`` must be empty
 or equal to ``authcid``, unless ``authcid`` is listed in ``auth.admins``: then the
 administrator, having proved their own password, opens the mailbox named by ``authzid``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from popbox.auth.base import Challenge, Failure, Success
-from popbox.auth.passwords import ARGON2ID, DEFAULT_PARAMS, Argon2Params, verify_password
+from popbox.auth.passwords import ARGON2ID, PasswordVerifier
 from popbox.auth.registry import PLAIN
+from popbox.store.base import StoreError
 
 if TYPE_CHECKING:
     from popbox.auth.base import AuthContext, Step
+    from popbox.store.base import MailStore
 
 __all__ = ["PasswordSettings", "PlainMechanism", "check_password", "text_field"]
 
@@ -29,7 +33,7 @@ MAX_FIELD_OCTETS: Final = 255  # RFC 4616 s2: each of authzid, authcid, passwd
 class PasswordSettings:
     """What the password mechanisms share, built once per server."""
 
-    params: Argon2Params = DEFAULT_PARAMS
+    verifier: PasswordVerifier = field(default_factory=PasswordVerifier)
     admins: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -48,12 +52,40 @@ def text_field(data: bytes, *, allow_empty: bool = False) -> str | None:
 
 
 async def check_password(
-    context: AuthContext, user: str, password: str, settings: PasswordSettings
+    store: MailStore, user: str, password: str, verifier: PasswordVerifier, *, known: bool = True
 ) -> bool:
-    """True when ``password`` is ``user``'s; an unknown user costs the same work (V0009)."""
-    record = await context.store.get_user(user)
-    phc = record.verifiers.get(ARGON2ID) if record is not None else None
-    return await verify_password(phc, password, settings.params)
+    """True when ``password`` is ``user``'s; an unknown user costs the same work (V0009).
+
+    ``known=False``: the name is looked up but treated as unknown whatever the store says.
+
+    On success a hash made with other than the configured parameters is replaced by one
+    at the configured cost while the plaintext is at hand.  Raises ``StoreError`` when
+    the user cannot be looked up.
+    """
+    record = await store.get_user(user)
+    phc = record.verifiers.get(ARGON2ID) if record is not None and known else None
+    if not await verifier.verify(phc, password):
+        return False
+    assert phc is not None  # nothing verifies without a stored hash
+    if verifier.needs_rehash(phc):
+        # The login stands whether or not the new hash is stored: a store that fails
+        # here is retried by the next successful login.
+        with contextlib.suppress(StoreError):
+            await _upgrade(store, user, phc, await verifier.rehash(password))
+    return True
+
+
+async def _upgrade(store: MailStore, user: str, verified: str, new_hash: str) -> None:
+    """Store ``new_hash`` for ``user`` unless the hash changed since it was verified.
+
+    Read again just before writing: an administrator who set a new password while we
+    hashed must not see the old one come back.  (The store has no compare-and-set, so a
+    change landing between this read and the write is still overwritten.)
+    """
+    record = await store.get_user(user)
+    if record is None or record.verifiers.get(ARGON2ID) != verified:
+        return
+    await store.set_verifiers(user, {**record.verifiers, ARGON2ID: new_hash})
 
 
 async def authorize(
@@ -103,6 +135,8 @@ class PlainMechanism:
             return Failure("PLAIN identity is not valid UTF-8 text")
         if password is None:
             return Failure("PLAIN password is empty, too long or not valid text", authcid)
-        if not await check_password(self._context, authcid, password, self._settings):
+        if not await check_password(
+            self._context.store, authcid, password, self._settings.verifier
+        ):
             return Failure("wrong password or unknown user", authcid)
         return await authorize(self._context, authcid, authzid, self._settings)

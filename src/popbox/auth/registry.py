@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from popbox.auth.base import AuthContext, Mechanism
-    from popbox.auth.passwords import Argon2Params
+    from popbox.auth.passwords import PasswordVerifier
     from popbox.config import Config
 
 __all__ = ["DEFAULT_MECHANISMS", "MECHANISMS", "Registry", "build_registry"]
@@ -55,12 +55,14 @@ class Registry:
         return self._factories[name](context)
 
 
-def build_registry(config: Config, *, password_params: Argon2Params | None = None) -> Registry:
+def build_registry(config: Config, *, passwords: PasswordVerifier | None = None) -> Registry:
     """The mechanisms ``auth.mechanisms`` names, in that order.  USER/PASS is not SASL.
 
     Objects every session shares (the JWKS cache, the SCRAM secret) are made here, once.
+    ``passwords`` checks PLAIN's and LOGIN's passwords: the server's own, so that one
+    verifier learns the configured cost from every check (default: a new one).
     """
-    factories = _factories(config, password_params)
+    factories = _factories(config, passwords)
     return Registry([(name, *factories[name]()) for name in config.auth.mechanisms])
 
 
@@ -68,7 +70,7 @@ _Factory = Callable[["AuthContext"], "Mechanism"]
 
 
 def _factories(
-    config: Config, password_params: Argon2Params | None
+    config: Config, verifier: PasswordVerifier | None
 ) -> dict[str, Callable[[], tuple[bool, _Factory]]]:
     """Name → a thunk that builds the mechanism's shared state and its factory.
 
@@ -82,7 +84,7 @@ def _factories(
     auth = config.auth
     passwords = plain.PasswordSettings(
         admins=frozenset(auth.admins),
-        **({"params": password_params} if password_params is not None else {}),
+        **({"verifier": verifier} if verifier is not None else {}),
     )
 
     def scram_factory() -> tuple[bool, _Factory]:

@@ -107,6 +107,8 @@ def check_mail_in(config: Config) -> None:
         raise ConfigError("lmtp.max_message_size and lmtp.timeout: must be greater than 0")
     if lmtp.dedup_window < 0:
         raise ConfigError("lmtp.dedup_window: must not be negative (0 turns it off)")
+    if lmtp.spool_threshold < 0:
+        raise ConfigError("lmtp.spool_threshold: must not be negative")
     if any(c.isspace() for c in lmtp.hostname):
         raise ConfigError(f"lmtp.hostname: {lmtp.hostname!r} must not contain white space")
     if quota.default_quota is not None and quota.default_quota < 0:
@@ -121,6 +123,14 @@ def check_mail_in(config: Config) -> None:
         raise ConfigError("retention.interval: must be greater than 0")
 
 
+def _check_argon2(auth: AuthConfig) -> None:
+    # RFC 9106 s3.1 bounds, as Argon2Params checks them, named by key.
+    if auth.argon2_time_cost < 1 or auth.argon2_parallelism < 1:
+        raise ConfigError("auth.argon2_time_cost and auth.argon2_parallelism: must be at least 1")
+    if auth.argon2_memory_kib < 8 * auth.argon2_parallelism:
+        raise ConfigError("auth.argon2_memory_kib: must be at least 8 x argon2_parallelism")
+
+
 def check_auth(auth: AuthConfig) -> None:
     for name in auth.mechanisms:
         if name not in MECHANISMS:
@@ -129,6 +139,7 @@ def check_auth(auth: AuthConfig) -> None:
         raise ConfigError("auth.mechanisms: a mechanism is listed twice")
     if auth.scram_iterations < 4096:
         raise ConfigError("auth.scram_iterations: must be at least 4096 (RFC 7677 s4)")
+    _check_argon2(auth)
     for key in ("oauth_jwks_ttl", "failure_half_life", "lockout_duration", "max_tracked"):
         if getattr(auth, key) <= 0:
             raise ConfigError(f"auth.{key}: must be greater than 0")

@@ -88,6 +88,7 @@ class LmtpConfig:
     listen: tuple[str, ...] = ("127.0.0.1:24",)
     hostname: str = ""  # in the greeting and Received headers; empty: this host's name
     max_message_size: int = 50 * 1024 * 1024  # octets, announced as SIZE; larger: 552 5.3.4
+    spool_threshold: int = 1024 * 1024  # DATA octets kept in memory; beyond: data_dir file
     over_quota: OverQuota = "temporary"  # 452 4.2.2 (the MTA retries) or 552 5.2.2 (bounce)
     timeout: float = 300.0  # seconds an LMTP client may stay silent
     # Seconds a delivery (mailbox + content digest) is remembered, so an MTA's retry of
@@ -124,6 +125,11 @@ class AuthConfig:
     admins: tuple[str, ...] = ()  # may log in as another user (PLAIN authzid, RFC 4616)
     secret_file: str = ""  # empty: data_dir/auth-secret, generated; keys SCRAM's fake salts
     scram_iterations: int = 10000  # PBKDF2 rounds of new SCRAM verifiers (RFC 7677: >= 4096)
+    # argon2id cost of new password hashes; a stored hash made otherwise is rehashed at
+    # its user's next login, and its checks are padded to this cost meanwhile (V0009).
+    argon2_time_cost: int = 2  # passes
+    argon2_memory_kib: int = 19 * 1024
+    argon2_parallelism: int = 1  # lanes
     # OAUTHBEARER (RFC 7628) and XOAUTH2: JWT access tokens.
     oauth_issuer: str = ""  # the "iss" every token must carry
     oauth_audience: str = ""  # the "aud" every token must include

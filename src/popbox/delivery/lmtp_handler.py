@@ -5,10 +5,17 @@ declared SIZE (RFC 1870), resolves each RCPT to a mailbox and checks its quota e
 and after the data delivers one copy per accepted recipient through ``DeliveryAgent``,
 yielding one reply per RCPT (RFC 2033 s4.2) once that copy is committed.
 ``lmtp_server.LmtpSession`` drives it.
+
+Memory: the data arrives into a ``spool.DataSpool`` (``new_data``): at most
+``[lmtp] spool_threshold`` octets in memory, the rest in a file.  The store takes a
+message as one value, so a spooled message is read back whole for its deliveries, one
+at a time per process: several large transactions at once cost about one large message
+of memory (a few copies of it while it is prepared and stored), not one per transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import secrets
 import time
@@ -17,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import Envelope, Session
 
 from popbox.delivery import lmtp_protocol as lp
+from popbox.delivery.spool import DataSpool
 from popbox.message import MalformedMessage, prepare
 from popbox.metrics import Metrics
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
     import structlog
 
@@ -52,10 +61,15 @@ class LmtpHandler:
         log: structlog.typing.FilteringBoundLogger,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.agent = agent
         self._metrics = metrics or Metrics()
         self.max_message_size = config.max_message_size
+        # No directory: every message stays in memory (handlers built without a data_dir).
+        self._spool_dir = spool_dir
+        self._spool_threshold = config.spool_threshold
+        self._read_back = asyncio.Lock()  # one spooled message in memory at a time
         self._permanent_over_quota = config.over_quota == "permanent"
         self._hostname = hostname
         self._log = log
@@ -119,6 +133,13 @@ class LmtpHandler:
         self._log.error("lmtp_session_failed", error=type(error).__name__, exc_info=error)
         return "451 4.3.0 internal error, try again later"
 
+    def new_data(self) -> lp.DataReader:
+        """A reader for one transaction's DATA, spooling past the threshold; close its sink."""
+        if self._spool_dir is None:
+            return lp.DataReader(self.max_message_size)
+        spool = DataSpool(self._spool_dir, self._spool_threshold)
+        return lp.DataReader(self.max_message_size, spool)
+
     async def deliver(
         self, session: Session, envelope: LmtpEnvelope, data: lp.DataReader
     ) -> AsyncIterator[str]:
@@ -128,7 +149,30 @@ class LmtpHandler:
             for _ in envelope.rcpt_tos:
                 yield lp.reply_too_big(self.max_message_size)
             return
-        content = data.content()
+        spool = data.sink if isinstance(data.sink, DataSpool) else None
+        if spool is not None and spool.failed is not None:
+            self._log.warning("lmtp_spool_failed", error=str(spool.failed), size=data.size)
+            for address in envelope.rcpt_tos:
+                self._metrics.delivery("temp_failure")
+                yield lp.reply_temporary(address)
+            return
+        if spool is None or not spool.spooled:
+            async for reply in self._deliver_all(session, envelope, data.content()):
+                yield reply
+            return
+        async with self._read_back:
+            content = await asyncio.to_thread(data.content)
+            spool.discard()  # the file's pages are no longer needed
+            # Answered after the lock is let go: a client slow to read its replies
+            # must not keep other large messages waiting.
+            replies = [reply async for reply in self._deliver_all(session, envelope, content)]
+            del content
+        for reply in replies:
+            yield reply
+
+    async def _deliver_all(
+        self, session: Session, envelope: LmtpEnvelope, content: bytes
+    ) -> AsyncIterator[str]:
         transaction = secrets.token_hex(6)
         # A mailbox named twice (alice@example.com and alice) gets one copy, and each
         # RCPT still its own reply naming its own address.

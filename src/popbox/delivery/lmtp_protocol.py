@@ -9,7 +9,8 @@ functions and one small state machine, tested byte for byte.
   recognises the terminating ``.CRLF`` only at the start of a line and only after CRLF
   (so a bare LF can never end the data: no SMTP smuggling), and stops keeping octets
   once ``limit`` is passed while still reading to the end, so the size refusal comes
-  after DATA, where RFC 5321 s4.5.3.1.10 puts it.
+  after DATA, where RFC 5321 s4.5.3.1.10 puts it.  What it keeps goes to a ``DataSink``:
+  a list in memory by default, ``spool.DataSpool`` (memory, then a file) in the server.
 * Replies carry RFC 3463 enhanced status codes (RFC 2033 s5 requires
   ENHANCEDSTATUSCODES); ``with_enhanced_code`` adds a generic one to the replies that
   aiosmtpd writes itself.
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import re
 from email.utils import formatdate
+from typing import Protocol
 
 __all__ = [
     "DataReader",
+    "DataSink",
     "declared_size",
     "mailbox_candidates",
     "reply_bad_message",
@@ -114,6 +117,35 @@ def mailbox_candidates(address: str) -> list[str]:
     return list(dict.fromkeys(c for c in candidates if c))
 
 
+class DataSink(Protocol):
+    """Where a ``DataReader`` keeps the payload."""
+
+    def write(self, chunk: bytes) -> None:
+        """Keep ``chunk`` after what was kept before."""
+
+    def discard(self) -> None:
+        """Drop everything kept: nothing more will be written."""
+
+    def content(self) -> bytes:
+        """Everything kept, as one value."""
+
+
+class _Parts:
+    """The default sink: the chunks in a list."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, chunk: bytes) -> None:
+        self._parts.append(chunk)
+
+    def discard(self) -> None:
+        self._parts.clear()
+
+    def content(self) -> bytes:
+        return b"".join(self._parts)
+
+
 class DataReader:
     """The DATA payload of one transaction, fed one line (or line fragment) at a time.
 
@@ -123,9 +155,9 @@ class DataReader:
     nothing more is kept and ``too_big`` is set.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, sink: DataSink | None = None) -> None:
         self._limit = limit
-        self._parts: list[bytes] = []
+        self.sink: DataSink = _Parts() if sink is None else sink
         self._line_start = True
         self.size = 0
         self.too_big = False
@@ -142,18 +174,20 @@ class DataReader:
                 chunk = chunk[1:]  # RFC 5321 s4.5.2: the sender doubled a leading dot
         self._line_start = chunk.endswith(b"\r\n")
         self.size += len(chunk)
+        if self.too_big:
+            return False
         if self.size > self._limit:
             self.too_big = True
-            self._parts.clear()
-        elif not self.too_big:
-            self._parts.append(chunk)
+            self.sink.discard()
+        else:
+            self.sink.write(chunk)
         return False
 
     def content(self) -> bytes:
         """The message as sent, dot-transparency undone; only once ``done``."""
         if not self.done or self.too_big:
             raise RuntimeError("no complete message to hand over")
-        return b"".join(self._parts)
+        return self.sink.content()
 
 
 def trace_headers(  # noqa: PLR0913 - every one is a field of the Received line

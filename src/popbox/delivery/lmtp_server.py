@@ -10,8 +10,9 @@ a 250 survives a crash; one that did not is still queued at the MTA, which sends
 again (at-least-once, never lost).
 
 The payload is read line by line into a ``DataReader`` that stops keeping octets past
-``[lmtp] max_message_size`` (the refusal comes after the data, RFC 5321 s4.5.3.1.10),
-and aiosmtpd's stream buffer keeps whatever a pipelining client sent after the data.
+``[lmtp] max_message_size`` (the refusal comes after the data, RFC 5321 s4.5.3.1.10)
+and spools what it keeps to a file past ``[lmtp] spool_threshold`` (``spool.py``);
+aiosmtpd's stream buffer keeps whatever a pipelining client sent after the data.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from popbox.config import parse_address
 from popbox.delivery import lmtp_protocol as lp
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.lmtp_handler import LmtpEnvelope, LmtpHandler
+from popbox.delivery.spool import SPOOL_DIR, prepare_spool_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -119,18 +121,21 @@ class LmtpSession(LMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        data = await self._read_data()
-        self.envelope = self._create_envelope()  # a fresh one for the next transaction
-        assert self.session is not None
-        self.idle.clear()
+        data = self._popbox_handler.new_data()
         try:
-            async for reply in self._popbox_handler.deliver(self.session, envelope, data):
-                await self.push(reply)
+            await self._read_data(data)
+            self.envelope = self._create_envelope()  # a fresh one for the next transaction
+            assert self.session is not None
+            self.idle.clear()
+            try:
+                async for reply in self._popbox_handler.deliver(self.session, envelope, data):
+                    await self.push(reply)
+            finally:
+                self.idle.set()
         finally:
-            self.idle.set()
+            data.sink.discard()  # frees the spool file, whatever happened
 
-    async def _read_data(self) -> lp.DataReader:
-        data = lp.DataReader(self._popbox_handler.max_message_size)
+    async def _read_data(self, data: lp.DataReader) -> None:
         unreset = 0
         while True:
             try:
@@ -142,7 +147,7 @@ class LmtpSession(LMTP):
             except asyncio.IncompleteReadError as exc:
                 raise ConnectionResetError("the client closed the connection in DATA") from exc
             if data.feed(chunk):
-                return data
+                return
             unreset += len(chunk)
             if unreset > _TIMER_RESET_OCTETS:
                 unreset = 0
@@ -165,8 +170,15 @@ class LmtpServer:
             log=log,
             dedup_window=config.lmtp.dedup_window,
         )
+        spool_dir = config.data_dir / SPOOL_DIR
+        prepare_spool_dir(spool_dir)
         self._handler = LmtpHandler(
-            agent, config.lmtp, hostname=self.hostname, log=log, metrics=context.metrics
+            agent,
+            config.lmtp,
+            hostname=self.hostname,
+            log=log,
+            metrics=context.metrics,
+            spool_dir=spool_dir,
         )
         self._servers: list[asyncio.Server | ProxiedListener] = []
         self._unix_paths: list[Path] = []

@@ -14,7 +14,7 @@ from popbox.server.limits import Limiter, LocalLimiter
 if TYPE_CHECKING:
     import structlog
 
-    from popbox.auth.passwords import Argon2Params
+    from popbox.auth.passwords import PasswordVerifier
     from popbox.auth.registry import Registry
     from popbox.clock import Clock
     from popbox.config import Config
@@ -32,7 +32,7 @@ class ServerContext:
     registry: Registry
     tls: TlsContextHolder | None
     log: structlog.typing.FilteringBoundLogger
-    password_params: Argon2Params
+    passwords: PasswordVerifier  # USER/PASS's; the registry's PLAIN and LOGIN share it
     sessions: set[Any] = field(default_factory=set)  # live Pop3Protocol objects
     guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters

@@ -20,7 +20,7 @@ import math
 from typing import TYPE_CHECKING, TypeAlias
 
 from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
-from popbox.auth.passwords import ARGON2ID, verify_password
+from popbox.auth.plain import check_password
 from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
 from popbox.protocol.replies import Err, RespCode
 from popbox.server.store_errors import response_code
@@ -107,19 +107,19 @@ class LoginFlow:
     async def _password_login(self, user: str, password: str, *, valid_name: bool) -> None:
         if self._locked_out(user, "USER"):
             return  # refused before hashing: a lockout must not cost CPU
+        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
+        # a right password also upgrades a hash made with older parameters.
         try:
-            record = await self._server.store.get_user(user)
+            # So is a name USER could not accept (V0008, Exchange profiles): looked up
+            # all the same, so that it costs what an unknown name costs.
+            verified = await check_password(
+                self._server.store, user, password, self._server.passwords, known=valid_name
+            )
         except StoreError as exc:
             self.log.warning("login_store_error", user=user)
             self._conn.store_failed(response_code(exc))
             return
-        # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
-        # so is a name USER could not accept (V0008, Exchange profiles), looked up all the
-        # same so that it costs what an unknown name costs.
-        if not valid_name:
-            record = None
-        phc = record.verifiers.get(ARGON2ID) if record is not None else None
-        if await verify_password(phc, password, self._server.password_params):
+        if verified:
             await self._login(user, "USER")
         else:
             await self._fail_login(user, "USER", "wrong password or unknown user")

@@ -34,6 +34,7 @@ from popbox.store.base import StoreError, StoreTemporaryError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from popbox.auth.passwords import PasswordVerifier
     from popbox.auth.registry import Registry
     from popbox.config import Config
     from popbox.server.accept import Bound
@@ -79,10 +80,11 @@ def tls_holder(config: Config) -> TlsContextHolder | None:
     return TlsContextHolder(cert, key)
 
 
-def auth_registry(config: Config) -> Registry:
-    """The SASL mechanisms, with the auth secret read (or generated on a first start)."""
+def auth_registry(config: Config, *, passwords: PasswordVerifier | None = None) -> Registry:
+    """The SASL mechanisms, with the auth secret read (or generated on a first start);
+    ``passwords`` is the server's password verifier (``build_registry``)."""
     try:
-        return build_registry(config)
+        return build_registry(config, passwords=passwords)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise StartupError(f"auth: {where}{exc.strerror or exc}") from exc

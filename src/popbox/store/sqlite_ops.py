@@ -55,6 +55,11 @@ __all__ = [
 ]
 
 _CONSTRAINT_UNIQUE = 2067
+_INSERT = (
+    "INSERT INTO messages (user_id, uid, size, stored_size, received_at, retrieved_at,"
+    " legacy_uidl, wire) VALUES (?, ?, ?, ?, ?, ?, ?, {wire})"
+)
+_BLOB_CHUNK = 1024 * 1024  # larger messages go in through the incremental blob API
 
 _SNAPSHOT = (
     "SELECT m.uid, m.size, m.stored_size, m.received_at, m.legacy_uidl"
@@ -252,23 +257,21 @@ def _insert(
     clock: Callable[[], float],
 ) -> list[MessageInfo]:
     infos = assign_uids(messages, first_uid, clock)
-    conn.executemany(
-        "INSERT INTO messages (user_id, uid, size, stored_size, received_at, retrieved_at,"
-        " legacy_uidl, wire) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                user_id,
-                info.uid,
-                info.size,
-                info.stored_size,
-                info.received_at,
-                message.retrieved_at,
-                info.legacy_uidl,
-                message.wire,
-            )
-            for info, message in zip(infos, messages, strict=True)
-        ],
-    )
+    small = []
+    for info, message in zip(infos, messages, strict=True):
+        uid, size, stored, received, legacy_uidl = info
+        row = (user_id, uid, size, stored, received, message.retrieved_at, legacy_uidl)
+        if len(message.wire) <= _BLOB_CHUNK:
+            small.append((*row, message.wire))
+            continue
+        # A bound blob is copied by SQLite, then again into the row it builds (two more
+        # copies of maybe tens of MiB); the incremental blob API takes a chunk at a time.
+        cursor = conn.execute(_INSERT.format(wire="zeroblob(?)"), (*row, len(message.wire)))
+        body = memoryview(message.wire)
+        with conn.blobopen("messages", "wire", cursor.lastrowid or 0) as blob:
+            for start in range(0, len(body), _BLOB_CHUNK):
+                blob.write(body[start : start + _BLOB_CHUNK])
+    conn.executemany(_INSERT.format(wire="?"), small)
     return infos
 
 

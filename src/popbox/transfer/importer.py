@@ -17,6 +17,12 @@ nothing is stored twice, no message is ever half-visible.
 Unique-ids are kept only when they are valid (RFC 1939 s7), unique in the source, and
 not already shown by another message of the mailbox; otherwise the message still goes
 in, with a new unique-id, and the report says so.
+
+Nothing is dropped or altered silently: what the source says is no whole message
+(``sources.NotImported``), an empty message (no octets but white space: an empty file is
+no mail) and one that C0011 refuses are listed in ``ImportReport.not_imported`` by
+where they are, and such an import is not ``complete``.  Running the import again once
+the source is repaired adds exactly those.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from typing import TYPE_CHECKING
 
 from popbox.message import MalformedMessage, prepare
 from popbox.store.base import UnknownUser
+from popbox.transfer.sources import NotImported, SourceMessage
 from popbox.transfer.uidl import numeric_uid, valid_uidl
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
     from popbox.store.base import MailStore, NewMessage
-    from popbox.transfer.sources import SourceMessage
+    from popbox.transfer.sources import SourceItem
 
 __all__ = ["ImportOptions", "ImportReport", "run_import"]
 
@@ -56,13 +63,19 @@ class ImportReport:
     kept_uidl: int = 0  # imported with their old unique-id
     octets: int = 0  # exact size of what this run stored
     uids_above: int = 0  # the uid counter was raised past this
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # imported, but with a new unique-id
+    not_imported: list[NotImported] = field(default_factory=list)  # what is not in the mailbox
+
+    @property
+    def complete(self) -> bool:
+        """Whether everything the source holds is in the mailbox now (exit status 0)."""
+        return not self.not_imported and self.imported + self.already == self.total
 
 
 async def run_import(
     store: MailStore,
     name: str,
-    source: Callable[[], Iterator[SourceMessage]],
+    source: Callable[[], Iterator[SourceItem]],
     options: ImportOptions,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
@@ -76,6 +89,8 @@ async def run_import(
         raise UnknownUser(f"no such user {name!r}")
     report = ImportReport()
     for message in source():
+        if not isinstance(message, SourceMessage):
+            continue  # reported by the second pass
         report.total += 1
         uidl = _source_uidl(message, options) if options.keep_uidl else None
         number = numeric_uid(uidl) if uidl else None
@@ -83,8 +98,13 @@ async def run_import(
             report.uids_above = max(report.uids_above, number)
     shown = {info.uidl: info.uid for info in await store.snapshot(name)}
     run = _Run(store, name, options, report, shown)
-    for done, message in enumerate(source(), 1):
-        await run.add(message)
+    done = 0
+    for item in source():
+        if isinstance(item, NotImported):
+            report.not_imported.append(item)
+            continue
+        await run.add(item)
+        done += 1
         if progress is not None:
             progress(done, report.total)
     await run.flush()
@@ -136,7 +156,10 @@ class _Run:
     async def _prepare(self, message: SourceMessage) -> NewMessage | None:
         """The message ready to store, or None when it is skipped (and reported)."""
         report = self.report
-        where = f"message {message.number} ({message.name})"
+        where = f"message {message.number} ({message.location or message.name})"
+        if not message.raw.strip():
+            report.not_imported.append(NotImported(where, "empty: no message in it"))
+            return None
         uidl = _source_uidl(message, self.options) if self.options.keep_uidl else None
         if uidl is not None and not valid_uidl(uidl):
             report.problems.append(f"{where}: {uidl!r} is not a valid unique-id; given a new one")
@@ -148,7 +171,7 @@ class _Run:
         try:
             new = prepare(message.raw, legacy_uidl=uidl, received_at=received)
         except MalformedMessage as exc:
-            report.problems.append(f"{where}: not imported: {exc}")
+            report.not_imported.append(NotImported(where, str(exc)))
             return None
         if uidl is not None:
             self.seen_uidls.add(uidl)
