@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from popbox.cli_support import load_config, open_configured_store, with_store
+from popbox.cli.progress import ProgressBar
+from popbox.cli.support import load_config, open_configured_store, with_store
 from popbox.config import ConfigError
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.quota import effective_quota
@@ -26,7 +27,6 @@ from popbox.message import MalformedMessage, prepare
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
 from popbox.transfer.exporter import export_maildir, export_mbox
 from popbox.transfer.importer import ImportOptions, ImportReport, run_import
-from popbox.transfer.progress import ProgressBar
 from popbox.transfer.sources import read_eml_folder, read_maildir, read_mbox
 from popbox.transfer.uidl import DEFAULT_DOVECOT_FORMAT, read_uidl_map
 
