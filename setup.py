@@ -26,7 +26,7 @@ COMPILED = [
     "src/popbox/server/progress.py",
     "src/popbox/store/readahead.py",
     "src/popbox/store/sqlite.py",
-    "src/popbox/tallies.py",
+    "src/popbox/observability/tallies.py",
 ]
 
 

@@ -32,8 +32,8 @@ import trustme
 from popbox import app
 from popbox.auth.passwords import verifiers_for
 from popbox.config import from_mapping
-from popbox.log import make_logger
 from popbox.message import normalise, prepare
+from popbox.observability.log import make_logger
 from popbox.store import open_store
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from popbox.auth.passwords import DEFAULT_PARAMS
 from popbox.auth.registry import build_registry
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
-from popbox.log import make_logger
-from popbox.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
+from popbox.observability.log import make_logger
+from popbox.observability.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
 from popbox.server import lifecycle
 from popbox.server.context import ServerContext
 from popbox.server.limits import LimitSettings, LocalLimiter

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from popbox.metrics import (
+from popbox.observability.metrics import (
     Metrics,
     MetricsHttpServer,
     check_store,

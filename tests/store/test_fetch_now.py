@@ -15,7 +15,7 @@ import pytest
 import test_contract
 
 from popbox.message import prepare
-from popbox.metrics import Metrics, timed_store
+from popbox.observability.metrics import Metrics, timed_store
 from popbox.store.base import Pending, StoreTemporaryError, UnknownUser
 from popbox.store.memory import MemoryStore
 from popbox.store.sqlite import INLINE_FETCH

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from popbox.message import prepare
-from popbox.metrics import Metrics, timed_store
+from popbox.observability.metrics import Metrics, timed_store
 from popbox.store.base import StorePermanentError
 from popbox.store.memory import MemoryStore
 from popbox.store.readahead import SLOTS, ChangeBeacon, beacon_path

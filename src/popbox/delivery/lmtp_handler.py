@@ -18,7 +18,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from popbox.delivery import lmtp_protocol as lp
 from popbox.message import MalformedMessage, prepare
-from popbox.metrics import Metrics
+from popbox.observability.metrics import Metrics
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from popbox.auth.bruteforce import LoginGuard
-from popbox.metrics import Metrics
+from popbox.observability.metrics import Metrics
 from popbox.server.limits import Limiter, LocalLimiter
 
 if TYPE_CHECKING:

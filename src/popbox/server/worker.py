@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from popbox import app
 from popbox.delivery.retention import run_retention
-from popbox.log import make_logger
-from popbox.metrics import check_store
+from popbox.observability.log import make_logger
+from popbox.observability.metrics import check_store
 from popbox.server import eventloop
 from popbox.server.balance import AcceptBalance
 from popbox.server.control import Channel, Message, decode_config

@@ -29,13 +29,13 @@ from prometheus_client.metrics_core import Metric
 
 from popbox import __version__
 from popbox.config import parse_address
+from popbox.observability.tallies import StoreTimes, Traffic
 from popbox.store.base import (
     Pending,
     StoreError,
     StorePermanentError,
     StoreTemporaryError,
 )
-from popbox.tallies import StoreTimes, Traffic
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
