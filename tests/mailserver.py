@@ -16,8 +16,8 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from popbox import app
 from popbox.config import from_mapping
+from popbox.node import app
 from popbox.observability.log import make_logger
 
 if TYPE_CHECKING:

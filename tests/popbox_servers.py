@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trustme
 
-from popbox import app
 from popbox.auth.passwords import verifiers_for
 from popbox.config import from_mapping
 from popbox.message import normalise, prepare
+from popbox.node import app
 from popbox.observability.log import make_logger
 from popbox.store import open_store
 

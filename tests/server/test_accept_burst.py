@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from popbox import app
 from popbox.config import from_mapping
+from popbox.node import app
 from popbox.server.accept import Acceptor
 from popbox.store import open_store
 

@@ -13,8 +13,8 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from popbox import app
 from popbox.config import from_mapping
+from popbox.node import app
 from popbox.server.balance import DEFER, MARGIN, AcceptBalance, create_counters
 from popbox.store import open_store
 

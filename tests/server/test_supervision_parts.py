@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from popbox.config import from_mapping
-from popbox.server.control import Channel, decode_config, encode_config
+from popbox.node.control import Channel, decode_config, encode_config
 from popbox.server.lifecycle import merge_reload
 
 

@@ -16,16 +16,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from popbox import __version__, app
+from popbox import __version__
 from popbox.auth.passwords import verifiers_for
 from popbox.cli import demo
 from popbox.cli import mail as mail_cli
 from popbox.cli import ops as ops_cli
 from popbox.cli.support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
-from popbox.server import eventloop
+from popbox.node import app, eventloop
+from popbox.node.supervisor import WorkerStartError
 from popbox.server.tls import TlsConfigError
-from popbox.server.workers import WorkerStartError
 from popbox.store.base import StoreError, UnknownUser, UserExists
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ import dataclasses
 import email.utils
 from typing import TYPE_CHECKING
 
-from popbox import app
 from popbox.auth.passwords import verifiers_for
 from popbox.config import load
 from popbox.message import prepare
+from popbox.node import app
 from popbox.store import open_store
 
 if TYPE_CHECKING:

@@ -43,10 +43,10 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
 from popbox.config import ConfigError, load, parse_address
+from popbox.node.control import Channel, Message, encode_config
 from popbox.observability.metrics import MetricsHttpServer, export_registry, render_merged
 from popbox.server.accept import address_of, bind_listeners
 from popbox.server.balance import create_counters
-from popbox.server.control import Channel, Message, encode_config
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
 
-WORKER_MODULE = "popbox.server.worker"
+WORKER_MODULE = "popbox.node.worker"
 READY_TIMEOUT = 60.0  # seconds a new worker has to open its store and start accepting
 STABLE_AFTER = 10.0  # a worker that ran this long did not crash at start: reset the delay
 BACKOFF_FIRST = 0.5

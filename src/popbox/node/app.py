@@ -22,6 +22,7 @@ from popbox.auth.passwords import DEFAULT_PARAMS
 from popbox.auth.registry import build_registry
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
+from popbox.node.supervisor import Supervisor, worker_count
 from popbox.observability.log import make_logger
 from popbox.observability.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
 from popbox.server import lifecycle
@@ -29,7 +30,6 @@ from popbox.server.context import ServerContext
 from popbox.server.limits import LimitSettings, LocalLimiter
 from popbox.server.listener import Pop3Server
 from popbox.server.tls import TlsContextHolder, load_or_create_certificate
-from popbox.server.workers import Supervisor, worker_count
 from popbox.store import open_store
 
 if TYPE_CHECKING:
