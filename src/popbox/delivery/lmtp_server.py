@@ -34,9 +34,9 @@ from popbox.delivery.lmtp_handler import LmtpEnvelope, LmtpHandler
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from popbox.net.proxied import ProxiedListener
     from popbox.server.context import ServerContext
     from popbox.server.listener import Listening
-    from popbox.server.proxy_accept import ProxiedListener
 
 __all__ = ["LmtpServer", "LmtpSession", "bind_unix_listener"]
 
@@ -199,7 +199,7 @@ class LmtpServer:
 
     async def _serve_tcp(self, sockets: list[socket.socket]) -> list[Listening]:
         # Imported here: it imports server/accept.py, which imports this module.
-        from popbox.server.proxy_accept import ProxiedListener  # noqa: PLC0415
+        from popbox.net.proxied import ProxiedListener  # noqa: PLC0415
 
         loop = asyncio.get_running_loop()
         for sock in sockets:

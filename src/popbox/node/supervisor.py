@@ -43,10 +43,10 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
 from popbox.config import ConfigError, load, parse_address
+from popbox.net.balance import create_counters
 from popbox.node.control import Channel, Message, encode_config
 from popbox.observability.metrics import MetricsHttpServer, export_registry, render_merged
 from popbox.server.accept import address_of, bind_listeners
-from popbox.server.balance import create_counters
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 

@@ -20,11 +20,11 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from popbox.delivery.retention import run_retention
+from popbox.net.balance import AcceptBalance
 from popbox.node import app, eventloop
 from popbox.node.control import Channel, Message, decode_config
 from popbox.observability.log import make_logger
 from popbox.observability.metrics import check_store
-from popbox.server.balance import AcceptBalance
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
 

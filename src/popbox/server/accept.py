@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING, cast
 
 from popbox.config import parse_address
 from popbox.delivery.lmtp_server import bind_unix_listener
-from popbox.protocol.replies import serialise
-from popbox.server.balance import DEFER
-from popbox.server.proxy import (
+from popbox.net.balance import DEFER
+from popbox.net.proxy import (
     V2_FIXED_LENGTH,
     ProxyHeader,
     ProxyHeaderError,
     TrustedNetworks,
     parse_proxy_header,
 )
+from popbox.protocol.replies import serialise
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from popbox.auth.passwords import Argon2Params
     from popbox.auth.registry import Registry
     from popbox.config import Config
-    from popbox.server.balance import AcceptBalance
+    from popbox.net.balance import AcceptBalance
     from popbox.server.tls import TlsContextHolder
     from popbox.store.base import MailStore
 

@@ -14,8 +14,8 @@ import socket
 from typing import TYPE_CHECKING
 
 from popbox.config import from_mapping
+from popbox.net.balance import DEFER, MARGIN, AcceptBalance, create_counters
 from popbox.node import app
-from popbox.server.balance import DEFER, MARGIN, AcceptBalance, create_counters
 from popbox.store import open_store
 
 if TYPE_CHECKING:

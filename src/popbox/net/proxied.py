@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from popbox.net.proxy import ProxyHeaderError, TrustedNetworks
 from popbox.server.accept import read_proxy_header
-from popbox.server.proxy import ProxyHeaderError, TrustedNetworks
 
 if TYPE_CHECKING:
     import socket
