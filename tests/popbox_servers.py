@@ -31,10 +31,10 @@ import trustme
 
 from popbox.auth.passwords import verifiers_for
 from popbox.config import from_mapping
-from popbox.message import normalise, prepare
 from popbox.node import app
 from popbox.observability.log import make_logger
 from popbox.store import open_store
+from popbox.store.message import normalise, prepare
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping

@@ -11,8 +11,8 @@ import pytest
 
 from popbox.cli import main
 from popbox.cli.progress import ProgressBar
-from popbox.message import prepare
 from popbox.store import open_store
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -9,8 +9,8 @@ import structlog
 
 from popbox.config import ConfigError, RetentionConfig, from_mapping
 from popbox.delivery.retention import DAY, expire_all, expire_capability, run_retention
-from popbox.message import prepare
 from popbox.store.memory import MemoryStore
+from popbox.store.message import prepare
 
 NOW = 1_800_000_000.0
 MESSAGE = b"Subject: old\r\n\r\nbody\r\n"

@@ -22,7 +22,7 @@ from pop3_clients import (
     pop3_stls,
     wait_until,
 )
-from popbox.message import stuff, top_lines
+from popbox.store.message import stuff, top_lines
 from popbox_servers import USERS
 
 

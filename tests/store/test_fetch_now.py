@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import pytest
 import test_contract
 
-from popbox.message import prepare
 from popbox.observability.metrics import Metrics, timed_store
 from popbox.store.base import Pending, StoreTemporaryError, UnknownUser
 from popbox.store.memory import MemoryStore
+from popbox.store.message import prepare
 from popbox.store.sqlite import INLINE_FETCH
 
 if TYPE_CHECKING:

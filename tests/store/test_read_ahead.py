@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import prepare
 from popbox.observability.metrics import Metrics, timed_store
 from popbox.store.base import StorePermanentError
 from popbox.store.memory import MemoryStore
+from popbox.store.message import prepare
 from popbox.store.readahead import SLOTS, ChangeBeacon, beacon_path
 from popbox.store.sqlite import SqliteStore
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from popbox.auth.passwords import verifiers_for
 from popbox.config import load
-from popbox.message import prepare
 from popbox.node import app
 from popbox.store import open_store
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -23,8 +23,8 @@ from popbox.config import ConfigError
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.quota import effective_quota
 from popbox.delivery.retention import expire_all
-from popbox.message import MalformedMessage, prepare
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
+from popbox.store.message import MalformedMessage, prepare
 from popbox.transfer.exporter import export_maildir, export_mbox
 from popbox.transfer.importer import ImportOptions, ImportReport, run_import
 from popbox.transfer.sources import read_eml_folder, read_maildir, read_mbox

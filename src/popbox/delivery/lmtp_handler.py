@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import Envelope, Session
 
 from popbox.delivery import lmtp_protocol as lp
-from popbox.message import MalformedMessage, prepare
 from popbox.observability.metrics import Metrics
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
+from popbox.store.message import MalformedMessage, prepare
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

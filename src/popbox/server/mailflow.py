@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from popbox import message
+from popbox.store import message
 from popbox.store.base import Pending, StoreError
 
 if TYPE_CHECKING:

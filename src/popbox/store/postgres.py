@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
     from popbox.store.base import NewMessage
-    from popbox.store.transfer import ImportedMessage, MailboxState
+    from popbox.store.store_copy import ImportedMessage, MailboxState
 
 __all__ = ["PostgresStore"]
 

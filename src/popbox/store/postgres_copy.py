@@ -16,14 +16,14 @@ import asyncpg
 
 from popbox.store import postgres_ops as ops
 from popbox.store.base import UnknownUser, UserExists
-from popbox.store.transfer import MailboxState
+from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from popbox.store.base import UserRecord
     from popbox.store.postgres_ops import Conn
-    from popbox.store.transfer import ImportedMessage
+    from popbox.store.store_copy import ImportedMessage
 
 __all__ = ["export_state", "import_mailbox"]
 

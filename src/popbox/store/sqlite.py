@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from popbox.store.base import NewMessage
-    from popbox.store.transfer import MailboxState
+    from popbox.store.store_copy import MailboxState
 
 __all__ = ["INLINE_FETCH", "SqliteStore"]
 
