@@ -17,9 +17,9 @@ from pathlib import Path
 from setuptools import setup
 
 # The command cycle: framing, parsing, state machine, replies, the session around it, and
-# the SQLite store that reads the bodies.
+# the SQLite store that reads the bodies.  protocol/testing.py is for tests, not the cycle.
 COMPILED = [
-    *sorted(str(path) for path in Path("src/popbox/protocol").glob("*.py")),
+    *sorted(str(p) for p in Path("src/popbox/protocol").glob("*.py") if p.name != "testing.py"),
     "src/popbox/server/session.py",
     "src/popbox/server/mailflow.py",
     "src/popbox/server/observe.py",

@@ -7,7 +7,7 @@ import pytest
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Retrieve, Signal, Update
 from popbox.protocol.states import State
-from popbox.testing import Responder, logged_in, message_info, talk
+from popbox.protocol.testing import Responder, logged_in, message_info, talk
 
 WIRE_1 = b"Subject: one\r\n\r\n" + b"a" * 104 + b"\r\n"  # 120 octets
 WIRE_2 = b"Subject: two\r\n\r\n" + b"b" * 184 + b"\r\n"  # 200 octets

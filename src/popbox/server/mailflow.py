@@ -24,7 +24,7 @@ from popbox.store.base import Pending, StoreError
 if TYPE_CHECKING:
     from popbox.protocol.connection import Pop3Connection, Retrieve
     from popbox.server.context import ServerContext
-    from popbox.server.login import LoginFlow
+    from popbox.server.loginflow import LoginFlow
     from popbox.server.observe import SessionObserver
     from popbox.store.base import Prefetched
 

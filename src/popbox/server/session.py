@@ -34,7 +34,7 @@ from popbox.protocol.connection import (
     StartTls,
     Update,
 )
-from popbox.server.login import LoginFlow
+from popbox.server.loginflow import LoginFlow
 from popbox.server.mailflow import MailFlow
 from popbox.server.observe import SessionObserver
 from popbox.server.progress import InactivityTimer, Output, OutputWatch
