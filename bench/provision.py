@@ -23,8 +23,8 @@ import argon2
 
 import payload
 from popbox.auth.passwords import ARGON2ID
-from popbox.message import prepare
 from popbox.store import open_store
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
