@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
-    from popbox.store.base import MessageInfo
+    from popbox.protocol.message_info import MessageInfo
 
 __all__ = [
     "CommandRecord",

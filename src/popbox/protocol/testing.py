@@ -21,8 +21,8 @@ from popbox.protocol.connection import (
     StartTls,
     Update,
 )
+from popbox.protocol.message_info import MessageInfo
 from popbox.protocol.replies import Err, RespCode
-from popbox.store.base import MessageInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

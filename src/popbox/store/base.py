@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from popbox.protocol.message_info import MessageInfo  # re-exported: part of the contract
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -94,25 +96,6 @@ class UserRecord:
     name: str
     verifiers: Mapping[str, str] = field(default_factory=dict)
     quota: int | None = None  # octets; None inherits the server default (E0003)
-
-
-class MessageInfo(NamedTuple):
-    """What a login snapshot needs of one message; never includes the body.
-
-    A named tuple rather than a dataclass: a login builds one per message, and a tuple
-    is built from a database row in a sixth of the time.
-    """
-
-    uid: int  # the mailbox counter's value for this message: decimal, increasing (C0007)
-    size: int  # exact RFC 822 size: CRLF line ends, before dot-stuffing (2.1.4, 2.1.5)
-    stored_size: int  # octets the wire form occupies in storage (Exchange's default size)
-    received_at: float  # POSIX seconds
-    legacy_uidl: str | None = None  # an imported message's unique-id from its old server
-
-    @property
-    def uidl(self) -> str:
-        """The unique-id UIDL shows: the legacy string if imported with one, else the uid."""
-        return self.legacy_uidl if self.legacy_uidl is not None else str(self.uid)
 
 
 def assign_uids(
