@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.passwords import ARGON2ID, DEFAULT_PARAMS, Argon2Params, verify_password
-from popbox.auth.registry import PLAIN
+from popbox.protocol.mechanisms import PLAIN
 
 if TYPE_CHECKING:
     from popbox.auth.base import AuthContext, Step

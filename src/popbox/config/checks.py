@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 
-from popbox.auth.registry import GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 from popbox.config.sections import (
     MAX_COMMAND_SIZE,
     MIN_COMMAND_SIZE,
@@ -15,6 +14,7 @@ from popbox.config.sections import (
     Pop3Config,
     ServerConfig,
 )
+from popbox.protocol.mechanisms import GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 
 __all__ = ["check_auth", "check_mail_in", "check_pop3", "check_server", "parse_address"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from popbox.auth.registry import DEFAULT_MECHANISMS
+from popbox.protocol.mechanisms import DEFAULT_MECHANISMS
 
 __all__ = [
     "COMPAT_PROFILES",
