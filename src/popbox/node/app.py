@@ -134,7 +134,9 @@ async def serve(
         servers, listening = await start_servers(context)
         for kind, host, port in listening:
             say(f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}")
-        metrics = await start_metrics(context, say)
+        metrics = await start_metrics(
+            config.server.metrics_listen, context.metrics, context.store, say
+        )
         sweeper = loop.create_task(run_retention(context.store, config.retention, context.log))
         if ready is not None:
             ready(listening)
