@@ -8,7 +8,8 @@ import pytest
 import structlog
 
 from popbox.config import ConfigError, RetentionConfig, from_mapping
-from popbox.delivery.retention import DAY, expire_all, expire_capability, run_retention
+from popbox.delivery.retention import DAY, expire_all, run_retention
+from popbox.server.listener import expire_capability
 from popbox.store.memory import MemoryStore
 from popbox.store.message import prepare
 

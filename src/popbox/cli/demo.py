@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from popbox.config import Config
-    from popbox.server.listener import Listening
+    from popbox.net.bind import Listening
 
 __all__ = ["DEMO_PASSWORD", "DEMO_USER", "run"]
 

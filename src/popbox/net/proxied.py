@@ -1,101 +1,75 @@
-"""A listener that reads a PROXY header from trusted peers, for protocols other than POP3.
+"""PROXY headers on accepted sockets: reading exactly one, from the peers that must send it.
 
-The LMTP listener uses it when ``server.trusted_proxies`` is set: the connection is
-accepted here, a peer in those networks must send a PROXY header first (read to its
-exact length, ``server/accept.py``), and the protocol is then started on the socket with
-the client address the header carried (None: keep the socket's peer).  Everything else
-(limits, TLS) is the POP3 acceptor's business, not this one's.
-
-It offers what the LMTP server uses of ``asyncio.Server``: ``sockets``, ``close()`` and
-``wait_closed()``.
+The header is peeked and then consumed to its exact length, so not one byte of what
+follows (a POP3 or LMTP command, or a TLS ClientHello on the implicit-TLS port) is
+lost: that is why a listener reads it on the bare socket before handing the socket to
+asyncio (with ``ssl=`` for implicit TLS).  Parsing is ``net/proxy.py``'s, sans-IO.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 from typing import TYPE_CHECKING
 
-from popbox.net.proxy import ProxyHeaderError, TrustedNetworks
-from popbox.server.accept import read_proxy_header
+from popbox.net.accept import readable
+from popbox.net.proxy import V2_FIXED_LENGTH, ProxyHeader, parse_proxy_header
 
 if TYPE_CHECKING:
-    import socket
-    from collections.abc import Callable, Iterable
+    from popbox.net.bind import Address
+    from popbox.net.proxy import TrustedNetworks
 
-    import structlog
+__all__ = ["announced_client", "read_proxy_header"]
 
-__all__ = ["ProxiedListener"]
+_MAX_PEEK = V2_FIXED_LENGTH + 0xFFFF  # the longest header v2's length field can announce
+_TRICKLE_PAUSE = 0.01  # seconds between peeks while a header arrives in pieces
 
-Address = tuple[str, int]
+
+async def announced_client(
+    conn: socket.socket, peer_host: str, trusted: TrustedNetworks, header_timeout: float
+) -> Address | None:
+    """The client a trusted proxy's header announces; None for any other peer.
+
+    None too when the header announces nobody (v2 LOCAL, v1 UNKNOWN: the proxy's own
+    health check): the peer is then the client.  Raises ``ProxyHeaderError`` for a
+    malformed header, ``TimeoutError`` past ``header_timeout`` seconds
+    (``server.proxy_header_timeout``) and ``ConnectionError`` when the peer closes first.
+    """
+    if peer_host not in trusted:
+        return None
+    async with asyncio.timeout(header_timeout):
+        return (await read_proxy_header(conn)).source
 
 
-class ProxiedListener:
-    """Accepts on ``sock``; ``protocol(client)`` makes the protocol for each connection."""
+async def read_proxy_header(sock: socket.socket) -> ProxyHeader:
+    """Read exactly one PROXY header from the start of ``sock``, and nothing more.
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        protocol: Callable[[Address | None], asyncio.BaseProtocol],
-        *,
-        trusted: Iterable[str],
-        header_timeout: float,
-        log: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        self._sock = sock
-        self._protocol = protocol
-        self._trusted = TrustedNetworks(trusted)
-        self._timeout = header_timeout
-        self._log = log
-        self._pending: set[asyncio.Task[None]] = set()
-        self._task = asyncio.get_running_loop().create_task(self._accept_loop())
-
-    @property
-    def sockets(self) -> tuple[socket.socket, ...]:
-        return (self._sock,)
-
-    def close(self) -> None:
-        """Stop accepting; connections still sending their header are dropped."""
-        self._task.cancel()
-        for task in list(self._pending):
-            task.cancel()
-        self._sock.close()
-
-    async def wait_closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=5)
-
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, address = await loop.sock_accept(self._sock)
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                self._log.warning("accept_failed", error=str(exc))
-                await asyncio.sleep(0.1)
-                continue
-            task = loop.create_task(self._start(conn, (address[0], address[1])))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _start(self, conn: socket.socket, peer: Address) -> None:
-        client: Address | None = None
+    Raises ``ProxyHeaderError`` for a malformed header and ``ConnectionError`` when the
+    peer closes first; the caller bounds the wait (``asyncio.timeout``).
+    """
+    loop = asyncio.get_running_loop()
+    seen = -1
+    while True:
+        await readable(loop, sock)
         try:
-            if peer[0] in self._trusted:
-                async with asyncio.timeout(self._timeout):
-                    client = (await read_proxy_header(conn)).source
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: self._protocol(client), conn
-            )
-        except (ProxyHeaderError, TimeoutError, OSError) as exc:
-            self._log.info(
-                "proxy_header_refused",
-                proxy=f"{peer[0]}:{peer[1]}",
-                error=str(exc) or type(exc).__name__,
-            )
-            conn.close()
-        except asyncio.CancelledError:
-            conn.close()
-            raise
+            data = sock.recv(_MAX_PEEK, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        if not data:
+            raise ConnectionError("peer closed before sending its PROXY header")
+        header = parse_proxy_header(data)
+        if header is not None:
+            _consume(sock, header.length)
+            return header
+        if len(data) == seen:  # nothing new: a peeked socket stays readable, so pause
+            await asyncio.sleep(_TRICKLE_PAUSE)
+        seen = len(data)
+
+
+def _consume(sock: socket.socket, length: int) -> None:
+    # The bytes were peeked, so they are in the socket buffer and recv does not block.
+    while length > 0:
+        chunk = sock.recv(length)
+        if not chunk:
+            raise ConnectionError("peer closed inside its PROXY header")
+        length -= len(chunk)

@@ -39,8 +39,7 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.config import Config
-    from popbox.server.accept import Bound
-    from popbox.server.listener import Listening
+    from popbox.net.bind import Bound, Listening
     from popbox.store.base import MailStore
 
 __all__ = ["build_context", "serve", "start_servers"]

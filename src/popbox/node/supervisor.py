@@ -44,9 +44,9 @@ from prometheus_client import Counter as PromCounter
 
 from popbox.config import ConfigError, load, parse_address
 from popbox.net.balance import create_counters
+from popbox.net.bind import address_of, bind_listeners
 from popbox.node.control import Channel, Message, encode_config
 from popbox.observability.metrics import MetricsHttpServer, export_registry, render_merged
-from popbox.server.accept import address_of, bind_listeners
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.config import Config
-    from popbox.server.accept import Bound
+    from popbox.net.bind import Bound
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
 

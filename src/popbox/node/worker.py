@@ -31,7 +31,7 @@ from popbox.server.limits import LimitSettings, Refused, take_one
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from popbox.server.accept import Bound
+    from popbox.net.bind import Bound
     from popbox.server.context import ServerContext
 
 __all__ = ["SupervisorLimiter", "main"]
