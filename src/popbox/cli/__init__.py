@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING
 
 from popbox import __version__
 from popbox.auth.passwords import verifiers_for
-from popbox.cli import demo
-from popbox.cli import mail as mail_cli
-from popbox.cli import ops as ops_cli
+from popbox.cli import demo, mail, ops
 from popbox.cli.support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.node import app, eventloop
@@ -238,6 +236,6 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("uids", type=int, nargs="+", metavar="UID")
 
     # deliver, import, export, expire and user quota: the mail-in commands.
-    mail_cli.register(command, sub, user_sub, parse_size)
-    ops_cli.register(command)  # migrate-store, stats
+    mail.register(command, sub, user_sub, parse_size)
+    ops.register(command)  # migrate-store, stats
     return parser
