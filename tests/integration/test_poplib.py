@@ -1,6 +1,6 @@
 """Python's poplib against a real server: every download compared byte for byte.
 
-Each test delivers through ``popbox.message.prepare`` + ``store.deliver`` (as ``popbox
+Each test delivers through ``popbox.store.message.prepare`` + ``store.deliver`` (as ``popbox
 deliver`` does) and reads back over real sockets: the plain port upgraded with STLS
 (RFC 2595) or the implicit-TLS port.
 """

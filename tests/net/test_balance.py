@@ -1,4 +1,4 @@
-"""Workers sharing listening sockets spread the connections evenly (server/balance.py).
+"""Workers sharing listening sockets spread the connections evenly (net/balance.py).
 
 Two POP3 servers on one listening socket in one event loop stand for two workers of a
 node: each has its own view of the same shared counters.  A worker holding more

@@ -1,4 +1,4 @@
-"""popbox.testing: the shipped talk() runner and Responder behave as documented."""
+"""popbox.protocol.testing: the shipped talk() runner and Responder behave as documented."""
 
 from __future__ import annotations
 

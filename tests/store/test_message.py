@@ -1,4 +1,4 @@
-"""C0011 normalisation, byte-stuffing, sizes and TOP of popbox.message."""
+"""C0011 normalisation, byte-stuffing, sizes and TOP of popbox.store.message."""
 
 from __future__ import annotations
 

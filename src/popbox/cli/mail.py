@@ -1,6 +1,6 @@
 """The mail-in subcommands of ``popbox``: deliver, import, export, expire, user quota.
 
-``cli.py`` builds the parser and calls ``register`` to add these.  ``deliver`` is an MDA
+``popbox.cli`` builds the parser and calls ``register`` to add these.  ``deliver`` is an MDA
 (Postfix ``mailbox_command``, procmail/Exim pipes), so it speaks sysexits: 0 delivered,
 65 the message is unacceptable (a NUL byte), 67 no such user, 73 mailbox full with
 ``[lmtp] over_quota = "permanent"``, 75 try again later (a full mailbox by default, the

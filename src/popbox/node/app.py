@@ -6,7 +6,7 @@ state), prints one ``listening KIND HOST:PORT`` line per socket once it accepts,
 until SIGTERM or SIGINT, then drains (DESIGN.md section 4).  SIGHUP reloads the TLS
 certificate and the configuration without dropping sessions (``server/lifecycle.py``).
 With several workers configured, ``serve`` supervises them instead
-(``server/workers.py``).
+(``node/supervisor.py``).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ async def serve(
     ``ready`` is called once every listener accepts, with the real addresses (port 0 in
     the configuration is an ephemeral port by then).  With ``server.workers`` above 1
     (and no ``store`` given) this process supervises worker processes instead
-    (``server/workers.py``).  SIGHUP re-reads ``config_path`` when given.
+    (``node/supervisor.py``).  SIGHUP re-reads ``config_path`` when given.
     """
     say = announce or _print_flush
     if store is None and worker_count(config) > 1:

@@ -2,7 +2,7 @@
 
 Theory of operation: with ``[server] workers = N`` (N > 1; 0 means one per CPU core)
 ``popbox serve`` becomes a supervisor.  It binds every listening socket itself, then
-starts N workers (``python -m popbox.server.worker``) that inherit those sockets and
+starts N workers (``python -m popbox.node.worker``) that inherit those sockets and
 all accept on them: the kernel hands each new connection to one of them, so every core
 serves one port.
 
@@ -14,7 +14,7 @@ privileged port is bound once.  Why fresh interpreters instead of ``fork``: fork
 process that runs an asyncio loop copies its epoll set and signal wiring into the child,
 which then sees events meant for the parent.
 
-Each worker has a control channel to the supervisor (``server/control.py``): the worker
+Each worker has a control channel to the supervisor (``node/control.py``): the worker
 gets its configuration there, asks the supervisor to admit connections and logins
 against the node's limits (one ``ConnectionLimits`` for all workers), and answers
 requests for its metrics and its store's health, which the supervisor's HTTP listener
@@ -106,7 +106,7 @@ class Supervisor:
         self._limits = ConnectionLimits(LimitSettings.from_config(config.server))
         self._slots = [_Slot(i) for i in range(worker_count(config))]
         self._bound: list[Bound] = []
-        self._balance_fd = -1  # the workers' shared connection counters (server/balance.py)
+        self._balance_fd = -1  # the workers' shared connection counters (net/balance.py)
         self._started = False
         self._stopping = False
         self._changed = asyncio.Event()

@@ -1,6 +1,6 @@
-"""One worker process of a supervised node: ``python -m popbox.server.worker``.
+"""One worker process of a supervised node: ``python -m popbox.node.worker``.
 
-Started only by the supervisor (``server/workers.py``), with the listening sockets and
+Started only by the supervisor (``node/supervisor.py``), with the listening sockets and
 one end of its control channel as inherited file descriptors.  It asks the supervisor
 for the configuration, builds its own context (store connections, TLS, metrics), accepts
 on the inherited sockets and says ``ready``.  It stops (draining its sessions) on

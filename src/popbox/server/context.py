@@ -34,4 +34,4 @@ class ServerContext:
     guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters
     limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits
-    balance: AcceptBalance | None = None  # set in a worker of several (server/balance.py)
+    balance: AcceptBalance | None = None  # set in a worker of several (net/balance.py)

@@ -10,7 +10,7 @@ from them, as long as the store vouches that none of them has been removed since
 ``update`` runs QUIT's UPDATE (V0006) and gives the maildrop lock back before the +OK
 (RFC 1939 s6).  Every answer goes to the sans-IO connection, and a store that fails is
 one ``-ERR [SYS/TEMP]`` the session survives.  The mirror image of ``LoginFlow``
-(``server/login.py``), whose logger (bound with the user) and lock it uses.
+(``server/loginflow.py``), whose logger (bound with the user) and lock it uses.
 """
 
 from __future__ import annotations

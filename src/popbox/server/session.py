@@ -13,7 +13,7 @@ read from the buffer, which keeps replies in order (RFC 2449 PIPELINING).  A ses
 without such a task has no coroutine at all, which is what makes a small RETR cheap and
 an idle session small.  Nothing more is read while the transport is above its high-water
 mark (back-pressure, as Dovecot's output throttle).  Login events (USER/PASS, SASL) go to
-the session's ``LoginFlow`` (``server/login.py``), which also holds the maildrop lock
+the session's ``LoginFlow`` (``server/loginflow.py``), which also holds the maildrop lock
 until UPDATE or the end of the connection; RETR, TOP and UPDATE go to its ``MailFlow``
 (``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s.
 """

@@ -4,7 +4,7 @@ Theory of operation: a store keeps users (with their credential verifiers and qu
 and, per user, a maildrop of messages.  Each message is kept in *wire form*: CRLF line
 ends and already dot-stuffed (RFC 1939 section 3), without the terminating ".CRLF", so
 RETR is a straight copy.  Its exact RFC 822 size (the octets before stuffing) and its
-stored size are computed once, at delivery, by the caller (``popbox.message``), and the
+stored size are computed once, at delivery, by the caller (``popbox.store.message``), and the
 store only records them: STAT, LIST and UIDL never read message bodies.
 
 Unique-ids come from a per-mailbox counter that is never decremented (C0007-C0009), so a

@@ -1,4 +1,4 @@
-"""An in-memory ``MailStore`` for tests and ``popbox.testing``.
+"""An in-memory ``MailStore`` for tests and ``popbox.protocol.testing``.
 
 It keeps the semantics of the real backends (the same contract tests run against it):
 uids come from a per-user counter that is never decremented, deliveries are checked
@@ -222,7 +222,7 @@ class MemoryStore:
         if mailbox is not None and mailbox.lock is not None and mailbox.lock.owner == owner:
             mailbox.lock = None
 
-    # -- store-to-store copy (popbox.store.transfer) --------------------------
+    # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""

@@ -1,4 +1,4 @@
-"""The two transactions ``PostgresStore`` offers to ``popbox.store.transfer``.
+"""The two transactions ``PostgresStore`` offers to ``popbox.store.store_copy``.
 
 ``export_state`` reads what the ``MailStore`` contract has no reader for, and
 ``import_mailbox`` writes a user with all of their mail under the source's uids: the

@@ -273,7 +273,7 @@ class SqliteStore:
         )
         await self._write(sqlite3.Connection.execute, sql, (owner, name))
 
-    # -- store-to-store copy (popbox.store.transfer) --------------------------
+    # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""
