@@ -63,7 +63,7 @@ def _limit_hit(exc: OSError) -> str:
         return "open files of the whole system (fs.file-max)"
     if exc.errno in (errno.ENOBUFS, errno.ENOMEM):
         return "kernel memory for sockets"
-    return "none known"
+    return "not a resource limit"
 
 
 class AcceptFailures:
