@@ -10,7 +10,7 @@ benchmark would compare two argon2 libraries instead of two POP3 servers.
 Dovecot's Maildir files are written as its own delivery agent writes them: LF line
 ends, the file size (``S=``) and the CRLF size (``W=``) in the file name, so that
 Dovecot needs no extra pass to learn a message's POP3 size.  popbox gets the CRLF text
-through ``popbox.message.prepare``, as ``popbox deliver`` would.
+through ``popbox.store.message.prepare``, as ``popbox deliver`` would.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import argon2
 
 import payload
 from popbox.auth.passwords import ARGON2ID
-from popbox.message import prepare
 from popbox.store import open_store
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

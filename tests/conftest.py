@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
-    from popbox.testing import ManualClock
+    from popbox.clock import ManualClock
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from popbox import app
 from popbox.config import from_mapping
-from popbox.log import make_logger
+from popbox.node import app
+from popbox.observability.log import make_logger
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping

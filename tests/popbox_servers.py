@@ -29,24 +29,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trustme
 
-from popbox import app
 from popbox.auth.passwords import verifiers_for
 from popbox.config import from_mapping
-from popbox.log import make_logger
-from popbox.message import normalise, prepare
+from popbox.node import app
+from popbox.observability.log import make_logger
 from popbox.store import open_store
+from popbox.store.message import normalise, prepare
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping
     from pathlib import Path
 
+    from popbox.clock import ManualClock
     from popbox.config import Config
     from popbox.server.context import ServerContext
     from popbox.server.listener import Pop3Server
     from popbox.server.session import Pop3Protocol
     from popbox.server.stage import Stage
     from popbox.store.base import MailStore, MessageInfo
-    from popbox.testing import ManualClock
 
 __all__ = [
     "USERS",

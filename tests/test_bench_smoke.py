@@ -24,12 +24,12 @@ import loadgen
 import payload
 import provision
 import scenarios
-from popbox import app
 from popbox.auth.passwords import ARGON2ID
 from popbox.config import from_mapping
-from popbox.message import prepare
+from popbox.node import app
 from popbox.server.tls import load_or_create_certificate
 from popbox.store import open_store
+from popbox.store.message import prepare
 
 KIND = payload.MailboxKind("smoke", 3000, 6)
 

@@ -1,11 +1,10 @@
-"""popbox.testing.ManualClock: a Clock whose time moves only when a test advances it."""
+"""popbox.protocol.testing.ManualClock: a Clock whose time moves only when a test advances it."""
 
 from __future__ import annotations
 
 import asyncio
 
-from popbox.clock import SystemClock
-from popbox.testing import ManualClock
+from popbox.clock import ManualClock, SystemClock
 
 
 async def test_timers_fire_in_deadline_order_and_only_when_due():

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 import trustme
 
-from popbox import app
 from popbox.auth.passwords import Argon2Params, PasswordVerifier, verifiers_for
 from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
-from popbox.log import make_logger
+from popbox.node import app
+from popbox.observability.log import make_logger
 from popbox.store.memory import MemoryStore
 from popbox_servers import LogSink, run_loop
 

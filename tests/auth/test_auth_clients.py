@@ -193,6 +193,6 @@ def test_poplib_user_refused_before_tls_under_secure_login(server):
 
 
 def _prepared():
-    from popbox.message import prepare  # noqa: PLC0415 - keeps the test's imports short
+    from popbox.store.message import prepare  # noqa: PLC0415 - keeps the test's imports short
 
     return prepare(MESSAGE)

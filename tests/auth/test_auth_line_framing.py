@@ -8,7 +8,7 @@ import pytest
 
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, SaslStart
 from popbox.protocol.framing import LineBuffer, LineTooLong
-from popbox.testing import logged_in, talk
+from popbox.protocol.testing import logged_in, talk
 
 LONG = b"x" * 700
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import prepare
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from collections.abc import Callable

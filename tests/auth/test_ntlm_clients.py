@@ -16,7 +16,7 @@ import spnego
 
 from ntlm_client import CURL_FLAGS, negotiate, parse_challenge
 from popbox.auth.passwords import NT
-from popbox.message import prepare
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 import argon2
 import pytest
 
-from popbox import app
 from popbox.auth.passwords import (
     ARGON2ID,
     SCRAM_SHA256,
@@ -25,6 +24,7 @@ from popbox.auth.passwords import (
 from popbox.auth.passwords import hash_password as make_hash
 from popbox.auth.plain import check_password
 from popbox.config import ConfigError, from_mapping
+from popbox.node import app
 from popbox.store.base import StoreTemporaryError
 from popbox.store.memory import MemoryStore
 

@@ -15,8 +15,8 @@ import time
 from typing import TYPE_CHECKING
 
 from mailserver import LmtpClient, stuff
-from popbox.message import unstuff
 from popbox.store import open_store
+from popbox.store.message import unstuff
 from popbox_servers import ServeProcess
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from mailserver import (
     split_trace,
     stuff,
 )
-from popbox.message import unstuff
 from popbox.store import SQLITE_FILE_NAME
+from popbox.store.message import unstuff
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

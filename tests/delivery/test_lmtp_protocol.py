@@ -13,7 +13,7 @@ from popbox.delivery.lmtp_protocol import (
     trace_headers,
     with_enhanced_code,
 )
-from popbox.message import prepare, unstuff
+from popbox.store.message import prepare, unstuff
 
 
 def test_data_ends_only_at_crlf_dot_crlf_rfc5321_s4_5_2() -> None:

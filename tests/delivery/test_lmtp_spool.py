@@ -25,8 +25,8 @@ import pytest
 
 from mailserver import LmtpClient, MailServer, lmtp_transaction, split_trace, stuff, verifiers
 from popbox.delivery.spool import SPOOL_DIR
-from popbox.message import unstuff
 from popbox.store import open_store
+from popbox.store.message import unstuff
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

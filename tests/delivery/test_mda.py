@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import unstuff
 from popbox.store import open_store
+from popbox.store.message import unstuff
 
 if TYPE_CHECKING:
     from pathlib import Path

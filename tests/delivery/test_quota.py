@@ -11,9 +11,9 @@ from mailserver import LmtpClient, MailServer, lmtp_transaction
 from popbox.config import ConfigError, QuotaConfig, from_mapping
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.quota import effective_quota, warning_threshold
-from popbox.message import prepare
 from popbox.store.base import DeliveryRefused, RefusalReason, UserRecord
 from popbox.store.memory import MemoryStore
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,11 +7,12 @@ import asyncio
 import pytest
 import structlog
 
+from popbox.clock import ManualClock
 from popbox.config import ConfigError, RetentionConfig, from_mapping
-from popbox.delivery.retention import DAY, expire_all, expire_capability, run_retention
-from popbox.message import prepare
+from popbox.delivery.retention import DAY, expire_all, run_retention
+from popbox.server.listener import expire_capability
 from popbox.store.memory import MemoryStore
-from popbox.testing import ManualClock
+from popbox.store.message import prepare
 
 NOW = 1_800_000_000.0
 MESSAGE = b"Subject: old\r\n\r\nbody\r\n"

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mailserver import PASSWORD, MailServer, lmtp_transaction
-from popbox.message import prepare
 from popbox.store import open_store
+from popbox.store.message import prepare
 from popbox_servers import ServeProcess
 
 if TYPE_CHECKING:

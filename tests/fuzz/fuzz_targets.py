@@ -38,8 +38,8 @@ from popbox.auth.passwords import Argon2Params, verifiers_for
 from popbox.auth.plain import PasswordSettings, PlainMechanism
 from popbox.auth.scram import ScramMechanism, ScramSettings
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Signal
+from popbox.protocol.testing import Responder, message_info
 from popbox.store.memory import MemoryStore
-from popbox.testing import Responder, message_info
 
 if TYPE_CHECKING:
     from collections.abc import Callable

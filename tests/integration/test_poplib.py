@@ -1,6 +1,6 @@
 """Python's poplib against a real server: every download compared byte for byte.
 
-Each test delivers through ``popbox.message.prepare`` + ``store.deliver`` (as ``popbox
+Each test delivers through ``popbox.store.message.prepare`` + ``store.deliver`` (as ``popbox
 deliver`` does) and reads back over real sockets: the plain port upgraded with STLS
 (RFC 2595) or the implicit-TLS port.
 """
@@ -22,7 +22,7 @@ from pop3_clients import (
     pop3_stls,
     wait_until,
 )
-from popbox.message import stuff, top_lines
+from popbox.store.message import stuff, top_lines
 from popbox_servers import USERS
 
 

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from pop3_clients import MESSAGES, RawClient, message_text, require
-from popbox.message import normalise, stuff
 from popbox.store import open_store
+from popbox.store.message import normalise, stuff
 from popbox_servers import USERS, ServeProcess, popbox_executable
 
 ERR_SHUTDOWN = b"-ERR [SYS/TEMP] server shutting down, try again later\r\n"

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pop3_clients import MESSAGES, RawClient, assert_mailbox, login, pop3_ssl, pop3_stls
-from popbox.testing import ManualClock
+from popbox.clock import ManualClock
 from popbox_servers import USERS
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from ops_helpers import login, start_node
 from pg_helpers import ThrowawayDatabase, shared_server_dsn
-from popbox.message import prepare
 from popbox.store import open_store
+from popbox.store.message import prepare
 from popbox_servers import USERS, popbox_executable, provision
 
 MESSAGES = [f"Subject: {n}\r\n\r\nbody {n}\r\n".encode() for n in range(5)]

@@ -21,7 +21,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from popbox.config import from_mapping
-from popbox.server.control import encode_config
+from popbox.node.control import encode_config
 from popbox_servers import config_mapping, popbox_executable, toml_text
 
 TIMEOUT = 60
@@ -306,7 +306,7 @@ def test_worker_that_cannot_start_reports_one_line_and_prints_nothing(tmp_path, 
     mapping["tls"] = {"cert_file": str(missing), "key_file": str(tls_files.key_file)}
     config = from_mapping(mapping)
     ours, theirs = socket.socketpair()
-    argv = [sys.executable, "-m", "popbox.server.worker", "--index", "0"]
+    argv = [sys.executable, "-m", "popbox.node.worker", "--index", "0"]
     argv += ["--supervisor", str(os.getpid()), "--control", str(theirs.fileno())]
     worker = subprocess.Popen(
         argv, pass_fds=[theirs.fileno()], stdout=subprocess.PIPE, stderr=subprocess.PIPE

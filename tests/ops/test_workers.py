@@ -53,7 +53,7 @@ def test_every_worker_serves_the_one_port(node):
 
 def test_held_sessions_are_spread_evenly_over_the_workers(node):
     """One session after another, each kept open: the worker holding fewer takes the next
-    (server/balance.py), so neither serves more than half plus one."""
+    (net/balance.py), so neither serves more than half plus one."""
     clients = [login(node.port()) for _ in range(8)]
     deadline = time.monotonic() + TIMEOUT
     while len(logins := [e["worker"] for e in node.events() if e.get("event") == "login"]) < 8:

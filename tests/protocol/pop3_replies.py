@@ -34,7 +34,8 @@ ERR_AUTH_BAD_MECHANISM = b"-ERR AUTH mechanism name is not valid\r\n"
 OK_SEND_PASS = b"+OK send PASS\r\n"
 ERR_USER_NEEDS_TLS = b"-ERR USER/PASS is only allowed over TLS, issue STLS first\r\n"
 ERR_PASS_WITHOUT_USER = b"-ERR PASS must follow a successful USER\r\n"
-ERR_AUTH_FAILED = b"-ERR [AUTH] authentication failed\r\n"  # popbox.testing.Responder's refusal
+# popbox.protocol.testing.Responder's refusal:
+ERR_AUTH_FAILED = b"-ERR [AUTH] authentication failed\r\n"
 OK_BEGIN_TLS = b"+OK begin TLS negotiation\r\n"
 ERR_ALREADY_TLS = b"-ERR already using TLS\r\n"
 ERR_NO_TLS_HERE = b"-ERR TLS is not available on this port\r\n"

@@ -13,7 +13,7 @@ import pytest
 
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, SaslStart
-from popbox.testing import Responder, talk
+from popbox.protocol.testing import Responder, talk
 
 MECHANISMS = (("PLAIN", True), ("GSSAPI", False))
 SETTINGS = ConnectionSettings(tls_active=True, sasl_mechanisms=MECHANISMS)

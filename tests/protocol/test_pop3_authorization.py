@@ -15,7 +15,7 @@ from popbox.protocol.connection import (
 )
 from popbox.protocol.replies import Err, RespCode
 from popbox.protocol.states import State
-from popbox.testing import Responder, logged_in, message_info, talk
+from popbox.protocol.testing import Responder, logged_in, message_info, talk
 
 MECHANISMS = (("PLAIN", True), ("GSSAPI", False), ("LOGIN", True), ("SCRAM-SHA-256", False))
 LOGIN_TYPES = ["plaintext_login", "plaintext_authentication", "secure_login"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from popbox.protocol.connection import ConnectionSettings, PasswordLogin, Pop3Connection
 from popbox.protocol.profiles import PROFILES, on_wire
 from popbox.protocol.replies import Err, Ok, RespCode
-from popbox.testing import Responder, talk
+from popbox.protocol.testing import Responder, talk
 
 if TYPE_CHECKING:
     from popbox.protocol.events import LoginType

@@ -7,7 +7,7 @@ import pytest
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, PasswordLogin, Pop3Connection, Signal
 from popbox.protocol.framing import LineBuffer, LineTooLong
-from popbox.testing import talk
+from popbox.protocol.testing import talk
 
 PLAIN_OK = ConnectionSettings(login_type="plaintext_login")
 

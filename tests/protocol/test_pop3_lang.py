@@ -6,7 +6,7 @@ import pytest
 
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection
 from popbox.protocol.profiles import PROFILES
-from popbox.testing import logged_in, talk
+from popbox.protocol.testing import logged_in, talk
 
 LISTING = (
     b"+OK language listing follows\r\nen English\r\ni-default Default language (English)\r\n.\r\n"

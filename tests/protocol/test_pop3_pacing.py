@@ -17,7 +17,7 @@ from popbox.protocol.connection import (
     Retrieve,
     Signal,
 )
-from popbox.testing import logged_in, message_info
+from popbox.protocol.testing import logged_in, message_info
 
 THOUSAND = [message_info(uid, 100 + uid) for uid in range(1, 1001)]
 

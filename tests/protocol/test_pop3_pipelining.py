@@ -15,7 +15,7 @@ from popbox.protocol.connection import (
     Signal,
     Update,
 )
-from popbox.testing import Responder, logged_in, message_info, talk
+from popbox.protocol.testing import Responder, logged_in, message_info, talk
 
 WIRE_1 = b"Subject: 1\r\n\r\nbody one\r\n"
 WIRE_2 = b"Subject: 2\r\n\r\n.hidden\r\n"

@@ -15,7 +15,7 @@ from popbox.protocol.commands import Command, ParseError, parse_command, parse_g
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Signal
 from popbox.protocol.framing import LineBuffer, LineTooLong
 from popbox.protocol.maildrop import Maildrop
-from popbox.testing import Responder, message_info, talk
+from popbox.protocol.testing import Responder, message_info, talk
 
 WIRE_1 = b"Subject: 1\r\n\r\nbody\r\n..dot\r\n"
 WIRE_2 = b"Subject: 2\r\n\r\n"

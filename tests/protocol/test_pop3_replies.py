@@ -8,7 +8,7 @@ import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection
 from popbox.protocol.replies import MAX_RESPONSE_LINE, TERMINATOR, Err, Ok, RespCode, serialise
 from popbox.protocol.replies import multiline as build_multiline
-from popbox.testing import logged_in, message_info, talk
+from popbox.protocol.testing import logged_in, message_info, talk
 
 
 def test_ok_and_err_are_upper_case_status_indicators_rfc1939_s3():

@@ -17,7 +17,7 @@ from popbox.protocol.connection import (
 )
 from popbox.protocol.replies import Err
 from popbox.protocol.states import State
-from popbox.testing import Responder, message_info, talk
+from popbox.protocol.testing import Responder, message_info, talk
 
 MECHANISMS = (("PLAIN", True), ("GSSAPI", False), ("NTLM", False))
 SETTINGS = ConnectionSettings(tls_active=True, sasl_mechanisms=MECHANISMS)

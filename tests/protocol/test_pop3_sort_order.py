@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from popbox.config import from_mapping
 from popbox.protocol.connection import ConnectionSettings, Retrieve, Update
-from popbox.testing import logged_in, message_info, talk
+from popbox.protocol.testing import logged_in, message_info, talk
 
 OLDEST, MIDDLE, NEWEST = message_info(1, 10), message_info(2, 20), message_info(3, 30)
 

@@ -36,7 +36,7 @@ from popbox.protocol.connection import (
 )
 from popbox.protocol.replies import Err
 from popbox.protocol.states import ALLOWED, State
-from popbox.testing import Responder, logged_in, message_info, talk
+from popbox.protocol.testing import Responder, logged_in, message_info, talk
 
 TLS = ConnectionSettings(tls_active=True, sasl_mechanisms=(("PLAIN", True),))
 INFO = message_info(1, 10)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pop3_replies as R  # noqa: N812 - STYLE s4 names the reply constants R
 from popbox.protocol.connection import ConnectionSettings, PasswordLogin, Pop3Connection, StartTls
 from popbox.protocol.states import State
-from popbox.testing import Responder, talk
+from popbox.protocol.testing import Responder, talk
 
 SETTINGS = ConnectionSettings(login_type="plaintext_login")
 

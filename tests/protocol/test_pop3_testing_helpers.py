@@ -1,4 +1,4 @@
-"""popbox.testing: the shipped talk() runner and Responder behave as documented."""
+"""popbox.protocol.testing: the shipped talk() runner and Responder behave as documented."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from popbox.protocol.connection import (
     SaslStart,
     Signal,
 )
-from popbox.testing import Responder, logged_in, message_info, talk
+from popbox.protocol.testing import Responder, logged_in, message_info, talk
 
 INFO = message_info(7, 12, stored_size=99, legacy_uidl="old-7", received_at=5.0)
 

@@ -9,7 +9,7 @@ from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Retri
 from popbox.protocol.maildrop import Maildrop
 from popbox.protocol.replies import RespCode
 from popbox.protocol.states import State
-from popbox.testing import Responder, logged_in, message_info, talk
+from popbox.protocol.testing import Responder, logged_in, message_info, talk
 
 WIRE_1 = b"Subject: one\r\n\r\n" + b"a" * 104 + b"\r\n"  # 120 octets
 WIRE_2 = b"Subject: two\r\n\r\n" + b"b" * 184 + b"\r\n"  # 200 octets

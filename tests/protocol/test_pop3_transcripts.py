@@ -20,7 +20,7 @@ from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection
 from popbox.protocol.profiles import PROFILES, greeting
-from popbox.testing import Responder, message_info, talk
+from popbox.protocol.testing import Responder, message_info, talk
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 WIRE_1 = b"Subject: one\r\n\r\nHello\r\n"

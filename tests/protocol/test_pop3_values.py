@@ -16,7 +16,7 @@ from popbox.protocol.commands import Dele, List, Noop, Retr, Stat, Top, Uidl
 from popbox.protocol.events import CommandRecord, Retrieve, Update
 from popbox.protocol.phases import Authorization, Awaiting
 from popbox.protocol.replies import Err, Ok, RespCode
-from popbox.testing import message_info
+from popbox.protocol.testing import message_info
 
 if TYPE_CHECKING:
     from pathlib import Path

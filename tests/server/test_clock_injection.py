@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import select
 
-from popbox.testing import ManualClock
+from popbox.clock import ManualClock
 from popbox_servers import USERS
 from raw_pop3 import PLAINTEXT, Client, wait_until
 

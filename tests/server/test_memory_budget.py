@@ -12,9 +12,9 @@ import select
 
 import pytest
 
+from popbox.clock import ManualClock
 from popbox.config import ConfigError, from_mapping
 from popbox.server.budget import BODY_WAIT, READ_COPIES, MemoryBudget
-from popbox.testing import ManualClock
 from raw_pop3 import PLAINTEXT, Client, wait_until
 
 MIB = 1024 * 1024

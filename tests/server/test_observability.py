@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from popbox.metrics import (
+from popbox.observability.metrics import (
     Metrics,
     MetricsHttpServer,
     check_store,
@@ -145,7 +145,8 @@ async def test_healthz_says_503_when_the_store_does_not_answer():
 
 def test_metrics_listener_of_a_running_server(server):
     lines: list[str] = []
-    http = server.call(start_metrics(_with_listen(server), lines.append))
+    context = server._context
+    http = server.call(start_metrics("127.0.0.1:0", context.metrics, context.store, lines.append))
     try:
         port = int(lines[0].rsplit(":", 1)[1])
         assert lines[0].startswith("listening metrics 127.0.0.1:")
@@ -181,15 +182,6 @@ def get(port: int, path: str) -> tuple[int, str]:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def _with_listen(server):
-    import dataclasses  # noqa: PLC0415
-
-    context = server._context
-    server_section = dataclasses.replace(context.config.server, metrics_listen="127.0.0.1:0")
-    context.config = dataclasses.replace(context.config, server=server_section)
-    return context
 
 
 def _version() -> str:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import prepare
 from popbox.store import open_store
+from popbox.store.message import prepare
 from popbox_servers import USERS, ServeProcess, config_mapping, provision, toml_text
 
 if TYPE_CHECKING:

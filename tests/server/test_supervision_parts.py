@@ -10,10 +10,10 @@ import socket
 import pytest
 
 from popbox.config import from_mapping
-from popbox.log import make_logger
-from popbox.server.control import Channel, decode_config, encode_config
+from popbox.node.control import Channel, decode_config, encode_config
+from popbox.node.supervisor import Supervisor, WorkerStartError
+from popbox.observability.log import make_logger
 from popbox.server.lifecycle import merge_reload
-from popbox.server.workers import Supervisor, WorkerStartError
 
 
 async def pair(handler_a, handler_b) -> tuple[Channel, Channel]:

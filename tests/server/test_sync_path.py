@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from popbox.clock import ManualClock
 from popbox.store.base import Pending, StorePermanentError, StoreTemporaryError
 from popbox.store.sqlite_maildrop import AHEAD_OCTETS, INLINE_FETCH
-from popbox.testing import ManualClock
 from popbox_servers import USERS
 from raw_pop3 import CRLF, LOGIN, PLAINTEXT, TIMEOUT, Client, wait_until
 

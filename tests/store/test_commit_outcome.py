@@ -23,9 +23,9 @@ import asyncpg
 import pytest
 from pg_cutter import CommitCutter
 
-from popbox.message import prepare
 from popbox.store import SQLITE_FILE_NAME
 from popbox.store.base import CommitOutcomeUnknown, StoreTemporaryError
+from popbox.store.message import prepare
 from popbox.store.postgres import PostgresStore
 from popbox_servers import USERS
 from raw_pop3 import LOGIN, PLAINTEXT, Client

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import prepare
 from popbox.store import open_store
 from popbox.store.base import (
     DeliveryRefused,
@@ -24,7 +23,8 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
-from popbox.store.transfer import MailboxExporter, MailboxState
+from popbox.store.message import prepare
+from popbox.store.store_copy import MailboxExporter, MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 import test_contract
 
-from popbox.message import prepare
 from popbox.store.base import UnknownUser
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from test_contract import FakeClock

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import pytest
 import test_contract
 
-from popbox.message import prepare
-from popbox.metrics import Metrics, timed_store
+from popbox.observability.metrics import Metrics, timed_store
 from popbox.store.base import Pending, StoreTemporaryError, UnknownUser
 from popbox.store.memory import MemoryMaildrop, MemoryStore
+from popbox.store.message import prepare
 from popbox.store.sqlite_maildrop import INLINE_FETCH
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from popbox.message import prepare
 from popbox.store import migrate, open_store
 from popbox.store.base import (
     DeliveryRefused,
@@ -24,6 +23,7 @@ from popbox.store.base import (
     StoreTemporaryError,
     UserRecord,
 )
+from popbox.store.message import prepare
 
 # Skipped without the driver, unless PG_DSN says these tests must run (CI).
 if not os.environ.get("PG_DSN"):

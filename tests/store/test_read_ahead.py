@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import prepare
 from popbox.store.base import StorePermanentError
+from popbox.store.message import prepare
 from popbox.store.readahead import SLOTS, ChangeBeacon, ReadAhead, beacon_path
 from popbox.store.sqlite import SqliteStore
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import prepare
 from popbox.store import SQLITE_FILE_NAME, migrate, open_store
 from popbox.store.base import StorePermanentError, StoreTemporaryError
 from popbox.store.memory import MemoryStore
+from popbox.store.message import prepare
 from popbox.store.sqlite import SqliteStore
 from popbox.store.sqlite_maildrop import INLINE_FETCH
 

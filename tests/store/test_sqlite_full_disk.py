@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 import tmpfs
-from popbox.message import prepare
 from popbox.store.base import StoreTemporaryError
+from popbox.store.message import prepare
 from popbox.store.readahead import SLOTS, beacon_path
 from popbox.store.sqlite import SqliteStore
 
@@ -128,7 +128,7 @@ async def test_read_only_after_a_crash_still_sees_commits_in_the_log(
     script = textwrap.dedent(f"""
         import asyncio, os, signal
         from pathlib import Path
-        from popbox.message import prepare
+        from popbox.store.message import prepare
         from popbox.store.sqlite import SqliteStore
 
         async def main():

@@ -8,9 +8,9 @@ import pytest
 
 from popbox.config import RetentionConfig
 from popbox.delivery.retention import expire_all
-from popbox.message import normalise, prepare
 from popbox.store.base import StoreTemporaryError, UnknownUser
 from popbox.store.memory import MemoryStore
+from popbox.store.message import normalise, prepare
 from popbox.transfer.exporter import export_maildir, export_mbox
 from popbox.transfer.importer import ImportOptions, run_import
 from popbox.transfer.sources import NotImported, SourceMessage, read_maildir, read_mbox

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from test_import_acceptance import popbox_command
 
-from popbox.message import unstuff
 from popbox.store import SQLITE_FILE_NAME, open_store
+from popbox.store.message import unstuff
 
 if TYPE_CHECKING:
     from pathlib import Path

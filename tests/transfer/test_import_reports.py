@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from popbox.cli import main
-from popbox.message import normalise
 from popbox.store import open_store
+from popbox.store.message import normalise
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,8 +15,8 @@ import pytest
 
 from fake_pop3 import FakeSource
 from popbox.config import QuotaConfig
-from popbox.message import unstuff
 from popbox.store import open_store
+from popbox.store.message import unstuff
 from popbox.transfer.pop3_client import Credentials, Pop3Url, SourceError, tls_context
 from popbox.transfer.pop3_import import Pop3Import, Pop3Source, import_pop3
 

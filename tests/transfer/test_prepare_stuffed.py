@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from popbox.message import MalformedMessage, prepare, prepare_stuffed, stuff, unstuff
+from popbox.store.message import MalformedMessage, prepare, prepare_stuffed, stuff, unstuff
 
 PIECES = [b"\r\n", b"\n", b"\r", b".", b"..", b"\0", b"Subject: x", b"a", b":", b" ", b"\xff"]
 

@@ -1,0 +1,1 @@
+"""SASL mechanisms (one module each), password hashing and the registry that offers them."""

@@ -37,6 +37,7 @@ import gssapi
 from gssapi.raw.misc import GSSError
 
 from popbox.auth.base import Challenge, Failure, Success
+from popbox.protocol.mechanisms import GSSAPI
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -108,7 +109,7 @@ class _Phase(enum.Enum):
 
 
 class GssapiMechanism:
-    name: ClassVar[str] = "GSSAPI"
+    name: ClassVar[str] = GSSAPI
     plaintext: ClassVar[bool] = False  # Kerberos tickets, never the password
 
     def __init__(self, context: AuthContext, settings: GssapiSettings) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.plain import check_password, text_field
-from popbox.auth.registry import LOGIN
+from popbox.protocol.mechanisms import LOGIN
 
 if TYPE_CHECKING:
     from popbox.auth.base import AuthContext, Step

@@ -54,6 +54,7 @@ from popbox.auth.ntlm_messages import (
     parse_negotiate,
 )
 from popbox.auth.passwords import NT
+from popbox.protocol.mechanisms import NTLM
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,7 +95,7 @@ def filetime(seconds: float) -> int:
 
 
 class NtlmMechanism:
-    name: ClassVar[str] = "NTLM"
+    name: ClassVar[str] = NTLM
     plaintext: ClassVar[bool] = False  # the password never crosses the wire
 
     def __init__(

@@ -28,7 +28,7 @@ import jwt
 
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.plain import text_field
-from popbox.auth.registry import OAUTHBEARER, XOAUTH2
+from popbox.protocol.mechanisms import OAUTHBEARER, XOAUTH2
 
 if TYPE_CHECKING:
     from popbox.auth.base import AuthContext, Step

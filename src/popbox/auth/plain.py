@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.passwords import ARGON2ID, PasswordVerifier
-from popbox.auth.registry import PLAIN
+from popbox.protocol.mechanisms import PLAIN
 from popbox.store.base import StoreError
 
 if TYPE_CHECKING:

@@ -2,15 +2,28 @@
 
 The registry is built per server from the configuration (``build_registry``), never
 held in a module global, so two servers in one process can offer different mechanisms.
-This module is the one place that spells the mechanism names: ``config.py`` validates
-``auth.mechanisms`` against ``MECHANISMS``.
+The names themselves live in the leaf module ``protocol/mechanisms.py``, which the
+configuration reads too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
+
+from popbox.auth import ntlm, oauth, plain, scram
+from popbox.auth.jwks import JwksCache
+from popbox.auth.login import LoginMechanism
+from popbox.protocol.mechanisms import (
+    GSSAPI,
+    LOGIN,
+    NTLM,
+    OAUTHBEARER,
+    PLAIN,
+    SCRAM_SHA_256,
+    XOAUTH2,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,22 +32,7 @@ if TYPE_CHECKING:
     from popbox.auth.passwords import PasswordVerifier
     from popbox.config import Config
 
-__all__ = ["DEFAULT_MECHANISMS", "MECHANISMS", "Registry", "build_registry"]
-
-PLAIN: Final = "PLAIN"
-LOGIN: Final = "LOGIN"
-SCRAM_SHA_256: Final = "SCRAM-SHA-256"
-OAUTHBEARER: Final = "OAUTHBEARER"
-XOAUTH2: Final = "XOAUTH2"
-NTLM: Final = "NTLM"
-GSSAPI: Final = "GSSAPI"
-
-# Every name ``build_registry`` can build; ``auth.mechanisms`` picks from these.
-MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256, OAUTHBEARER, XOAUTH2, NTLM, GSSAPI)
-# Offered when the configuration says nothing: the ones that need no further settings.
-DEFAULT_MECHANISMS: Final = (PLAIN, LOGIN, SCRAM_SHA_256)
-# Mechanisms that need the oauth_* settings.
-OAUTH_MECHANISMS: Final = frozenset({OAUTHBEARER, XOAUTH2})
+__all__ = ["Registry", "build_registry"]
 
 
 class Registry:
@@ -72,15 +70,7 @@ _Factory = Callable[["AuthContext"], "Mechanism"]
 def _factories(
     config: Config, verifier: PasswordVerifier | None
 ) -> dict[str, Callable[[], tuple[bool, _Factory]]]:
-    """Name → a thunk that builds the mechanism's shared state and its factory.
-
-    Imports are local: the mechanism modules import this one (for the names) and the
-    configuration, which imports this one too.
-    """
-    from popbox.auth import ntlm, oauth, plain, scram  # noqa: PLC0415 - see docstring
-    from popbox.auth.jwks import JwksCache  # noqa: PLC0415 - see docstring
-    from popbox.auth.login import LoginMechanism  # noqa: PLC0415 - see docstring
-
+    """Name → a thunk that builds the mechanism's shared state and its factory."""
     auth = config.auth
     passwords = plain.PasswordSettings(
         admins=frozenset(auth.admins),
@@ -127,8 +117,8 @@ def _factories(
         return False, lambda context: ntlm.NtlmMechanism(context, settings)
 
     def gssapi_factory() -> tuple[bool, _Factory]:
-        # python-gssapi is an optional extra: imported only when GSSAPI is offered.
-        from popbox.auth import gssapi  # noqa: PLC0415
+        # python-gssapi is an optional extra (kerberos): imported only when GSSAPI is offered.
+        from popbox.auth import gssapi  # noqa: PLC0415 - an optional dependency
 
         settings = gssapi.gssapi_settings(auth, config.data_dir)
         return False, lambda context: gssapi.GssapiMechanism(context, settings)

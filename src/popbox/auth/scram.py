@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from popbox.auth.base import Challenge, Failure, Success
 from popbox.auth.passwords import SCRAM_SALT_LEN, SCRAM_SHA256, ScramVerifier, parse_scram_verifier
 from popbox.auth.plain import text_field
-from popbox.auth.registry import SCRAM_SHA_256
+from popbox.protocol.mechanisms import SCRAM_SHA_256
 
 if TYPE_CHECKING:
     from collections.abc import Callable

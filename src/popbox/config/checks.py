@@ -6,7 +6,6 @@ import importlib.util
 import ipaddress
 import math
 
-from popbox.auth.registry import GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 from popbox.config.sections import (
     MAX_COMMAND_SIZE,
     MIN_COMMAND_SIZE,
@@ -16,6 +15,7 @@ from popbox.config.sections import (
     Pop3Config,
     ServerConfig,
 )
+from popbox.protocol.mechanisms import GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 
 __all__ = ["check_auth", "check_mail_in", "check_pop3", "check_server", "parse_address"]
 

@@ -9,12 +9,9 @@ configuration sees.  Defaults cite Set-PopSettings (MicrosoftDocs office-docs-po
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
-from popbox.auth.registry import GSSAPI, NTLM, PLAIN, XOAUTH2
-
-if TYPE_CHECKING:
-    from popbox.config.sections import Pop3Config
+from popbox.protocol.mechanisms import GSSAPI, NTLM, PLAIN, XOAUTH2
 
 __all__ = [
     "COMPAT_NAMES",
@@ -91,7 +88,16 @@ def profile_defaults(compat: str, raw_auth: dict[str, Any]) -> dict[str, dict[st
     return {"pop3": pop3, "server": dict(_EXCHANGE_SERVER), "auth": auth}
 
 
-def check_profile(compat: str, pop3: Pop3Config) -> str | None:
+class _Timeouts(Protocol):
+    """The part of ``[pop3]`` (``config/sections.py``, which imports this module) checked."""
+
+    @property
+    def unauthenticated_timeout(self) -> float: ...
+    @property
+    def authenticated_timeout(self) -> float: ...
+
+
+def check_profile(compat: str, pop3: _Timeouts) -> str | None:
     """What breaks a range an Exchange profile enforces (Set-PopSettings' valid values)."""
     if not is_exchange(compat):
         return None

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from popbox.auth.registry import DEFAULT_MECHANISMS
 from popbox.config.profiles import DEFAULT_COMPAT, Compat
+from popbox.protocol.mechanisms import DEFAULT_MECHANISMS
 
 __all__ = [
     "MAX_COMMAND_SIZE",

@@ -1,0 +1,1 @@
+"""Mail in: LMTP (RFC 2033), ``popbox deliver`` (MDA), quotas and retention."""

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 from popbox.delivery.lmtp_protocol import mailbox_candidates
 from popbox.delivery.quota import effective_quota, warning_message, warning_threshold
-from popbox.message import prepare
 from popbox.store.base import StoreError, UnknownUser
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

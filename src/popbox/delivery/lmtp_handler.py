@@ -25,9 +25,9 @@ from aiosmtpd.smtp import Envelope, Session
 
 from popbox.delivery import lmtp_protocol as lp
 from popbox.delivery.spool import DataSpool
-from popbox.message import MalformedMessage, prepare
-from popbox.metrics import Metrics
+from popbox.observability.metrics import Metrics
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
+from popbox.store.message import MalformedMessage, prepare
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

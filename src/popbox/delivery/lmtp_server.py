@@ -20,30 +20,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, AnyStr
+from typing import TYPE_CHECKING, AnyStr, Protocol
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, syntax
 
-from popbox.config import parse_address
 from popbox.delivery import lmtp_protocol as lp
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.lmtp_handler import LmtpEnvelope, LmtpHandler
 from popbox.delivery.spool import SPOOL_DIR, prepare_spool_dir
+from popbox.net.bind import address_of, bind_listeners
+from popbox.net.listener import ProtocolListener
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from popbox.server.context import ServerContext
-    from popbox.server.listener import Listening
-    from popbox.server.proxy_accept import ProxiedListener
+    import structlog
 
-__all__ = ["LmtpServer", "LmtpSession", "bind_unix_listener"]
+    from popbox.config import Config
+    from popbox.net.bind import Listening
+    from popbox.observability.metrics import Metrics
+    from popbox.store.base import MailStore
+
+__all__ = ["LmtpContext", "LmtpServer", "LmtpSession"]
 
 _TIMER_RESET_OCTETS = 1 << 20  # a long DATA keeps the idle timer from firing
-UNIX_SOCKET_MODE = 0o666  # the MTA's delivery agent runs as its own user (as Dovecot's)
+
+
+class LmtpContext(Protocol):
+    """What the LMTP listeners take from the server context (``ServerContext`` has it).
+
+    A protocol rather than the POP3 server's own class: delivery/ never imports server/.
+    """
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> MailStore: ...
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger: ...
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 class LmtpSession(LMTP):
@@ -157,8 +175,9 @@ class LmtpSession(LMTP):
 class LmtpServer:
     """The LMTP listeners of one process (``[lmtp] listen``: TCP and unix sockets)."""
 
-    def __init__(self, context: ServerContext) -> None:
+    def __init__(self, context: LmtpContext) -> None:
         config = context.config
+        self._full_config = config
         self._config = config.lmtp
         self._grace = config.pop3.shutdown_grace
         self.hostname = config.lmtp.hostname or socket.getfqdn()
@@ -180,62 +199,31 @@ class LmtpServer:
             metrics=context.metrics,
             spool_dir=spool_dir,
         )
-        self._servers: list[asyncio.Server | ProxiedListener] = []
+        self._servers: list[ProtocolListener] = []
         self._unix_paths: list[Path] = []
         self._sessions: set[LmtpSession] = set()
         self._proxies = config.server  # trusted_proxies: TCP connections from them carry
-        self._log = log  # a PROXY header first (server/proxy_accept.py)
+        self._log = log  # a PROXY header first (net/proxied.py)
 
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> list[Listening]:
         """Bind ``[lmtp] listen``, or accept on ``sockets`` a supervisor bound for us."""
-        loop = asyncio.get_running_loop()
-        listening: list[Listening] = []
-        for sock in sockets or ():
-            # The supervisor owns these sockets (and removes a unix socket's path itself).
-            if sock.family == socket.AF_UNIX:
-                server = await loop.create_unix_server(self._new_session, sock=sock)
-                listening.append(("lmtp", f"unix:{sock.getsockname()}", -1))
-                self._servers.append(server)
-            else:
-                listening.extend(await self._serve_tcp([sock]))
-        for address in () if sockets is not None else self._config.listen:
-            host, port = parse_address(address, "lmtp.listen", allow_unix=True)
-            if port < 0:
-                path = Path(host)
-                _remove_stale_socket(path)
-                server = await loop.create_unix_server(self._new_session, str(path))
-                _open_to_mta(path)
-                self._unix_paths.append(path)
-                listening.append(("lmtp", f"unix:{path}", -1))
-                self._servers.append(server)
-            else:
-                # Imported here: server/accept.py imports this module.
-                from popbox.server.accept import bind_socket  # noqa: PLC0415
-
-                listening.extend(await self._serve_tcp(bind_socket(host, port)))
-        return listening
-
-    async def _serve_tcp(self, sockets: list[socket.socket]) -> list[Listening]:
-        # Imported here: it imports server/accept.py, which imports this module.
-        from popbox.server.proxy_accept import ProxiedListener  # noqa: PLC0415
-
-        loop = asyncio.get_running_loop()
+        if sockets is None:
+            sockets = [s for _, s in bind_listeners(self._full_config, pop3=False, lmtp=True)]
+            # Ours to remove on stop; a supervisor removes the paths it bound itself.
+            self._unix_paths = [
+                Path(s.getsockname()) for s in sockets if s.family == socket.AF_UNIX
+            ]
         for sock in sockets:
-            if self._proxies.trusted_proxies:
-                self._servers.append(
-                    ProxiedListener(
-                        sock,
-                        self._new_session,
-                        trusted=self._proxies.trusted_proxies,
-                        header_timeout=self._proxies.proxy_header_timeout,
-                        log=self._log,
-                    )
+            self._servers.append(
+                ProtocolListener(
+                    "lmtp",
+                    sock,
+                    self._new_session,
+                    proxies=self._proxies,
+                    log=self._log,
                 )
-            else:
-                self._servers.append(
-                    await loop.create_server(self._new_session, sock=sock, backlog=1024)
-                )
-        return [("lmtp", *_address_of(sock)) for sock in sockets]
+            )
+        return [("lmtp", *address_of(sock)) for sock in sockets]
 
     def _new_session(self, client: tuple[str, int] | None = None) -> LmtpSession:
         session = LmtpSession(
@@ -266,38 +254,3 @@ class LmtpServer:
         for path in self._unix_paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-def bind_unix_listener(path: Path) -> socket.socket:
-    """A listening unix socket at ``path`` the MTA may connect to (for a supervisor)."""
-    _remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        sock.listen(1024)
-        sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
-        _open_to_mta(path)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _remove_stale_socket(path: Path) -> None:
-    # A socket left by a process that died; anything else at that path is not ours.
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"lmtp.listen: {path} exists and is not a socket")
-    path.unlink()
-
-
-def _open_to_mta(path: Path) -> None:
-    path.chmod(UNIX_SOCKET_MODE)
-
-
-def _address_of(sock: socket.socket) -> tuple[str, int]:
-    host, port = sock.getsockname()[:2]
-    return (f"[{host}]" if ":" in host else host), port

@@ -30,15 +30,9 @@ if TYPE_CHECKING:
     from popbox.config import RetentionConfig
     from popbox.store.base import MailStore
 
-__all__ = ["DAY", "expire_all", "expire_capability", "run_retention"]
+__all__ = ["DAY", "expire_all", "run_retention"]
 
 DAY = 86400.0
-
-
-def expire_capability(retention: RetentionConfig) -> str:
-    """The EXPIRE argument (RFC 2449 s6.7): the smallest retention period, or NEVER."""
-    days = [d for d in (retention.retrieved_days, retention.unretrieved_days) if d is not None]
-    return str(min(days)) if days else "NEVER"
 
 
 def _cutoff(days: int | None, now: float) -> float | None:

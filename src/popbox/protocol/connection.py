@@ -60,7 +60,7 @@ from popbox.protocol.states import State
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from popbox.store.base import MessageInfo
+    from popbox.protocol.message_info import MessageInfo
 
 __all__ = [
     "PACE_LINES",

@@ -13,7 +13,7 @@ from popbox.protocol.profiles import MODERN, WireProfile
 from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
-    from popbox.store.base import MessageInfo
+    from popbox.protocol.message_info import MessageInfo
 
 __all__ = [
     "CommandRecord",

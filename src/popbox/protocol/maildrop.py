@@ -15,7 +15,7 @@ from popbox.protocol.replies import Err
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from popbox.store.base import MessageInfo
+    from popbox.protocol.message_info import MessageInfo
 
 __all__ = ["Maildrop", "estimated_size"]
 

@@ -1,0 +1,1 @@
+"""The POP3 server: accepting, sessions, logins, TLS and reloads, over ``protocol/``."""

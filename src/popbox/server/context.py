@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from popbox.auth.bruteforce import LoginGuard
 from popbox.clock import SystemClock
-from popbox.metrics import Metrics
+from popbox.observability.metrics import Metrics
 from popbox.server.budget import MemoryBudget
 from popbox.server.limits import Limiter, LocalLimiter
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from popbox.auth.registry import Registry
     from popbox.clock import Clock
     from popbox.config import Config
-    from popbox.server.balance import AcceptBalance
+    from popbox.net.balance import AcceptBalance
     from popbox.server.tls import TlsContextHolder
     from popbox.store.base import MailStore
 
@@ -37,7 +37,7 @@ class ServerContext:
     guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters
     limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits
-    balance: AcceptBalance | None = None  # set in a worker of several (server/balance.py)
+    balance: AcceptBalance | None = None  # set in a worker of several (net/balance.py)
     clock: Clock = field(default_factory=SystemClock)  # every timer and timestamp (clock.py)
     budget: MemoryBudget = field(init=False)  # large bodies in flight (server.memory_budget)
 

@@ -10,7 +10,7 @@ entry.  Zero means "no limit".
 
 Counting is per node.  With several worker processes the supervisor owns the one
 ``ConnectionLimits`` of the node and workers ask it over their control channel
-(``server/workers.py``), so the limits hold for the node as a whole.  Limits across
+(``node/supervisor.py``), so the limits hold for the node as a whole.  Limits across
 several nodes would need the shared store; they are deliberately not attempted (a load
 balancer's own per-source limits are the usual tool there).
 """

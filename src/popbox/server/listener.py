@@ -15,20 +15,26 @@ import secrets
 import socket
 from typing import TYPE_CHECKING
 
-from popbox.delivery.retention import expire_capability
+from popbox.net.bind import address_of, bind_listeners
 from popbox.protocol.connection import ConnectionSettings
 from popbox.protocol.profiles import PROFILES, greeting
-from popbox.server.accept import Acceptor, Bound, bind_listeners
+from popbox.server.accept import Acceptor
 from popbox.server.session import Pop3Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from popbox.config import RetentionConfig
+    from popbox.net.bind import Bound, Listening
     from popbox.server.context import ServerContext
 
-__all__ = ["Listening", "Pop3Server", "connection_settings"]
+__all__ = ["Pop3Server", "connection_settings", "expire_capability"]
 
-Listening = tuple[str, str, int]  # (kind, host, port): ("pop3s", "127.0.0.1", 995)
+
+def expire_capability(retention: RetentionConfig) -> str:
+    """The EXPIRE argument (RFC 2449 s6.7): the smallest retention period, or NEVER."""
+    days = [d for d in (retention.retrieved_days, retention.unretrieved_days) if d is not None]
+    return str(min(days)) if days else "NEVER"
 
 
 def connection_settings(context: ServerContext, *, implicit_tls: bool) -> ConnectionSettings:
@@ -76,7 +82,7 @@ class Pop3Server:
             )
             acceptor.start()
             self._acceptors.append(acceptor)
-            listening.append((kind, *_address_of(sock)))
+            listening.append((kind, *address_of(sock)))
         return listening
 
     def _new_session(self, kind: str, client: tuple[str, int]) -> Pop3Protocol:
@@ -102,8 +108,3 @@ class Pop3Server:
         connections = [task for a in self._acceptors for task in a.connections]
         if connections:
             await asyncio.wait(connections, timeout=5)
-
-
-def _address_of(sock: socket.socket) -> tuple[str, int]:
-    host, port = sock.getsockname()[:2]
-    return (f"[{host}]" if ":" in host else host), port

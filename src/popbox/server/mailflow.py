@@ -9,7 +9,7 @@ session awaits ``retrieve``.  ``update`` runs QUIT's UPDATE (V0006) as the handl
 atomic commit and gives the maildrop lock back before the +OK (RFC 1939 s6).  Every
 answer goes to the sans-IO connection; a store that fails is one ``-ERR`` with the
 response code ``store_errors.response_code`` gives its kind, and the session survives.
-The mirror image of ``LoginFlow`` (``server/login.py``), whose logger (bound with the
+The mirror image of ``LoginFlow`` (``server/loginflow.py``), whose logger (bound with the
 user), lock and handle it uses.
 """
 
@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from popbox import message
 from popbox.server.store_errors import response_code
+from popbox.store import message
 from popbox.store.base import CommitOutcomeUnknown, Pending, StoreError
 
 if TYPE_CHECKING:
     from popbox.protocol.connection import Pop3Connection, Retrieve
     from popbox.server.context import ServerContext
-    from popbox.server.login import LoginFlow
+    from popbox.server.loginflow import LoginFlow
     from popbox.store.base import MaildropHandle
 
 __all__ = ["MailFlow"]

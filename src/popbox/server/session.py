@@ -9,7 +9,7 @@ The session is always in one ``Stage`` (``server/stage.py``: greeting, serving, 
 upgrade pending, half-closed, lost, draining, closing, closed) and moves only along that
 module's table.  Commands are answered in the callback that received them (``_pump``):
 the sans-IO connection answers most of them itself, and a RETR whose body the store can
-read at once (``fetch_now``) is answered there too.  Only an event that must wait (a
+read at once (``body_now``) is answered there too.  Only an event that must wait (a
 login, STLS, a large or remote body, room in the memory budget, UPDATE) starts a task;
 until it is answered no further command is read from the buffer, which keeps replies in
 order (RFC 2449 PIPELINING).  A session without such a task has no coroutine at all,
@@ -21,7 +21,7 @@ soon after; no command is answered while output waits (``server/outbox.py``: lar
 go out in slices as the client takes them, the rest waits in the outbox), and reading
 stops once ``READ_PAUSE_THRESHOLD`` octets wait unanswered.  Large bodies count against
 the process's memory budget (``server/budget.py``) until they have left the process.
-Login events go to the session's ``LoginFlow`` (``server/login.py``), which also holds the
+Login events go to the session's ``LoginFlow`` (``server/loginflow.py``), which also holds the
 maildrop lock until UPDATE or the end of the connection; RETR, TOP and UPDATE go to its
 ``MailFlow`` (``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s.
 """
@@ -43,7 +43,7 @@ from popbox.protocol.connection import (
     Update,
 )
 from popbox.server.budget import BodyHold
-from popbox.server.login import LoginFlow
+from popbox.server.loginflow import LoginFlow
 from popbox.server.mailflow import MailFlow
 from popbox.server.observe import SessionObserver
 from popbox.server.outbox import Outbox

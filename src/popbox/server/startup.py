@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from popbox.auth.passwords import PasswordVerifier
     from popbox.auth.registry import Registry
     from popbox.config import Config
-    from popbox.server.accept import Bound
+    from popbox.net.bind import Bound
     from popbox.store.base import MailStore
 
 __all__ = [

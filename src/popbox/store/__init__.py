@@ -6,6 +6,8 @@ import time
 from typing import TYPE_CHECKING
 
 from popbox.store.base import MailStore, StorePermanentError
+from popbox.store.memory import MemoryStore
+from popbox.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,21 +34,17 @@ def open_store(
     ``"postgresql"`` without a ``dsn``, and ``ValueError`` for a name no version knows
     (configuration validation should have caught both first).
     """
-    # Imported here so that choosing one backend never loads the others' drivers.
     if backend == "sqlite":
-        from popbox.store.sqlite import SqliteStore  # noqa: PLC0415
-
         return SqliteStore(data_dir / SQLITE_FILE_NAME, clock=clock)
     if backend == "memory":
-        from popbox.store.memory import MemoryStore  # noqa: PLC0415
-
         return MemoryStore(clock=clock)
     if backend == "postgresql":
         if not dsn:
             # An empty DSN would make the driver fall back to PGHOST and friends, which
             # nobody configuring popbox.toml expects.
             raise StorePermanentError('[storage] dsn is required when backend = "postgresql"')
-        from popbox.store.postgres import PostgresStore  # noqa: PLC0415
+        # asyncpg is loaded only by a node that uses PostgreSQL.
+        from popbox.store.postgres import PostgresStore  # noqa: PLC0415 - optional dependency
 
         return PostgresStore(dsn, clock=clock)
     raise ValueError(f"unknown storage backend {backend!r}; expected sqlite, postgresql or memory")

@@ -4,7 +4,7 @@ Theory of operation: a store keeps users (with their credential verifiers and qu
 and, per user, a maildrop of messages.  Each message is kept in *wire form*: CRLF line
 ends and already dot-stuffed (RFC 1939 section 3), without the terminating ".CRLF", so
 RETR is a straight copy.  Its exact RFC 822 size (the octets before stuffing) and its
-stored size are computed once, at delivery, by the caller (``popbox.message``), and the
+stored size are computed once, at delivery, by the caller (``popbox.store.message``), and the
 store only records them: STAT, LIST and UIDL never read message bodies.
 
 Unique-ids come from a per-mailbox counter that is never decremented (C0007-C0009), so a
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from popbox.protocol.message_info import MessageInfo  # re-exported: part of the contract
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -105,25 +107,6 @@ class UserRecord:
     name: str
     verifiers: Mapping[str, str] = field(default_factory=dict)
     quota: int | None = None  # octets; None inherits the server default (E0003)
-
-
-class MessageInfo(NamedTuple):
-    """What a login snapshot needs of one message; never includes the body.
-
-    A named tuple rather than a dataclass: a login builds one per message, and a tuple
-    is built from a database row in a sixth of the time.
-    """
-
-    uid: int  # the mailbox counter's value for this message: decimal, increasing (C0007)
-    size: int  # exact RFC 822 size: CRLF line ends, before dot-stuffing (2.1.4, 2.1.5)
-    stored_size: int  # octets the wire form occupies in storage (Exchange's default size)
-    received_at: float  # POSIX seconds
-    legacy_uidl: str | None = None  # an imported message's unique-id from its old server
-
-    @property
-    def uidl(self) -> str:
-        """The unique-id UIDL shows: the legacy string if imported with one, else the uid."""
-        return self.legacy_uidl if self.legacy_uidl is not None else str(self.uid)
 
 
 def assign_uids(

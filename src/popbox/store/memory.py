@@ -1,4 +1,4 @@
-"""An in-memory ``MailStore`` for tests and ``popbox.testing``.
+"""An in-memory ``MailStore`` for tests and ``popbox.protocol.testing``.
 
 It keeps the semantics of the real backends (the same contract tests run against it):
 uids come from a per-user counter that is never decremented, deliveries are checked
@@ -27,7 +27,7 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
-from popbox.store.transfer import MailboxState
+from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -248,7 +248,7 @@ class MemoryStore:
         if mailbox is not None and mailbox.lock is not None and mailbox.lock.owner == owner:
             mailbox.lock = None
 
-    # -- store-to-store copy (popbox.store.transfer) --------------------------
+    # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
     from popbox.store.base import NewMessage
-    from popbox.store.transfer import ImportedMessage, MailboxState
+    from popbox.store.store_copy import ImportedMessage, MailboxState
 
 __all__ = ["TOKEN_LIFETIME", "PostgresStore"]
 
@@ -305,7 +305,7 @@ class PostgresStore:
         async with self._connection() as conn:
             await conn.execute(sql, name, owner)
 
-    # -- store-to-store copy (popbox.store.transfer) --------------------------
+    # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""
@@ -317,7 +317,7 @@ class PostgresStore:
     ) -> int:
         """Create ``user`` with ``messages`` under their own uids, all or nothing.
 
-        Raises ``UserExists``; see ``popbox.store.transfer.MailboxImporter``.
+        Raises ``UserExists``; see ``popbox.store.store_copy.MailboxImporter``.
         """
         async with self._connection() as conn:
             return await pg_copy.import_mailbox(conn, user, messages, state, self._clock)

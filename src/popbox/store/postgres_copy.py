@@ -1,4 +1,4 @@
-"""The two transactions ``PostgresStore`` offers to ``popbox.store.transfer``.
+"""The two transactions ``PostgresStore`` offers to ``popbox.store.store_copy``.
 
 ``export_state`` reads what the ``MailStore`` contract has no reader for, and
 ``import_mailbox`` writes a user with all of their mail under the source's uids: the
@@ -16,14 +16,14 @@ import asyncpg
 
 from popbox.store import postgres_ops as ops
 from popbox.store.base import UnknownUser, UserExists
-from popbox.store.transfer import MailboxState
+from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from popbox.store.base import UserRecord
     from popbox.store.postgres_ops import Conn
-    from popbox.store.transfer import ImportedMessage
+    from popbox.store.store_copy import ImportedMessage
 
 __all__ = ["export_state", "import_mailbox"]
 

@@ -20,7 +20,7 @@ told that it cannot be known.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -33,12 +33,11 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
     from popbox.store.base import MessageInfo
-    from popbox.store.postgres import PostgresStore
 
     Conn = PoolConnectionProxy[asyncpg.Record]
     Connect = Callable[[], AbstractAsyncContextManager[Conn]]
 
-__all__ = ["PostgresMaildrop", "run_commit"]
+__all__ = ["PostgresAccess", "PostgresMaildrop", "run_commit"]
 
 _T = TypeVar("_T")
 
@@ -58,12 +57,23 @@ _STILL_BUSY = (
 )
 
 
+class PostgresAccess(Protocol):
+    """What a handle needs of ``PostgresStore``, named here so that this module need not
+    import the store that imports it."""
+
+    async def fetch(self, name: str, uid: int) -> bytes | None: ...
+
+    async def commit_update(
+        self, name: str, deleted: Sequence[int], retrieved: Sequence[int], at: float
+    ) -> int: ...
+
+
 class PostgresMaildrop:
     """A ``MaildropHandle`` on ``store`` for ``name``, over the snapshot ``messages``."""
 
     __slots__ = ("_name", "_store", "messages")
 
-    def __init__(self, store: PostgresStore, name: str, messages: Sequence[MessageInfo]) -> None:
+    def __init__(self, store: PostgresAccess, name: str, messages: Sequence[MessageInfo]) -> None:
         self._store = store
         self._name = name
         self.messages = messages

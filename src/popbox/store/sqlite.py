@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from popbox.store.base import NewMessage
-    from popbox.store.transfer import MailboxState
+    from popbox.store.store_copy import MailboxState
 
 __all__ = ["SqliteStore"]
 
@@ -243,7 +243,7 @@ class SqliteStore:
         )
         await self._write(sqlite3.Connection.execute, sql, (owner, name))
 
-    # -- store-to-store copy (popbox.store.transfer) --------------------------
+    # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""

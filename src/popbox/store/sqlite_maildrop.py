@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from bisect import bisect_left
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from popbox.store import sqlite_ops as ops
 from popbox.store.base import Pending
@@ -29,12 +29,11 @@ from popbox.store.readahead import ChangeBeacon, ReadAhead
 
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from popbox.store.base import MessageInfo
-    from popbox.store.sqlite import SqliteStore
 
-__all__ = ["AHEAD_COUNT", "AHEAD_OCTETS", "INLINE_FETCH", "SqliteMaildrop"]
+__all__ = ["AHEAD_COUNT", "AHEAD_OCTETS", "INLINE_FETCH", "SqliteAccess", "SqliteMaildrop"]
 
 # One read serves up to this many RETRs; beyond 16 the saving per RETR is small, while
 # the memory a downloading session holds keeps growing.
@@ -43,6 +42,35 @@ AHEAD_OCTETS = 64 * 1024
 INLINE_FETCH = 256 * 1024  # octets of wire form read on the event loop's thread
 
 _UID = attrgetter("uid")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class SqliteAccess(Protocol):
+    """What a handle needs of ``SqliteStore`` (its ways into the database), named here so
+    that this module need not import the store that imports it."""
+
+    def read_inline(
+        self,
+        operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T: ...
+
+    async def read_pooled(
+        self,
+        operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T: ...
+
+    async def write_removing(
+        self,
+        name: str,
+        operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T: ...
 
 
 class SqliteMaildrop:
@@ -52,7 +80,7 @@ class SqliteMaildrop:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: SqliteAccess,
         beacon: ChangeBeacon,
         name: str,
         messages: Sequence[MessageInfo],

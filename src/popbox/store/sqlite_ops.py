@@ -29,7 +29,7 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
-from popbox.store.transfer import MailboxState
+from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

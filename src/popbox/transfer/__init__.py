@@ -1,0 +1,1 @@
+"""Import from mbox, Maildir and .eml folders, and export, keeping unique-ids."""

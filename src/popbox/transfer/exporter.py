@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from popbox.message import unstuff
 from popbox.store.base import UnknownUser
+from popbox.store.message import unstuff
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from popbox.message import MalformedMessage, prepare
 from popbox.store.base import UnknownUser
+from popbox.store.message import MalformedMessage, prepare
 from popbox.transfer.sources import NotImported, SourceMessage
 from popbox.transfer.uidl import numeric_uid, valid_uidl
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from popbox.delivery.quota import effective_quota
-from popbox.message import MalformedMessage, prepare_stuffed
 from popbox.store.base import UnknownUser
+from popbox.store.message import MalformedMessage, prepare_stuffed
 from popbox.transfer.pop3_client import Pop3Client, SourceError
 from popbox.transfer.pop3_listing import header_key, plan_entries, uidl_key
 from popbox.transfer.uidl import numeric_uid

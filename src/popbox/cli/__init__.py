@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from popbox import __version__, app, demo, mail_cli, ops_cli
+from popbox import __version__
 from popbox.auth.passwords import verifiers_for
-from popbox.cli_support import load_config, with_store
+from popbox.cli import demo, mail, ops
+from popbox.cli.support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
-from popbox.server import eventloop
+from popbox.node import app, eventloop
 from popbox.server.startup import StartupError
 from popbox.server.tls import TlsConfigError, check_pair
 from popbox.store.base import StoreError, UnknownUser, UserExists
@@ -238,6 +239,6 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("uids", type=int, nargs="+", metavar="UID")
 
     # deliver, import, export, expire and user quota: the mail-in commands.
-    mail_cli.register(command, sub, user_sub, parse_size)
-    ops_cli.register(command)  # migrate-store, stats
+    mail.register(command, sub, user_sub, parse_size)
+    ops.register(command)  # migrate-store, stats
     return parser

@@ -1,6 +1,6 @@
-"""One worker process of a supervised node: ``python -m popbox.server.worker``.
+"""One worker process of a supervised node: ``python -m popbox.node.worker``.
 
-Started only by the supervisor (``server/workers.py``), with the listening sockets and
+Started only by the supervisor (``node/supervisor.py``), with the listening sockets and
 one end of its control channel as inherited file descriptors.  It asks the supervisor
 for the configuration, builds its own context (store connections, TLS, metrics), accepts
 on the inherited sockets and says ``ready``.  It stops (draining its sessions) on
@@ -23,14 +23,13 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from popbox import app
 from popbox.config import ConfigError
 from popbox.delivery.retention import run_retention
-from popbox.log import make_logger
-from popbox.metrics import check_store
-from popbox.server import eventloop
-from popbox.server.balance import AcceptBalance
-from popbox.server.control import Channel, Message, decode_config
+from popbox.net.balance import AcceptBalance
+from popbox.node import app, eventloop
+from popbox.node.control import Channel, Message, decode_config
+from popbox.observability.log import make_logger
+from popbox.observability.metrics import check_store
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
 from popbox.server.startup import StartupError
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
     from popbox.config import Config
     from popbox.delivery.lmtp_server import LmtpServer
-    from popbox.server.accept import Bound
+    from popbox.net.bind import Bound
     from popbox.server.context import ServerContext
     from popbox.server.listener import Pop3Server
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from popbox.cli import main
-from popbox.message import prepare
+from popbox.cli.progress import ProgressBar
 from popbox.store import open_store
-from popbox.transfer.progress import ProgressBar
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from popbox.cli_support import with_store
+from popbox.cli.progress import ProgressBar
+from popbox.cli.support import with_store
 from popbox.transfer.pop3_client import Credentials, Pop3Url, SourceError, tls_context
 from popbox.transfer.pop3_import import Pop3Import, Pop3Source, import_pop3
 from popbox.transfer.pop3_users import UsersOptions, import_users, read_users
 from popbox.transfer.pop3_verify import verify_pop3
-from popbox.transfer.progress import ProgressBar
 
 if TYPE_CHECKING:
     import argparse

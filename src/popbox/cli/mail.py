@@ -1,6 +1,6 @@
 """The mail-in subcommands of ``popbox``: deliver, import, export, expire, user quota.
 
-``cli.py`` builds the parser and calls ``register`` to add these.  ``deliver`` is an MDA
+``popbox.cli`` builds the parser and calls ``register`` to add these.  ``deliver`` is an MDA
 (Postfix ``mailbox_command``, procmail/Exim pipes), so it speaks sysexits: 0 delivered,
 65 the message is unacceptable (a NUL byte, larger than ``[lmtp] max_message_size``),
 67 no such user, 73 mailbox full with ``[lmtp] over_quota = "permanent"``, 75 try again
@@ -18,17 +18,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from popbox import pop3_cli
-from popbox.cli_support import load_config, open_configured_store, with_store
+from popbox.cli import pop3
+from popbox.cli.progress import ProgressBar
+from popbox.cli.support import load_config, open_configured_store, with_store
 from popbox.config import ConfigError
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.quota import effective_quota
 from popbox.delivery.retention import expire_all
-from popbox.message import MalformedMessage, prepare
 from popbox.store.base import DeliveryRefused, StoreError, UnknownUser
+from popbox.store.message import MalformedMessage, prepare
 from popbox.transfer.exporter import export_maildir, export_mbox
 from popbox.transfer.importer import ImportOptions, ImportReport, run_import
-from popbox.transfer.progress import ProgressBar
 from popbox.transfer.sources import read_eml_folder, read_maildir, read_mbox
 from popbox.transfer.uidl import DEFAULT_DOVECOT_FORMAT, read_uidl_map
 
@@ -74,7 +74,7 @@ def register(
         )
         imp.add_argument("--mbox-variant", choices=("mboxrd", "mboxo"), default="mboxrd")
         imp.add_argument("--batch", type=int, default=500, help="messages per transaction")
-    pop3_cli.register(command, kind_command, kinds, sub)  # import pop3, verify pop3
+    pop3.register(command, kind_command, kinds, sub)  # import pop3, verify pop3
 
     exp = command("export", _export, "export a mailbox as mbox or Maildir", sub)
     exp.add_argument("name", metavar="NAME")

@@ -1,4 +1,4 @@
-"""C0011 normalisation, byte-stuffing, sizes and TOP of popbox.message."""
+"""C0011 normalisation, byte-stuffing, sizes and TOP of popbox.store.message."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from popbox.message import MalformedMessage, normalise, prepare, stuff, top_lines, unstuff
+from popbox.store.message import MalformedMessage, normalise, prepare, stuff, top_lines, unstuff
 
 HEADER_NAME = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=":"),

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.message import prepare
 from popbox.store.base import MailStore, UserExists
 from popbox.store.memory import MemoryStore
+from popbox.store.message import prepare
 from popbox.store.sqlite import SqliteStore
-from popbox.store.transfer import copy_store
+from popbox.store.store_copy import copy_store
 
 # Skipped without the driver, unless PG_DSN says these tests must run (CI).
 if not os.environ.get("PG_DSN"):

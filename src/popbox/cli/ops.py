@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from popbox.config import default_config_path, load, parse_address
 from popbox.store import SQLITE_FILE_NAME, open_store
 from popbox.store.base import StoreError, UserExists
-from popbox.store.transfer import copy_store
+from popbox.store.store_copy import copy_store
 
 if TYPE_CHECKING:
     import argparse

@@ -1,7 +1,7 @@
 """Spreading connections evenly over the workers that accept on the same sockets.
 
 Theory of operation: every worker of a node accepts on the same listening sockets (see
-``server/workers.py``), and the kernel wakes all of them for a new connection: whichever
+``node/supervisor.py``), and the kernel wakes all of them for a new connection: whichever
 calls accept() first takes it, and then everything else queued.  Nothing makes that
 even: a worker can end up serving three connections while another serves one, and the
 three wait for each other's replies on one core while the other core idles.  A process

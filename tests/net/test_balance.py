@@ -1,4 +1,4 @@
-"""Workers sharing listening sockets spread the connections evenly (server/balance.py).
+"""Workers sharing listening sockets spread the connections evenly (net/balance.py).
 
 Two POP3 servers on one listening socket in one event loop stand for two workers of a
 node: each has its own view of the same shared counters.  A worker holding more
@@ -13,9 +13,9 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from popbox import app
 from popbox.config import from_mapping
-from popbox.server.balance import DEFER, MARGIN, AcceptBalance, create_counters
+from popbox.net.balance import DEFER, MARGIN, AcceptBalance, create_counters
+from popbox.node import app
 from popbox.store import open_store
 
 if TYPE_CHECKING:

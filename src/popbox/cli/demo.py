@@ -12,17 +12,17 @@ import dataclasses
 import email.utils
 from typing import TYPE_CHECKING
 
-from popbox import app
 from popbox.auth.passwords import verifiers_for
 from popbox.config import load
-from popbox.message import prepare
+from popbox.node import app
 from popbox.store import open_store
+from popbox.store.message import prepare
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from popbox.config import Config
-    from popbox.server.listener import Listening
+    from popbox.net.bind import Listening
 
 __all__ = ["DEMO_PASSWORD", "DEMO_USER", "run"]
 

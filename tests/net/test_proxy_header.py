@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from popbox.server.proxy import (
+from popbox.net.proxy import (
     MAX_V1_LENGTH,
     V2_SIGNATURE,
     ProxyHeader,

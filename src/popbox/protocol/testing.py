@@ -8,9 +8,6 @@ which events it raised.  ``Responder`` plays a store holding one user and a few 
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,15 +22,15 @@ from popbox.protocol.connection import (
     StartTls,
     Update,
 )
+from popbox.protocol.message_info import MessageInfo
 from popbox.protocol.replies import Err, RespCode
-from popbox.store.base import MessageInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from popbox.protocol.connection import Event
 
-__all__ = ["Exchange", "ManualClock", "Responder", "logged_in", "message_info", "talk"]
+__all__ = ["Exchange", "Responder", "logged_in", "message_info", "talk"]
 
 
 def message_info(
@@ -166,70 +163,3 @@ def logged_in(
     conn.login_succeeded(user, messages)
     conn.data_to_send()
     return conn
-
-
-class _ManualTimer:
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Callable[[], object]) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class ManualClock:
-    """A ``Clock`` that stands still until ``advance``: timers fire, sleeps end, in order.
-
-    Use it from the thread of the event loop the code under test runs on (``advance`` calls
-    the due callbacks there and then).  ``wall`` starts at ``wall_start`` and moves with
-    ``monotonic``.
-    """
-
-    def __init__(self, *, wall_start: float = 1_700_000_000.0) -> None:
-        self._now = 0.0
-        self._wall_offset = wall_start
-        self._timers: list[tuple[float, int, _ManualTimer]] = []
-        self._order = itertools.count()  # equal deadlines fire in the order they were set
-
-    def monotonic(self) -> float:
-        return self._now
-
-    def wall(self) -> float:
-        return self._wall_offset + self._now
-
-    def call_later(self, delay: float, callback: Callable[[], object]) -> _ManualTimer:
-        timer = _ManualTimer(callback)
-        heapq.heappush(self._timers, (self._now + max(0.0, delay), next(self._order), timer))
-        return timer
-
-    async def sleep(self, delay: float) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        self.call_later(delay, wake)
-        await done
-
-    def advance(self, seconds: float) -> int:
-        """Move time on by ``seconds``, firing what falls due; returns how many fired.
-
-        A callback that sets a timer within the window fires in the same call.
-        """
-        until = self._now + seconds
-        fired = 0
-        while self._timers and self._timers[0][0] <= until:
-            due, _, timer = heapq.heappop(self._timers)
-            self._now = max(self._now, due)
-            if not timer.cancelled:
-                fired += 1
-                timer.callback()
-        self._now = until
-        return fired
-
-    def pending(self) -> int:
-        """Timers set and neither fired nor cancelled."""
-        return sum(not timer.cancelled for _, _, timer in self._timers)

@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import Metric
 
 from popbox import __version__
 from popbox.config import parse_address
+from popbox.observability.tallies import StoreTimes, Traffic
 from popbox.store.base import (
     MaildropHandle,
     Pending,
@@ -36,12 +37,10 @@ from popbox.store.base import (
     StorePermanentError,
     StoreTemporaryError,
 )
-from popbox.tallies import StoreTimes, Traffic
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
-    from popbox.server.context import ServerContext
     from popbox.store.base import MailStore
 
 __all__ = [
@@ -364,17 +363,20 @@ class MetricsHttpServer:
 
 
 async def start_metrics(
-    context: ServerContext, announce: Callable[[str], None]
+    listen: str, metrics: Metrics, store: MailStore, announce: Callable[[str], None]
 ) -> MetricsHttpServer | None:
-    """Serve this process's metrics at ``server.metrics_listen``, if set; says where."""
-    if not context.config.server.metrics_listen:
+    """Serve ``metrics`` at ``listen`` (``server.metrics_listen``), if set; says where.
+
+    /healthz asks ``store``.
+    """
+    if not listen:
         return None
 
     async def render() -> bytes:
-        return context.metrics.render()
+        return metrics.render()
 
-    server = MetricsHttpServer(render, lambda: check_store(context.store))
-    host, port = parse_address(context.config.server.metrics_listen, "server.metrics_listen")
+    server = MetricsHttpServer(render, lambda: check_store(store))
+    host, port = parse_address(listen, "server.metrics_listen")
     bound_host, bound_port = await server.start(host, port)
     announce(f"listening metrics {bound_host}:{bound_port}")
     return server

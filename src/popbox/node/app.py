@@ -6,7 +6,7 @@ state), prints one ``listening KIND HOST:PORT`` line per socket once it accepts,
 until SIGTERM or SIGINT, then drains (DESIGN.md section 4).  SIGHUP reloads the TLS
 certificate and the configuration without dropping sessions (``server/lifecycle.py``).
 With several workers configured, ``serve`` supervises them instead
-(``server/workers.py``).
+(``node/supervisor.py``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.clock import SystemClock
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
-from popbox.log import make_logger
-from popbox.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
+from popbox.net.bind import ListenError, bind_listeners
+from popbox.node.supervisor import Supervisor, worker_count
+from popbox.observability.log import make_logger
+from popbox.observability.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
 from popbox.server import lifecycle, startup
-from popbox.server.accept import ListenError, bind_listeners
 from popbox.server.context import ServerContext
 from popbox.server.limits import LimitSettings, LocalLimiter
 from popbox.server.listener import Pop3Server
 from popbox.server.startup import close_listeners
-from popbox.server.workers import Supervisor, worker_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -40,8 +40,7 @@ if TYPE_CHECKING:
 
     from popbox.clock import Clock
     from popbox.config import Config
-    from popbox.server.accept import Bound
-    from popbox.server.listener import Listening
+    from popbox.net.bind import Bound, Listening
     from popbox.store.base import MailStore
 
 __all__ = ["build_context", "serve", "start_servers"]
@@ -122,7 +121,7 @@ async def serve(
     ``ready`` is called once every listener accepts, with the real addresses (port 0 in
     the configuration is an ephemeral port by then).  With ``server.workers`` above 1
     (and no ``store`` given) this process supervises worker processes instead
-    (``server/workers.py``).  SIGHUP re-reads ``config_path`` when given.
+    (``node/supervisor.py``).  SIGHUP re-reads ``config_path`` when given.
     """
     say = announce or _print_flush
     if store is None and worker_count(config) > 1:
@@ -163,7 +162,12 @@ async def _serve_on(
         # that runs; announced after them, as the supervisor does.
         metrics_lines: list[str] = []
         try:
-            metrics = await start_metrics(context, metrics_lines.append)
+            metrics = await start_metrics(
+                context.config.server.metrics_listen,
+                context.metrics,
+                context.store,
+                metrics_lines.append,
+            )
         except OSError as exc:
             address = context.config.server.metrics_listen
             raise ListenError("server.metrics_listen", address, exc) from exc

@@ -4,7 +4,7 @@ Theory of operation: with ``[server] workers = N`` (N > 1; 0 means one per CPU c
 ``popbox serve`` becomes a supervisor.  It first checks and creates, once, what every
 worker needs (certificate, auth secret, store: ``server/startup.py``), so that a bad
 file is one line and a first start is not raced by N processes.  It binds every
-listening socket itself, then starts N workers (``python -m popbox.server.worker``) that
+listening socket itself, then starts N workers (``python -m popbox.node.worker``) that
 inherit those sockets and all accept on them: the kernel hands each new connection to
 one of them, so every core serves one port.
 
@@ -16,7 +16,7 @@ privileged port is bound once.  Why fresh interpreters instead of ``fork``: fork
 process that runs an asyncio loop copies its epoll set and signal wiring into the child,
 which then sees events meant for the parent.
 
-Each worker has a control channel to the supervisor (``server/control.py``): the worker
+Each worker has a control channel to the supervisor (``node/control.py``): the worker
 gets its configuration there, asks the supervisor to admit connections and logins
 against the node's limits (one ``ConnectionLimits`` for all workers), and answers
 requests for its metrics and its store's health, which the supervisor's HTTP listener
@@ -46,10 +46,10 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
 from popbox.config import ConfigError, load, parse_address
-from popbox.metrics import MetricsHttpServer, export_registry, render_merged
-from popbox.server.accept import ListenError, address_of, bind_listeners
-from popbox.server.balance import create_counters
-from popbox.server.control import Channel, Message, encode_config
+from popbox.net.balance import create_counters
+from popbox.net.bind import ListenError, address_of, bind_listeners
+from popbox.node.control import Channel, Message, encode_config
+from popbox.observability.metrics import MetricsHttpServer, export_registry, render_merged
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 from popbox.server.startup import StartupError, close_listeners, prepare
@@ -61,12 +61,12 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.config import Config
-    from popbox.server.accept import Bound
+    from popbox.net.bind import Bound
     from popbox.store.base import MailStore
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
 
-WORKER_MODULE = "popbox.server.worker"
+WORKER_MODULE = "popbox.node.worker"
 READY_TIMEOUT = 60.0  # seconds a new worker has to open its store and start accepting
 STABLE_AFTER = 10.0  # a worker that ran this long did not crash at start: reset the delay
 BACKOFF_FIRST = 0.5
@@ -113,7 +113,7 @@ class Supervisor:
         self._limits = ConnectionLimits(LimitSettings.from_config(config.server))
         self._slots = [_Slot(i) for i in range(worker_count(config))]
         self._bound: list[Bound] = []
-        self._balance_fd = -1  # the workers' shared connection counters (server/balance.py)
+        self._balance_fd = -1  # the workers' shared connection counters (net/balance.py)
         self._started = False
         self._stopping = False
         self._changed = asyncio.Event()

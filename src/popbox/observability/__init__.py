@@ -1,0 +1,1 @@
+"""What popbox tells its operator: Prometheus metrics, the structured log, counters."""
