@@ -34,7 +34,7 @@ from popbox.auth.ntlm_messages import (
     parse_negotiate,
 )
 from popbox.auth.oauth import OAuthBearerMechanism, OAuthSettings, TokenChecker, XOAuth2Mechanism
-from popbox.auth.passwords import Argon2Params, verifiers_for
+from popbox.auth.passwords import Argon2Params, PasswordVerifier, verifiers_for
 from popbox.auth.plain import PasswordSettings, PlainMechanism
 from popbox.auth.scram import ScramMechanism, ScramSettings
 from popbox.protocol.connection import ConnectionSettings, Pop3Connection, Signal
@@ -114,7 +114,7 @@ class _Mechanisms:
             OAuthSettings(issuer="https://issuer.test", audience="popbox", algorithms=("RS256",)),
             JwksCache(str(keys)),
         )
-        password = PasswordSettings(params=CHEAP)
+        password = PasswordSettings(verifier=PasswordVerifier(CHEAP))
         self.factories: dict[str, Callable[[], Mechanism]] = {
             "plain": lambda: PlainMechanism(self.context, password),
             "login": lambda: LoginMechanism(self.context, password),

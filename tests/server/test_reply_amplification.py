@@ -252,12 +252,6 @@ def test_twenty_stalled_50_mib_retrs_stay_within_the_memory_budget(serve, tmp_pa
     watch.check_memory(before, BUDGET + BUDGET_SLACK)
 
 
-@pytest.mark.xfail(
-    reason="the SQLite store reads a 50 MiB body in one sqlite3 fetch, holding the GIL for "
-    "up to a few hundred ms, which stalls the worker now and then; reading bodies in chunks "
-    "is the store's maildrop handle's work: make this a plain test once it reads so",
-    strict=False,  # whether one of the few reads lands on a NOOP varies from run to run
-)
 def test_twenty_stalled_50_mib_retrs_do_not_stall_other_sessions(serve, tmp_path):
     """Twenty clients RETR a 50 MiB message and never read: alice's NOOPs stay fast."""
     _, watch = _stall_twenty(serve, tmp_path / "data")
