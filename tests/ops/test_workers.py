@@ -86,6 +86,23 @@ def test_killed_worker_is_restarted_and_the_port_keeps_serving(node):
     assert sample(node.metrics(), "popbox_worker_restarts_total") == 1
 
 
+def test_a_worker_killed_while_serving_is_replaced_without_backing_off(node):
+    """Back-off is for a worker that cannot start; one killed while serving (kill -9, the
+    OOM killer) is replaced after the first delay however often it happens, or a node
+    whose workers get killed now and then would serve with fewer and fewer of them."""
+    for kill in range(1, 5):
+        deadline = time.monotonic() + TIMEOUT
+        while sample(node.metrics(), "popbox_workers") != 2:  # both ready again
+            assert time.monotonic() < deadline, node.metrics()
+            time.sleep(0.05)
+        os.kill(node.worker_pids()[0], signal.SIGKILL)
+        deadline = time.monotonic() + TIMEOUT
+        while len(exits := [e for e in node.events() if e.get("event") == "worker_exited"]) < kill:
+            assert time.monotonic() < deadline, node.process.stderr()
+            time.sleep(0.05)
+        assert [e["restart_in"] for e in exits] == [0.5] * kill
+
+
 def test_metrics_add_up_across_workers(node):
     for _ in range(6):
         login(node.port()).quit()

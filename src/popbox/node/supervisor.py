@@ -91,6 +91,7 @@ class _Slot:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     exit_status: int | None = None
     failure: str | None = None  # the one line a worker that could not start reported
+    served: bool = False  # the current (or last) worker said it was ready
     ips: Counter[str] = field(default_factory=Counter)  # what this worker holds of the limits
     users: Counter[str] = field(default_factory=Counter)
 
@@ -218,7 +219,11 @@ class Supervisor:
             status = await self._run_worker(slot)
             if self._stopping or not self._started:
                 return
-            failures = 1 if loop.time() - started >= STABLE_AFTER else failures + 1
+            # Backing off is for a worker that cannot start or crashes at once: one that
+            # was serving and then died (killed, out of memory) is replaced at once, or
+            # a node whose workers get killed now and then would run short of them.
+            stable = slot.served or loop.time() - started >= STABLE_AFTER
+            failures = 1 if stable else failures + 1
             delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
             self._restarts.inc()
             self._log.warning(
@@ -247,6 +252,7 @@ class Supervisor:
             theirs.close()
         slot.process = process
         slot.failure = None
+        slot.served = False
         slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
         self._log.info("worker_started", worker=slot.index, pid=process.pid)
         try:
@@ -281,6 +287,7 @@ class Supervisor:
             return {}
         if op == "ready":
             slot.ready.set()
+            slot.served = True
             self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
             self._changed.set()
             return None
