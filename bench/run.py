@@ -186,8 +186,11 @@ Medians = dict[str, dict[str, tuple[float, str, str]]]
 
 
 def _table(medians: Medians, order: list[str]) -> list[str]:
+    """popbox (SQLite) against Dovecot; in the PostgreSQL mode, then that mode's table."""
     if "popbox-pg" in medians:
-        return _pg_table(medians, order)
+        sqlite = {who: found for who, found in medians.items() if who != "popbox-pg"}
+        pg = _pg_table(medians, order)
+        return [*_table(sqlite, order), "", "PostgreSQL mode (`--store postgresql`):", "", *pg]
     lines = [
         "| measurement | popbox | Dovecot | popbox/Dovecot | target | met |",
         "|---|---|---|---|---|---|",
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         medians, order = _run_all(pair, wanted, args.runs, settings, args.retr_kinds)
         body = _report(args, pair, settings, medians, order)
         print("\n".join(body))
-        results = args.results or (None if args.quick or database else RESULTS)
+        results = args.results or (None if args.quick else RESULTS)
         if results is not None:
             _write_results(results, body)
             print(f"written to {results}")
