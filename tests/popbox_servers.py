@@ -395,7 +395,18 @@ class ServeProcess:
         self._lines.put(None)
 
     def wait_for_listeners(self, kinds: set[str], timeout: float = 15.0) -> None:
-        """Read stdout until a ``listening KIND HOST:PORT`` line was seen for each kind."""
+        """Read stdout until a ``listening KIND HOST:PORT`` line was seen for each kind.
+
+        A server that never gets there is stopped and its files closed before the test
+        fails, so nothing it left open is reported later against another test.
+        """
+        try:
+            self._wait_for_listeners(kinds, timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_for_listeners(self, kinds: set[str], timeout: float) -> None:
         while not kinds <= self.addresses.keys():
             line = self.next_line(timeout)
             assert line is not None, f"popbox exited before listening: {self.stderr()}"
@@ -436,7 +447,8 @@ class ServeProcess:
             raise AssertionError(f"popbox did not stop on SIGTERM: {self.stderr()}") from None
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self._stderr_path.read_text(encoding="utf-8", errors="replace")
 
     def close(self) -> None:
