@@ -86,7 +86,11 @@ async def test_the_less_loaded_worker_takes_the_connection(tmp_path: Path) -> No
     listening.setblocking(False)
     port = listening.getsockname()[1]
     fd = create_counters(2)
-    busy_balance, idle_balance = AcceptBalance(fd, 0, 2), AcceptBalance(fd, 1, 2)
+    # A busier worker leaves each connection to the other for a whole second rather than
+    # the 2 ms a node uses: both run on this one loop, which a slow or loaded run
+    # (coverage, a busy machine) may keep from the other's accept for longer than 2 ms.
+    busy_balance = AcceptBalance(fd, 0, 2, defer=1.0)
+    idle_balance = AcceptBalance(fd, 1, 2, defer=1.0)
     busy, busy_servers = await _worker(tmp_path / "0", listening, busy_balance)
     idle, idle_servers = await _worker(tmp_path / "1", listening, idle_balance)
     writers = []

@@ -26,8 +26,6 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
-from popbox.net.balance import DEFER
-
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Coroutine
@@ -159,8 +157,8 @@ class AcceptLoop:
             await readable(loop, self._sock)
             if balance is not None and balance.busier_than_another():
                 # A worker holding fewer connections takes this one, unless it has not
-                # within DEFER (busy, stuck or gone): see net/balance.py.
-                await asyncio.sleep(DEFER)
+                # within the balance's defer time (busy, stuck or gone): net/balance.py.
+                await asyncio.sleep(balance.defer)
             for _ in range(ACCEPT_BATCH):
                 try:
                     conn, peer = self._sock.accept()

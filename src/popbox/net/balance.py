@@ -42,7 +42,9 @@ def create_counters(workers: int) -> int:
 class AcceptBalance:
     """One worker's view of the counters: its own to write, the others' to compare."""
 
-    def __init__(self, fd: int, index: int, workers: int) -> None:
+    def __init__(self, fd: int, index: int, workers: int, *, defer: float = DEFER) -> None:
+        """``defer``: seconds this worker, when busier, leaves a connection to the others."""
+        self.defer = defer
         self._map = mmap.mmap(fd, 8 * workers)
         self._counters = memoryview(self._map).cast("Q")
         self._index = index
