@@ -3,7 +3,8 @@
 ``talk`` feeds a byte script to a ``Pop3Connection`` chunk by chunk and answers every event
 with a responder, the way the session layer would, and returns what the server wrote and
 which events it raised.  ``Responder`` plays a store holding one user and a few messages.
-``ManualClock`` is a ``popbox.clock.Clock`` whose time moves only when a test says so.
+(A clock for tests of the server, whose time moves only when told, is
+``popbox.clock.ManualClock``: it needs the event loop, which the core never touches.)
 """
 
 from __future__ import annotations
