@@ -288,6 +288,7 @@ class Supervisor:
         if op == "ready":
             slot.ready.set()
             slot.served = True
+            self._log.info("worker_ready", worker=slot.index)
             self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
             self._changed.set()
             return None
