@@ -32,6 +32,8 @@ from popbox.store.store_copy import MailboxState
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from popbox.store.admin_records import TokenRecord
+
 __all__ = ["MemoryMaildrop", "MemoryStore"]
 
 
@@ -73,6 +75,7 @@ class MemoryStore:
         self._clock = clock
         self._users: dict[str, _Mailbox] = {}
         self._closed = False
+        self.admin = MemoryAdminRecords(self)
 
     async def open(self) -> None:
         """Nothing to connect to; present for the contract."""
@@ -102,6 +105,7 @@ class MemoryStore:
     async def delete_user(self, name: str) -> None:
         self._mailbox(name)
         del self._users[name]
+        self.admin.forget(name)
 
     async def get_user(self, name: str) -> UserRecord | None:
         self._check_open()
@@ -310,3 +314,42 @@ class MemoryMaildrop:
 
     async def close(self) -> None:
         """Nothing is held beyond the snapshot."""
+
+
+class MemoryAdminRecords:
+    """``AdminRecords`` of the in-memory store, in dictionaries of their own."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._tokens: dict[str, TokenRecord] = {}
+        self._disabled: dict[str, str] = {}
+
+    async def add_token(self, token: TokenRecord) -> None:
+        self._tokens[token.id] = token
+
+    async def tokens(self) -> Sequence[TokenRecord]:
+        return sorted(self._tokens.values(), key=lambda token: token.created_at)
+
+    async def token_by_digest(self, digest: str) -> TokenRecord | None:
+        return next((t for t in self._tokens.values() if t.digest == digest), None)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        return self._tokens.pop(token_id, None) is not None
+
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        if await self._store.get_user(name) is None:
+            raise UnknownUser(f"no such user {name!r}")
+        if reason is None:
+            self._disabled.pop(name, None)
+        else:
+            self._disabled[name] = reason
+
+    async def disabled(self) -> Mapping[str, str]:
+        return dict(self._disabled)
+
+    def forget(self, name: str) -> None:
+        """A deleted user: added again, it starts enabled, as a new row does in SQL."""
+        self._disabled.pop(name, None)
+
+    async def disabled_reason(self, name: str) -> str | None:
+        return (await self.disabled()).get(name)

@@ -27,7 +27,7 @@ every guarantee of the contract is made by the database, never by process memory
   (``postgres_maildrop.run_commit``, bounded by ``connect_timeout``).
 
 Driver failures become ``StoreTemporaryError`` or ``StorePermanentError`` in one place,
-``_connection()``, using ``postgres_ops.translate``.  Every network wait is bounded:
+``connection()``, using ``postgres_ops.translate``.  Every network wait is bounded:
 connecting and waiting for a pooled connection by ``connect_timeout``, each statement
 by ``command_timeout``.
 """
@@ -54,6 +54,7 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
+from popbox.store.postgres_admin import PostgresAdminRecords
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class PostgresStore:
         self._command_timeout = command_timeout
         self._state = "new"
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self.admin = PostgresAdminRecords(self)
 
     async def open(self) -> None:
         """Connect, then apply pending migrations (once, whichever node gets there first)."""
@@ -124,7 +126,7 @@ class PostgresStore:
                 if mapped is None:
                     raise
                 raise mapped from exc
-            async with self._connection() as conn:
+            async with self.connection() as conn:
                 await ops.apply_migrations(conn, migrate.load("postgresql"), self._clock)
         except BaseException:
             await self.close()
@@ -152,7 +154,7 @@ class PostgresStore:
         self, name: str, verifiers: Mapping[str, str], quota: int | None = None
     ) -> None:
         sql = "INSERT INTO users (name, verifiers, quota, created) VALUES ($1, $2::jsonb, $3, $4)"
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             try:
                 await conn.execute(sql, name, json.dumps(dict(verifiers)), quota, self._clock())
             except asyncpg.UniqueViolationError as exc:  # the only unique key we set is name
@@ -174,14 +176,14 @@ class PostgresStore:
 
     async def get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, verifiers::text, quota FROM users WHERE name = $1"
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(sql, name)
         return None if row is None else ops.user_record(row)
 
     async def list_users(self) -> Sequence[UserRecord]:
         # The column's "C" collation gives code point order, as Python's sorted() does.
         sql = "SELECT name, verifiers::text, quota FROM users ORDER BY name"
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(sql)
         return [ops.user_record(row) for row in rows]
 
@@ -191,7 +193,7 @@ class PostgresStore:
         return PostgresMaildrop(self, name, await self.snapshot(name))
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(ops.SNAPSHOT, name)
         if not rows:
             raise UnknownUser(f"no such user {name!r}")
@@ -200,7 +202,7 @@ class PostgresStore:
         return [MessageInfo(*row) for row in rows]
 
     async def usage(self, name: str) -> int:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(ops.USAGE, name)
         if row is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -210,7 +212,7 @@ class PostgresStore:
         # asyncpg reads bytea in the binary format straight into one bytes object, which
         # is returned as it is: one copy of the body in memory, and no hex text that
         # would double it on the wire and in the decoder.
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             wire: bytes | None = await conn.fetchval(ops.FETCH, name, uid)
         return wire
 
@@ -232,14 +234,14 @@ class PostgresStore:
         if key is None:
             # Without a key a lost COMMIT reply cannot be resolved: the MTA retries
             # (at-least-once delivery).
-            async with self._connection() as conn:
+            async with self.connection() as conn:
                 return await work(conn)
 
         async def committed(conn: PoolConnectionProxy[asyncpg.Record]) -> MessageInfo | None:
             row = await conn.fetchrow(ops.COMMITTED_DELIVERY, name, key, stamp)
             return None if row is None else ops.delivered_info(row, message)
 
-        return await run_commit(self._connection, work, committed, self._connect_timeout)
+        return await run_commit(self.connection, work, committed, self._connect_timeout)
 
     async def commit_update(
         self, name: str, deleted: Sequence[int], retrieved: Sequence[int], at: float
@@ -263,7 +265,7 @@ class PostgresStore:
             removed = await conn.fetchval(ops.COMMITTED_UPDATE, token)
             return None if removed is None else int(removed)
 
-        return await run_commit(self._connection, work, committed, self._connect_timeout)
+        return await run_commit(self.connection, work, committed, self._connect_timeout)
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
         return await self._count_for_user(ops.DELETE, name, sorted(set(uids)))
@@ -274,11 +276,11 @@ class PostgresStore:
     async def import_messages(
         self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
     ) -> Sequence[MessageInfo]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await ops.import_messages(conn, name, messages, uids_above, self._clock)
 
     async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(ops.SET_QUOTA_WARNED, name, warned)
         if row is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -302,14 +304,14 @@ class PostgresStore:
             "DELETE FROM locks"
             " WHERE owner = $2 AND user_id = (SELECT id FROM users WHERE name = $1)"
         )
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute(sql, name, owner)
 
     # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await pg_copy.export_state(conn, name)
 
     async def import_mailbox(
@@ -319,27 +321,27 @@ class PostgresStore:
 
         Raises ``UserExists``; see ``popbox.store.store_copy.MailboxImporter``.
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await pg_copy.import_mailbox(conn, user, messages, state, self._clock)
 
     # -- helpers -------------------------------------------------------------
 
     async def _change_user(self, sql: str, name: str, *args: Any) -> None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             changed = await conn.fetchval(sql, name, *args)
         if changed is None:
             raise UnknownUser(f"no such user {name!r}")
 
     async def _count_for_user(self, sql: str, name: str, *args: Any) -> int:
         """Run a ``user_id, n`` statement of ``postgres_ops``; ``n`` if the user exists."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(sql, name, *args)
         if row is None or row["user_id"] is None:
             raise UnknownUser(f"no such user {name!r}")
         return int(row["n"])
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+    async def connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
         """A pooled connection; driver failures inside the block become ``StoreError``s."""
         pool = self._pool
         if pool is None or self._state == "closed":
