@@ -13,6 +13,7 @@ __all__ = [
     "MAX_COMMAND_SIZE",
     "MIN_COMMAND_SIZE",
     "RFC2449_MIN_COMMAND_SIZE",
+    "AdminConfig",
     "AuthConfig",
     "Backend",
     "Compat",
@@ -180,6 +181,17 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin API and web console (``admin/``): off unless ``listen`` is set."""
+
+    listen: tuple[str, ...] = ()  # "host:port"; a non-loopback address needs tls = true
+    tls: bool = False  # HTTPS with the [tls] certificate
+    console: bool = True  # the web console beside the API
+    users: tuple[str, ...] = ()  # users whose password logs in to the console
+    session_lifetime: float = 8 * 3600.0  # seconds a console login lasts
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
     compat: Compat = DEFAULT_COMPAT
@@ -191,3 +203,4 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)

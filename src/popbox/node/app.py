@@ -17,6 +17,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from popbox.admin.app import AdminServer
+from popbox.admin.node import LocalNode
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
 from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.clock import SystemClock
@@ -157,6 +159,7 @@ async def _serve_on(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: lifecycle.reload(context, config_path))
     metrics: MetricsHttpServer | None = None
+    admin: AdminServer | None = None
     try:
         # Bound before the POP3 servers start, so that an address in use stops nothing
         # that runs; announced after them, as the supervisor does.
@@ -176,6 +179,7 @@ async def _serve_on(
             say(f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}")
         for line in metrics_lines:
             say(line)
+        admin = await _start_admin(context, config_path, say)
         sweeper = loop.create_task(
             run_retention(context.store, context.config.retention, context.log, clock=context.clock)
         )
@@ -192,6 +196,32 @@ async def _serve_on(
             loop.remove_signal_handler(sig)
         if metrics is not None:
             await metrics.stop()
+        if admin is not None:
+            await admin.stop()
+
+
+async def _start_admin(
+    context: ServerContext, config_path: Path | None, say: Callable[[str], None]
+) -> AdminServer | None:
+    """The admin listener of a single-process server (sessions are in this process)."""
+    if not context.config.admin.listen:
+        return None
+    admin = AdminServer(
+        node=LocalNode(context, config_path),
+        store=context.store,
+        log=context.log,
+        clock=context.clock,
+        passwords=context.passwords,
+        guard=context.guard,
+        tls=context.tls,
+    )
+    try:
+        bound = await admin.start()
+    except OSError as exc:
+        raise ListenError("admin.listen", ", ".join(context.config.admin.listen), exc) from exc
+    for host, port in bound:
+        say(f"listening admin {host}:{port}")
+    return admin
 
 
 def _print_flush(line: str) -> None:

@@ -48,8 +48,14 @@ from prometheus_client import Counter as PromCounter
 from popbox.config import ConfigError, load, parse_address
 from popbox.net.balance import create_counters
 from popbox.net.bind import ListenError, address_of, bind_listeners
+from popbox.node.admin_bridge import AdminBridge, SupervisorNode
 from popbox.node.control import Channel, Message, encode_config
-from popbox.observability.metrics import MetricsHttpServer, export_registry, render_merged
+from popbox.observability.metrics import (
+    Export,
+    MetricsHttpServer,
+    export_registry,
+    render_merged,
+)
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 from popbox.server.startup import StartupError, close_listeners, prepare
@@ -125,7 +131,8 @@ class Supervisor:
         self._restarts = PromCounter(
             "popbox_worker_restarts", "Workers started again after exiting", registry=self._registry
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._admin: AdminBridge | None = None  # [admin] listen: node/admin_bridge.py
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain every worker and return.
@@ -154,12 +161,16 @@ class Supervisor:
                 )
             if metrics is not None:
                 self._announce("listening metrics {}:{}".format(*metrics[1]))
+            if self.config.admin.listen:
+                await self._start_admin()
             self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
             await stop.wait()
             self._log.info("stopping", workers=len(self._slots))
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self._admin is not None:
+                await self._admin.stop()
             await self._stop_workers(keepers)
             close_listeners(self._bound)
             os.close(self._balance_fd)
@@ -291,7 +302,16 @@ class Supervisor:
             self._log.info("worker_ready", worker=slot.index)
             self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
             self._changed.set()
+            if self._admin is not None and slot.channel is not None:
+                self._admin.node.tell(slot.channel)
             return None
+        if op == "protocol" and self._admin is not None:
+            self._admin.deliver(message)
+            return None
+        return self._on_limits(slot, message)
+
+    def _on_limits(self, slot: _Slot, message: Message) -> Message | None:
+        op = message.get("op")
         if op == "admit":
             refused = self._limits.admit(message["ip"])
             if refused is None:
@@ -335,17 +355,36 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reload(self) -> None:
+    async def _reload(self) -> bool:
+        """SIGHUP (or the admin API); False when the file did not validate."""
         if self._path is not None:
             try:
                 loaded = load(self._path, required=True)
             except ConfigError as exc:
                 self._log.error("config_reload_failed", error=str(exc))
-                return
+                return False
             self.config, ignored = merge_reload(self.config, loaded)
             self._limits.settings = LimitSettings.from_config(self.config.server)
             self._log.info("config_reloaded", path=str(self._path), needs_restart=ignored or None)
         await self._ask_all("reload", config=encode_config(self.config))
+        return True
+
+    async def _start_admin(self) -> None:
+        node = SupervisorNode(
+            config=lambda: self.config,
+            config_path=self._path,
+            ask_all=self._ask_all,
+            reload=self._reload,
+            metrics=self._exports,
+            health=self._health,
+        )
+        node.attach(lambda: [s.channel for s in self._slots if s.channel and s.ready.is_set()])
+        try:
+            self._admin, bound = await AdminBridge.start(node, self._log)
+        except OSError as exc:
+            raise ListenError("admin.listen", ", ".join(self.config.admin.listen), exc) from exc
+        for host, port in bound:
+            self._announce(f"listening admin {host}:{port}")
 
     async def _ask(self, slot: _Slot, op: str, **fields: object) -> Message | None:
         if slot.channel is None or not slot.ready.is_set():
@@ -372,10 +411,12 @@ class Supervisor:
         return server, bound
 
     async def _render(self) -> bytes:
+        return render_merged(await self._exports())
+
+    async def _exports(self) -> list[Export]:
         replies = await self._ask_all("metrics")
         exports = [export_registry(self._registry)]
-        exports += [reply["export"] for reply in replies if reply and "export" in reply]
-        return render_merged(exports)
+        return exports + [reply["export"] for reply in replies if reply and "export" in reply]
 
     async def _health(self) -> tuple[bool, str]:
         ready = [slot for slot in self._slots if slot.ready.is_set()]

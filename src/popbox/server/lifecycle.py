@@ -35,7 +35,7 @@ __all__ = ["RESTART_KEYS", "RESTART_SECTIONS", "apply_config", "merge_reload", "
 
 # The LMTP delivery agent and the retention sweeper read [quota] and [retention] once at
 # start, so a reload keeps them (and CAPA's EXPIRE) as they were and says so in the log.
-RESTART_SECTIONS = ("data_dir", "storage", "tls", "lmtp", "auth", "quota", "retention")
+RESTART_SECTIONS = ("data_dir", "storage", "tls", "lmtp", "auth", "quota", "retention", "admin")
 RESTART_KEYS = {
     "pop3": ("listen", "tls_listen"),
     "server": ("workers", "metrics_listen", "json_logs", "log_level"),

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow"]
 
 AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
+DISABLED_REASON_MAX = 200  # characters of a disabled account's reason in the -ERR line
 
 LoginEvent: TypeAlias = PasswordLogin | SaslStart | SaslContinue | SaslCancelled
 
@@ -66,6 +67,8 @@ class LoginFlow:
         """The session's logger; bound with ``user=`` once a login succeeds."""
         self.maildrop: MaildropHandle | None = None
         """The logged-in user's maildrop handle, from the login until ``release_lock``."""
+        self.mechanism: str | None = None
+        """How the user logged in (USER or the SASL mechanism), once logged in."""
 
     def attach(self, peer: str, peer_ip: str, log: structlog.typing.FilteringBoundLogger) -> None:
         """Learn the client's address and the session's logger once the connection is made."""
@@ -147,6 +150,8 @@ class LoginFlow:
         store, pop3 = self._server.store, self._server.config.pop3
         if self._locked_out(user, mechanism):
             return  # even the right password is refused during a lockout
+        if await self._disabled(user, mechanism):
+            return
         refused = await self._observe.admit_login(user, mechanism)
         if refused is not None:  # server.max_sessions_per_user on this node
             self.log.warning("login_refused_limit", user=user, limit=refused.limit)
@@ -170,11 +175,30 @@ class LoginFlow:
             self._conn.store_failed(response_code(exc))
             return
         self.maildrop = maildrop
+        self.mechanism = mechanism
         self.log = self.log.bind(user=user)
         self.log.info("login", mechanism=mechanism, messages=len(maildrop.messages))
         self._observe.logged_in(user, mechanism, self.log)
         self._server.guard.succeeded(user)
         self._conn.login_succeeded(user, maildrop.messages)
+
+    async def _disabled(self, user: str, mechanism: str) -> bool:
+        """Refuse a disabled account (right password only: a wrong one fails as any does)."""
+        try:
+            reason = await self._server.store.admin.disabled_reason(user)
+        except StoreError as exc:
+            self.log.warning("login_store_error", user=user)
+            self._observe.login_result(mechanism, "store_error")
+            self._conn.store_failed(response_code(exc))
+            return True
+        if reason is None:
+            return False
+        self.log.info("login_refused_disabled", user=user, mechanism=mechanism)
+        self._observe.login_result(mechanism, "disabled")
+        # [SYS/PERM] (RFC 3206): not a wrong password; only an administrator can help.
+        text = "".join(c for c in reason if " " <= c <= "~")[:DISABLED_REASON_MAX]
+        self._conn.login_failed(Err(f"account disabled: {text}".rstrip(": "), RespCode.SYS_PERM))
+        return True
 
     async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
         guard = self._server.guard

@@ -79,7 +79,9 @@ class Pop3Protocol(asyncio.Protocol):
         self._settings = settings
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
-        self._observe = SessionObserver(server, self._conn)  # metrics, limits, protocol log
+        self._observe = SessionObserver(server, self._conn, session_id)  # metrics, log, roster
+        self._peer = "-"
+        self._kicked = False  # an administrator closed it: say so instead of "shutting down"
         self._stage = Stage.GREETING
         self._transport: asyncio.Transport | None = None
         self._outbox = Outbox()
@@ -128,6 +130,7 @@ class Pop3Protocol(asyncio.Protocol):
         peer_ip = str(peer[0]) if isinstance(peer, tuple) else address
         self._log = self._server.log.bind(session=self._session_id, peer=address)
         self._login.attach(address, peer_ip, self._log)
+        self._peer = address
         self._server.sessions.add(self)
         self._log.info("connect", tls=self._settings.tls_active)
         self._idle.arm()
@@ -202,6 +205,19 @@ class Pop3Protocol(asyncio.Protocol):
         elif before is not Stage.HALF_CLOSED:
             self._pump()
 
+    def kick(self) -> None:
+        """An administrator ends the session: as ``shutdown``, with its own -ERR text."""
+        self._kicked = True
+        self.shutdown()
+
+    @property
+    def observer(self) -> SessionObserver:
+        return self._observe
+
+    def describe(self) -> dict[str, object]:
+        """Who, from where, how, since when, how much (``server/roster.py``)."""
+        return self._observe.describe(self._peer, self._login.mechanism, self._transport)
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
 
@@ -237,7 +253,7 @@ class Pop3Protocol(asyncio.Protocol):
         if event is Signal.NEED_DATA:
             self._flush()
             if self._stage is Stage.DRAINING:
-                conn.shutdown()
+                conn.shutdown(by_admin=self._kicked)
                 return True
             if self._stage in {Stage.LOST, Stage.HALF_CLOSED}:
                 self._finish()  # no QUIT came: no UPDATE (RFC 1939 s6)
@@ -423,7 +439,7 @@ class Pop3Protocol(asyncio.Protocol):
     def _stop_now(self, transport: asyncio.Transport) -> None:
         """Stop without waiting for a client that does not read: what it pipelined is
         dropped with the connection (no UPDATE, as for any shutdown)."""
-        self._conn.shutdown()
+        self._conn.shutdown(by_admin=self._kicked)
         self._cut_off(transport)
 
     def _cut_off(self, transport: asyncio.Transport) -> None:
