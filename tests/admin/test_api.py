@@ -21,7 +21,7 @@ from popbox.store.message import normalise
 POP_TIMEOUT = 15.0
 
 
-def _pop(admin, user="alice", password="alice secret") -> poplib.POP3:
+def _pop(admin, user="alice", password="alice secret") -> poplib.POP3:  # noqa: S107
     client = poplib.POP3("127.0.0.1", admin.pop3_port, timeout=POP_TIMEOUT)
     try:
         client.user(user)
@@ -333,7 +333,7 @@ def test_every_change_leaves_an_audit_line(admin):
     while "user=judy" not in admin.process.stderr() and time.monotonic() < deadline:
         time.sleep(0.05)
     line = next(
-        l for l in admin.process.stderr().splitlines() if "admin_change" in l and "user=judy" in l
+        x for x in admin.process.stderr().splitlines() if "admin_change" in x and "user=judy" in x
     )
     assert "action=user.add" in line
     assert "who=token:" in line
