@@ -9,7 +9,7 @@ limits, ``trusted_proxies`` and ``protocol_log_users``.
 What needs a restart, because it is built once at start: the listen addresses
 (``pop3.listen``, ``pop3.tls_listen``, ``[lmtp]``), ``data_dir`` and ``[storage]``, the
 certificate *paths* in ``[tls]``, ``[auth]`` (mechanisms and their secrets),
-``server.workers``, ``server.metrics_listen``, ``server.json_logs`` and
+``server.workers``, ``server.metrics_listen``, ``server.json_logs``, ``[admin]`` and
 ``server.log_level``.  A reload that changes one of those keeps the running value and
 logs which keys were not applied.
 
