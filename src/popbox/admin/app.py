@@ -22,6 +22,9 @@ from aiohttp import web
 from popbox.admin import routes_ops, routes_users
 from popbox.admin.actions import AdminActions, NoSuchMessage
 from popbox.admin.auth import authenticate, error
+from popbox.admin.console import pages
+from popbox.admin.console.login import ConsoleAuth, administrators
+from popbox.admin.console.render import CONSOLE, Console, error_page
 from popbox.admin.console.sessions import ConsoleSessions
 from popbox.admin.stats import Sampler
 from popbox.admin.validate import BadRequest
@@ -100,18 +103,27 @@ async def _errors(
     try:
         return await handler(request)
     except BadRequest as exc:
-        return error(400, str(exc), field=exc.field)
+        return _answer(request, 400, str(exc), exc.field)
     except (StoreError, NoSuchMessage, MalformedMessage) as exc:
         for kind, status, prefix, field in _ANSWERS:
             if isinstance(exc, kind):
-                return error(status, f"{prefix}{exc}", field=field)
+                return _answer(request, status, f"{prefix}{exc}", field)
         raise
     except web.HTTPNotFound as exc:
         if request.path.startswith("/api/") and exc.content_type != "application/json":
             return error(404, f"no such endpoint: {request.method} {request.path}")
+        if request.path.startswith("/console"):
+            return error_page(404, f"no such page: {request.path}")
         raise
     except web.HTTPMethodNotAllowed:
         return error(405, f"{request.method} is not allowed on {request.path}")
+
+
+def _answer(request: web.Request, status: int, text: str, field: str | None) -> web.Response:
+    """An error as JSON for the API, as a page (the same text) for the console."""
+    if request.path.startswith("/console"):
+        return error_page(status, text)
+    return error(status, text, field=field)
 
 
 class AdminServer:
@@ -131,16 +143,32 @@ class AdminServer:
         self._tls = tls
         self._log = log.bind(listener="admin")
         self.sampler = Sampler(node, store, clock)
-        sessions = ConsoleSessions(clock, config.session_lifetime) if config.console else None
+        sessions = (
+            ConsoleSessions(
+                clock, lifetime=config.session_lifetime, idle=config.session_idle, secure=config.tls
+            )
+            if config.console
+            else None
+        )
         app = web.Application(
             middlewares=[_security_headers, _errors, authenticate(store, sessions, clock)],
             client_max_size=node.config.lmtp.max_message_size + 64 * 1024,
         )
-        app[routes_users.ACTIONS] = AdminActions(store, node, self._log)
+        actions = AdminActions(store, node, self._log)
+        app[routes_users.ACTIONS] = actions
         app[routes_ops.SAMPLER] = self.sampler
         routes_users.add_routes(app)
         routes_ops.add_routes(app)
-        self._console = (sessions, passwords, guard)
+        if sessions is not None:
+            auth = ConsoleAuth(
+                store=store,
+                passwords=passwords,
+                guard=guard,
+                clock=clock,
+                admins=administrators(node.config),
+            )
+            app[CONSOLE] = Console(sessions, auth, actions, self.sampler)
+            pages.add_routes(app)
         self.app = app
         self._runner: web.AppRunner | None = None
 

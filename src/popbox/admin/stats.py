@@ -79,15 +79,13 @@ class Sampler:
         }
 
     def history(self) -> list[dict[str, Any]]:
-        samples = list(self._samples)
-        per_minute = []
-        for before, after in itertools.pairwise(samples):
-            entry: dict[str, Any] = {"at": after["at"]}
-            entry["connections_open"] = after["connections_open"]
-            for key in ("logins", "login_failures", "deliveries"):
-                entry[key] = max(0, after[key] - before[key])  # a restarted worker resets
-            per_minute.append(entry)
-        return per_minute
+        return [_difference(b, a) for b, a in itertools.pairwise(self._samples)]
+
+    def this_minute(self, current: dict[str, int]) -> dict[str, Any] | None:
+        """The counts since the latest sample (the minute in progress), as ``history``'s."""
+        if not self._samples:
+            return None
+        return _difference(self._samples[-1], {"at": self._clock.wall(), **current})
 
     async def sample(self) -> None:
         current = totals(await self._node.metrics())
@@ -102,3 +100,10 @@ class Sampler:
             with contextlib.suppress(StoreError, ConnectionError, TimeoutError):
                 await self.sample()
             await self._clock.sleep(SAMPLE_INTERVAL)
+
+
+def _difference(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"at": after["at"], "connections_open": after["connections_open"]}
+    for key in ("logins", "login_failures", "deliveries"):
+        entry[key] = max(0, after[key] - before[key])  # a restarted worker resets
+    return entry

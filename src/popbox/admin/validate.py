@@ -17,7 +17,7 @@ from popbox.admin.openapi import SCHEMAS
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["BadRequest", "json_body", "path_uid", "query_int"]
+__all__ = ["BadRequest", "checked", "json_body", "path_uid", "query_int"]
 
 _VALIDATORS = {name: jsonschema.Draft202012Validator(schema) for name, schema in SCHEMAS.items()}
 
@@ -38,6 +38,11 @@ async def json_body(request: web.Request, schema: str) -> dict[str, Any]:
         raise BadRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    return checked(body, schema)
+
+
+def checked(body: dict[str, Any], schema: str) -> dict[str, Any]:
+    """``body`` itself when it is valid against ``SCHEMAS[schema]``; else ``BadRequest``."""
     error = jsonschema.exceptions.best_match(_VALIDATORS[schema].iter_errors(body))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path)

@@ -56,9 +56,11 @@ def check_admin(admin: AdminConfig) -> None:
         if not admin.tls and not _is_loopback(host):
             raise ConfigError(
                 f"admin.listen: {address!r} is not a loopback address, and the admin API "
-                "would carry tokens and passwords in clear text: set admin.tls = true"
+                "and console would carry tokens, passwords and session cookies in clear "
+                "text: set admin.tls = true"
             )
     _check_duration("admin.session_lifetime", admin.session_lifetime)
+    _check_duration("admin.session_idle", admin.session_idle)
 
 
 def _is_loopback(host: str) -> bool:

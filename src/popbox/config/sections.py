@@ -186,9 +186,12 @@ class AdminConfig:
 
     listen: tuple[str, ...] = ()  # "host:port"; a non-loopback address needs tls = true
     tls: bool = False  # HTTPS with the [tls] certificate
-    console: bool = True  # the web console beside the API
-    users: tuple[str, ...] = ()  # users whose password logs in to the console
-    session_lifetime: float = 8 * 3600.0  # seconds a console login lasts
+    console: bool = True  # the web console under /console beside the API
+    # Console administrators: popbox users whose own password logs in to the console
+    # (auth.admins, who may already act as any user over PLAIN, may log in too).
+    users: tuple[str, ...] = ()
+    session_lifetime: float = 8 * 3600.0  # seconds a console login lasts at most
+    session_idle: float = 1800.0  # seconds without a request that end a console login
 
 
 @dataclass(frozen=True, slots=True)
