@@ -25,7 +25,8 @@ from popbox.delivery.retention import run_retention
 from popbox.net.bind import ListenError, bind_listeners
 from popbox.node.supervisor import Supervisor, worker_count
 from popbox.observability.log import make_logger
-from popbox.observability.metrics import Metrics, MetricsHttpServer, start_metrics, timed_store
+from popbox.observability.metrics import Metrics, MetricsHttpServer, start_metrics
+from popbox.observability.store_timing import timed_store
 from popbox.server import lifecycle, startup
 from popbox.server.context import ServerContext
 from popbox.server.limits import LimitSettings, LocalLimiter
