@@ -15,13 +15,19 @@ if TYPE_CHECKING:
 TIMEOUT = 120
 
 
+def popbox_command() -> str:
+    """The ``popbox`` command of this interpreter's environment."""
+    beside = Path(sys.executable).parent / "popbox"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("popbox")
+    assert found, "the popbox command is not installed: run scripts/setup"
+    return found
+
+
 def popbox(
     target: InProcessServer, *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """``popbox VERB KIND --config FILE ARGS...`` on ``target``'s store; never raises."""
-    beside = Path(sys.executable).parent / "popbox"
-    command = str(beside) if os.access(beside, os.X_OK) else shutil.which("popbox")
-    assert command, "the popbox command is not installed: run scripts/setup"
+    command = popbox_command()
     config = target.config.data_dir / "import.toml"
     config.write_text(f'data_dir = "{target.config.data_dir}"\n')
     verb, kind, *rest = args

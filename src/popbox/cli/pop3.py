@@ -85,7 +85,9 @@ def _source(args: argparse.Namespace, url: str, login: str, password: str) -> Po
 
 def _options(args: argparse.Namespace, config: Config) -> Pop3Import:
     quota = None if args.ignore_quota else config.quota
-    return Pop3Import(config.lmtp.max_message_size, quota, batch_messages=args.batch)
+    return Pop3Import(
+        config.lmtp.max_message_size, quota, batch_messages=args.batch, spool_dir=config.data_dir
+    )
 
 
 def _guarded(run: Callable[[], int]) -> int:
