@@ -130,6 +130,36 @@ def test_master_user_login_imports_the_users_mailbox(
     assert len(served["uidl"]) == 7
 
 
+def test_users_file_through_a_master_user_uses_its_one_password(
+    dovecot: DovecotPop3, target: InProcessServer, tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    """Dovecot's master user logs in to every listed mailbox with the master's password."""
+    users = tmp_path / "users.csv"
+    users.write_text("name,login\nbob,\n")
+    done = popbox(
+        target, "import", "pop3", "--users", str(users), dovecot.url(), "--cafile",
+        str(tls_files.ca_file), "--master-user", MASTER, "--password-stdin",
+        stdin=MASTER_PASSWORD + "\n",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bob: complete: 7 of 7 messages" in done.stdout
+    source = raw_listing(dovecot.tls_port, "bob", USERS["bob"], tls_files.ca_file)
+    served = raw_listing(target.tls_port, "bob", USERS["bob"], tls_files.ca_file)
+    assert served["uidl"] == source["uidl"]
+
+    users.write_text(f"name,login,password\nbob,,{USERS['bob']}\n")
+    refused = popbox(
+        target, "import", "pop3", "--users", str(users), dovecot.url(), "--cafile",
+        str(tls_files.ca_file), "--master-user", MASTER, "--password-stdin",
+        stdin=MASTER_PASSWORD + "\n",
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"popbox: {users}:2: a master user logs in with one password for every user:"
+        " give it with --password-stdin or --password-file, not in the file\n"
+    )
+
+
 def test_bad_input_gets_one_line_naming_the_problem(
     dovecot: DovecotPop3, target: InProcessServer, tls_files: TlsFiles
 ) -> None:

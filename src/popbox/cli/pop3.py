@@ -144,8 +144,14 @@ def print_import_report(name: str, report: Pop3ImportReport) -> None:
 
 
 def _import_users(args: argparse.Namespace, url: str) -> int:
-    users = read_users(args.users)
-    template = _source(args, url, "-", "-")
+    master = args.master_user is not None
+    try:
+        users = read_users(args.users, master=master)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SystemExit(f"popbox: {exc}") from None
+    # Through a master user one password, the master's, serves every login (module docs
+    # of pop3_users); otherwise each line of the file gives its own.
+    template = _source(args, url, "-", _password(args) if master else "-")
     options = UsersOptions(concurrency=args.concurrency, logins_per_second=args.rate)
 
     async def work(store: MailStore, config: Config) -> int:

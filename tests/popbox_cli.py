@@ -1,16 +1,24 @@
-"""Running the ``popbox`` command against an in-process server's data directory."""
+"""Running the ``popbox`` command, and reaching the SQLite store it works on."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+from popbox.store import open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from popbox.store.base import MailStore
     from popbox_servers import InProcessServer
+
+_T = TypeVar("_T")
 
 TIMEOUT = 120
 
@@ -39,3 +47,17 @@ def popbox(
         timeout=TIMEOUT,
         check=False,
     )
+
+
+def in_store(data_dir: Path, work: Callable[[MailStore], Awaitable[_T]]) -> _T:
+    """``work(store)`` on the SQLite store in ``data_dir``, opened and closed around it."""
+
+    async def run() -> _T:
+        store = open_store("sqlite", data_dir=data_dir, dsn="")
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
