@@ -79,7 +79,12 @@ class DovecotPop3:
 
     @classmethod
     def start(
-        cls, users: Mapping[str, tuple[str, list[bytes]]], tls: TlsFiles, *, unread: int = 0
+        cls,
+        users: Mapping[str, tuple[str, list[bytes]]],
+        tls: TlsFiles,
+        *,
+        unread: int = 0,
+        uidl_format: str = UIDL_FORMAT,
     ) -> DovecotPop3:
         """The last ``unread`` messages of each user wait in ``new/``, as the newest do."""
         dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -99,7 +104,7 @@ class DovecotPop3:
         (root / "master-passwd").write_text(f"{MASTER}:{{PLAIN}}{MASTER_PASSWORD}\n")
         port, tls_port = free_port(), free_port()
         config = root / "dovecot.conf"
-        config.write_text(_config(root, port, tls_port, tls))
+        config.write_text(_config(root, port, tls_port, tls, uidl_format))
         process = subprocess.Popen(
             [dovecot, "-F", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -150,7 +155,7 @@ def _write_maildir(maildir: Path, messages: list[bytes], unread: int) -> None:
             (maildir / "new" / name).write_bytes(text)
 
 
-def _config(root: Path, port: int, tls_port: int, tls: TlsFiles) -> str:
+def _config(root: Path, port: int, tls_port: int, tls: TlsFiles, uidl_format: str) -> str:
     return f"""
 instance_name = popbox-test-dovecot-{port}
 base_dir = {root}/run
@@ -165,7 +170,7 @@ disable_plaintext_auth = yes
 auth_mechanisms = plain
 auth_master_user_separator = *
 mail_location = maildir:~/Maildir
-pop3_uidl_format = {UIDL_FORMAT}
+pop3_uidl_format = {uidl_format}
 first_valid_uid = 1
 passdb {{
   driver = passwd-file

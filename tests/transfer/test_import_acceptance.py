@@ -93,7 +93,9 @@ def dovecot_maildir(tls_files: TlsFiles) -> Iterator[tuple[Path, list[str]]]:
     The three newest messages wait in ``new/``, unread, as in a real mailbox.
     """
     texts = [f"Subject: dovecot {n}\nFrom: a@example.org\n\nbody {n}\n".encode() for n in range(40)]
-    dovecot = DovecotPop3.start({"alice": (PASSWORD, texts)}, tls_files, unread=3)
+    # Dovecot's default unique-ids: the ones a Maildir import rebuilds from dovecot-uidlist.
+    users = {"alice": (PASSWORD, texts)}
+    dovecot = DovecotPop3.start(users, tls_files, unread=3, uidl_format="%08Xu%08Xv")
     try:
         listing = raw_listing(dovecot.tls_port, "alice", PASSWORD, tls_files.ca_file)["uidl"]
         maildir = dovecot.maildir("alice")
