@@ -32,6 +32,8 @@ from popbox.protocol.message_info import MessageInfo  # re-exported: part of the
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from popbox.store.spooled import SpooledWire
+
 __all__ = [
     "CommitOutcomeUnknown",
     "DeliveryRefused",
@@ -133,7 +135,9 @@ def assign_uids(
 class NewMessage:
     """A message ready to store: wire form plus the sizes computed from it."""
 
-    wire: bytes  # CRLF line ends, dot-stuffed, ends with CRLF, no terminating ".CRLF"
+    # CRLF line ends, dot-stuffed, ends with CRLF, no terminating ".CRLF"; a large
+    # imported message stays in its file (``spooled``) and is inserted piece by piece.
+    wire: bytes | SpooledWire
     size: int  # exact RFC 822 size
     legacy_uidl: str | None = None
     received_at: float | None = None  # None: the store's current time

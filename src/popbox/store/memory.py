@@ -27,6 +27,7 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
+from popbox.store.spooled import wire_octets
 from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ class MemoryStore:
         mailbox.next_uid += 1
         [info] = assign_uids([message], uid, self._clock)
         mailbox.messages[uid] = _Stored(
-            info=info, wire=message.wire, retrieved_at=message.retrieved_at
+            info=info, wire=wire_octets(message.wire), retrieved_at=message.retrieved_at
         )
         return info
 

@@ -27,6 +27,8 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
+from popbox.store.postgres_rows import insert_messages, message_row
+from popbox.store.spooled import SpooledWire
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -57,7 +59,6 @@ __all__ = [
     "USAGE",
     "USED_BY_ID",
     "apply_migrations",
-    "copy_rows",
     "deliver",
     "delivered_info",
     "import_messages",
@@ -177,16 +178,6 @@ SET_QUOTA_WARNED = (
 # uids for this mailbox (deliver, import_messages) across all nodes.  NO KEY: it
 # conflicts with itself but not with the KEY SHARE lock that foreign-key checks take.
 LOCK_COUNTER = "SELECT id, next_uid FROM users WHERE name = $1 FOR NO KEY UPDATE"
-_MESSAGE_COLUMNS = (
-    "user_id",
-    "uid",
-    "size",
-    "stored_size",
-    "received_at",
-    "retrieved_at",
-    "legacy_uidl",
-    "wire",
-)
 
 
 def translate(exc: BaseException, *, connection_gone: bool) -> StoreError | None:
@@ -302,14 +293,18 @@ async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
                     f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
                 )
         [info] = assign_uids([message], uid, clock)
-        await conn.execute(
-            "WITH stored AS (INSERT INTO messages (user_id, uid, size, stored_size,"
-            " received_at, retrieved_at, legacy_uidl, wire)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8))"
-            " UPDATE users SET next_uid = $2 + 1 WHERE id = $1",
-            user_id,
-            *_row(info, message.retrieved_at, message.wire),
-        )
+        if isinstance(message.wire, SpooledWire):
+            await insert_messages(conn, user_id, [info], [message])
+            await conn.execute("UPDATE users SET next_uid = $2 + 1 WHERE id = $1", user_id, uid)
+        else:
+            # One round trip: the row and the counter in one statement.
+            await conn.execute(
+                "WITH stored AS (INSERT INTO messages (user_id, uid, size, stored_size,"
+                " received_at, retrieved_at, legacy_uidl, wire)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8))"
+                " UPDATE users SET next_uid = $2 + 1 WHERE id = $1",
+                *message_row(user_id, info, message),
+            )
         if key is not None:
             await conn.execute(
                 "INSERT INTO delivery_keys (user_id, key, uid, delivered_at)"
@@ -367,23 +362,11 @@ async def import_messages(
             fresh.append(message)
         first = max(next_uid, uids_above + 1)
         infos = assign_uids(fresh, first, clock)
-        await copy_rows(
-            conn,
-            [
-                (user_id, *_row(info, message.retrieved_at, message.wire))
-                for info, message in zip(infos, fresh, strict=True)
-            ],
-        )
+        await insert_messages(conn, user_id, infos, fresh)
         await conn.execute(
             "UPDATE users SET next_uid = $2 WHERE id = $1", user_id, first + len(fresh)
         )
     return infos
-
-
-async def copy_rows(conn: Conn, rows: Sequence[tuple[object, ...]]) -> None:
-    """Insert whole ``messages`` rows with binary COPY: one round trip for a batch."""
-    if rows:
-        await conn.copy_records_to_table("messages", records=rows, columns=_MESSAGE_COLUMNS)
 
 
 async def _lock_counter(conn: Conn, name: str) -> tuple[int, int]:
@@ -391,9 +374,3 @@ async def _lock_counter(conn: Conn, name: str) -> tuple[int, int]:
     if row is None:
         raise UnknownUser(f"no such user {name!r}")
     return int(row["id"]), int(row["next_uid"])
-
-
-def _row(info: MessageInfo, retrieved_at: float | None, wire: bytes) -> tuple[object, ...]:
-    """The ``messages`` columns after ``user_id``, in ``_MESSAGE_COLUMNS`` order."""
-    sizes = (info.uid, info.size, info.stored_size, info.received_at)
-    return (*sizes, retrieved_at, info.legacy_uidl, wire)

@@ -29,6 +29,7 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
+from popbox.store.spooled import PIECE, wire_pieces
 from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ _INSERT = (
     "INSERT INTO messages (user_id, uid, size, stored_size, received_at, retrieved_at,"
     " legacy_uidl, wire) VALUES (?, ?, ?, ?, ?, ?, ?, {wire})"
 )
-_BLOB_CHUNK = 1024 * 1024  # larger messages go in through the incremental blob API
 
 _SNAPSHOT = (
     "SELECT m.uid, m.size, m.stored_size, m.received_at, m.legacy_uidl"
@@ -261,16 +261,17 @@ def _insert(
     for info, message in zip(infos, messages, strict=True):
         uid, size, stored, received, legacy_uidl = info
         row = (user_id, uid, size, stored, received, message.retrieved_at, legacy_uidl)
-        if len(message.wire) <= _BLOB_CHUNK:
-            small.append((*row, message.wire))
+        wire = message.wire
+        if isinstance(wire, bytes) and len(wire) <= PIECE:
+            small.append((*row, wire))
             continue
         # A bound blob is copied by SQLite, then again into the row it builds (two more
-        # copies of maybe tens of MiB); the incremental blob API takes a chunk at a time.
-        cursor = conn.execute(_INSERT.format(wire="zeroblob(?)"), (*row, len(message.wire)))
-        body = memoryview(message.wire)
+        # copies of maybe tens of MiB), and a spooled one would have to be read whole
+        # first; the incremental blob API takes a piece at a time.
+        cursor = conn.execute(_INSERT.format(wire="zeroblob(?)"), (*row, len(wire)))
         with conn.blobopen("messages", "wire", cursor.lastrowid or 0) as blob:
-            for start in range(0, len(body), _BLOB_CHUNK):
-                blob.write(body[start : start + _BLOB_CHUNK])
+            for piece in wire_pieces(wire):
+                blob.write(piece)
     conn.executemany(_INSERT.format(wire="?"), small)
     return infos
 
