@@ -55,10 +55,11 @@ from popbox.protocol.phases import (
     state_of,
     user_of,
 )
-from popbox.protocol.policy import capability_lines
+from popbox.protocol.policy import Capabilities
 from popbox.protocol.profiles import texts_of
-from popbox.protocol.replies import Err, Ok, RespCode, multiline
+from popbox.protocol.replies import Err, Ok, RespCode
 from popbox.protocol.states import State
+from popbox.protocol.utf8 import UTF8_REFUSED, needs_utf8
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -100,7 +101,8 @@ class Pop3Connection:
         self._exchange = self.settings.wire.exchange
         self._texts = texts_of(self.settings.wire)
         self._out = Outgoing(self.settings.wire)
-        self._capa: dict[tuple[bool, bool], bytes] = {}
+        self._utf8 = False  # the UTF8 command has put the session in UTF-8 mode (RFC 6856)
+        self._capa = Capabilities(self.settings, self._texts.capa)
         self._write(Ok(self.settings.banner))
 
     # -- observation ---------------------------------------------------------------
@@ -241,6 +243,9 @@ class Pop3Connection:
         transaction = awaiting.resume
         assert isinstance(transaction, Transaction)
         self._phase = transaction
+        if not (self._utf8 or self._exchange) and needs_utf8(data):
+            self._write(Err(f"message {event.msg} {UTF8_REFUSED}", RespCode.UTF8))
+            return
         if event.lines is None:
             transaction.maildrop.mark_retrieved(event.msg)
             size = transaction.maildrop.size_of(event.info)
@@ -292,7 +297,7 @@ class Pop3Connection:
 
     def _command_line(self, line: bytes) -> Event | None:
         command = c.parse_command(line, single_space=self.settings.single_space)
-        if self._exchange and isinstance(command, c.Lang):  # Exchange lists no LANG
+        if self._exchange and isinstance(command, c.Lang | c.Utf8):  # Exchange lists neither
             command = c.ParseError("unknown command")
         if isinstance(command, c.ParseError):
             self._out.verb = c.verb_of(line)
@@ -321,10 +326,13 @@ class Pop3Connection:
         if isinstance(command, c.Quit):  # no UPDATE from AUTHORIZATION (s6)
             self._close(Ok(self._texts.signed_off(None)))
             return None
+        if isinstance(command, c.Utf8):  # RFC 6856 s2.1; once in force, it stays
+            self._utf8 = True
+            self._write(Ok("UTF-8 mode enabled"))
+            return None
         assert isinstance(command, c.User | c.Pass | c.Auth | c.Stls)  # ALLOWED[AUTHORIZATION]
-        reply = authorization.answer(
-            command, phase, self.settings, self._texts, tls_active=self._tls_active
-        )
+        tls, utf8 = self._tls_active, self._utf8
+        reply = authorization.answer(command, phase, self.settings, tls_active=tls, utf8=utf8)
         if isinstance(reply, c.ParseError):
             self._bad_input(reply.text)
         elif isinstance(reply, SaslStart):
@@ -358,13 +366,8 @@ class Pop3Connection:
         return self._await(SaslContinue(response), phase)
 
     def _capabilities(self) -> bytes:
-        """CAPA's reply, built once per (before login, TLS) and kept: it is often repeated."""
-        key = (self.state is State.AUTHORIZATION, self._tls_active)
-        reply = self._capa.get(key)
-        if reply is None:
-            lines = capability_lines(self.settings, tls_active=key[1], before_login=key[0])
-            reply = self._capa[key] = multiline(Ok(self._texts.capa), lines)
-        return reply
+        before_login = self.state is State.AUTHORIZATION
+        return self._capa.reply(before_login=before_login, tls_active=self._tls_active)
 
     def _bad_input(self, text: str) -> None:
         self._write(Err(text))
