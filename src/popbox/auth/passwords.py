@@ -50,10 +50,10 @@ import argon2.low_level
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from Crypto.Hash import MD4
 
-from popbox.auth.saslprep import saslprep
 from popbox.config import AuthConfig
 from popbox.protocol.mechanisms import NTLM as NTLM_MECHANISM
 from popbox.protocol.mechanisms import SCRAM_SHA_256 as SCRAM_MECHANISM
+from popbox.protocol.saslprep import saslprep
 
 if TYPE_CHECKING:
     from collections.abc import Callable
