@@ -24,7 +24,7 @@ from popbox.auth.plain import check_password
 from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
 from popbox.protocol.replies import Err, RespCode
 from popbox.server.store_errors import response_code
-from popbox.store.base import MaildropLocked, StoreError
+from popbox.store.base import MaildropLocked, StoreError, StoreTemporaryError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -37,9 +37,10 @@ if TYPE_CHECKING:
     from popbox.server.observe import SessionObserver
     from popbox.store.base import MaildropHandle
 
-__all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow"]
+__all__ = ["AUTH_FAILED", "LOCK_RENEW_RETRY", "LoginEvent", "LoginFlow"]
 
 AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
+LOCK_RENEW_RETRY = 5.0  # seconds between renewals of a maildrop lock while the store is away
 
 LoginEvent: TypeAlias = PasswordLogin | SaslStart | SaslContinue | SaslCancelled
 
@@ -197,10 +198,19 @@ class LoginFlow:
 
     async def _renew_lock(self, user: str) -> None:
         lease = self._server.config.pop3.lock_lease
-        with contextlib.suppress(StoreError):
-            while True:
-                await self._server.clock.sleep(lease / 3)
+        interval = lease / 3
+        while True:
+            await self._server.clock.sleep(interval)
+            try:
                 await self._server.store.acquire_lock(user, self._session_id, lease)
+            except StoreTemporaryError:
+                # The database is away for a moment (a restart, a failover): the lease
+                # runs on meanwhile, so try again well before it runs out.
+                interval = min(lease / 3, LOCK_RENEW_RETRY)
+                continue
+            except StoreError:
+                return  # taken over after the lease ran out, or the user is gone
+            interval = lease / 3
 
 
 def _lockout_reply(seconds: float) -> Err:
