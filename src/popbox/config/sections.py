@@ -161,6 +161,9 @@ class AuthConfig:
     user_lockout_failures: int = 10  # recent failures that lock out a user name; 0: never
     lockout_duration: float = 300.0  # seconds a lockout lasts ([LOGIN-DELAY] meanwhile)
     max_tracked: int = 100000  # source IPs and names remembered; the oldest are forgotten
+    # When the failure scores or session counts every node shares cannot be reached:
+    # "closed" refuses logins ([SYS/TEMP]), "open" counts in this process meanwhile.
+    shared_state_unavailable: FailClosed = "closed"
     # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
     ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
     ntlm_domain: str = "POPBOX"  # NetBIOS domain name the CHALLENGE announces

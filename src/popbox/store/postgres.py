@@ -57,6 +57,7 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
+from popbox.store.postgres_cluster import PostgresScores, PostgresSessions
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
 from popbox.store.postgres_options import PostgresOptions
 
@@ -329,6 +330,16 @@ class PostgresStore:
         )
         async with self._connection() as conn:
             await conn.execute(sql, name, owner)
+
+    # -- state every node shares (popbox.store.postgres_cluster) ----------------
+
+    def cluster_scores(self) -> PostgresScores:
+        """Brute-force scores in the database, for every worker of every node."""
+        return PostgresScores(self._connection)
+
+    def cluster_sessions(self, clock: Callable[[], float]) -> PostgresSessions:
+        """``max_sessions_per_user`` slots in the database, for every node."""
+        return PostgresSessions(self._connection, clock)
 
     # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
