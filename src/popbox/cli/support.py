@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from popbox.config import default_config_path, load
-from popbox.store import open_store
+from popbox.store import open_configured
 from popbox.store.base import StoreError, UnknownUser
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def load_config(args: argparse.Namespace) -> Config:
 
 async def open_configured_store(config: Config) -> MailStore:
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+    store = open_configured(config)
     await store.open()
     return store
 

@@ -34,6 +34,7 @@ from popbox.config.sections import (
     Backend,
     Config,
     ConfigError,
+    FailClosed,
     LmtpConfig,
     LoginType,
     LogLevel,
@@ -44,6 +45,7 @@ from popbox.config.sections import (
     ServerConfig,
     SortOrder,
     StorageConfig,
+    SyncCommit,
     TlsConfig,
 )
 
@@ -227,6 +229,8 @@ _TYPES: dict[str, Any] = {
     "OverQuota": OverQuota,
     "LogLevel": LogLevel,
     "SortOrder": SortOrder,
+    "SyncCommit": SyncCommit,
+    "FailClosed": FailClosed,
     "str": str,
     "int": int,
     "float": float,
@@ -237,13 +241,16 @@ _TYPES: dict[str, Any] = {
 }
 
 
+_CHOICES = (LoginType, Compat, Backend, OverQuota, LogLevel, SortOrder, SyncCommit, FailClosed)
+
+
 def _resolve(annotation: object) -> Any:
     # Annotations are strings under `from __future__ import annotations`.
     return _TYPES[annotation] if isinstance(annotation, str) else annotation
 
 
 def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one case per type
-    if expected in (LoginType, Compat, Backend, OverQuota, LogLevel, SortOrder):
+    if expected in _CHOICES:
         choices = get_args(expected)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")

@@ -18,6 +18,7 @@ __all__ = [
     "Compat",
     "Config",
     "ConfigError",
+    "FailClosed",
     "LmtpConfig",
     "LoginType",
     "OverQuota",
@@ -27,12 +28,16 @@ __all__ = [
     "ServerConfig",
     "SortOrder",
     "StorageConfig",
+    "SyncCommit",
     "TlsConfig",
 ]
 
 LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
 Backend = Literal["sqlite", "postgresql"]
 OverQuota = Literal["temporary", "permanent"]
+# PostgreSQL's synchronous_commit levels popbox may ask for; "" keeps the database's own.
+SyncCommit = Literal["", "local", "remote_write", "on", "remote_apply"]
+FailClosed = Literal["closed", "open"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 SortOrder = Literal["ascending", "descending"]
 
@@ -114,7 +119,15 @@ class RetentionConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     backend: Backend = "sqlite"
+    # libpq-style URL; several hosts ("postgresql://h1:5432,h2:5432/db?target_session_attrs=
+    # read-write") are tried in order, and whichever is the primary is used (failover).
     dsn: str = ""
+    # When a commit counts as done (a delivery's 250, QUIT's +OK): "" the database's own
+    # setting; "on"/"remote_write"/"remote_apply" once a synchronous standby has it.
+    synchronous_commit: SyncCommit = ""
+    # A pooler in transaction mode (PgBouncer pool_mode = transaction) sits in front of
+    # PostgreSQL: no statement cache, no per-connection settings.
+    transaction_pooler: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +161,9 @@ class AuthConfig:
     user_lockout_failures: int = 10  # recent failures that lock out a user name; 0: never
     lockout_duration: float = 300.0  # seconds a lockout lasts ([LOGIN-DELAY] meanwhile)
     max_tracked: int = 100000  # source IPs and names remembered; the oldest are forgotten
+    # When the failure scores or session counts every node shares cannot be reached:
+    # "closed" refuses logins ([SYS/TEMP]), "open" counts in this process meanwhile.
+    shared_state_unavailable: FailClosed = "closed"
     # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
     ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
     ntlm_domain: str = "POPBOX"  # NetBIOS domain name the CHALLENGE announces

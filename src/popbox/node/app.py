@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
+from popbox.auth.guard import ProcessGuard
 from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.clock import SystemClock
 from popbox.delivery.lmtp_server import LmtpServer
@@ -28,6 +29,7 @@ from popbox.observability.log import make_logger
 from popbox.observability.metrics import Metrics, MetricsHttpServer, start_metrics
 from popbox.observability.store_timing import timed_store
 from popbox.server import lifecycle, startup
+from popbox.server.cluster import cluster_limiter, shared_guard
 from popbox.server.context import ServerContext
 from popbox.server.limits import LimitSettings, LocalLimiter
 from popbox.server.listener import Pop3Server
@@ -69,6 +71,8 @@ async def build_context(
     registry = startup.auth_registry(config, passwords=passwords)
     if store is None:
         store = await startup.open_store_at_start(config, patience=store_patience, clock=clock.wall)
+    local = ProcessGuard(LoginGuard(GuardSettings.from_config(config), clock=clock.monotonic))
+    node_limits = LocalLimiter(LimitSettings.from_config(config.server))
     return ServerContext(
         config=config,
         store=timed_store(store, metrics),
@@ -76,9 +80,9 @@ async def build_context(
         tls=tls,
         log=log or make_logger(json=config.server.json_logs, level=config.server.log_level),
         metrics=metrics,
-        limits=LocalLimiter(LimitSettings.from_config(config.server)),
+        limits=cluster_limiter(store, node_limits, config, clock.wall),
         passwords=passwords,
-        guard=LoginGuard(GuardSettings.from_config(config), clock=clock.monotonic),
+        guard=shared_guard(store, config, local, clock.wall) or local,
         clock=clock,
     )
 

@@ -45,9 +45,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
+from popbox.auth.bruteforce import GuardSettings, LoginGuard
 from popbox.config import ConfigError, load, parse_address
 from popbox.net.balance import create_counters
 from popbox.net.bind import ListenError, address_of, bind_listeners
+from popbox.node import shared_guard
 from popbox.node.control import Channel, Message, encode_config
 from popbox.observability.metrics import MetricsHttpServer, export_registry, render_merged
 from popbox.server.lifecycle import merge_reload
@@ -112,6 +114,8 @@ class Supervisor:
         self._announce = announce
         self._log = log.bind(process="supervisor")
         self._limits = ConnectionLimits(LimitSettings.from_config(config.server))
+        # The workers' brute-force scores, when the store does not share them (SQLite).
+        self._guard = LoginGuard(GuardSettings.from_config(config))
         self._slots = [_Slot(i) for i in range(worker_count(config))]
         self._bound: list[Bound] = []
         self._balance_fd = -1  # the workers' shared connection counters (net/balance.py)
@@ -292,6 +296,13 @@ class Supervisor:
             self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
             self._changed.set()
             return None
+        if op in shared_guard.OPS:
+            return shared_guard.answer(self._guard, message)
+        return self._limit_message(slot, message)
+
+    def _limit_message(self, slot: _Slot, message: Message) -> Message | None:
+        """A worker asks the node's limits to admit, or tells them what ended."""
+        op = message.get("op")
         if op == "admit":
             refused = self._limits.admit(message["ip"])
             if refused is None:

@@ -23,13 +23,16 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from popbox.auth.guard import ProcessGuard
 from popbox.config import ConfigError
 from popbox.delivery.retention import run_retention
 from popbox.net.balance import AcceptBalance
 from popbox.node import app, eventloop
 from popbox.node.control import Channel, Message, decode_config
+from popbox.node.shared_guard import supervisor_guard
 from popbox.observability.log import make_logger
 from popbox.observability.metrics import check_store
+from popbox.server.cluster import cluster_limiter
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
 from popbox.server.startup import StartupError
@@ -195,7 +198,10 @@ async def _start(
     log = make_logger(json=settings.json_logs, level=settings.log_level).bind(worker=index)
     # The supervisor created and migrated the store; it may still be busy for a moment.
     context = await app.build_context(config, log=log, store_patience=STORE_PATIENCE)
-    context.limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
+    node_limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
+    context.limits = cluster_limiter(context.store, node_limits, config, context.clock.wall)
+    if isinstance(context.guard, ProcessGuard):  # not shared by the store: by the node
+        context.guard = supervisor_guard(channel, context.guard, config)
     context.balance = balance
     try:
         servers, _ = await app.start_servers(context, bound)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from popbox.auth.bruteforce import LoginGuard
+from popbox.auth.guard import Guard, ProcessGuard
 from popbox.clock import SystemClock
 from popbox.observability.metrics import Metrics
 from popbox.server.budget import MemoryBudget
@@ -34,7 +35,8 @@ class ServerContext:
     log: structlog.typing.FilteringBoundLogger
     passwords: PasswordVerifier  # USER/PASS's; the registry's PLAIN and LOGIN share it
     sessions: set[Any] = field(default_factory=set)  # live Pop3Protocol objects
-    guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts
+    # Failure delays and lockouts: this process's, or shared (auth/guard.py).
+    guard: Guard = field(default_factory=lambda: ProcessGuard(LoginGuard()))
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters
     limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits
     balance: AcceptBalance | None = None  # set in a worker of several (net/balance.py)

@@ -20,11 +20,12 @@ import math
 from typing import TYPE_CHECKING, TypeAlias
 
 from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
+from popbox.auth.guard import GuardUnavailable
 from popbox.auth.plain import check_password
 from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
 from popbox.protocol.replies import Err, RespCode
 from popbox.server.store_errors import response_code
-from popbox.store.base import MaildropLocked, StoreError
+from popbox.store.base import MaildropLocked, StoreError, StoreTemporaryError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -37,9 +38,12 @@ if TYPE_CHECKING:
     from popbox.server.observe import SessionObserver
     from popbox.store.base import MaildropHandle
 
-__all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow"]
+__all__ = ["AUTH_FAILED", "GUARD_UNAVAILABLE", "LOCK_RENEW_RETRY", "LoginEvent", "LoginFlow"]
 
 AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
+# [auth] shared_state_unavailable = "closed", and the shared scores cannot be reached.
+GUARD_UNAVAILABLE = Err("login checks are unavailable, try again later", RespCode.SYS_TEMP)
+LOCK_RENEW_RETRY = 5.0  # seconds between renewals of a maildrop lock while the store is away
 
 LoginEvent: TypeAlias = PasswordLogin | SaslStart | SaslContinue | SaslCancelled
 
@@ -62,6 +66,7 @@ class LoginFlow:
         self._lock_renewer: asyncio.Task[None] | None = None
         self._peer = "-"
         self._peer_ip = "-"  # brute-force accounting is per source IP, not per port
+        self._user_scored = False  # the guard said the user has failures to forgive
         self.log: structlog.typing.FilteringBoundLogger = server.log
         """The session's logger; bound with ``user=`` once a login succeeds."""
         self.maildrop: MaildropHandle | None = None
@@ -76,7 +81,7 @@ class LoginFlow:
             case PasswordLogin(user, password, valid_name):
                 await self._password_login(user, password, valid_name=valid_name)
             case SaslStart(name, initial):
-                if self._locked_out(None, name):
+                if await self._locked_out(None, name):
                     return  # a locked-out IP gets no exchange, and costs no hashing
                 context = AuthContext(self._server.store, self._peer, self._conn.tls_active)
                 self._mechanism = self._server.registry.create(name, context)
@@ -105,7 +110,7 @@ class LoginFlow:
                 await self._server.store.release_lock(user, self._session_id)
 
     async def _password_login(self, user: str, password: str, *, valid_name: bool) -> None:
-        if self._locked_out(user, "USER"):
+        if await self._locked_out(user, "USER"):
             return  # refused before hashing: a lockout must not cost CPU
         # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
         # a right password also upgrades a hash made with older parameters.
@@ -120,7 +125,7 @@ class LoginFlow:
             self._conn.store_failed(response_code(exc))
             return
         if verified:
-            await self._login(user, "USER")
+            await self._login(user, "USER", checked=True)
         else:
             await self._fail_login(user, "USER", "wrong password or unknown user")
 
@@ -138,14 +143,15 @@ class LoginFlow:
                 self._conn.sasl_challenge(data)
             case Success(user):
                 self._mechanism = None
-                await self._login(user, name)
+                await self._login(user, name, checked=False)
             case Failure(reason, user):
                 self._mechanism = None
                 await self._fail_login(user, name, reason)
 
-    async def _login(self, user: str, mechanism: str) -> None:
+    async def _login(self, user: str, mechanism: str, *, checked: bool) -> None:
+        """``checked``: the guard was asked about this user before the password was."""
         store, pop3 = self._server.store, self._server.config.pop3
-        if self._locked_out(user, mechanism):
+        if not checked and await self._locked_out(user, mechanism):
             return  # even the right password is refused during a lockout
         refused = await self._observe.admit_login(user, mechanism)
         if refused is not None:  # server.max_sessions_per_user on this node
@@ -173,21 +179,41 @@ class LoginFlow:
         self.log = self.log.bind(user=user)
         self.log.info("login", mechanism=mechanism, messages=len(maildrop.messages))
         self._observe.logged_in(user, mechanism, self.log)
-        self._server.guard.succeeded(user)
+        if self._user_scored:
+            with contextlib.suppress(GuardUnavailable):  # counted on: forgiven later
+                await self._server.guard.succeeded(user)
         self._conn.login_succeeded(user, maildrop.messages)
 
     async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
-        guard = self._server.guard
-        locked = guard.locked_for(self._peer_ip, user)
-        delay = guard.failed(self._peer_ip, user)  # grows with recent failures
         self.log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
         self._observe.login_result(mechanism, "failure")
-        await self._server.clock.sleep(delay)
+        try:
+            failed = await self._server.guard.failed(self._peer_ip, user)
+        except GuardUnavailable:
+            self.log.warning("login_guard_unavailable", user=user, mechanism=mechanism)
+            await self._server.clock.sleep(self._server.config.pop3.auth_failure_delay)
+            self._conn.login_failed(GUARD_UNAVAILABLE)
+            return
+        await self._server.clock.sleep(failed.delay)  # grows with recent failures
+        locked = failed.locked_for
         self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
 
-    def _locked_out(self, user: str | None, mechanism: str) -> bool:
-        """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out."""
-        seconds = self._server.guard.locked_for(self._peer_ip, user)
+    async def _locked_out(self, user: str | None, mechanism: str) -> bool:
+        """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out.
+
+        Also refused, with [SYS/TEMP], when the shared scores cannot be read and
+        ``[auth] shared_state_unavailable = "closed"``.
+        """
+        try:
+            standing = await self._server.guard.check(self._peer_ip, user)
+        except GuardUnavailable:
+            self.log.warning("login_guard_unavailable", user=user, mechanism=mechanism)
+            self._observe.login_result(mechanism, "store_error")
+            self._conn.login_failed(GUARD_UNAVAILABLE)
+            return True
+        if user is not None:
+            self._user_scored = standing.user_scored
+        seconds = standing.locked_for
         if seconds <= 0:
             return False
         self.log.info("login_locked_out", user=user, mechanism=mechanism, seconds=round(seconds))
@@ -197,10 +223,19 @@ class LoginFlow:
 
     async def _renew_lock(self, user: str) -> None:
         lease = self._server.config.pop3.lock_lease
-        with contextlib.suppress(StoreError):
-            while True:
-                await self._server.clock.sleep(lease / 3)
+        interval = lease / 3
+        while True:
+            await self._server.clock.sleep(interval)
+            try:
                 await self._server.store.acquire_lock(user, self._session_id, lease)
+            except StoreTemporaryError:
+                # The database is away for a moment (a restart, a failover): the lease
+                # runs on meanwhile, so try again well before it runs out.
+                interval = min(lease / 3, LOCK_RENEW_RETRY)
+                continue
+            except StoreError:
+                return  # taken over after the lease ran out, or the user is gone
+            interval = lease / 3
 
 
 def _lockout_reply(seconds: float) -> Err:

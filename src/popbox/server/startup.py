@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from popbox.auth.registry import build_registry
 from popbox.server.tls import TlsContextHolder, load_or_create_certificate
-from popbox.store import SQLITE_FILE_NAME, open_store
+from popbox.store import SQLITE_FILE_NAME, open_configured
 from popbox.store.base import StoreError, StoreTemporaryError
 
 if TYPE_CHECKING:
@@ -105,9 +105,7 @@ async def open_store_at_start(
     deadline = loop.time() + patience
     delay = _RETRY_FIRST
     while True:
-        store = open_store(
-            config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn, clock=clock
-        )
+        store = open_configured(config, clock=clock)
         try:
             await store.open()
         except StoreTemporaryError as exc:
