@@ -26,9 +26,9 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
+from popbox.store.postgres_failover import READ_ONLY_SQLSTATE, lock_counter
 from popbox.store.postgres_rows import insert_messages, message_row
 from popbox.store.spooled import SpooledWire
-from popbox.store.postgres_failover import READ_ONLY_SQLSTATE, lock_counter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -297,7 +297,8 @@ async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
         [info] = assign_uids([message], uid, clock)
         if isinstance(message.wire, SpooledWire):
             await insert_messages(conn, user_id, [info], [message])
-            await conn.execute("UPDATE users SET next_uid = $2 + 1, uid_timeline = $3 WHERE id = $1",
+            await conn.execute(
+                "UPDATE users SET next_uid = $2 + 1, uid_timeline = $3 WHERE id = $1",
                 user_id,
                 uid,
                 timeline,
@@ -377,5 +378,3 @@ async def import_messages(
             timeline,
         )
     return infos
-
-
