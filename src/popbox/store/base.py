@@ -107,6 +107,9 @@ class UserRecord:
     name: str
     verifiers: Mapping[str, str] = field(default_factory=dict)
     quota: int | None = None  # octets; None inherits the server default (E0003)
+    # Set by `popbox user disable`: the account may not log in (mail is still delivered);
+    # the text is the reason a login with the right password is told ("" when none).
+    disabled_reason: str | None = None
 
 
 def assign_uids(
@@ -210,6 +213,12 @@ class MailStore(Protocol):
 
     async def delete_user(self, name: str) -> None:
         """Remove a user and every message of theirs.  Raises ``UnknownUser``."""
+
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        """Disable a user's logins with ``reason`` ("" for none), or with None enable them.
+
+        Raises ``UnknownUser``.
+        """
 
     async def get_user(self, name: str) -> UserRecord | None:
         """The user, or None when there is no such user."""
