@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from popbox.protocol.message_info import MessageInfo  # re-exported: part of the contract
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
+    "ARGON2ID_VERIFIER",
     "CommitOutcomeUnknown",
     "DeliveryRefused",
     "MailStore",
@@ -50,6 +51,10 @@ __all__ = [
     "UserRecord",
     "assign_uids",
 ]
+
+
+# Key of the argon2id PHC string in ``UserRecord.verifiers`` (USER/PASS, PLAIN, LOGIN).
+ARGON2ID_VERIFIER: Final = "argon2id"
 
 
 class StoreError(Exception):
