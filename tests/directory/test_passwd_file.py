@@ -45,7 +45,7 @@ async def test_dovecot_lines_with_extra_fields_give_the_accounts_they_describe(t
         f"ann@example.com:{doveadm_hash('SHA512-CRYPT', 'ann pw')}::::::quota_rule=*:storage=1G",
         f"bob@example.com:{doveadm_hash('BLF-CRYPT', 'bob pw')}:1000:1000::/home/bob::",
         f"cy@example.com:{doveadm_hash('SSHA256', 'cy pw')}::::::user=cyrus@example.com",
-        f"old@example.com:{doveadm_hash('ARGON2ID', 'old pw')}::::::nologin reason=Left the company",
+        f"old@example.com:{doveadm_hash('ARGON2ID', 'old pw')}::::::nologin reason=Left us",
         "lab@example.com:{PLAIN}lab pw::::::allow_nets=192.0.2.0/24,::1",
     )
     files = directory(str(users))
@@ -58,7 +58,7 @@ async def test_dovecot_lines_with_extra_fields_give_the_accounts_they_describe(t
     old = await files.authenticate(login("old@example.com"), "old pw", "127.0.0.1")
     assert old.status is Status.DISABLED
     assert old.account is not None
-    assert old.account.disabled_reason == "Left the company"
+    assert old.account.disabled_reason == "Left us"
     wrong_old = await files.authenticate(login("old@example.com"), "guess", "127.0.0.1")
     assert wrong_old.status is Status.WRONG  # no word of "disabled" without the password
     assert (await files.authenticate(login("lab@example.com"), "lab pw", "::1")).status is Status.OK
@@ -133,7 +133,7 @@ async def test_an_edited_file_is_read_again_without_a_restart(tmp_path):
     # The same size and, on a coarse clock, the same mtime: the inode still differs.
     replacement = tmp_path / "users.new"
     write(replacement, "ann:{PLAIN}new", "bob:{PLAIN}bob")
-    os.replace(replacement, users)
+    replacement.replace(users)
     assert (await files.authenticate(login("ann"), "old", "::1")).status is Status.WRONG
     assert (await files.authenticate(login("ann"), "new", "::1")).status is Status.OK
     # Edited in place: size and mtime change.
