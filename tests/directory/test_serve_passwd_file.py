@@ -40,13 +40,19 @@ def readme_example() -> str:
 
 def passwd_lines() -> list[str]:
     return [
-        f"ann@example.com:{doveadm_hash('SHA512-CRYPT', PASSWORDS['ann'])}::::::"
-        "quota_rule=*:storage=1G",
+        (
+            f"ann@example.com:{doveadm_hash('SHA512-CRYPT', PASSWORDS['ann'])}::::::"
+            "quota_rule=*:storage=1G"
+        ),
         f"bob@example.com:{doveadm_hash('BLF-CRYPT', PASSWORDS['bob'])}",
-        f"cy@example.com:{doveadm_hash('SSHA256', PASSWORDS['cy'])}::::::"
-        "allow_nets=127.0.0.0/8,::1",
-        f"old@example.com:{doveadm_hash('ARGON2ID', PASSWORDS['old'])}::::::"
-        "nologin reason=This mailbox was closed",
+        (
+            f"cy@example.com:{doveadm_hash('SSHA256', PASSWORDS['cy'])}::::::"
+            "allow_nets=127.0.0.0/8,::1"
+        ),
+        (
+            f"old@example.com:{doveadm_hash('ARGON2ID', PASSWORDS['old'])}::::::"
+            "nologin reason=This mailbox was closed"
+        ),
     ]
 
 
