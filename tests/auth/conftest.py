@@ -19,9 +19,9 @@ import pytest
 import trustme
 
 from popbox.auth.passwords import Argon2Params, PasswordVerifier, verifiers_for
-from popbox.directory.factory import DirectoryDeps, build_chain
 from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
+from popbox.directory.factory import DirectoryDeps, build_chain
 from popbox.node import app
 from popbox.observability.log import make_logger
 from popbox.store.memory import MemoryStore
