@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from popbox.config import ConfigError, dump, from_mapping
+from popbox.config import ConfigError, dump, from_mapping, warnings
 from popbox.config.directory_sections import DirectoryConfig, InternalSettings, PasswdFileSettings
 
 
@@ -76,3 +76,12 @@ def test_directories_keep_their_order_domains_and_settings():
 def test_a_bad_directory_table_is_a_config_error_naming_it(directories, problem):
     with pytest.raises(ConfigError, match=problem):
         from_mapping({"directory": directories})
+
+
+def test_config_check_warns_of_scram_without_an_internal_directory():
+    config = from_mapping({"directory": [{"name": "f", "type": "passwd-file", "path": "/x"}]})
+    assert warnings(config) == [
+        'auth.mechanisms offers SCRAM-SHA-256, but no [[directory]] is of type "internal": '
+        "only the store's own users have the secrets they need"
+    ]
+    assert warnings(from_mapping({})) == []
