@@ -81,7 +81,9 @@ def test_a_bad_directory_table_is_a_config_error_naming_it(directories, problem)
 def test_config_check_warns_of_scram_without_an_internal_directory():
     config = from_mapping({"directory": [{"name": "f", "type": "passwd-file", "path": "/x"}]})
     assert warnings(config) == [
-        'auth.mechanisms offers SCRAM-SHA-256, but no [[directory]] is of type "internal": '
-        "only the store's own users have the secrets they need"
+        (
+            'auth.mechanisms offers SCRAM-SHA-256, but no [[directory]] is of type "internal": '
+            "only the store's own users have the secrets they need"
+        )
     ]
     assert warnings(from_mapping({})) == []
