@@ -18,6 +18,7 @@ from popbox.config.checks import (
     check_auth,
     check_mail_in,
     check_pop3,
+    check_protocol_log,
     check_server,
     parse_address,
 )
@@ -39,6 +40,7 @@ from popbox.config.sections import (
     LogLevel,
     OverQuota,
     Pop3Config,
+    ProtocolLogConfig,
     QuotaConfig,
     RetentionConfig,
     ServerConfig,
@@ -56,6 +58,7 @@ __all__ = [
     "ConfigError",
     "LmtpConfig",
     "Pop3Config",
+    "ProtocolLogConfig",
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
@@ -135,10 +138,12 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         retention=_build(RetentionConfig, _section(raw, "retention"), "retention"),
         auth=_build(AuthConfig, section("auth"), "auth"),
         server=_build(ServerConfig, section("server"), "server"),
+        protocol_log=_build(ProtocolLogConfig, _section(raw, "protocol_log"), "protocol_log"),
     )
     check_server(config.server)
     check_auth(config.auth)
     check_mail_in(config)
+    check_protocol_log(config.protocol_log)
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
     for key, addresses in (

@@ -22,6 +22,7 @@ __all__ = [
     "LoginType",
     "OverQuota",
     "Pop3Config",
+    "ProtocolLogConfig",
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
@@ -35,6 +36,7 @@ Backend = Literal["sqlite", "postgresql"]
 OverQuota = Literal["temporary", "permanent"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 SortOrder = Literal["ascending", "descending"]
+Rollover = Literal["hourly", "daily", "weekly", "monthly"]
 
 MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
 MAX_COMMAND_SIZE = 1024
@@ -180,6 +182,18 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolLogConfig:
+    """Exchange's POP3 protocol log (Set-PopSettings ProtocolLogEnabled and its files)."""
+
+    enabled: bool = False  # ProtocolLogEnabled ($false by default, as Exchange)
+    directory: str = ""  # LogFileLocation; empty: data_dir/logs/pop3
+    rollover: Rollover = "daily"  # LogFileRollOverSettings (Exchange 2010/2013: Daily)
+    per_file_size: int = 0  # LogPerFileSizeQuota, octets; 0: roll by time only
+    max_total_size: int = 0  # octets all files may take; the oldest go first; 0: no cap
+    max_age_days: float = 0  # days a file is kept; 0: no cap
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
     compat: Compat = DEFAULT_COMPAT
@@ -191,3 +205,4 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    protocol_log: ProtocolLogConfig = field(default_factory=ProtocolLogConfig)
