@@ -140,6 +140,21 @@ def test_a_message_with_utf8_headers_needs_utf8_mode_rfc6856_s2_1_s5():
     assert responder.updates[0].retrieved == (2,)
 
 
+LATIN1_HEADER_MAIL = b"Subject: caf\xe9 cr\xe8me\r\n\r\nbody\r\n"
+
+
+def test_raw_8bit_headers_that_are_not_utf8_are_sent_as_is_rfc6856_s2_1():
+    """Latin-1 octets in a header (mail from before MIME header encoding) are no UTF-8
+    message: UTF-8 mode would not make them readable, so "[UTF8]" ("the client MAY
+    reissue the command after entering UTF-8 mode", s5) would be untrue and the message
+    unreachable.  It is sent as stored, as POP3 servers always have."""
+    script = b"USER alice\r\nPASS secret\r\nRETR 1\r\n"
+    exchange = talk(greeted(), script, respond=mailbox(LATIN1_HEADER_MAIL))
+    assert exchange.output.endswith(
+        b"+OK %d octets\r\n" % len(LATIN1_HEADER_MAIL) + LATIN1_HEADER_MAIL + b".\r\n"
+    )
+
+
 def test_in_utf8_mode_a_utf8_message_is_sent_as_is_rfc6856_s2_1():
     """RFC 6856 s2.1: "In UTF-8 mode, if the character encoding format of maildrops is
     UTF-8 or ASCII, the messages are sent to the client as is"."""

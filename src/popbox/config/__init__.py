@@ -18,6 +18,7 @@ from popbox.config.checks import (
     check_auth,
     check_mail_in,
     check_pop3,
+    check_protocol_log,
     check_server,
     parse_address,
 )
@@ -41,6 +42,7 @@ from popbox.config.sections import (
     LogLevel,
     OverQuota,
     Pop3Config,
+    ProtocolLogConfig,
     QuotaConfig,
     RetentionConfig,
     ServerConfig,
@@ -59,6 +61,7 @@ __all__ = [
     "ConfigError",
     "LmtpConfig",
     "Pop3Config",
+    "ProtocolLogConfig",
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
@@ -140,10 +143,12 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         server=_build(ServerConfig, section("server"), "server"),
         directories=parse_directories(raw.get("directory")),
         names=parse_names(raw.get("names")),
+        protocol_log=_build(ProtocolLogConfig, _section(raw, "protocol_log"), "protocol_log"),
     )
     check_server(config.server)
     check_auth(config.auth)
     check_mail_in(config)
+    check_protocol_log(config.protocol_log)
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
     for key, addresses in (

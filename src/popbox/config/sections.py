@@ -28,6 +28,7 @@ __all__ = [
     "LoginType",
     "OverQuota",
     "Pop3Config",
+    "ProtocolLogConfig",
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
@@ -45,6 +46,7 @@ SyncCommit = Literal["", "local", "remote_write", "on", "remote_apply"]
 FailClosed = Literal["closed", "open"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 SortOrder = Literal["ascending", "descending"]
+Rollover = Literal["hourly", "daily", "weekly", "monthly"]
 
 MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
 MAX_COMMAND_SIZE = 1024
@@ -205,6 +207,18 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolLogConfig:
+    """Exchange's POP3 protocol log (Set-PopSettings ProtocolLogEnabled and its files)."""
+
+    enabled: bool = False  # ProtocolLogEnabled ($false by default, as Exchange)
+    directory: str = ""  # LogFileLocation; empty: data_dir/logs/pop3
+    rollover: Rollover = "daily"  # LogFileRollOverSettings (Exchange 2010/2013: Daily)
+    per_file_size: int = 0  # LogPerFileSizeQuota, octets; 0: roll by time only
+    max_total_size: int = 0  # octets all files may take; the oldest go first; 0: no cap
+    max_age_days: float = 0  # days a file is kept; 0: no cap
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
     compat: Compat = DEFAULT_COMPAT
@@ -221,3 +235,4 @@ class Config:
         DirectoryConfig("internal", "internal", InternalSettings()),
     )
     names: NamesConfig = field(default_factory=NamesConfig)
+    protocol_log: ProtocolLogConfig = field(default_factory=ProtocolLogConfig)

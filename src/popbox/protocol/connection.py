@@ -21,7 +21,7 @@ layer's, which reports expiry with ``timed_out``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from popbox.protocol import authorization, lang, transaction
 from popbox.protocol import commands as c
@@ -41,7 +41,7 @@ from popbox.protocol.events import (
 )
 from popbox.protocol.framing import LineBuffer, LineTooLong
 from popbox.protocol.maildrop import Maildrop
-from popbox.protocol.outgoing import Outgoing
+from popbox.protocol.outgoing import SASL_RESPONSE, Outgoing, redacted
 from popbox.protocol.phases import (
     ALLOWED_IN,
     Authorization,
@@ -53,6 +53,7 @@ from popbox.protocol.phases import (
     Transaction,
     expect,
     state_of,
+    unanswered,
     user_of,
 )
 from popbox.protocol.policy import Capabilities
@@ -100,7 +101,9 @@ class Pop3Connection:
         self._counters = Counters()
         self._exchange = self.settings.wire.exchange
         self._texts = texts_of(self.settings.wire)
-        self._out = Outgoing(self.settings.wire)
+        # The output queue and the protocol log's channels (``outgoing.py``); the I/O
+        # layer reads the transcript from it (``keep_transcript``, ``take_transcript``).
+        self.outgoing = self._out = Outgoing(self.settings.wire)
         self._utf8 = False  # the UTF8 command has put the session in UTF-8 mode (RFC 6856)
         self._capa = Capabilities(self.settings, self._texts.capa)
         self._write(Ok(self.settings.banner))
@@ -170,7 +173,7 @@ class Pop3Connection:
             if kind is Closed:
                 return Signal.CLOSED
             if kind is Awaiting:
-                _unanswered(phase)
+                unanswered(phase)
             if answered >= PACE_LINES or out.queued >= PACE_OCTETS:
                 return Signal.PAUSED
             sasl = kind is Sasl
@@ -189,6 +192,7 @@ class Pop3Connection:
             answered += 1
             if sasl:
                 out.verb = "SASL-RESPONSE"
+                out.client_line(b"*" if line == b"*" else SASL_RESPONSE)
                 return self._sasl_line(line)
             event = self._command_line(line)
             if event is not None:
@@ -300,6 +304,8 @@ class Pop3Connection:
 
     def _command_line(self, line: bytes) -> Event | None:
         command = c.parse_command(line, single_space=self.settings.single_space)
+        if self._out.transcribing:
+            self._out.client_line(redacted(line, command))
         if self._exchange and isinstance(command, c.Lang | c.Utf8):  # Exchange lists neither
             command = c.ParseError("unknown command")
         if isinstance(command, c.ParseError):
@@ -393,9 +399,3 @@ class Pop3Connection:
             self._write(reply)
             self._phase = Closed()
             self._buffer.clear()
-
-
-def _unanswered(phase: Phase) -> NoReturn:
-    assert isinstance(phase, Awaiting)
-    msg = f"answer {type(phase.event).__name__} before asking for the next event"
-    raise RuntimeError(msg)

@@ -9,12 +9,16 @@ protocol log, neither of which ever carries a message body or a listing line:
 - ``records``: one ``CommandRecord`` (verb, ok) per answered command, closed by the
   command's status line; the verb is set by the connection when it parses the line.
 - ``status_lines``: the status lines themselves, once ``keep_status_lines`` is called.
+- ``transcript``: once ``keep_transcript`` is called, every client line (redacted by the
+  connection: no password, no SASL response) and every status line, in the order they
+  were read and written: the Exchange-style protocol log's channel.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from popbox.protocol import commands as c
 from popbox.protocol.events import CommandRecord
 from popbox.protocol.profiles import on_wire
 from popbox.protocol.replies import TERMINATOR, Err, Ok, serialise
@@ -22,7 +26,9 @@ from popbox.protocol.replies import TERMINATOR, Err, Ok, serialise
 if TYPE_CHECKING:
     from popbox.protocol.profiles import WireProfile
 
-__all__ = ["Outgoing"]
+__all__ = ["SASL_RESPONSE", "Outgoing", "redacted"]
+
+SASL_RESPONSE = b"****"  # what the protocol log shows of a SASL continuation line
 
 
 class Outgoing:
@@ -35,6 +41,8 @@ class Outgoing:
         self.records: list[CommandRecord] = []
         self.verb: str | None = None  # the command being answered, until its status line
         self._status_lines: list[bytes] | None = None  # kept once keep_status_lines is called
+        # ("<", client line) and (">", status line), once keep_transcript is called.
+        self._transcript: list[tuple[str, bytes]] | None = None
 
     def take(self) -> list[bytes]:
         """Take the queued output, as chunks to write in order."""
@@ -56,6 +64,27 @@ class Outgoing:
         lines, self._status_lines = self._status_lines, []
         return lines
 
+    def keep_transcript(self) -> None:
+        """Keep the transcript from now on, starting with the status lines still queued
+        (the greeting, written before anyone could ask)."""
+        if self._transcript is None:
+            self._transcript = [(">", chunk) for chunk in self.chunks]
+
+    @property
+    def transcribing(self) -> bool:
+        return self._transcript is not None
+
+    def take_transcript(self) -> list[tuple[str, bytes]]:
+        if not self._transcript:
+            return []
+        lines, self._transcript = self._transcript, []
+        return lines
+
+    def client_line(self, line: bytes) -> None:
+        """A line the client sent, as the connection redacted it (only while transcribing)."""
+        if self._transcript is not None:
+            self._transcript.append(("<", line))
+
     def write(self, reply: Ok | Err) -> None:
         """A status line: closes the current command's record."""
         self.record(ok=isinstance(reply, Ok))
@@ -66,16 +95,20 @@ class Outgoing:
         if isinstance(reply, bytes):
             self.record(ok=True)
             self.queue(reply)
-            if self._status_lines is not None:
-                self._status_lines.append(reply[: reply.find(b"\n") + 1])
+            self._logged(reply[: reply.find(b"\n") + 1])
         else:
             self.write(reply)
 
     def status(self, line: bytes) -> None:
         """Queue a serialised status line (+OK/-ERR and its text)."""
         self.queue(line)
+        self._logged(line)
+
+    def _logged(self, line: bytes) -> None:
         if self._status_lines is not None:
             self._status_lines.append(line)
+        if self._transcript is not None:
+            self._transcript.append((">", line))
 
     def body(self, data: bytes) -> None:
         """Queue a message's wire form and the terminator, after its status line."""
@@ -94,3 +127,20 @@ class Outgoing:
         if self.verb is not None:
             self.records.append(CommandRecord(self.verb, ok))
             self.verb = None
+
+
+def redacted(line: bytes, command: c.Command | c.ParseError) -> bytes:
+    """A client's command line as the protocol log may show it.
+
+    PASS keeps its keyword only, AUTH its mechanism: the password and the initial
+    response never reach a log.  A line that is no command keeps its keyword only, as
+    it may be a password or a SASL response sent at the wrong time.
+    """
+    if isinstance(command, c.Pass):
+        return b"PASS ****"
+    if isinstance(command, c.Auth) and command.initial_response is not None:
+        return b"AUTH " + (command.mechanism or "").encode("ascii") + b" ****"
+    if isinstance(command, c.ParseError):
+        verb = c.verb_of(line).encode("ascii")
+        return verb + b" ****" if len(line) > len(verb) else verb
+    return line

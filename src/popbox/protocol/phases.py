@@ -7,7 +7,7 @@ PASS, the maildrop after login), never in optional attributes of the connection.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from popbox.protocol.events import Update
 
@@ -33,6 +33,7 @@ __all__ = [
     "Transaction",
     "expect",
     "state_of",
+    "unanswered",
     "user_of",
 ]
 
@@ -124,3 +125,10 @@ def expect(phase: Phase, *kinds: type) -> Awaiting:
         msg = f"no pending {' or '.join(k.__name__ for k in kinds)} to answer"
         raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
     return phase
+
+
+def unanswered(phase: Phase) -> NoReturn:
+    """``next_event`` was called with an event still unanswered: the I/O layer's bug."""
+    assert isinstance(phase, Awaiting)
+    msg = f"answer {type(phase.event).__name__} before asking for the next event"
+    raise RuntimeError(msg)

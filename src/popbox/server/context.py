@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from popbox.config import Config
     from popbox.directory.chain import DirectoryChain
     from popbox.net.balance import AcceptBalance
+    from popbox.observability.protocol_log import ProtocolLog
     from popbox.server.tls import TlsContextHolder
     from popbox.store.base import MailStore
 
@@ -43,6 +44,8 @@ class ServerContext:
     limits: Limiter = field(default_factory=LocalLimiter)  # node-wide connection limits
     balance: AcceptBalance | None = None  # set in a worker of several (net/balance.py)
     clock: Clock = field(default_factory=SystemClock)  # every timer and timestamp (clock.py)
+    # The Exchange-style protocol log ([protocol_log]); Pop3Server opens and closes it.
+    protocol_log: ProtocolLog | None = None
     budget: MemoryBudget = field(init=False)  # large bodies in flight (server.memory_budget)
 
     def __post_init__(self) -> None:

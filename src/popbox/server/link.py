@@ -24,9 +24,16 @@ if TYPE_CHECKING:
     from popbox.clock import Clock
     from popbox.server.observe import SessionObserver
 
-__all__ = ["READ_PAUSE_THRESHOLD", "ClientLink"]
+__all__ = ["READ_PAUSE_THRESHOLD", "ClientLink", "endpoint"]
 
 READ_PAUSE_THRESHOLD = 64 * 1024  # stop reading while this much waits unanswered
+
+
+def endpoint(address: object) -> str:
+    """``ip:port`` of a socket address, the text of another (a Unix socket's), or "-"."""
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address or "-")
 
 
 class ClientLink:

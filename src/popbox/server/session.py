@@ -45,7 +45,7 @@ from popbox.protocol.connection import (
     Update,
 )
 from popbox.server.budget import BodyHold
-from popbox.server.link import ClientLink
+from popbox.server.link import ClientLink, endpoint
 from popbox.server.loginflow import LoginFlow
 from popbox.server.mailflow import MailFlow
 from popbox.server.observe import SessionObserver
@@ -119,11 +119,12 @@ class Pop3Protocol(asyncio.Protocol):
         # Not an isinstance check: uvloop's transports do not derive from asyncio's.
         self._link.attach(cast("asyncio.Transport", transport))
         peer = self._client or transport.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
-        # Brute-force accounting is per source IP, not per port.
-        peer_ip = str(peer[0]) if isinstance(peer, tuple) else address
+        address = endpoint(peer)
+        peer_ip = str(peer[0]) if isinstance(peer, tuple) else address  # brute-force: per IP
         self._log = self._server.log.bind(session=self._session_id, peer=address)
         self._login.attach(address, peer_ip, self._log)
+        here = endpoint(transport.get_extra_info("sockname"))
+        self._observe.connected(self._session_id, here, address)
         self._server.sessions.add(self)
         self._log.info("connect", tls=self._settings.tls_active)
         self._idle.arm()
