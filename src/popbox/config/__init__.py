@@ -46,6 +46,7 @@ from popbox.config.sections import (
     StorageConfig,
     TlsConfig,
 )
+from popbox.config.tls_checks import check_tls
 
 _T = TypeVar("_T")
 
@@ -139,8 +140,7 @@ def from_mapping(raw: dict[str, Any]) -> Config:
     check_server(config.server)
     check_auth(config.auth)
     check_mail_in(config)
-    if bool(config.tls.cert_file) != bool(config.tls.key_file):
-        raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
+    check_tls(config.tls)
     for key, addresses in (
         ("pop3.listen", pop3.listen),
         ("pop3.tls_listen", pop3.tls_listen),

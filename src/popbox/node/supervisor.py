@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
+from popbox.acme.manager import start_acme
+from popbox.clock import SystemClock
 from popbox.config import ConfigError, load, parse_address
 from popbox.net.balance import create_counters
 from popbox.net.bind import ListenError, address_of, bind_listeners
@@ -55,11 +57,13 @@ from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 from popbox.server.startup import StartupError, close_listeners, prepare
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
     from pathlib import Path
+    from typing import Any
 
     import structlog
 
+    from popbox.acme.manager import AcmeManager
     from popbox.config import Config
     from popbox.net.bind import Bound
     from popbox.store.base import MailStore
@@ -92,6 +96,7 @@ class _Slot:
     exit_status: int | None = None
     failure: str | None = None  # the one line a worker that could not start reported
     served: bool = False  # the current (or last) worker said it was ready
+    tls_generation: int = 0  # the supervisor's _tls_generation when this worker started
     ips: Counter[str] = field(default_factory=Counter)  # what this worker holds of the limits
     users: Counter[str] = field(default_factory=Counter)
 
@@ -125,7 +130,9 @@ class Supervisor:
         self._restarts = PromCounter(
             "popbox_worker_restarts", "Workers started again after exiting", registry=self._registry
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._acme: AcmeManager | None = None
+        self._tls_generation = 0  # certificates installed by ACME since start
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain every worker and return.
@@ -135,7 +142,12 @@ class Supervisor:
         """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        store, metrics = await self._prepare_and_bind()
+        await self._start_acme()
+        try:
+            store, metrics = await self._prepare_and_bind()
+        except BaseException:
+            await self._stop_acme()
+            raise
         self._balance_fd = create_counters(len(self._slots))
         keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -154,6 +166,10 @@ class Supervisor:
                 )
             if metrics is not None:
                 self._announce("listening metrics {}:{}".format(*metrics[1]))
+            if self._acme is not None:
+                for host, port in self._acme.listening:
+                    self._announce(f"listening acme-http {host}:{port}")
+                self._acme.run(self._tls_installed)
             self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
             await stop.wait()
             self._log.info("stopping", workers=len(self._slots))
@@ -165,6 +181,28 @@ class Supervisor:
             os.close(self._balance_fd)
             if metrics is not None:
                 await metrics[0].stop()
+            await self._stop_acme()
+
+    async def _start_acme(self) -> None:
+        """Obtain the ACME certificate, if configured and missing, before any worker runs:
+        this process alone talks to the CA and answers its challenges."""
+        self._acme = await start_acme(self.config, log=self._log, clock=SystemClock())
+        if self._acme is not None:
+            self._registry.register(self._acme.metrics)
+
+    async def _stop_acme(self) -> None:
+        if self._acme is not None:
+            await self._acme.stop()
+
+    async def _tls_installed(self) -> None:
+        """A renewed certificate is on disk: every worker loads it (as on SIGHUP).
+
+        A worker that is starting now loads the files itself; one that was started
+        before the new files were in place and is not ready yet is told when it is
+        (``_on_message``), so none keeps serving the old certificate.
+        """
+        self._tls_generation += 1
+        await self._ask_all("reload_tls")
 
     async def _prepare_and_bind(
         self,
@@ -251,6 +289,7 @@ class Supervisor:
         finally:
             theirs.close()
         slot.process = process
+        slot.tls_generation = self._tls_generation
         slot.failure = None
         slot.served = False
         slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
@@ -286,11 +325,7 @@ class Supervisor:
             slot.failure = str(message.get("error"))
             return {}
         if op == "ready":
-            slot.ready.set()
-            slot.served = True
-            self._log.info("worker_ready", worker=slot.index)
-            self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
-            self._changed.set()
+            self._worker_ready(slot)
             return None
         if op == "admit":
             refused = self._limits.admit(message["ip"])
@@ -307,6 +342,15 @@ class Supervisor:
         if op == "logout" and take_one(slot.users, message["user"]):
             self._limits.logout(message["user"])
         return None
+
+    def _worker_ready(self, slot: _Slot) -> None:
+        slot.ready.set()
+        slot.served = True
+        self._log.info("worker_ready", worker=slot.index)
+        self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
+        self._changed.set()
+        if slot.tls_generation != self._tls_generation:
+            self._spawn(self._ask(slot, "reload_tls"))
 
     # -- stopping --------------------------------------------------------------------
 
@@ -331,7 +375,10 @@ class Supervisor:
     # -- reload, metrics, health --------------------------------------------------------
 
     def _spawn_reload(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._reload())
+        self._spawn(self._reload())
+
+    def _spawn(self, job: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
