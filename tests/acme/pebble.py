@@ -15,7 +15,6 @@ cannot listen on port 0 and report the port; a start that loses that race is ret
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -25,14 +24,15 @@ import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["DOMAIN", "Pebble", "free_port"]
+__all__ = ["DOMAIN", "Pebble", "acme_tls", "free_port", "sample"]
 
 DOMAIN = "mail.popbox.test"
 START_TIMEOUT = 20.0
@@ -57,6 +57,7 @@ class Pebble:
     management_port: int = field(init=False, default=0)
     dns_port: int = field(init=False, default=0)
     _processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
+    _logs: list[BinaryIO] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -83,10 +84,16 @@ class Pebble:
                 return self
         raise AssertionError("unreachable")
 
-    def _start_once(self) -> None:
-        self.port, self.management_port = free_port(), free_port()
-        self.dns_port = free_port(socket.SOCK_DGRAM)
-        log = (self.directory / "challtestsrv.log").open("ab")
+    def restart(self) -> None:
+        """Start again after ``stop()`` on the same ports (the same directory URL), as a
+        CA that was down comes back; it has a new root and has forgotten every account."""
+        self._start_once(same_ports=True)
+
+    def _start_once(self, *, same_ports: bool = False) -> None:
+        if not same_ports:
+            self.port, self.management_port = free_port(), free_port()
+            self.dns_port = free_port(socket.SOCK_DGRAM)
+        log = self._log_file("challtestsrv.log")
         self._processes.append(
             subprocess.Popen(
                 [
@@ -130,7 +137,7 @@ class Pebble:
         self._processes.append(
             subprocess.Popen(
                 ["pebble", "-config", str(config_path), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
-                stdout=(self.directory / "pebble.log").open("ab"),
+                stdout=self._log_file("pebble.log"),
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -161,6 +168,11 @@ class Pebble:
         with urllib.request.urlopen(url, timeout=5, context=context) as reply:
             return str(reply.read().decode("ascii"))
 
+    def _log_file(self, name: str) -> BinaryIO:
+        stream = (self.directory / name).open("ab")
+        self._logs.append(stream)
+        return stream
+
     def log(self) -> str:
         path = self.directory / "pebble.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -175,8 +187,29 @@ class Pebble:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
-            for stream in (process.stdout, process.stderr):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+        for stream in self._logs:
+            stream.close()
         self._processes.clear()
+        self._logs.clear()
+
+
+def acme_tls(pebble: Pebble, **overrides: Any) -> dict[str, Any]:
+    """A ``[tls]`` section that gets its certificate for DOMAIN from ``pebble``."""
+    return {
+        "acme_directory": pebble.url,
+        "acme_domains": [DOMAIN],
+        "acme_contact": "postmaster@popbox.test",
+        "acme_ca_file": str(pebble.ca_file),
+        "acme_http_listen": f"127.0.0.1:{pebble.http_port}",
+        "acme_timeout": 30,
+        **overrides,
+    }
+
+
+def sample(exposition: str, name: str, **labels: str) -> float | None:
+    """One sample's value in a Prometheus text exposition, None when absent."""
+    for family in text_string_to_metric_families(exposition):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None

@@ -145,10 +145,10 @@ class AcmeManager:
             current = self._current
             assert current is not None
             due = retry_at if retry_at is not None else self._due(current)
-            # Woken early (a wall clock set back), the loop just sleeps again.
-            await self._clock.sleep(max(0.0, due - self._clock.wall()))
-            if self._clock.wall() < due:
-                continue
+            if due > self._clock.wall():
+                await self._clock.sleep(due - self._clock.wall())
+                if self._clock.wall() < due:  # woken early: the wall clock was set back
+                    continue
             try:
                 renewed = await self._obtain()
             except TlsConfigError as exc:  # AcmeError, or data_dir not writable
