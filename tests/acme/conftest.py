@@ -6,8 +6,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 import pytest
-
-from pebble import DOMAIN, Pebble, free_port
+from pebble import Pebble, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -17,9 +17,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from pebble import DOMAIN, acme_tls, sample
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pebble import DOMAIN, acme_tls, sample
 from popbox.acme.files import AcmeFiles
 from popbox.acme.manager import AcmeManager
 from popbox.clock import ManualClock
@@ -153,7 +153,9 @@ async def test_renewal_before_expiry_then_ca_down_keeps_certificate_rfc8555_s7_4
         assert renewed.names == {DOMAIN}
         metrics = scrape(manager)
         assert sample(metrics, "popbox_acme_renewals_total", result="success") == 1
-        assert sample(metrics, "popbox_tls_certificate_expiry_timestamp_seconds") == renewed.not_after
+        assert (
+            sample(metrics, "popbox_tls_certificate_expiry_timestamp_seconds") == renewed.not_after
+        )
         assert events(log, "acme_certificate_renewed")
     finally:
         await manager.stop()

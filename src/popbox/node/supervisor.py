@@ -26,7 +26,8 @@ over its channel, which the supervisor prints once.  Workers die with the superv
 (``worker.die_with_parent``).  SIGTERM (or SIGINT) drains: workers stop accepting and
 finish their sessions up to ``pop3.shutdown_grace``; SIGHUP re-reads the configuration
 file, which the supervisor validates and sends to every worker, and each worker reloads
-its TLS certificate.
+its TLS certificate.  With ``tls.acme_directory`` the supervisor alone runs ACME
+(``acme/manager.py``) and tells every worker to reload TLS when it installed a renewal.
 """
 
 from __future__ import annotations
@@ -142,12 +143,7 @@ class Supervisor:
         """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        await self._start_acme()
-        try:
-            store, metrics = await self._prepare_and_bind()
-        except BaseException:
-            await self._stop_acme()
-            raise
+        store, metrics = await self._prepare_and_bind()
         self._balance_fd = create_counters(len(self._slots))
         keepers = [loop.create_task(self._keep(slot)) for slot in self._slots]
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -181,26 +177,12 @@ class Supervisor:
             os.close(self._balance_fd)
             if metrics is not None:
                 await metrics[0].stop()
-            await self._stop_acme()
-
-    async def _start_acme(self) -> None:
-        """Obtain the ACME certificate, if configured and missing, before any worker runs:
-        this process alone talks to the CA and answers its challenges."""
-        self._acme = await start_acme(self.config, log=self._log, clock=SystemClock())
-        if self._acme is not None:
-            self._registry.register(self._acme.metrics)
-
-    async def _stop_acme(self) -> None:
-        if self._acme is not None:
-            await self._acme.stop()
+            if self._acme is not None:
+                await self._acme.stop()
 
     async def _tls_installed(self) -> None:
-        """A renewed certificate is on disk: every worker loads it (as on SIGHUP).
-
-        A worker that is starting now loads the files itself; one that was started
-        before the new files were in place and is not ready yet is told when it is
-        (``_on_message``), so none keeps serving the old certificate.
-        """
+        """A renewed certificate is on disk: every worker loads it (as on SIGHUP); one
+        started before and not ready yet is told when it is (``_worker_ready``)."""
         self._tls_generation += 1
         await self._ask_all("reload_tls")
 
@@ -211,19 +193,26 @@ class Supervisor:
 
         Returns the store, open until every worker has opened its own, and the metrics
         listener (bound, serving 503 on /healthz until a worker is ready) with its address.
+        An ACME certificate is obtained first, if configured and missing: this process
+        alone talks to the CA and answers its challenges.
         """
-        store = await prepare(self.config)
+        self._acme = await start_acme(self.config, log=self._log, clock=SystemClock())
         try:
-            self._bound = bind_listeners(self.config, lmtp=True)
+            store = await prepare(self.config)
             try:
+                self._bound = bind_listeners(self.config, lmtp=True)
                 metrics = await self._start_metrics()
             except BaseException:
                 close_listeners(self._bound)
                 self._bound = []
+                await store.close()
                 raise
         except BaseException:
-            await store.close()
+            if self._acme is not None:
+                await self._acme.stop()
             raise
+        if self._acme is not None:
+            self._registry.register(self._acme.metrics)
         return store, metrics
 
     # -- starting and watching -------------------------------------------------------
