@@ -251,3 +251,15 @@ def test_challenge_port_in_use_is_one_line(
         f"popbox: cannot serve: tls.acme_http_listen: cannot listen on "
         f"127.0.0.1:{pebble.http_port}: Address already in use"
     )
+
+
+def test_failed_http01_validation_names_the_domain_rfc8555_s8_3(
+    tmp_path: Path, tls_files: TlsFiles, start_pebble: Callable[..., Pebble]
+) -> None:
+    """RFC 8555 s8.3: the CA must fetch the key authorization from the domain's port 80
+    (here Pebble's httpPort); a listener elsewhere fails validation, said in one line."""
+    pebble = start_pebble()
+    tls = acme_tls(pebble, acme_http_listen=f"127.0.0.1:{free_port()}")
+    line = start_fails(tmp_path, tls_files, tls)
+    assert f"{DOMAIN}: http-01 validation failed" in line
+    assert "connection refused" in line
