@@ -31,7 +31,6 @@ from popbox.server.tls import TlsConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
-    from pathlib import Path
 
     import structlog
     from prometheus_client.metrics_core import Metric
@@ -92,14 +91,6 @@ class AcmeManager:
         self.metrics = AcmeMetrics()
 
     @property
-    def cert_path(self) -> Path:
-        return self._files.cert
-
-    @property
-    def key_path(self) -> Path:
-        return self._files.key
-
-    @property
     def listening(self) -> list[tuple[str, int]]:
         """The HTTP-01 listener's addresses, for the ``listening acme-http`` lines."""
         return self._listener.addresses
@@ -129,7 +120,11 @@ class AcmeManager:
 
     def run(self, installed: Callable[[], Awaitable[object]]) -> None:
         """Renew in the background from now on; ``installed`` reloads the listeners."""
-        self._task = asyncio.get_running_loop().create_task(self._renew_forever(installed))
+        if self._current is None:
+            msg = "AcmeManager.run before start"
+            raise RuntimeError(msg)
+        renewals = self._renew_forever(self._current, installed)
+        self._task = asyncio.get_running_loop().create_task(renewals)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -139,11 +134,11 @@ class AcmeManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
         await self._listener.stop()
 
-    async def _renew_forever(self, installed: Callable[[], Awaitable[object]]) -> None:
+    async def _renew_forever(
+        self, current: CertificateInfo, installed: Callable[[], Awaitable[object]]
+    ) -> None:
         retry_at: float | None = None
         while True:
-            current = self._current
-            assert current is not None
             due = retry_at if retry_at is not None else self._due(current)
             if due > self._clock.wall():
                 await self._clock.sleep(due - self._clock.wall())
@@ -163,7 +158,7 @@ class AcmeManager:
                 )
                 continue
             retry_at = None
-            self._current = renewed
+            current = renewed
             self.metrics.renewals["success"] += 1
             self.metrics.expiry = renewed.not_after
             self._log.info(
