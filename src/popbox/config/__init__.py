@@ -51,6 +51,7 @@ from popbox.config.sections import (
     SyncCommit,
     TlsConfig,
 )
+from popbox.config.tls_checks import check_tls
 
 _T = TypeVar("_T")
 
@@ -149,8 +150,7 @@ def from_mapping(raw: dict[str, Any]) -> Config:
     check_auth(config.auth)
     check_mail_in(config)
     check_protocol_log(config.protocol_log)
-    if bool(config.tls.cert_file) != bool(config.tls.key_file):
-        raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
+    check_tls(config.tls)
     for key, addresses in (
         ("pop3.listen", pop3.listen),
         ("pop3.tls_listen", pop3.tls_listen),

@@ -93,6 +93,20 @@ class Pop3Config:
 class TlsConfig:
     cert_file: str = ""  # empty: a self-signed certificate generated in data_dir
     key_file: str = ""
+    # ACME (RFC 8555): with a directory URL the certificate comes from that CA instead,
+    # kept in data_dir/acme and renewed by the server itself.
+    acme_directory: str = ""  # e.g. https://acme-v02.api.letsencrypt.org/directory
+    acme_domains: tuple[str, ...] = ()  # DNS names of the certificate, the first is its CN
+    acme_contact: str = ""  # e-mail address the CA writes to about expiry and problems
+    acme_ca_file: str = ""  # CA bundle for the directory's HTTPS; empty: the system's CAs
+    # HTTP-01 (RFC 8555 section 8.3): the CA fetches http://<domain>/.well-known/...
+    # on port 80, so this listener must be reachable there from the internet.
+    acme_http_listen: str = "0.0.0.0:80"
+    # Renewal starts this long before expiry, or halfway through a shorter certificate's
+    # lifetime; 30 days is Let's Encrypt's advice for its 90-day certificates.
+    acme_renew_before: float = 30 * 86400.0
+    acme_retry_interval: float = 3600.0  # after a failed renewal; the CA rate-limits failures
+    acme_timeout: float = 300.0  # seconds one issuance may take, the wait at start included
 
 
 @dataclass(frozen=True, slots=True)

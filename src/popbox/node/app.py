@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from popbox.acme.manager import AcmeManager, start_acme
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
 from popbox.auth.guard import ProcessGuard
 from popbox.auth.passwords import Argon2Params, PasswordVerifier
@@ -142,33 +143,41 @@ async def serve(
     (``node/supervisor.py``).  SIGHUP re-reads ``config_path`` when given.
     """
     say = announce or _print_flush
+    log = make_logger(json=config.server.json_logs, level=config.server.log_level)
     if store is None and worker_count(config) > 1:
-        log = make_logger(json=config.server.json_logs, level=config.server.log_level)
         await Supervisor(config, config_path=config_path, announce=say, log=log).run()
         return
-    context = await build_context(config, store=store)
+    clock = SystemClock()
+    acme = await start_acme(config, log=log, clock=clock)
     try:
-        # Bound here rather than by each server so that an address in use is named.
-        bound = bind_listeners(config, lmtp=True)
-    except BaseException:
-        await context.store.close()
-        raise
-    try:
-        await _serve_on(context, bound, say, ready, config_path)
-    finally:
-        close_listeners(bound)
-        with contextlib.suppress(Exception):
-            await context.directories.close()
-        with contextlib.suppress(Exception):
+        context = await build_context(config, store=store, log=log, clock=clock)
+        try:
+            # Bound here rather than by each server so that an address in use is named.
+            bound = bind_listeners(config, lmtp=True)
+        except BaseException:
             await context.store.close()
+            raise
+        try:
+            await _serve_on(context, bound, say, ready, config_path, acme=acme)
+        finally:
+            close_listeners(bound)
+            with contextlib.suppress(Exception):
+                await context.directories.close()
+            with contextlib.suppress(Exception):
+                await context.store.close()
+    finally:
+        if acme is not None:
+            await acme.stop()
 
 
-async def _serve_on(
+async def _serve_on(  # noqa: PLR0913 - serve's pieces, handed to the one loop that runs them
     context: ServerContext,
     bound: list[Bound],
     say: Callable[[str], None],
     ready: Callable[[list[Listening]], None] | None,
     config_path: Path | None,
+    *,
+    acme: AcmeManager | None,
 ) -> None:
     """``serve`` of one process, on the listening sockets it bound."""
     stop = asyncio.Event()
@@ -197,6 +206,8 @@ async def _serve_on(
             say(f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}")
         for line in metrics_lines:
             say(line)
+        if acme is not None:
+            _renew_certificates(acme, context, say)
         sweeper = loop.create_task(
             run_retention(context.store, context.config.retention, context.log, clock=context.clock)
         )
@@ -213,6 +224,20 @@ async def _serve_on(
             loop.remove_signal_handler(sig)
         if metrics is not None:
             await metrics.stop()
+
+
+def _renew_certificates(
+    acme: AcmeManager, context: ServerContext, say: Callable[[str], None]
+) -> None:
+    """Announce the HTTP-01 listener and renew from now on, reloading TLS as SIGHUP does."""
+    context.metrics.registry.register(acme.metrics)
+    for host, port in acme.listening:
+        say(f"listening acme-http {host}:{port}")
+
+    async def installed() -> None:
+        lifecycle.reload_tls(context)
+
+    acme.run(installed)
 
 
 def _print_flush(line: str) -> None:

@@ -26,7 +26,8 @@ over its channel, which the supervisor prints once.  Workers die with the superv
 (``worker.die_with_parent``).  SIGTERM (or SIGINT) drains: workers stop accepting and
 finish their sessions up to ``pop3.shutdown_grace``; SIGHUP re-reads the configuration
 file, which the supervisor validates and sends to every worker, and each worker reloads
-its TLS certificate.
+its TLS certificate.  With ``tls.acme_directory`` the supervisor alone runs ACME
+(``acme/manager.py``) and tells every worker to reload TLS when it installed a renewal.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
+from popbox.acme.manager import start_acme
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
+from popbox.clock import SystemClock
 from popbox.config import ConfigError, load, parse_address
 from popbox.net.balance import create_counters
 from popbox.net.bind import ListenError, address_of, bind_listeners
@@ -57,11 +60,13 @@ from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
 from popbox.server.startup import StartupError, close_listeners, prepare
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
     from pathlib import Path
+    from typing import Any
 
     import structlog
 
+    from popbox.acme.manager import AcmeManager
     from popbox.config import Config
     from popbox.net.bind import Bound
     from popbox.store.base import MailStore
@@ -94,6 +99,7 @@ class _Slot:
     exit_status: int | None = None
     failure: str | None = None  # the one line a worker that could not start reported
     served: bool = False  # the current (or last) worker said it was ready
+    tls_generation: int = 0  # the supervisor's _tls_generation when this worker started
     ips: Counter[str] = field(default_factory=Counter)  # what this worker holds of the limits
     users: Counter[str] = field(default_factory=Counter)
 
@@ -129,7 +135,9 @@ class Supervisor:
         self._restarts = PromCounter(
             "popbox_worker_restarts", "Workers started again after exiting", registry=self._registry
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._acme: AcmeManager | None = None
+        self._tls_generation = 0  # certificates installed by ACME since start
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain every worker and return.
@@ -158,6 +166,10 @@ class Supervisor:
                 )
             if metrics is not None:
                 self._announce("listening metrics {}:{}".format(*metrics[1]))
+            if self._acme is not None:
+                for host, port in self._acme.listening:
+                    self._announce(f"listening acme-http {host}:{port}")
+                self._acme.run(self._tls_installed)
             self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
             await stop.wait()
             self._log.info("stopping", workers=len(self._slots))
@@ -169,6 +181,14 @@ class Supervisor:
             os.close(self._balance_fd)
             if metrics is not None:
                 await metrics[0].stop()
+            if self._acme is not None:
+                await self._acme.stop()
+
+    async def _tls_installed(self) -> None:
+        """A renewed certificate is on disk: every worker loads it (as on SIGHUP); one
+        started before and not ready yet is told when it is (``_worker_ready``)."""
+        self._tls_generation += 1
+        await self._ask_all("reload_tls")
 
     async def _prepare_and_bind(
         self,
@@ -177,19 +197,26 @@ class Supervisor:
 
         Returns the store, open until every worker has opened its own, and the metrics
         listener (bound, serving 503 on /healthz until a worker is ready) with its address.
+        An ACME certificate is obtained first, if configured and missing: this process
+        alone talks to the CA and answers its challenges.
         """
-        store = await prepare(self.config)
+        self._acme = await start_acme(self.config, log=self._log, clock=SystemClock())
         try:
-            self._bound = bind_listeners(self.config, lmtp=True)
+            store = await prepare(self.config)
             try:
+                self._bound = bind_listeners(self.config, lmtp=True)
                 metrics = await self._start_metrics()
             except BaseException:
                 close_listeners(self._bound)
                 self._bound = []
+                await store.close()
                 raise
         except BaseException:
-            await store.close()
+            if self._acme is not None:
+                await self._acme.stop()
             raise
+        if self._acme is not None:
+            self._registry.register(self._acme.metrics)
         return store, metrics
 
     # -- starting and watching -------------------------------------------------------
@@ -255,6 +282,7 @@ class Supervisor:
         finally:
             theirs.close()
         slot.process = process
+        slot.tls_generation = self._tls_generation
         slot.failure = None
         slot.served = False
         slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
@@ -290,11 +318,7 @@ class Supervisor:
             slot.failure = str(message.get("error"))
             return {}
         if op == "ready":
-            slot.ready.set()
-            slot.served = True
-            self._log.info("worker_ready", worker=slot.index)
-            self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
-            self._changed.set()
+            self._worker_ready(slot)
             return None
         if op in shared_guard.OPS:
             return shared_guard.answer(self._guard, message)
@@ -319,6 +343,15 @@ class Supervisor:
             self._limits.logout(message["user"])
         return None
 
+    def _worker_ready(self, slot: _Slot) -> None:
+        slot.ready.set()
+        slot.served = True
+        self._log.info("worker_ready", worker=slot.index)
+        self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
+        self._changed.set()
+        if slot.tls_generation != self._tls_generation:
+            self._spawn(self._ask(slot, "reload_tls"))
+
     # -- stopping --------------------------------------------------------------------
 
     async def _stop_workers(self, keepers: list[asyncio.Task[None]]) -> None:
@@ -342,7 +375,10 @@ class Supervisor:
     # -- reload, metrics, health --------------------------------------------------------
 
     def _spawn_reload(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._reload())
+        self._spawn(self._reload())
+
+    def _spawn(self, job: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

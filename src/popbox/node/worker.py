@@ -261,10 +261,10 @@ async def _answer(message: Message, context: ServerContext | None, stop: asyncio
     if op == "health":
         ok, text = await check_health(context.store, context.directories.health)
         return {"ok": ok, "text": text}
-    if op == "reload":
-        apply_config(context, decode_config(message["config"]))
-        reload_tls(context)
-        return {}
+    if op in {"reload", "reload_tls"}:  # reload_tls: a renewed ACME certificate
+        if op == "reload":
+            apply_config(context, decode_config(message["config"]))
+        return {"ok": reload_tls(context)}
     return {"error": f"unknown op {op!r}"}
 
 
