@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast, get_args
 
 from popbox.config.checks import (
+    check_admin,
     check_auth,
     check_mail_in,
     check_pop3,
@@ -32,6 +33,7 @@ from popbox.config.profiles import (
 )
 from popbox.config.sections import (
     RFC2449_MIN_COMMAND_SIZE,
+    AdminConfig,
     AuthConfig,
     Backend,
     Config,
@@ -57,6 +59,7 @@ _T = TypeVar("_T")
 
 __all__ = [
     "COMPAT_NAMES",
+    "AdminConfig",
     "AuthConfig",
     "Config",
     "ConfigError",
@@ -145,7 +148,9 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         directories=parse_directories(raw.get("directory")),
         names=parse_names(raw.get("names")),
         protocol_log=_build(ProtocolLogConfig, _section(raw, "protocol_log"), "protocol_log"),
+        admin=_build(AdminConfig, _section(raw, "admin"), "admin"),
     )
+    check_admin(config.admin)
     check_server(config.server)
     check_auth(config.auth)
     check_mail_in(config)
@@ -191,7 +196,8 @@ def warnings(config: Config) -> list[str]:
 def dump(config: Config) -> str:
     """The effective configuration as TOML, for ``popbox config show``."""
     lines = [f"data_dir = {_toml_value(str(config.data_dir))}", f'compat = "{config.compat}"']
-    for section in ("pop3", "tls", "lmtp", "storage", "auth", "server", "quota", "retention"):
+    sections = ("pop3", "tls", "lmtp", "storage", "auth", "server", "quota", "retention", "admin")
+    for section in sections:
         lines.append(f"\n[{section}]")
         values = getattr(config, section)
         lines.extend(

@@ -9,6 +9,7 @@ import math
 from popbox.config.sections import (
     MAX_COMMAND_SIZE,
     MIN_COMMAND_SIZE,
+    AdminConfig,
     AuthConfig,
     Config,
     ConfigError,
@@ -49,6 +50,32 @@ def parse_address(
         except ValueError:
             raise ConfigError(f"{key}: {address!r} has an invalid IPv6 address") from None
     return host, port
+
+
+def check_admin(admin: AdminConfig) -> None:
+    """Every address parses; one off the loopback interface needs ``admin.tls = true``.
+
+    The API carries tokens and the console carries passwords and session cookies: over
+    plain HTTP anyone on the path could take them.  A host name is not resolved here, so
+    only "localhost" and loopback IP addresses count as loopback.
+    """
+    for address in admin.listen:
+        host, _ = parse_address(address, "admin.listen")
+        if not admin.tls and not _is_loopback(host):
+            raise ConfigError(
+                f"admin.listen: {address!r} is not a loopback address, and the admin API "
+                "would carry tokens and passwords in clear text: set admin.tls = true"
+            )
+    _check_duration("admin.session_lifetime", admin.session_lifetime)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_pop3(pop3: Pop3Config) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_COMMAND_SIZE",
     "MIN_COMMAND_SIZE",
     "RFC2449_MIN_COMMAND_SIZE",
+    "AdminConfig",
     "AuthConfig",
     "Backend",
     "Compat",
@@ -233,6 +234,17 @@ class ProtocolLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin API and web console (``admin/``): off unless ``listen`` is set."""
+
+    listen: tuple[str, ...] = ()  # "host:port"; a non-loopback address needs tls = true
+    tls: bool = False  # HTTPS with the [tls] certificate
+    console: bool = True  # the web console beside the API
+    users: tuple[str, ...] = ()  # users whose password logs in to the console
+    session_lifetime: float = 8 * 3600.0  # seconds a console login lasts
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
     compat: Compat = DEFAULT_COMPAT
@@ -250,3 +262,4 @@ class Config:
     )
     names: NamesConfig = field(default_factory=NamesConfig)
     protocol_log: ProtocolLogConfig = field(default_factory=ProtocolLogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)

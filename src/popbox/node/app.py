@@ -18,6 +18,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from popbox.acme.manager import AcmeManager, start_acme
+from popbox.admin.app import AdminServer
+from popbox.admin.node import LocalNode
 from popbox.auth.bruteforce import GuardSettings, LoginGuard
 from popbox.auth.guard import ProcessGuard
 from popbox.auth.passwords import Argon2Params, PasswordVerifier
@@ -186,6 +188,7 @@ async def _serve_on(  # noqa: PLR0913 - serve's pieces, handed to the one loop t
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: lifecycle.reload(context, config_path))
     metrics: MetricsHttpServer | None = None
+    admin: AdminServer | None = None
     try:
         # Bound before the POP3 servers start, so that an address in use stops nothing
         # that runs; announced after them, as the supervisor does.
@@ -208,6 +211,7 @@ async def _serve_on(  # noqa: PLR0913 - serve's pieces, handed to the one loop t
             say(line)
         if acme is not None:
             _renew_certificates(acme, context, say)
+        admin = await _start_admin(context, config_path, say)
         sweeper = loop.create_task(
             run_retention(context.store, context.config.retention, context.log, clock=context.clock)
         )
@@ -224,6 +228,32 @@ async def _serve_on(  # noqa: PLR0913 - serve's pieces, handed to the one loop t
             loop.remove_signal_handler(sig)
         if metrics is not None:
             await metrics.stop()
+        if admin is not None:
+            await admin.stop()
+
+
+async def _start_admin(
+    context: ServerContext, config_path: Path | None, say: Callable[[str], None]
+) -> AdminServer | None:
+    """The admin listener of a single-process server (sessions are in this process)."""
+    if not context.config.admin.listen:
+        return None
+    admin = AdminServer(
+        node=LocalNode(context, config_path),
+        store=context.store,
+        log=context.log,
+        clock=context.clock,
+        passwords=context.passwords,
+        guard=context.guard,
+        tls=context.tls,
+    )
+    try:
+        bound = await admin.start()
+    except OSError as exc:
+        raise ListenError("admin.listen", ", ".join(context.config.admin.listen), exc) from exc
+    for host, port in bound:
+        say(f"listening admin {host}:{port}")
+    return admin
 
 
 def _renew_certificates(

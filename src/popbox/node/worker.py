@@ -32,6 +32,7 @@ from popbox.node.control import Channel, Message, decode_config
 from popbox.node.shared_guard import supervisor_guard
 from popbox.observability.log import make_logger
 from popbox.observability.metrics import check_health
+from popbox.server import roster
 from popbox.server.cluster import cluster_limiter
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
@@ -163,7 +164,7 @@ async def _run(
     box: dict[str, ServerContext] = {}
 
     async def handle(message: Message) -> Message | None:
-        return await _answer(message, box.get("context"), stop)
+        return await _answer(message, box.get("context"), stop, channel, index)
 
     channel = await Channel.open(control, handle)
     try:
@@ -249,7 +250,13 @@ async def _serve(
             await context.store.close()
 
 
-async def _answer(message: Message, context: ServerContext | None, stop: asyncio.Event) -> Message:
+async def _answer(
+    message: Message,
+    context: ServerContext | None,
+    stop: asyncio.Event,
+    channel: Channel,
+    index: int,
+) -> Message:
     op = message.get("op")
     if op == "stop":
         stop.set()
@@ -265,6 +272,25 @@ async def _answer(message: Message, context: ServerContext | None, stop: asyncio
         if op == "reload":
             apply_config(context, decode_config(message["config"]))
         return {"ok": reload_tls(context)}
+    return _answer_admin(message, context, channel, index)
+
+
+def _answer_admin(
+    message: Message, context: ServerContext, channel: Channel, index: int
+) -> Message:
+    """The admin listener's questions (``node/admin_bridge.py``), from this worker's roster."""
+    op = message.get("op")
+    if op == "sessions":
+        return {"worker": index, "sessions": roster.describe_sessions(context)}
+    if op == "kick":
+        return {
+            "kicked": roster.kick(context, session=message.get("session"), user=message.get("user"))
+        }
+    if op == "watch":
+        roster.set_watched(
+            context, message.get("users", ()), lambda line: channel.notify("protocol", line=line)
+        )
+        return {}
     return {"error": f"unknown op {op!r}"}
 
 

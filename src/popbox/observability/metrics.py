@@ -5,9 +5,9 @@ no global default registry, so tests can run several servers in one process).  S
 listeners and the LMTP server count into it; ``store_timing.TimedStore`` wraps the store
 and times every call into a histogram.
 
-The HTTP listener is a few lines of asyncio (``asyncio.start_server``), not
-prometheus_client's thread server: /healthz must ask the store, whose connections live on
-the event loop, and the listener then stops with the rest of the server on SIGTERM.
+The HTTP listener is aiohttp on the server's own loop, not prometheus_client's thread
+server: /healthz must ask the store, whose connections live on the event loop, and the
+listener then stops with the rest of the server on SIGTERM.
 
 With several worker processes the supervisor serves HTTP: on each scrape it asks every
 worker for ``Metrics.export()`` over the control channel and renders the sums
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 
@@ -48,8 +49,6 @@ __all__ = [
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEALTH_TIMEOUT = 5.0
-_HTTP_TIMEOUT = 10.0
-_HTTP_MAX_HEADER = 8192
 
 Export = list[dict[str, Any]]  # one process's metric families, JSON-ready
 
@@ -201,7 +200,13 @@ async def check_health(
 
 
 class MetricsHttpServer:
-    """``GET /metrics`` and ``GET /healthz`` over HTTP/1.0-style one-request connections."""
+    """``GET /metrics`` and ``GET /healthz`` on an aiohttp server of their own.
+
+    aiohttp runs on the server's event loop, so /healthz asks the store on the loop its
+    connections live on, and the listener stops with the rest of the server.  The same
+    two routes are also served by the admin listener (``admin/app.py``) through
+    ``add_routes``.
+    """
 
     def __init__(
         self,
@@ -210,55 +215,48 @@ class MetricsHttpServer:
     ) -> None:
         self._render = render
         self._health = health
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
-        bound_host, bound_port = self._server.sockets[0].getsockname()[:2]
+        app = web.Application(middlewares=[_not_found_hint])
+        self.add_routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
         return bound_host, bound_port
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._runner is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+                await asyncio.wait_for(self._runner.cleanup(), 5)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HTTP_TIMEOUT)
-            status, body, content_type = await self._respond(head)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
-            status, body, content_type = "400 Bad Request", b"bad request\n", "text/plain"
-        with contextlib.suppress(OSError):
-            writer.write(
-                (
-                    f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                ).encode("ascii")
-                + body
-            )
-            await asyncio.wait_for(writer.drain(), _HTTP_TIMEOUT)
-        writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), _HTTP_TIMEOUT)
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=await self._render(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def _respond(self, head: bytes) -> tuple[str, bytes, str]:
-        if len(head) > _HTTP_MAX_HEADER:
-            return "431 Request Header Fields Too Large", b"headers too large\n", "text/plain"
-        method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
-        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
-        if method != b"GET":
-            return "405 Method Not Allowed", b"only GET\n", "text/plain"
-        if path == b"/metrics":
-            return "200 OK", await self._render(), CONTENT_TYPE
-        if path == b"/healthz":
-            ok, text = await self._health()
-            return (
-                ("200 OK" if ok else "503 Service Unavailable"),
-                text.encode() + b"\n",
-                ("text/plain"),
-            )
-        return "404 Not Found", b"not found: try /metrics or /healthz\n", "text/plain"
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        ok, text = await self._health()
+        return web.Response(text=text + "\n", status=200 if ok else 503)
+
+
+@web.middleware
+async def _not_found_hint(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.Response(text="not found: try /metrics or /healthz\n", status=404)
 
 
 async def start_metrics(

@@ -296,9 +296,13 @@ class Pop3Connection:
         """The inactivity timer ran out: one -ERR line, then close, no UPDATE (V0003)."""
         self._close(Err(self._texts.timed_out(seconds)))
 
-    def shutdown(self) -> None:
-        """The server is stopping: tell the client, close, no UPDATE."""
-        self._close(Err(self._texts.shutting_down, RespCode.SYS_TEMP))
+    def shutdown(self, *, by_admin: bool = False) -> None:
+        """The server is stopping (or an administrator ends the session): tell the client,
+        close, no UPDATE."""
+        if by_admin:
+            self._close(Err("session closed by an administrator"))
+        else:
+            self._close(Err(self._texts.shutting_down, RespCode.SYS_TEMP))
 
     # -- internals ------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from popbox.server.budget import MemoryBudget
 from popbox.server.limits import Limiter, LocalLimiter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import structlog
 
     from popbox.auth.passwords import PasswordVerifier
@@ -47,6 +49,8 @@ class ServerContext:
     # The Exchange-style protocol log ([protocol_log]); Pop3Server opens and closes it.
     protocol_log: ProtocolLog | None = None
     budget: MemoryBudget = field(init=False)  # large bodies in flight (server.memory_budget)
+    # Users whose protocol lines an operator watches (server/roster.py): user -> sink.
+    protocol_taps: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.budget = MemoryBudget(self.config.server.memory_budget, self.clock)

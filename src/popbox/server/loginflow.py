@@ -55,6 +55,7 @@ AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
 # [auth] shared_state_unavailable = "closed", and the shared scores cannot be reached.
 GUARD_UNAVAILABLE = Err("login checks are unavailable, try again later", RespCode.SYS_TEMP)
 LOCK_RENEW_RETRY = 5.0  # seconds between renewals of a maildrop lock while the store is away
+DISABLED_REASON_MAX = 200  # characters of a disabled account's reason in the -ERR line
 # The mechanisms that send the password itself, which every directory can check.
 PASSWORD_MECHANISMS = frozenset({"USER", PLAIN, LOGIN})
 
@@ -84,6 +85,8 @@ class LoginFlow:
         """The session's logger; bound with ``user=`` once a login succeeds."""
         self.maildrop: MaildropHandle | None = None
         """The logged-in user's maildrop handle, from the login until ``release_lock``."""
+        self.mechanism: str | None = None
+        """How the user logged in (USER or the SASL mechanism), once logged in."""
 
     def attach(self, peer: str, peer_ip: str, log: structlog.typing.FilteringBoundLogger) -> None:
         """Learn the client's address and the session's logger once the connection is made."""
@@ -210,6 +213,8 @@ class LoginFlow:
         store, pop3 = self._server.store, self._server.config.pop3
         if not checked and await self._locked_out(user, mechanism):
             return  # even the right password is refused during a lockout
+        if mechanism not in PASSWORD_MECHANISMS and await self._disabled(user, mechanism):
+            return  # the password mechanisms had the directory chain say so already
         refused = await self._observe.admit_login(user, mechanism)
         if refused is not None:  # server.max_sessions_per_user on this node
             self.log.warning("login_refused_limit", user=user, limit=refused.limit)
@@ -235,6 +240,7 @@ class LoginFlow:
             self._conn.store_failed(response_code(exc))
             return
         self.maildrop = maildrop
+        self.mechanism = mechanism
         self.log = self.log.bind(user=user)
         self.log.info("login", mechanism=mechanism, messages=len(maildrop.messages))
         self._observe.logged_in(user, mechanism, self.log)
@@ -242,6 +248,23 @@ class LoginFlow:
             with contextlib.suppress(GuardUnavailable):  # counted on: forgiven later
                 await self._server.guard.succeeded(user)
         self._conn.login_succeeded(user, maildrop.messages)
+
+    async def _disabled(self, user: str, mechanism: str) -> bool:
+        """Refuse a disabled account that proved a secret the mail store keeps (SCRAM,
+        NTLM, GSSAPI, XOAUTH2): those mechanisms do not ask the directory chain."""
+        try:
+            record = await self._server.store.get_user(user)
+        except StoreError as exc:
+            self.log.warning("login_store_error", user=user)
+            self._observe.login_result(mechanism, "store_error")
+            self._conn.store_failed(response_code(exc))
+            return True
+        if record is None or record.disabled_reason is None:
+            return False
+        self.log.info("login_refused_disabled", user=user, mechanism=mechanism)
+        self._observe.login_result(mechanism, "disabled")
+        self._conn.login_failed(disabled_reply(record.disabled_reason))
+        return True
 
     async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
         self.log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
@@ -305,7 +328,10 @@ def disabled_reply(reason: str) -> Err:
     password again.  (Dovecot answers such a login with [AUTH] and the reason, which a
     client takes for a wrong password.)
     """
-    text = f"account disabled: {reason}" if reason else "account disabled"
+    # The reason comes from an administrator, a passwd-file or LDAP: printable ASCII
+    # only, so that no CR LF (or UTF-8 outside UTF8 mode) reaches the status line.
+    shown = "".join(c for c in reason if " " <= c <= "~")[:DISABLED_REASON_MAX].strip()
+    text = f"account disabled: {shown}" if shown else "account disabled"
     return Err(text, RespCode.SYS_PERM)
 
 

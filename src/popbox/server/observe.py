@@ -18,10 +18,11 @@ message body or a listing line, ``*`` at login, ``-`` at the end.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import asyncio
+    from collections.abc import Callable, Sequence
 
     import structlog
 
@@ -36,21 +37,36 @@ LOGGED_LINE_MAX = 200  # characters of one logged line; the rest is cut
 
 
 class ProtocolLog:
-    """Client lines and server status lines of one logged-in session."""
+    """Client lines and server status lines of one logged-in session.
 
-    def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
+    Each line goes to ``log`` (``server.protocol_log_users``) and to ``tap`` (an operator
+    watching the user live, ``server/roster.py``), whichever are set.
+    """
+
+    def __init__(
+        self,
+        log: structlog.typing.FilteringBoundLogger | None,
+        tap: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._log = log
+        self.tap = tap
         self._partial = b""
 
     def received(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[: LOGGED_LINE_MAX + 2]
         for line in lines:
-            self._log.info("protocol", direction="in", line=_printable(line))
+            self._line("in", _printable(line))
 
     def sent(self, status_lines: Sequence[bytes]) -> None:
         for line in status_lines:
-            self._log.info("protocol", direction="out", line=_printable(line.rstrip(b"\n")))
+            self._line("out", _printable(line.rstrip(b"\n")))
+
+    def _line(self, direction: str, text: str) -> None:
+        if self._log is not None:
+            self._log.info("protocol", direction=direction, line=text)
+        if self.tap is not None:
+            self.tap(direction, text)
 
 
 def _printable(line: bytes) -> str:
@@ -83,8 +99,9 @@ class ExchangeLogTap:
 class SessionObserver:
     """The reporting side of one session."""
 
-    def __init__(self, server: ServerContext, conn: Pop3Connection) -> None:
+    def __init__(self, server: ServerContext, conn: Pop3Connection, session_id: str) -> None:
         self._server = server
+        self._session_id = session_id
         self._conn = conn
         self._metrics = server.metrics
         self._user: str | None = None  # counted against max_sessions_per_user
@@ -93,6 +110,9 @@ class SessionObserver:
         self._commands = 0
         self._received = 0
         self._sent = 0
+        self._since = server.clock.wall()
+        self._listed_log: structlog.typing.FilteringBoundLogger | None = None
+        self._logged_in_as: str | None = None
 
     def connected(self, session: str, local: str, remote: str) -> None:
         """The connection is made: the Exchange-style protocol log starts here."""
@@ -157,11 +177,59 @@ class SessionObserver:
         self, user: str, mechanism: str, log: structlog.typing.FilteringBoundLogger
     ) -> None:
         self._metrics.login(mechanism, "success")
+        self._logged_in_as = user
         if self._exchange_log is not None:
             self._exchange_log.event(self._server.clock.wall(), "*", "logged in", user)
         if user in self._server.config.server.protocol_log_users:
-            self._protocol_log = ProtocolLog(log)
+            self._listed_log = log
+        self.tap(self._server.protocol_taps.get(user))
+
+    def tap(self, sink: Callable[[dict[str, Any]], None] | None) -> None:
+        """From now on copy (None: stop copying) this session's protocol lines to ``sink``.
+
+        Only once logged in: the lines before the login are USER, PASS and AUTH.
+        """
+        user = self._logged_in_as
+        if user is None:
+            return
+        tap = None
+        if sink is not None:
+            session = self._session_id
+
+            def tap(direction: str, line: str) -> None:
+                at = self._server.clock.wall()
+                sink(
+                    {
+                        "session": session,
+                        "user": user,
+                        "direction": direction,
+                        "line": line,
+                        "at": at,
+                    }
+                )
+
+        if self._protocol_log is None and (tap is not None or self._listed_log is not None):
+            self._protocol_log = ProtocolLog(self._listed_log, tap)
             self._conn.keep_status_lines()
+        elif self._protocol_log is not None:
+            self._protocol_log.tap = tap
+
+    def describe(
+        self, peer: str, mechanism: str | None, transport: asyncio.BaseTransport | None
+    ) -> dict[str, Any]:
+        """What the admin API lists of this session (``server/roster.py``)."""
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        return {
+            "id": self._session_id,
+            "user": self._conn.user,
+            "peer": peer,
+            "mechanism": mechanism,
+            "tls": tls.version() if tls is not None else None,
+            "since": self._since,
+            "commands": self._commands,
+            "octets_in": self._received,
+            "octets_out": self._sent,
+        }
 
     def closed(self) -> None:
         self._release_user()

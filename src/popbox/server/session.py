@@ -80,7 +80,9 @@ class Pop3Protocol(asyncio.Protocol):
         self._settings = settings
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
-        self._observe = SessionObserver(server, self._conn)  # metrics, limits, protocol log
+        self._observe = SessionObserver(server, self._conn, session_id)  # metrics, log, roster
+        self._peer = "-"
+        self._kicked = False  # an administrator closed it: say so instead of "shutting down"
         self._stage = Stage.GREETING
         self._link = ClientLink(self._observe)
         self._outbox = self._link.outbox
@@ -125,6 +127,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._login.attach(address, peer_ip, self._log)
         here = endpoint(transport.get_extra_info("sockname"))
         self._observe.connected(self._session_id, here, address)
+        self._peer = address
         self._server.sessions.add(self)
         self._log.info("connect", tls=self._settings.tls_active)
         self._idle.arm()
@@ -194,6 +197,19 @@ class Pop3Protocol(asyncio.Protocol):
         elif before is not Stage.HALF_CLOSED:
             self._pump()
 
+    def kick(self) -> None:
+        """An administrator ends the session: as ``shutdown``, with its own -ERR text."""
+        self._kicked = True
+        self.shutdown()
+
+    @property
+    def observer(self) -> SessionObserver:
+        return self._observe
+
+    def describe(self) -> dict[str, object]:
+        """Who, from where, how, since when, how much (``server/roster.py``)."""
+        return self._observe.describe(self._peer, self._login.mechanism, self._link.transport)
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
 
@@ -229,7 +245,7 @@ class Pop3Protocol(asyncio.Protocol):
         if event is Signal.NEED_DATA:
             self._flush()
             if self._stage is Stage.DRAINING:
-                conn.shutdown()
+                conn.shutdown(by_admin=self._kicked)
                 return True
             if self._stage in {Stage.LOST, Stage.HALF_CLOSED}:
                 self._finish()  # no QUIT came: no UPDATE (RFC 1939 s6)
@@ -386,7 +402,7 @@ class Pop3Protocol(asyncio.Protocol):
     def _stop_now(self) -> None:
         """Stop without waiting for a client that does not read: what it pipelined is
         dropped with the connection (no UPDATE, as for any shutdown)."""
-        self._conn.shutdown()
+        self._conn.shutdown(by_admin=self._kicked)
         self._cut_off()
 
     def _cut_off(self) -> None:

@@ -32,6 +32,7 @@ from popbox.protocol.message_info import MessageInfo  # re-exported: part of the
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from popbox.store.admin_records import AdminRecords
     from popbox.store.spooled import SpooledWire
 
 __all__ = [
@@ -200,6 +201,10 @@ class MaildropHandle(Protocol):
 
 class MailStore(Protocol):
     """The contract of a mailbox store.  Every method is a coroutine."""
+
+    @property
+    def admin(self) -> AdminRecords:
+        """API tokens and disabled accounts (``store/admin_records.py``)."""
 
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""

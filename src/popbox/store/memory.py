@@ -33,6 +33,8 @@ from popbox.store.store_copy import MailboxState
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from popbox.store.admin_records import TokenRecord
+
 __all__ = ["MemoryMaildrop", "MemoryStore"]
 
 
@@ -75,6 +77,7 @@ class MemoryStore:
         self._clock = clock
         self._users: dict[str, _Mailbox] = {}
         self._closed = False
+        self.admin = MemoryAdminRecords()
 
     async def open(self) -> None:
         """Nothing to connect to; present for the contract."""
@@ -320,3 +323,22 @@ class MemoryMaildrop:
 
     async def close(self) -> None:
         """Nothing is held beyond the snapshot."""
+
+
+class MemoryAdminRecords:
+    """``AdminRecords`` of the in-memory store, in dictionaries of their own."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, TokenRecord] = {}
+
+    async def add_token(self, token: TokenRecord) -> None:
+        self._tokens[token.id] = token
+
+    async def tokens(self) -> Sequence[TokenRecord]:
+        return sorted(self._tokens.values(), key=lambda token: token.created_at)
+
+    async def token_by_digest(self, digest: str) -> TokenRecord | None:
+        return next((t for t in self._tokens.values() if t.digest == digest), None)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        return self._tokens.pop(token_id, None) is not None

@@ -27,7 +27,7 @@ every guarantee of the contract is made by the database, never by process memory
   (``postgres_maildrop.run_commit``, bounded by ``connect_timeout``).
 
 Driver failures become ``StoreTemporaryError`` or ``StorePermanentError`` in one place,
-``_connection()``, using ``postgres_ops.translate``; a failure that says the server is
+``connection()``, using ``postgres_ops.translate``; a failure that says the server is
 gone or no longer the primary also expires the pool's connections, so that each is
 made again through ``dsn``'s host list (failover: ``postgres_failover``).  Every
 network wait is bounded: connecting and waiting for a pooled connection by
@@ -57,6 +57,7 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
+from popbox.store.postgres_admin import PostgresAdminRecords
 from popbox.store.postgres_cluster import PostgresScores, PostgresSessions
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
 from popbox.store.postgres_options import PostgresOptions
@@ -113,6 +114,7 @@ class PostgresStore:
         self._options = options or PostgresOptions()
         self._state = "new"
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self.admin = PostgresAdminRecords(self)
 
     async def open(self) -> None:
         """Connect, then apply pending migrations (once, whichever node gets there first)."""
@@ -137,7 +139,7 @@ class PostgresStore:
                 if mapped is None:
                     raise
                 raise mapped from exc
-            async with self._connection() as conn:
+            async with self.connection() as conn:
                 await ops.apply_migrations(conn, migrate.load("postgresql"), self._clock)
                 await failover.check_synchronous_commit(conn, self._options)
         except BaseException:
@@ -166,7 +168,7 @@ class PostgresStore:
         self, name: str, verifiers: Mapping[str, str], quota: int | None = None
     ) -> None:
         sql = "INSERT INTO users (name, verifiers, quota, created) VALUES ($1, $2::jsonb, $3, $4)"
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             try:
                 await conn.execute(sql, name, json.dumps(dict(verifiers)), quota, self._clock())
             except asyncpg.UniqueViolationError as exc:  # the only unique key we set is name
@@ -193,14 +195,14 @@ class PostgresStore:
 
     async def get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(sql, name)
         return None if row is None else ops.user_record(row)
 
     async def list_users(self) -> Sequence[UserRecord]:
         # The column's "C" collation gives code point order, as Python's sorted() does.
         sql = "SELECT name, verifiers::text, quota, disabled FROM users ORDER BY name"
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(sql)
         return [ops.user_record(row) for row in rows]
 
@@ -210,7 +212,7 @@ class PostgresStore:
         return PostgresMaildrop(self, name, await self.snapshot(name))
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(ops.SNAPSHOT, name)
         if not rows:
             raise UnknownUser(f"no such user {name!r}")
@@ -219,7 +221,7 @@ class PostgresStore:
         return [MessageInfo(*row) for row in rows]
 
     async def usage(self, name: str) -> int:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(ops.USAGE, name)
         if row is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -229,7 +231,7 @@ class PostgresStore:
         # asyncpg reads bytea in the binary format straight into one bytes object, which
         # is returned as it is: one copy of the body in memory, and no hex text that
         # would double it on the wire and in the decoder.
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             wire: bytes | None = await conn.fetchval(ops.FETCH, name, uid)
         return wire
 
@@ -251,7 +253,7 @@ class PostgresStore:
         if key is None:
             # Without a key a lost COMMIT reply cannot be resolved: the MTA retries
             # (at-least-once delivery).
-            async with self._connection() as conn:
+            async with self.connection() as conn:
                 return await work(conn)
 
         async def committed(conn: PoolConnectionProxy[asyncpg.Record]) -> MessageInfo | None:
@@ -259,7 +261,7 @@ class PostgresStore:
             return None if row is None else ops.delivered_info(row, message)
 
         return await run_commit(
-            self._connection,
+            self.connection,
             work,
             committed,
             self._connect_timeout,
@@ -289,7 +291,7 @@ class PostgresStore:
             return None if removed is None else int(removed)
 
         return await run_commit(
-            self._connection,
+            self.connection,
             work,
             committed,
             self._connect_timeout,
@@ -305,11 +307,11 @@ class PostgresStore:
     async def import_messages(
         self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
     ) -> Sequence[MessageInfo]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await ops.import_messages(conn, name, messages, uids_above, self._clock)
 
     async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(ops.SET_QUOTA_WARNED, name, warned)
         if row is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -333,24 +335,24 @@ class PostgresStore:
             "DELETE FROM locks"
             " WHERE owner = $2 AND user_id = (SELECT id FROM users WHERE name = $1)"
         )
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute(sql, name, owner)
 
     # -- state every node shares (popbox.store.postgres_cluster) ----------------
 
     def cluster_scores(self) -> PostgresScores:
         """Brute-force scores in the database, for every worker of every node."""
-        return PostgresScores(self._connection)
+        return PostgresScores(self.connection)
 
     def cluster_sessions(self, clock: Callable[[], float]) -> PostgresSessions:
         """``max_sessions_per_user`` slots in the database, for every node."""
-        return PostgresSessions(self._connection, clock)
+        return PostgresSessions(self.connection, clock)
 
     # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await pg_copy.export_state(conn, name)
 
     async def import_mailbox(
@@ -360,27 +362,27 @@ class PostgresStore:
 
         Raises ``UserExists``; see ``popbox.store.store_copy.MailboxImporter``.
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await pg_copy.import_mailbox(conn, user, messages, state, self._clock)
 
     # -- helpers -------------------------------------------------------------
 
     async def _change_user(self, sql: str, name: str, *args: Any) -> None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             changed = await conn.fetchval(sql, name, *args)
         if changed is None:
             raise UnknownUser(f"no such user {name!r}")
 
     async def _count_for_user(self, sql: str, name: str, *args: Any) -> int:
         """Run a ``user_id, n`` statement of ``postgres_ops``; ``n`` if the user exists."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(sql, name, *args)
         if row is None or row["user_id"] is None:
             raise UnknownUser(f"no such user {name!r}")
         return int(row["n"])
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+    async def connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
         """A pooled connection; driver failures inside the block become ``StoreError``s."""
         pool = self._pool
         if pool is None or self._state == "closed":
