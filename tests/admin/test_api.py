@@ -14,8 +14,8 @@ import threading
 import time
 
 import pytest
+from admin_node import HTTP_TIMEOUT, check_documented
 
-from conftest import HTTP_TIMEOUT, check_documented
 from popbox.store.message import normalise
 
 POP_TIMEOUT = 15.0

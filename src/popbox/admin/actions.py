@@ -73,7 +73,7 @@ class AdminActions:
         if user is None:
             raise UnknownUser(name)
         messages = await self.store.snapshot(name)
-        reason = await self.store.admin.disabled_reason(name)
+        reason = user.disabled_reason
         return {
             "name": user.name,
             "quota": user.quota,
@@ -114,7 +114,7 @@ class AdminActions:
 
     async def set_disabled(self, actor: Actor, name: str, reason: str | None) -> dict[str, Any]:
         """Disable (and close the user's sessions) or, with None, enable."""
-        await self.store.admin.set_disabled(name, reason)
+        await self.store.set_disabled(name, reason)
         kicked = await self.node.kick(user=name) if reason is not None else 0
         action = "user.disable" if reason is not None else "user.enable"
         self.audit(actor, action, user=name, reason=reason, kicked=kicked)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.admin.node import Node
-    from popbox.auth.bruteforce import LoginGuard
+    from popbox.auth.guard import Guard
     from popbox.auth.passwords import PasswordVerifier
     from popbox.clock import Clock
     from popbox.server.tls import TlsContextHolder
@@ -135,7 +135,7 @@ class AdminServer:
         log: structlog.typing.FilteringBoundLogger,
         clock: Clock,
         passwords: PasswordVerifier,
-        guard: LoginGuard,
+        guard: Guard,
         tls: TlsContextHolder | None,
     ) -> None:
         config = node.config.admin

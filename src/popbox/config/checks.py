@@ -14,11 +14,19 @@ from popbox.config.sections import (
     Config,
     ConfigError,
     Pop3Config,
+    ProtocolLogConfig,
     ServerConfig,
 )
 from popbox.protocol.mechanisms import GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 
-__all__ = ["check_auth", "check_mail_in", "check_pop3", "check_server", "parse_address"]
+__all__ = [
+    "check_auth",
+    "check_mail_in",
+    "check_pop3",
+    "check_protocol_log",
+    "check_server",
+    "parse_address",
+]
 
 
 def parse_address(
@@ -150,6 +158,14 @@ def check_mail_in(config: Config) -> None:
             raise ConfigError(f"retention.{key}: must not be negative")
     if retention.interval <= 0:
         raise ConfigError("retention.interval: must be greater than 0")
+
+
+def check_protocol_log(log: ProtocolLogConfig) -> None:
+    for key in ("per_file_size", "max_total_size", "max_age_days"):
+        if getattr(log, key) < 0:
+            raise ConfigError(f"protocol_log.{key}: must not be negative (0 means no limit)")
+    if 0 < log.max_total_size < log.per_file_size:
+        raise ConfigError("protocol_log.max_total_size: must be at least per_file_size")
 
 
 def _check_argon2(auth: AuthConfig) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from popbox.admin.app import AdminServer
 from popbox.admin.watch import Watchers
-from popbox.auth.bruteforce import GuardSettings, LoginGuard
+from popbox.auth.guard import ProcessGuard
 from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.clock import SystemClock
 from popbox.server import startup
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.admin.watch import Subscription
+    from popbox.auth.bruteforce import LoginGuard
     from popbox.config import Config
     from popbox.node.control import Channel, Message
     from popbox.observability.metrics import Export
@@ -111,9 +112,12 @@ class AdminBridge:
 
     @classmethod
     async def start(
-        cls, node: SupervisorNode, log: structlog.typing.FilteringBoundLogger
+        cls, node: SupervisorNode, log: structlog.typing.FilteringBoundLogger, guard: LoginGuard
     ) -> tuple[AdminBridge, list[tuple[str, int]]]:
-        """Open a store and bind ``[admin] listen``; the bridge and the bound addresses."""
+        """Open a store and bind ``[admin] listen``; the bridge and the bound addresses.
+
+        ``guard``: the node's brute-force scores (the supervisor's, which its workers ask).
+        """
         config = node.config
         clock = SystemClock()
         store = await startup.open_store_at_start(config, patience=0.0, clock=clock.wall)
@@ -124,7 +128,7 @@ class AdminBridge:
                 log=log,
                 clock=clock,
                 passwords=PasswordVerifier(Argon2Params.from_config(config.auth)),
-                guard=LoginGuard(GuardSettings.from_config(config), clock=clock.monotonic),
+                guard=ProcessGuard(guard),
                 tls=startup.tls_holder(config),
             )
             bound = await server.start()

@@ -23,14 +23,17 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from popbox.auth.guard import ProcessGuard
 from popbox.config import ConfigError
 from popbox.delivery.retention import run_retention
 from popbox.net.balance import AcceptBalance
 from popbox.node import app, eventloop
 from popbox.node.control import Channel, Message, decode_config
+from popbox.node.shared_guard import supervisor_guard
 from popbox.observability.log import make_logger
-from popbox.observability.metrics import check_store
+from popbox.observability.metrics import check_health
 from popbox.server import roster
+from popbox.server.cluster import cluster_limiter
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
 from popbox.server.startup import StartupError
@@ -196,7 +199,10 @@ async def _start(
     log = make_logger(json=settings.json_logs, level=settings.log_level).bind(worker=index)
     # The supervisor created and migrated the store; it may still be busy for a moment.
     context = await app.build_context(config, log=log, store_patience=STORE_PATIENCE)
-    context.limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
+    node_limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
+    context.limits = cluster_limiter(context.store, node_limits, config, context.clock.wall)
+    if isinstance(context.guard, ProcessGuard):  # not shared by the store: by the node
+        context.guard = supervisor_guard(channel, context.guard, config)
     context.balance = balance
     try:
         servers, _ = await app.start_servers(context, bound)
@@ -239,6 +245,8 @@ async def _serve(
             await server.stop()
     finally:
         with contextlib.suppress(Exception):
+            await context.directories.close()
+        with contextlib.suppress(Exception):
             await context.store.close()
 
 
@@ -258,12 +266,12 @@ async def _answer(
     if op == "metrics":
         return {"export": context.metrics.export()}
     if op == "health":
-        ok, text = await check_store(context.store)
+        ok, text = await check_health(context.store, context.directories.health)
         return {"ok": ok, "text": text}
-    if op == "reload":
-        apply_config(context, decode_config(message["config"]))
-        reload_tls(context)
-        return {}
+    if op in {"reload", "reload_tls"}:  # reload_tls: a renewed ACME certificate
+        if op == "reload":
+            apply_config(context, decode_config(message["config"]))
+        return {"ok": reload_tls(context)}
     return _answer_admin(message, context, channel, index)
 
 

@@ -1,4 +1,4 @@
-"""What a session reports about itself: metrics, per-user limits, the per-user protocol log.
+"""What a session reports about itself: metrics, per-user limits, the protocol logs.
 
 Theory of operation: the session (``server/session.py``) calls a ``SessionObserver`` at a
 few points (bytes in, replies out, login outcome, end), and the observer turns them into
@@ -8,6 +8,12 @@ status line.  That log starts only once the user is logged in, so it never sees 
 PASS or AUTH lines.  Server lines reach it through their own channel: the connection's
 status lines (``Pop3Connection.take_status_lines``), which never include a message body
 (RETR, TOP) or a listing line, whatever their bytes look like.
+
+With ``[protocol_log] enabled`` every session also goes to the Exchange-style protocol log
+(``observability/protocol_log.py``) from the moment it connects: ``+`` at connect, each
+client line (``<``) and status line (``>``) from the connection's transcript, which has
+PASS, AUTH payloads and SASL responses redacted by the connection and never holds a
+message body or a listing line, ``*`` at login, ``-`` at the end.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ if TYPE_CHECKING:
 
     import structlog
 
+    from popbox.observability.protocol_log import ProtocolLog as ExchangeLog
     from popbox.protocol.connection import CommandRecord, Pop3Connection
     from popbox.server.context import ServerContext
     from popbox.server.limits import Refused
 
-__all__ = ["ProtocolLog", "SessionObserver"]
+__all__ = ["ExchangeLogTap", "ProtocolLog", "SessionObserver"]
 
 LOGGED_LINE_MAX = 200  # characters of one logged line; the rest is cut
 
@@ -67,6 +74,28 @@ def _printable(line: bytes) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+class ExchangeLogTap:
+    """One session's lines in the Exchange-style protocol log, numbered from 0."""
+
+    def __init__(
+        self, log: ExchangeLog, conn: Pop3Connection, session: str, local: str, remote: str
+    ) -> None:
+        self._log = log
+        self._conn = conn
+        self._ids = (session, local, remote)
+        self._sequence = 0
+        conn.outgoing.keep_transcript()
+
+    def event(self, when: float, kind: str, data: str = "", context: str = "") -> None:
+        session, local, remote = self._ids
+        self._log.event(when, session, self._sequence, local, remote, kind, data, context)
+        self._sequence += 1
+
+    def transcript(self, when: float) -> None:
+        for kind, line in self._conn.outgoing.take_transcript():
+            self.event(when, kind, _printable(line.rstrip(b"\n")))
+
+
 class SessionObserver:
     """The reporting side of one session."""
 
@@ -77,12 +106,20 @@ class SessionObserver:
         self._metrics = server.metrics
         self._user: str | None = None  # counted against max_sessions_per_user
         self._protocol_log: ProtocolLog | None = None
+        self._exchange_log: ExchangeLogTap | None = None
         self._commands = 0
         self._received = 0
         self._sent = 0
         self._since = server.clock.wall()
         self._listed_log: structlog.typing.FilteringBoundLogger | None = None
         self._logged_in_as: str | None = None
+
+    def connected(self, session: str, local: str, remote: str) -> None:
+        """The connection is made: the Exchange-style protocol log starts here."""
+        log = self._server.protocol_log
+        if log is not None:
+            self._exchange_log = ExchangeLogTap(log, self._conn, session, local, remote)
+            self._exchange_log.event(self._server.clock.wall(), "+")
 
     def received(self, data: bytes) -> None:
         self._received += len(data)
@@ -101,6 +138,8 @@ class SessionObserver:
         self._commands += len(records)
         if self._protocol_log is not None:
             self._protocol_log.sent(self._conn.take_status_lines())
+        if self._exchange_log is not None:
+            self._exchange_log.transcript(self._server.clock.wall())
         return sent
 
     def unsent(self, octets: int) -> None:
@@ -139,6 +178,8 @@ class SessionObserver:
     ) -> None:
         self._metrics.login(mechanism, "success")
         self._logged_in_as = user
+        if self._exchange_log is not None:
+            self._exchange_log.event(self._server.clock.wall(), "*", "logged in", user)
         if user in self._server.config.server.protocol_log_users:
             self._listed_log = log
         self.tap(self._server.protocol_taps.get(user))
@@ -192,6 +233,11 @@ class SessionObserver:
 
     def closed(self) -> None:
         self._release_user()
+        tap, self._exchange_log = self._exchange_log, None
+        if tap is not None:
+            now = self._server.clock.wall()
+            tap.transcript(now)
+            tap.event(now, "-")
 
     def _release_user(self) -> None:
         if self._user is not None:

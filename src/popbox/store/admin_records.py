@@ -1,12 +1,11 @@
-"""What the admin API keeps in the store besides mail: API tokens and disabled accounts.
+"""What the admin API keeps in the store besides mail and users: its API tokens.
 
 Theory of operation: every backend offers these through its ``admin`` attribute, an
 ``AdminRecords`` object, so that the ``MailStore`` contract the POP3 and delivery paths
 use does not grow.  This module imports nothing of the store, so ``store/base.py`` can
 name it.  A token row holds the SHA-256 of the token's secret, never the
-secret (``admin/tokens.py`` makes and checks tokens).  A disabled account is a user
-row with a reason: it keeps its mail and its password, and logins are refused
-(``server/loginflow.py``).
+secret (``admin/tokens.py`` makes and checks tokens).  Disabled accounts are the users
+table's (``MailStore.set_disabled``), shared with ``popbox user disable``.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
 __all__ = ["AdminRecords", "Scope", "TokenRecord"]
 
@@ -48,12 +47,3 @@ class AdminRecords(Protocol):
 
     async def revoke_token(self, token_id: str) -> bool:
         """Remove a token; False when there was none with that id."""
-
-    async def set_disabled(self, name: str, reason: str | None) -> None:
-        """Disable the user with ``reason``, or enable it with None.  Raises ``UnknownUser``."""
-
-    async def disabled(self) -> Mapping[str, str]:
-        """Every disabled user with the reason given."""
-
-    async def disabled_reason(self, name: str) -> str | None:
-        """Why ``name`` is disabled, or None when it is not (or does not exist)."""

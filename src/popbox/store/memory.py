@@ -27,6 +27,7 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
+from popbox.store.spooled import wire_octets
 from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class _Lock:
 class _Mailbox:
     verifiers: dict[str, str]
     quota: int | None
+    disabled_reason: str | None = None
     next_uid: int = 1
     quota_warned: bool = False
     import_keys: set[str] = field(default_factory=set)
@@ -75,7 +77,7 @@ class MemoryStore:
         self._clock = clock
         self._users: dict[str, _Mailbox] = {}
         self._closed = False
-        self.admin = MemoryAdminRecords(self)
+        self.admin = MemoryAdminRecords()
 
     async def open(self) -> None:
         """Nothing to connect to; present for the contract."""
@@ -102,10 +104,12 @@ class MemoryStore:
     async def set_quota(self, name: str, quota: int | None) -> None:
         self._mailbox(name).quota = quota
 
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        self._mailbox(name).disabled_reason = reason
+
     async def delete_user(self, name: str) -> None:
         self._mailbox(name)
         del self._users[name]
-        self.admin.forget(name)
 
     async def get_user(self, name: str) -> UserRecord | None:
         self._check_open()
@@ -188,7 +192,7 @@ class MemoryStore:
         mailbox.next_uid += 1
         [info] = assign_uids([message], uid, self._clock)
         mailbox.messages[uid] = _Stored(
-            info=info, wire=message.wire, retrieved_at=message.retrieved_at
+            info=info, wire=wire_octets(message.wire), retrieved_at=message.retrieved_at
         )
         return info
 
@@ -290,7 +294,12 @@ def _due(stored: _Stored, retrieved_before: float | None, unretrieved_before: fl
 
 def _record(name: str, mailbox: _Mailbox) -> UserRecord:
     # A copy, so a caller mutating the mapping cannot change the stored verifiers.
-    return UserRecord(name=name, verifiers=dict(mailbox.verifiers), quota=mailbox.quota)
+    return UserRecord(
+        name=name,
+        verifiers=dict(mailbox.verifiers),
+        quota=mailbox.quota,
+        disabled_reason=mailbox.disabled_reason,
+    )
 
 
 class MemoryMaildrop:
@@ -319,10 +328,8 @@ class MemoryMaildrop:
 class MemoryAdminRecords:
     """``AdminRecords`` of the in-memory store, in dictionaries of their own."""
 
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
+    def __init__(self) -> None:
         self._tokens: dict[str, TokenRecord] = {}
-        self._disabled: dict[str, str] = {}
 
     async def add_token(self, token: TokenRecord) -> None:
         self._tokens[token.id] = token
@@ -335,21 +342,3 @@ class MemoryAdminRecords:
 
     async def revoke_token(self, token_id: str) -> bool:
         return self._tokens.pop(token_id, None) is not None
-
-    async def set_disabled(self, name: str, reason: str | None) -> None:
-        if await self._store.get_user(name) is None:
-            raise UnknownUser(f"no such user {name!r}")
-        if reason is None:
-            self._disabled.pop(name, None)
-        else:
-            self._disabled[name] = reason
-
-    async def disabled(self) -> Mapping[str, str]:
-        return dict(self._disabled)
-
-    def forget(self, name: str) -> None:
-        """A deleted user: added again, it starts enabled, as a new row does in SQL."""
-        self._disabled.pop(name, None)
-
-    async def disabled_reason(self, name: str) -> str | None:
-        return (await self.disabled()).get(name)

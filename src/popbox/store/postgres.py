@@ -27,9 +27,11 @@ every guarantee of the contract is made by the database, never by process memory
   (``postgres_maildrop.run_commit``, bounded by ``connect_timeout``).
 
 Driver failures become ``StoreTemporaryError`` or ``StorePermanentError`` in one place,
-``connection()``, using ``postgres_ops.translate``.  Every network wait is bounded:
-connecting and waiting for a pooled connection by ``connect_timeout``, each statement
-by ``command_timeout``.
+``connection()``, using ``postgres_ops.translate``; a failure that says the server is
+gone or no longer the primary also expires the pool's connections, so that each is
+made again through ``dsn``'s host list (failover: ``postgres_failover``).  Every
+network wait is bounded: connecting and waiting for a pooled connection by
+``connect_timeout``, each statement by ``command_timeout``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import asyncpg
 
 from popbox.store import migrate
 from popbox.store import postgres_copy as pg_copy
+from popbox.store import postgres_failover as failover
 from popbox.store import postgres_ops as ops
 from popbox.store.base import (
     MaildropLocked,
@@ -55,7 +58,9 @@ from popbox.store.base import (
     UserRecord,
 )
 from popbox.store.postgres_admin import PostgresAdminRecords
+from popbox.store.postgres_cluster import PostgresScores, PostgresSessions
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
+from popbox.store.postgres_options import PostgresOptions
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -77,7 +82,9 @@ class PostgresStore:
 
     ``dsn`` is a libpq connection URL, ``postgresql://user:password@host:port/database``
     with optional ``?sslmode=...`` and the like; asyncpg does not accept libpq's
-    ``key=value`` form.
+    ``key=value`` form.  Several ``host:port`` pairs separated by commas, with
+    ``target_session_attrs=read-write``, make the store follow the primary.
+    ``options`` sets the acknowledgement strength and the pooler mode.
 
     ``clock`` returns POSIX seconds (lock leases, default ``received_at``).  The pool
     keeps between ``min_size`` and ``max_size`` connections.  ``connect_timeout`` bounds
@@ -94,6 +101,7 @@ class PostgresStore:
         max_size: int = 10,
         connect_timeout: float = 10.0,
         command_timeout: float = 30.0,
+        options: PostgresOptions | None = None,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -103,6 +111,7 @@ class PostgresStore:
         self._max_size = max_size
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self._options = options or PostgresOptions()
         self._state = "new"
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self.admin = PostgresAdminRecords(self)
@@ -120,6 +129,10 @@ class PostgresStore:
                     max_size=self._max_size,
                     timeout=self._connect_timeout,
                     command_timeout=self._command_timeout,
+                    connect=failover.ConnectBackoff().connect,
+                    init=failover.learn_server,
+                    connection_class=failover.ServerConnection,
+                    **failover.driver_options(self._options),
                 )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 mapped = ops.translate(exc, connection_gone=False)
@@ -128,6 +141,7 @@ class PostgresStore:
                 raise mapped from exc
             async with self.connection() as conn:
                 await ops.apply_migrations(conn, migrate.load("postgresql"), self._clock)
+                await failover.check_synchronous_commit(conn, self._options)
         except BaseException:
             await self.close()
             raise
@@ -169,20 +183,25 @@ class PostgresStore:
             "UPDATE users SET quota = $2 WHERE name = $1 RETURNING id", name, quota
         )
 
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        await self._change_user(
+            "UPDATE users SET disabled = $2 WHERE name = $1 RETURNING id", name, reason
+        )
+
     async def delete_user(self, name: str) -> None:
         # ON DELETE CASCADE removes messages and lock in the same statement.  DELETE locks
         # the row FOR UPDATE, so it waits for a delivery in progress instead of racing it.
         await self._change_user("DELETE FROM users WHERE name = $1 RETURNING id", name)
 
     async def get_user(self, name: str) -> UserRecord | None:
-        sql = "SELECT name, verifiers::text, quota FROM users WHERE name = $1"
+        sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
         async with self.connection() as conn:
             row = await conn.fetchrow(sql, name)
         return None if row is None else ops.user_record(row)
 
     async def list_users(self) -> Sequence[UserRecord]:
         # The column's "C" collation gives code point order, as Python's sorted() does.
-        sql = "SELECT name, verifiers::text, quota FROM users ORDER BY name"
+        sql = "SELECT name, verifiers::text, quota, disabled FROM users ORDER BY name"
         async with self.connection() as conn:
             rows = await conn.fetch(sql)
         return [ops.user_record(row) for row in rows]
@@ -241,7 +260,13 @@ class PostgresStore:
             row = await conn.fetchrow(ops.COMMITTED_DELIVERY, name, key, stamp)
             return None if row is None else ops.delivered_info(row, message)
 
-        return await run_commit(self.connection, work, committed, self._connect_timeout)
+        return await run_commit(
+            self.connection,
+            work,
+            committed,
+            self._connect_timeout,
+            barrier=failover.barrier(self._options),
+        )
 
     async def commit_update(
         self, name: str, deleted: Sequence[int], retrieved: Sequence[int], at: float
@@ -265,7 +290,13 @@ class PostgresStore:
             removed = await conn.fetchval(ops.COMMITTED_UPDATE, token)
             return None if removed is None else int(removed)
 
-        return await run_commit(self.connection, work, committed, self._connect_timeout)
+        return await run_commit(
+            self.connection,
+            work,
+            committed,
+            self._connect_timeout,
+            barrier=failover.barrier(self._options),
+        )
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
         return await self._count_for_user(ops.DELETE, name, sorted(set(uids)))
@@ -306,6 +337,16 @@ class PostgresStore:
         )
         async with self.connection() as conn:
             await conn.execute(sql, name, owner)
+
+    # -- state every node shares (popbox.store.postgres_cluster) ----------------
+
+    def cluster_scores(self) -> PostgresScores:
+        """Brute-force scores in the database, for every worker of every node."""
+        return PostgresScores(self.connection)
+
+    def cluster_sessions(self, clock: Callable[[], float]) -> PostgresSessions:
+        """``max_sessions_per_user`` slots in the database, for every node."""
+        return PostgresSessions(self.connection, clock)
 
     # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
@@ -372,6 +413,10 @@ class PostgresStore:
             mapped = ops.translate(exc, connection_gone=lost or pool.is_closing())
             if mapped is None:
                 raise
+            if lost or failover.server_changed(exc):
+                # Every pooled connection is on the same server: replace them all
+                # through the host list rather than fail once on each.
+                await pool.expire_connections()
             raise mapped from exc
 
 

@@ -1,15 +1,14 @@
-"""``AdminRecords`` of the PostgreSQL store: ``admin_tokens`` and ``users.disabled_reason``."""
+"""``AdminRecords`` of the PostgreSQL store: ``admin_tokens``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
 from popbox.store.admin_records import TokenRecord
-from popbox.store.base import UnknownUser
 
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
     import asyncpg
 
@@ -58,23 +57,6 @@ class PostgresAdminRecords:
         sql = "DELETE FROM admin_tokens WHERE id = $1 RETURNING id"
         async with self._store.connection() as conn:
             return await conn.fetchval(sql, token_id) is not None
-
-    async def set_disabled(self, name: str, reason: str | None) -> None:
-        sql = "UPDATE users SET disabled_reason = $2 WHERE name = $1 RETURNING id"
-        async with self._store.connection() as conn:
-            if await conn.fetchval(sql, name, reason) is None:
-                raise UnknownUser(f"no such user {name!r}")
-
-    async def disabled(self) -> Mapping[str, str]:
-        sql = "SELECT name, disabled_reason FROM users WHERE disabled_reason IS NOT NULL"
-        async with self._store.connection() as conn:
-            return {row["name"]: row["disabled_reason"] for row in await conn.fetch(sql)}
-
-    async def disabled_reason(self, name: str) -> str | None:
-        sql = "SELECT disabled_reason FROM users WHERE name = $1"
-        async with self._store.connection() as conn:
-            reason: str | None = await conn.fetchval(sql, name)
-        return reason
 
 
 def _token(row: asyncpg.Record) -> TokenRecord:

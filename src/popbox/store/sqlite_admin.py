@@ -1,4 +1,4 @@
-"""``AdminRecords`` of the SQLite store: ``admin_tokens`` and ``users.disabled_reason``."""
+"""``AdminRecords`` of the SQLite store: ``admin_tokens``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, Protocol
 
 from popbox.store.admin_records import TokenRecord
-from popbox.store.base import UnknownUser
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
 
 __all__ = ["SqliteAdminRecords"]
@@ -48,21 +47,6 @@ class SqliteAdminRecords:
         sql = "DELETE FROM admin_tokens WHERE id = ?"
         cursor = await self._store.write(sqlite3.Connection.execute, sql, (token_id,))
         return bool(cursor.rowcount > 0)
-
-    async def set_disabled(self, name: str, reason: str | None) -> None:
-        sql = "UPDATE users SET disabled_reason = ? WHERE name = ?"
-        cursor = await self._store.write(sqlite3.Connection.execute, sql, (reason, name))
-        if cursor.rowcount == 0:
-            raise UnknownUser(f"no such user {name!r}")
-
-    async def disabled(self) -> Mapping[str, str]:
-        sql = "SELECT name, disabled_reason FROM users WHERE disabled_reason IS NOT NULL"
-        return dict(await self._store.read_pooled(_rows, sql, ()))
-
-    async def disabled_reason(self, name: str) -> str | None:
-        sql = "SELECT disabled_reason FROM users WHERE name = ?"
-        rows = self._store.read_inline(_rows, sql, (name,))
-        return rows[0][0] if rows else None
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:

@@ -1,4 +1,4 @@
--- popbox PostgreSQL schema, version 4: the admin API's tokens and disabled accounts.
+-- popbox PostgreSQL schema, version 6: the admin API's tokens.
 -- A token is stored as the SHA-256 of its secret only: the secret is shown once, when
 -- it is created, and a stolen database does not let anyone call the API.
 CREATE TABLE admin_tokens (
@@ -9,5 +9,3 @@ CREATE TABLE admin_tokens (
     created_at double precision NOT NULL,
     expires_at double precision                   -- NULL: never
 );
--- A disabled account keeps its mail and its password but cannot log in; NULL: enabled.
-ALTER TABLE users ADD COLUMN disabled_reason text;
