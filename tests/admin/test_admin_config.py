@@ -31,9 +31,14 @@ def test_a_non_loopback_address_with_tls_is_accepted():
     assert from_mapping({"admin": {"listen": ["0.0.0.0:8443"], "tls": True}}).admin.tls
 
 
-def test_serve_refuses_to_start_with_one_line(tmp_path):
+@pytest.mark.parametrize("console", ["true", "false"])
+def test_serve_refuses_to_start_with_one_line(tmp_path, console):
+    """The console (on by default) or the API alone: no clear text off loopback."""
     config = tmp_path / "popbox.toml"
-    config.write_text('[admin]\nlisten = ["0.0.0.0:0"]\n', encoding="utf-8")
+    config.write_text(
+        f'[admin]\nlisten = ["0.0.0.0:0"]\nconsole = {console}\nusers = ["root"]\n',
+        encoding="utf-8",
+    )
     done = subprocess.run(
         [popbox_executable(), "serve", "--config", str(config)],
         capture_output=True,
@@ -45,6 +50,7 @@ def test_serve_refuses_to_start_with_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         (
             "popbox: admin.listen: '0.0.0.0:0' is not a loopback address, and the admin API "
-            "would carry tokens and passwords in clear text: set admin.tls = true"
+            "and console would carry tokens, passwords and session cookies in clear text: "
+            "set admin.tls = true"
         )
     ]

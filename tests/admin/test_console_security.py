@@ -383,9 +383,9 @@ async def test_disable_and_enable_from_the_console_leave_audit_lines(console):
     )
     assert reply.status == 200
     assert "user alice disabled" in await reply.text()
-    assert await console.store.admin.disabled_reason("alice") == "on leave"
+    assert (await console.store.get_user("alice")).disabled_reason == "on leave"
     await console.client.post("/console/users/alice/enable", data={"csrf": token})
-    assert await console.store.admin.disabled_reason("alice") is None
+    assert (await console.store.get_user("alice")).disabled_reason is None
     lines = [x for x in console.log.getvalue().splitlines() if "admin_change" in x]
     assert any("action=user.disable" in x and "who=console:root" in x for x in lines)
     assert any("action=user.enable" in x for x in lines)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from popbox.auth.guard import GuardUnavailable
 from popbox.auth.passwords import ARGON2ID
 
 if TYPE_CHECKING:
-    from popbox.auth.bruteforce import LoginGuard
+    from popbox.auth.guard import Guard
     from popbox.auth.passwords import PasswordVerifier
     from popbox.clock import Clock
     from popbox.config import Config
@@ -38,7 +39,7 @@ class ConsoleAuth:
         *,
         store: MailStore,
         passwords: PasswordVerifier,
-        guard: LoginGuard,
+        guard: Guard,
         clock: Clock,
         admins: frozenset[str],
     ) -> None:
@@ -51,17 +52,23 @@ class ConsoleAuth:
     async def refusal(self, ip: str, name: str, password: str) -> str | None:
         """Why ``name`` may not log in with ``password`` from ``ip``; None: they may."""
         name = name[:NAME_MAX]
-        locked = self._guard.locked_for(ip, name)
-        if locked > 0:
-            return f"too many failed logins: try again in {math.ceil(locked)} seconds"
-        record = await self._store.get_user(name) if name in self.admins else None
-        stored = record.verifiers.get(ARGON2ID) if record is not None else None
-        if not await self._passwords.verify(stored, password):
-            delay = self._guard.failed(ip, name)
-            if delay > 0:
-                await self._clock.sleep(delay)
-            return "wrong name or password, or not a console administrator"
-        if await self._store.admin.disabled_reason(name) is not None:
-            return "this account is disabled"
-        self._guard.succeeded(name)
+        try:
+            standing = await self._guard.check(ip, name)
+            if standing.locked_for > 0:
+                return (
+                    f"too many failed logins: try again in {math.ceil(standing.locked_for)} seconds"
+                )
+            record = await self._store.get_user(name) if name in self.admins else None
+            stored = record.verifiers.get(ARGON2ID) if record is not None else None
+            if not await self._passwords.verify(stored, password):
+                delay = (await self._guard.failed(ip, name)).delay
+                if delay > 0:
+                    await self._clock.sleep(delay)
+                return "wrong name or password, or not a console administrator"
+            if record is not None and record.disabled_reason is not None:
+                return "this account is disabled"
+            if standing.user_scored:
+                await self._guard.succeeded(name)
+        except GuardUnavailable:
+            return "the login defence cannot be reached: try again later"
         return None
