@@ -83,7 +83,7 @@ def test_demo_prints_curl_commands_that_work(tmp_path):
     # The demo keeps a configuration it finds; this one only swaps in ephemeral ports.
     (demo_dir / "popbox.toml").write_text(
         'data_dir = "."\n[pop3]\nlisten = ["127.0.0.1:0"]\ntls_listen = ["127.0.0.1:0"]\n'
-        '[lmtp]\nlisten = ["127.0.0.1:0"]\n',
+        '[lmtp]\nlisten = ["127.0.0.1:0"]\n[admin]\nlisten = ["127.0.0.1:0"]\n',
         encoding="utf-8",
     )
     process = ServeProcess(
