@@ -77,7 +77,9 @@ async def _security_headers(
 def _secure(headers: MutableMapping[str, str]) -> None:
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    # same-origin, not no-referrer: under no-referrer a browser's form POST says
+    # "Origin: null", and the console's Origin check (admin/auth.py) needs the origin.
+    headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("Cache-Control", "no-store")
     if "frame-ancestors 'self'" not in headers["Content-Security-Policy"]:
         headers.setdefault("X-Frame-Options", "DENY")

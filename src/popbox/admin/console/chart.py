@@ -30,6 +30,7 @@ class Line:
     css: str
     points: str  # the polyline's "x,y x,y ..." attribute
     latest: int
+    end: tuple[float, float] | None  # the latest point, marked (a single one is no line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +49,13 @@ def chart(entries: list[dict[str, Any]], now: float) -> Chart:
     top = _round_up(top)
     lines = []
     for key, label, css in SERIES:
-        points = " ".join(
-            f"{_x(e['at'], now):.1f},{HEIGHT - int(e[key]) * HEIGHT / top:.1f}" for e in shown
-        )
-        lines.append(Line(label, css, points, int(shown[-1][key]) if shown else 0))
+        xy = [
+            (round(_x(e["at"], now), 1), round(HEIGHT - int(e[key]) * HEIGHT / top, 1))
+            for e in shown
+        ]
+        points = " ".join(f"{x},{y}" for x, y in xy)
+        latest = int(shown[-1][key]) if shown else 0
+        lines.append(Line(label, css, points, latest, xy[-1] if xy else None))
     grid = tuple(round(HEIGHT * i / 4) for i in range(5))
     return Chart(WIDTH, HEIGHT, top, tuple(lines), grid)
 
