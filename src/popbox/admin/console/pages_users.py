@@ -93,14 +93,14 @@ async def disable(request: web.Request) -> web.Response:
     reason = (await form_text(request, "reason"))[:200]
     checked({"reason": reason}, "Disable")
     await _actions(request).set_disabled(actor_of(request), name, reason)
-    return see_other(request, _back(request), f"user {name} disabled")
+    return see_other(request, "/console/users", f"user {name} disabled")
 
 
 @requires("admin")
 async def enable(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     await _actions(request).set_disabled(actor_of(request), name, None)
-    return see_other(request, _back(request), f"user {name} enabled")
+    return see_other(request, "/console/users", f"user {name} enabled")
 
 
 @requires("admin")
@@ -108,12 +108,6 @@ async def kick_user(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     kicked = await _actions(request).kick(actor_of(request), session=None, user=name)
     return see_other(request, "/console/sessions", f"{kicked} session(s) of {name} closed")
-
-
-def _back(request: web.Request) -> str:
-    """The page a row's form came from: the user list or the user's mailbox."""
-    name = request.match_info["name"]
-    return _user_path(name) if request.query.get("from") == "mailbox" else "/console/users"
 
 
 @requires("admin")
