@@ -390,3 +390,14 @@ async def test_disable_and_enable_from_the_console_leave_audit_lines(console):
     assert any("action=user.disable" in x and "who=console:root" in x for x in lines)
     assert any("action=user.enable" in x for x in lines)
     assert any("action=console.login" in x for x in lines)
+
+
+async def test_a_failed_login_is_audited_without_the_controls_of_the_name(console):
+    reply = await console.client.post(
+        "/console/login", data={"name": "eve\nforged=line", "password": "guess"}
+    )
+    assert reply.status == 401
+    lines = [x for x in console.log.getvalue().splitlines() if "console.login_failed" in x]
+    assert len(lines) == 1
+    assert "who=console:eve?forged=line" in lines[0]
+    assert "guess" not in console.log.getvalue()

@@ -53,7 +53,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     peer = request.remote or "-"
     refusal = await console.auth.refusal(peer, name, password)
     if refusal is not None:
-        console.actions.audit(Actor(f"console:{name[:64]}", peer), "console.login_failed")
+        # The name is what a stranger typed: no line breaks or controls into the log.
+        shown = "".join(c if c.isprintable() else "?" for c in name[:64])
+        console.actions.audit(Actor(f"console:{shown}", peer), "console.login_failed")
         return _login_page(refusal, status=401)
     response = web.Response(status=303, headers={"Location": "/console"})
     console.sessions.start(request, response, name)

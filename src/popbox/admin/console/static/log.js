@@ -13,7 +13,11 @@
     state.textContent = "Watching: new lines appear below.";
   };
   source.onerror = function () {
-    state.textContent = "Disconnected; reconnecting…";
+    // The browser retries a dropped stream by itself; a refused one (the login ended)
+    // it closes for good.
+    state.textContent = source.readyState === EventSource.CLOSED
+      ? "Disconnected: reload the page (log in again if asked)."
+      : "Disconnected; reconnecting…";
   };
   source.onmessage = function (event) {
     const line = JSON.parse(event.data);
