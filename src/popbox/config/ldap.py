@@ -64,7 +64,7 @@ class LdapSettings:
     active_directory: bool = False  # userAccountControl's ACCOUNTDISABLE bit, AD bind codes
     netbios_domain: str = ""  # with it, DOMAIN\user logins must name this domain
     pool_size: int = 4
-    connect_timeout: float = 3.0  # seconds per TCP connect + TLS handshake
+    connect_timeout: float = 3.0  # seconds for each step of opening: TCP, TLS, service bind
     timeout: float = 5.0  # seconds for one login's directory work, all URIs included
     retry_interval: float = 10.0  # seconds a failed URI is skipped before it is tried again
 
@@ -112,6 +112,13 @@ def parse_ldap_directory(table: dict[str, object], where: str) -> LdapSettings:
     ca_file = str(values.get("ca_file", ""))
     if ca_file and not Path(ca_file).is_file():
         raise ConfigError(f"{where}.ca_file: {ca_file} is not a readable file")
+    connect_timeout = _duration(values, "connect_timeout", 3.0, where)
+    timeout = _duration(values, "timeout", 5.0, where)
+    if connect_timeout >= timeout:
+        raise ConfigError(
+            f"{where}.connect_timeout: must be below timeout ({timeout:g} s), or a server "
+            "that does not answer uses up the whole login before the next URI is tried"
+        )
     name = table.get("name", "ldap")
     return LdapSettings(
         name=name if isinstance(name, str) else "ldap",
@@ -130,8 +137,8 @@ def parse_ldap_directory(table: dict[str, object], where: str) -> LdapSettings:
         active_directory=bool(values.get("active_directory", False)),
         netbios_domain=str(values.get("netbios_domain", "")),
         pool_size=_positive_int(values, "pool_size", 4, where),
-        connect_timeout=_duration(values, "connect_timeout", 3.0, where),
-        timeout=_duration(values, "timeout", 5.0, where),
+        connect_timeout=connect_timeout,
+        timeout=timeout,
         retry_interval=_duration(values, "retry_interval", 10.0, where),
     )
 

@@ -117,7 +117,7 @@ class LdapPool:
                 f"{self._settings.timeout:g} s"
             ) from None
         future = loop.run_in_executor(self._executor, self._work, slot, job, force)
-        future.add_done_callback(lambda _: self._free.put_nowait(slot))
+        future.add_done_callback(lambda done: self._release(slot, done))
         try:
             async with asyncio.timeout(self._settings.timeout):
                 return await asyncio.shield(future)
@@ -125,6 +125,13 @@ class LdapPool:
             raise LdapUnavailable(
                 f"no answer within {self._settings.timeout:g} s from {slot.uri or 'any server'}"
             ) from None
+
+    def _release(self, slot: _Slot, done: asyncio.Future[object]) -> None:
+        if not done.cancelled():
+            # A job that outlived its caller's deadline: its outcome was already
+            # reported as a timeout; reading it here keeps asyncio from logging it.
+            done.exception()
+        self._free.put_nowait(slot)
 
     async def close(self) -> None:
         """Close every connection (waiting for running jobs) and stop the threads."""
@@ -145,7 +152,7 @@ class LdapPool:
         failed, error = "", ""
         for _ in range(tries):
             if slot.session is None:
-                slot.session, slot.uri = self._connect(force=force)
+                slot.session = self._connect(slot, force=force)
             try:
                 return job(slot.session)
             # ldap3's BER decoder raises assorted exceptions (IndexError, KeyError,
@@ -157,7 +164,7 @@ class LdapPool:
         self._servers.failed(failed)
         raise LdapUnavailable(error)
 
-    def _connect(self, *, force: bool) -> tuple[LdapSession, str]:
+    def _connect(self, slot: _Slot, *, force: bool) -> LdapSession:
         uris = self._servers.candidates(force=force)
         if not uris:
             raise LdapUnavailable(
@@ -165,6 +172,7 @@ class LdapPool:
             )
         problems: list[str] = []
         for uri in uris:
+            slot.uri = uri  # for the message should the caller's deadline pass first
             try:
                 session = LdapSession.open(self._server(uri), self._settings)
             except Exception as exc:  # noqa: BLE001 - as in _work: any failure is the server's
@@ -172,7 +180,7 @@ class LdapPool:
                 problems.append(f"{uri}: {_describe(exc)}")
             else:
                 self._servers.worked(uri)
-                return session, uri
+                return session
         raise LdapUnavailable("; ".join(problems))
 
     def _server(self, uri: str) -> ldap3.Server:

@@ -62,11 +62,16 @@ class VerifiedTls(ldap3.Tls):
         self._context = context
 
     def wrap_socket(self, connection: ldap3.Connection, do_handshake: bool = False) -> None:  # noqa: FBT001, FBT002 - ldap3's signature
-        connection.socket = self._context.wrap_socket(
-            connection.socket,
-            server_hostname=connection.server.host,
-            do_handshake_on_connect=do_handshake,
+        # The handshake is part of opening a connection: connect_timeout bounds it
+        # (ldap3 would give it the receive timeout of a whole operation).
+        plain = connection.socket
+        operation_timeout = plain.gettimeout()
+        plain.settimeout(connection.server.connect_timeout)
+        wrapped = self._context.wrap_socket(
+            plain, server_hostname=connection.server.host, do_handshake_on_connect=do_handshake
         )
+        wrapped.settimeout(operation_timeout)
+        connection.socket = wrapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +114,12 @@ class LdapSession:
             search.user, search.password = settings.bind_dn, settings.bind_password
             search.authentication = ldap3.SIMPLE
         try:
+            # The service bind still belongs to opening: connect_timeout, so that a
+            # server that accepts and never answers costs no more than one that refuses.
+            search.socket.settimeout(settings.connect_timeout)
             bound = search.bind(read_server_info=False)
+            for connection in (search, bind):
+                connection.socket.settimeout(settings.timeout)
         except BaseException:
             session.close()
             raise
@@ -173,8 +183,8 @@ def _connect(server: ldap3.Server, settings: LdapSettings) -> ldap3.Connection:
     connection = ldap3.Connection(
         server,
         client_strategy=ldap3.SYNC,
-        # ldap3 sets SO_RCVTIMEO from this with struct.pack("LL", ...): whole seconds
-        # only.  The pool's own deadline (the exact ``timeout``) answers the caller.
+        # ldap3 sets SO_RCVTIMEO from this with struct.pack("LL", ...), whole seconds
+        # only; ``open`` sets the socket's own (exact) timeout once it is connected.
         receive_timeout=math.ceil(settings.timeout),
         raise_exceptions=False,
         auto_referrals=False,

@@ -38,7 +38,7 @@ def ldap_table(server: Slapd | None, ca: Path, /, **keys: Any) -> dict[str, Any]
         "quota_attribute": "mailQuotaBytes",
         "active_directory": True,
         "timeout": 5.0,
-        "connect_timeout": 3.0,
+        "connect_timeout": 2.0,
     }
     table.update(keys)
     return table

@@ -11,7 +11,6 @@ test talks to it from its worker threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,15 +48,14 @@ class Relay:
         return self
 
     async def stop(self) -> None:
+        """Close every connection and wait for the handlers to see it (cancelling them
+        instead makes asyncio's stream callback log the cancellation as an error)."""
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
             writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -92,12 +90,29 @@ class Relay:
         async def pump(
             source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float
         ) -> None:
-            while data := await source.read(CHUNK):
-                if delay:
-                    await asyncio.sleep(delay)
-                sink.write(data)
-                await sink.drain()
-            sink.close()
+            # Each chunk leaves ``delay`` after it arrived, as on a link with that
+            # latency: a reply in two segments is not delayed twice.
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+            async def send() -> None:
+                while True:
+                    due, data = await queue.get()
+                    if not data:
+                        sink.close()
+                        return
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    sink.write(data)
+                    await sink.drain()
+
+            sender = asyncio.create_task(send())
+            try:
+                while data := await source.read(CHUNK):
+                    queue.put_nowait((loop.time() + delay, data))
+                queue.put_nowait((0.0, b""))
+                await sender
+            finally:
+                sender.cancel()
 
         try:
             await asyncio.gather(pump(reader, up_writer, 0.0), pump(up_reader, writer, self.delay))
