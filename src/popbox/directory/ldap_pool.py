@@ -29,7 +29,7 @@ import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ldap3
 
@@ -126,7 +126,7 @@ class LdapPool:
                 f"no answer within {self._settings.timeout:g} s from {slot.uri or 'any server'}"
             ) from None
 
-    def _release(self, slot: _Slot, done: asyncio.Future[object]) -> None:
+    def _release(self, slot: _Slot, done: asyncio.Future[Any]) -> None:
         if not done.cancelled():
             # A job that outlived its caller's deadline: its outcome was already
             # reported as a timeout; reading it here keeps asyncio from logging it.
