@@ -21,6 +21,7 @@ from popbox.config.checks import (
     check_server,
     parse_address,
 )
+from popbox.config.directories import parse_directories, parse_names
 from popbox.config.profiles import (
     COMPAT_NAMES,
     DEFAULT_COMPAT,
@@ -110,7 +111,7 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 def from_mapping(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document into a ``Config``."""
-    _reject_unknown(raw, Config, "")
+    _reject_unknown(raw, Config, "", renamed={"directory": "directories"})
     compat = _convert(raw.get("compat", DEFAULT_COMPAT), Compat, "compat")
     defaults = profile_defaults(compat, _section(raw, "auth"))
 
@@ -135,6 +136,8 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         retention=_build(RetentionConfig, _section(raw, "retention"), "retention"),
         auth=_build(AuthConfig, section("auth"), "auth"),
         server=_build(ServerConfig, section("server"), "server"),
+        directories=parse_directories(raw.get("directory")),
+        names=parse_names(raw.get("names")),
     )
     check_server(config.server)
     check_auth(config.auth)
@@ -183,7 +186,30 @@ def dump(config: Config) -> str:
             for f in dataclasses.fields(values)
             if getattr(values, f.name) is not None
         )
+    lines.append("\n[names]")
+    names = config.names
+    lines.append(f"default_domain = {_toml_value(names.default_domain)}")
+    lines.append(f"lowercase = {_toml_value(names.lowercase)}")
+    for key, pairs in (("windows_domains", names.windows_domains), ("aliases", names.aliases)):
+        lines.append(f"{key} = {_toml_value(tuple(f'{a}={b}' for a, b in pairs))}")
+    for directory in config.directories:
+        lines.append("\n[[directory]]")
+        lines.append(f"name = {_toml_value(directory.name)}")
+        lines.append(f"type = {_toml_value(directory.type)}")
+        if directory.domains:
+            lines.append(f"domains = {_toml_value(directory.domains)}")
+        if dataclasses.is_dataclass(directory.settings):
+            lines.extend(
+                f"{f.name} = {_toml_value(_redacted(f.name, getattr(directory.settings, f.name)))}"
+                for f in dataclasses.fields(directory.settings)
+                if getattr(directory.settings, f.name) is not None
+            )
     return "\n".join(lines) + "\n"
+
+
+def _redacted(key: str, value: object) -> object:
+    # `config show` output is pasted into tickets: a directory's bind password is not.
+    return "(set)" if ("password" in key or "secret" in key) and value else value
 
 
 def _toml_value(value: object) -> str:
@@ -204,8 +230,12 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return cast("dict[str, Any]", value)
 
 
-def _reject_unknown(raw: dict[str, Any], cls: type, prefix: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
+def _reject_unknown(
+    raw: dict[str, Any], cls: type, prefix: str, *, renamed: dict[str, str] | None = None
+) -> None:
+    """``renamed``: TOML key → field where they differ ([[directory]] fills ``directories``)."""
+    renamed = renamed or {}
+    known = {f.name for f in dataclasses.fields(cls)} - set(renamed.values()) | set(renamed)
     for key in raw:
         if key not in known:
             raise ConfigError(f"{prefix}{key}: unknown setting")

@@ -1,7 +1,7 @@
 """The settings of one ``[[directory]]`` table with ``type = "ldap"``, validated at load.
 
-The chain's own keys (``name``, ``type``, ``domains``) are the caller's; every other key
-of the table is read here, and an unknown one is an error naming it.  Secrets come from
+``config/directories.py`` reads the chain's own keys (``name``, ``type``, ``domains``)
+and hands the rest of the table here; an unknown key is an error naming it.  Secrets come from
 the table (``bind_password``) or, better, from a file (``bind_password_file``), which is
 read once here so that a missing or unreadable file stops the server at start.
 """
@@ -33,8 +33,6 @@ LdapScope = Literal["subtree", "onelevel", "base"]
 FILTER_PLACEHOLDERS = {"u": "user", "n": "local", "d": "domain"}
 _PLACEHOLDER = re.compile(r"%(.)", re.DOTALL)
 
-_CHAIN_KEYS = frozenset({"name", "type", "domains"})
-
 
 @dataclass(frozen=True, slots=True)
 class FilterTemplate:
@@ -45,10 +43,12 @@ class FilterTemplate:
     literals: tuple[str, ...]
     fields: tuple[str, ...]  # "user" | "local" | "domain", one fewer than literals
 
+    def __str__(self) -> str:  # `popbox config show` prints the filter as written
+        return self.text
+
 
 @dataclass(frozen=True, slots=True)
 class LdapSettings:
-    name: str
     uris: tuple[str, ...]
     base_dn: str
     bind_dn: str = ""  # empty: search anonymously
@@ -88,10 +88,10 @@ _KNOWN = frozenset({"uris", *_STRINGS, *_BOOLS, *_NUMBERS, *_INTS})
 
 
 def parse_ldap_directory(table: dict[str, object], where: str) -> LdapSettings:
-    """Validate one ``[[directory]]`` table of type ldap; ``where`` prefixes key names
-    in messages (e.g. ``directory[1]``)."""
+    """Validate the backend keys of one ``[[directory]]`` table of type ldap; ``where``
+    prefixes key names in messages (e.g. ``directory[1] ("corp")``)."""
     for key in table:
-        if key not in _KNOWN and key not in _CHAIN_KEYS:
+        if key not in _KNOWN:
             raise ConfigError(f"{where}.{key}: unknown setting for an ldap directory")
     values = _typed_values(table, where)
     uris = _uris(table.get("uris"), where)
@@ -119,9 +119,7 @@ def parse_ldap_directory(table: dict[str, object], where: str) -> LdapSettings:
             f"{where}.connect_timeout: must be below timeout ({timeout:g} s), or a server "
             "that does not answer uses up the whole login before the next URI is tried"
         )
-    name = table.get("name", "ldap")
     return LdapSettings(
-        name=name if isinstance(name, str) else "ldap",
         uris=uris,
         base_dn=base_dn,
         bind_dn=str(values.get("bind_dn", "")),

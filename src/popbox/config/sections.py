@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from popbox.config.directory_sections import (
+    DirectoryConfig,
+    InternalSettings,
+    NamesConfig,
+)
 from popbox.config.profiles import DEFAULT_COMPAT, Compat
 from popbox.protocol.mechanisms import DEFAULT_MECHANISMS
 
@@ -130,6 +135,10 @@ class AuthConfig:
     argon2_time_cost: int = 2  # passes
     argon2_memory_kib: int = 19 * 1024
     argon2_parallelism: int = 1  # lanes
+    # A successful password login whose stored hash is not argon2id at the configured
+    # cost (an older cost, or a scheme kept by `popbox user import passwd-file`) stores
+    # a new argon2id hash while the plaintext is at hand.
+    rehash_on_login: bool = True
     # OAUTHBEARER (RFC 7628) and XOAUTH2: JWT access tokens.
     oauth_issuer: str = ""  # the "iss" every token must carry
     oauth_audience: str = ""  # the "aud" every token must include
@@ -191,3 +200,8 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    # [[directory]], in the order logins try them; none configured: the internal store.
+    directories: tuple[DirectoryConfig, ...] = (
+        DirectoryConfig("internal", "internal", InternalSettings()),
+    )
+    names: NamesConfig = field(default_factory=NamesConfig)

@@ -78,13 +78,18 @@ class LdapDirectory:
     """One ``[[directory]]`` of type ldap; see the module docstring."""
 
     def __init__(
-        self, settings: LdapSettings, *, clock: Clock, log: structlog.typing.FilteringBoundLogger
+        self,
+        name: str,
+        settings: LdapSettings,
+        *,
+        clock: Clock,
+        log: structlog.typing.FilteringBoundLogger,
     ) -> None:
-        self.name = settings.name
+        self.name = name
         self._settings = settings
         self._clock = clock
-        self._log = log.bind(directory=settings.name)
-        self._pool = LdapPool(settings, clock)
+        self._log = log.bind(directory=name)
+        self._pool = LdapPool(name, settings, clock)
         # The DN bound for an unknown login: under base_dn, so the server looks it up
         # where it looks up real users, and named so that no entry will ever have it.
         self._absent_dn = f"cn=popbox-no-such-user,{settings.base_dn}"

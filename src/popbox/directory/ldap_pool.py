@@ -84,14 +84,14 @@ class _Servers:
 class LdapPool:
     """``pool_size`` slots on as many threads; see the module docstring."""
 
-    def __init__(self, settings: LdapSettings, clock: Clock) -> None:
+    def __init__(self, name: str, settings: LdapSettings, clock: Clock) -> None:
         self._settings = settings
         self._servers = _Servers(settings.uris, settings.retry_interval, clock)
         context = ssl.create_default_context(cafile=settings.ca_file or None)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._tls = VerifiedTls(context)
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.pool_size, thread_name_prefix=f"ldap-{settings.name}"
+            max_workers=settings.pool_size, thread_name_prefix=f"ldap-{name}"
         )
         self._free: asyncio.Queue[_Slot] = asyncio.Queue()
         for _ in range(settings.pool_size):

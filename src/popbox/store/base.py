@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from popbox.protocol.message_info import MessageInfo  # re-exported: part of the contract
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
+    "ARGON2ID_VERIFIER",
     "CommitOutcomeUnknown",
     "DeliveryRefused",
     "MailStore",
@@ -50,6 +51,10 @@ __all__ = [
     "UserRecord",
     "assign_uids",
 ]
+
+
+# Key of the argon2id PHC string in ``UserRecord.verifiers`` (USER/PASS, PLAIN, LOGIN).
+ARGON2ID_VERIFIER: Final = "argon2id"
 
 
 class StoreError(Exception):
@@ -107,6 +112,9 @@ class UserRecord:
     name: str
     verifiers: Mapping[str, str] = field(default_factory=dict)
     quota: int | None = None  # octets; None inherits the server default (E0003)
+    # Set by `popbox user disable`: the account may not log in (mail is still delivered);
+    # the text is the reason a login with the right password is told ("" when none).
+    disabled_reason: str | None = None
 
 
 def assign_uids(
@@ -210,6 +218,12 @@ class MailStore(Protocol):
 
     async def delete_user(self, name: str) -> None:
         """Remove a user and every message of theirs.  Raises ``UnknownUser``."""
+
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        """Disable a user's logins with ``reason`` ("" for none), or with None enable them.
+
+        Raises ``UnknownUser``.
+        """
 
     async def get_user(self, name: str) -> UserRecord | None:
         """The user, or None when there is no such user."""

@@ -52,6 +52,7 @@ class _Lock:
 class _Mailbox:
     verifiers: dict[str, str]
     quota: int | None
+    disabled_reason: str | None = None
     next_uid: int = 1
     quota_warned: bool = False
     import_keys: set[str] = field(default_factory=set)
@@ -98,6 +99,9 @@ class MemoryStore:
 
     async def set_quota(self, name: str, quota: int | None) -> None:
         self._mailbox(name).quota = quota
+
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        self._mailbox(name).disabled_reason = reason
 
     async def delete_user(self, name: str) -> None:
         self._mailbox(name)
@@ -286,7 +290,12 @@ def _due(stored: _Stored, retrieved_before: float | None, unretrieved_before: fl
 
 def _record(name: str, mailbox: _Mailbox) -> UserRecord:
     # A copy, so a caller mutating the mapping cannot change the stored verifiers.
-    return UserRecord(name=name, verifiers=dict(mailbox.verifiers), quota=mailbox.quota)
+    return UserRecord(
+        name=name,
+        verifiers=dict(mailbox.verifiers),
+        quota=mailbox.quota,
+        disabled_reason=mailbox.disabled_reason,
+    )
 
 
 class MemoryMaildrop:

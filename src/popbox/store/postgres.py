@@ -167,20 +167,25 @@ class PostgresStore:
             "UPDATE users SET quota = $2 WHERE name = $1 RETURNING id", name, quota
         )
 
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        await self._change_user(
+            "UPDATE users SET disabled = $2 WHERE name = $1 RETURNING id", name, reason
+        )
+
     async def delete_user(self, name: str) -> None:
         # ON DELETE CASCADE removes messages and lock in the same statement.  DELETE locks
         # the row FOR UPDATE, so it waits for a delivery in progress instead of racing it.
         await self._change_user("DELETE FROM users WHERE name = $1 RETURNING id", name)
 
     async def get_user(self, name: str) -> UserRecord | None:
-        sql = "SELECT name, verifiers::text, quota FROM users WHERE name = $1"
+        sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
         async with self._connection() as conn:
             row = await conn.fetchrow(sql, name)
         return None if row is None else ops.user_record(row)
 
     async def list_users(self) -> Sequence[UserRecord]:
         # The column's "C" collation gives code point order, as Python's sorted() does.
-        sql = "SELECT name, verifiers::text, quota FROM users ORDER BY name"
+        sql = "SELECT name, verifiers::text, quota, disabled FROM users ORDER BY name"
         async with self._connection() as conn:
             rows = await conn.fetch(sql)
         return [ops.user_record(row) for row in rows]

@@ -73,13 +73,14 @@ async def import_mailbox(
     async with conn.transaction():
         try:
             user_id = await conn.fetchval(
-                "INSERT INTO users (name, verifiers, quota, quota_warned, created)"
-                " VALUES ($1, $2::jsonb, $3, $4, $5) RETURNING id",
+                "INSERT INTO users (name, verifiers, quota, quota_warned, created, disabled)"
+                " VALUES ($1, $2::jsonb, $3, $4, $5, $6) RETURNING id",
                 user.name,
                 json.dumps(dict(user.verifiers)),
                 user.quota,
                 state.quota_warned,
                 clock(),
+                user.disabled_reason,
             )
         except asyncpg.UniqueViolationError as exc:
             raise UserExists(f"user {user.name!r} already exists") from exc

@@ -258,7 +258,7 @@ async def apply_migrations(
 
 
 def user_record(row: asyncpg.Record) -> UserRecord:
-    """A ``UserRecord`` from a ``name, verifiers, quota`` row; verifiers come as JSON text."""
+    """A ``UserRecord`` from a ``name, verifiers, quota, disabled`` row (verifiers as JSON text)."""
     name = str(row["name"])
     try:
         verifiers = json.loads(row["verifiers"])
@@ -269,7 +269,13 @@ def user_record(row: asyncpg.Record) -> UserRecord:
     ):
         raise StorePermanentError(f"user {name!r} has unreadable verifiers")
     quota = row["quota"]
-    return UserRecord(name=name, verifiers=verifiers, quota=None if quota is None else int(quota))
+    disabled = row["disabled"]
+    return UserRecord(
+        name=name,
+        verifiers=verifiers,
+        quota=None if quota is None else int(quota),
+        disabled_reason=None if disabled is None else str(disabled),
+    )
 
 
 async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery

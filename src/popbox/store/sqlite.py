@@ -161,6 +161,10 @@ class SqliteStore:
         sql = "UPDATE users SET quota = ? WHERE name = ?"
         ops.require_change(await self._write(sqlite3.Connection.execute, sql, (quota, name)), name)
 
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        sql = "UPDATE users SET disabled = ? WHERE name = ?"
+        ops.require_change(await self._write(sqlite3.Connection.execute, sql, (reason, name)), name)
+
     async def delete_user(self, name: str) -> None:
         # One statement, so atomic; ON DELETE CASCADE removes the messages and the lock.
         # A user added again under the name counts uids from 1: copies must go stale.
@@ -169,13 +173,13 @@ class SqliteStore:
         ops.require_change(cursor, name)
 
     async def get_user(self, name: str) -> UserRecord | None:
-        sql = "SELECT name, verifiers, quota FROM users WHERE name = ?"
+        sql = "SELECT name, verifiers, quota, disabled FROM users WHERE name = ?"
         rows = self.read_inline(ops.user_rows, sql, (name,))
         return ops.user_record(rows[0]) if rows else None
 
     async def list_users(self) -> Sequence[UserRecord]:
         # BINARY collation orders by code point, as Python's sorted() does for str.
-        sql = "SELECT name, verifiers, quota FROM users ORDER BY name"
+        sql = "SELECT name, verifiers, quota, disabled FROM users ORDER BY name"
         return [ops.user_record(row) for row in await self.read_pooled(ops.user_rows, sql, ())]
 
     # -- maildrop ------------------------------------------------------------

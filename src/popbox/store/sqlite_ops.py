@@ -130,8 +130,8 @@ def require_change(cursor: sqlite3.Cursor, name: str) -> None:
         raise UnknownUser(f"no such user {name!r}")
 
 
-def user_record(row: tuple[str, str, int | None]) -> UserRecord:
-    name, verifiers_json, quota = row
+def user_record(row: tuple[str, str, int | None, str | None]) -> UserRecord:
+    name, verifiers_json, quota, disabled = row
     try:
         verifiers = json.loads(verifiers_json)
     except ValueError as exc:
@@ -140,7 +140,7 @@ def user_record(row: tuple[str, str, int | None]) -> UserRecord:
         isinstance(value, str) for value in verifiers.values()
     ):
         raise StorePermanentError(f"user {name!r} has unreadable verifiers")
-    return UserRecord(name=name, verifiers=verifiers, quota=quota)
+    return UserRecord(name=name, verifiers=verifiers, quota=quota, disabled_reason=disabled)
 
 
 def add_user(
@@ -372,8 +372,8 @@ def fetch(conn: sqlite3.Connection, name: str, uid: int) -> bytes | None:
 
 def user_rows(
     conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
-) -> list[tuple[str, str, int | None]]:
-    rows: list[tuple[str, str, int | None]] = conn.execute(sql, params).fetchall()
+) -> list[tuple[str, str, int | None, str | None]]:
+    rows: list[tuple[str, str, int | None, str | None]] = conn.execute(sql, params).fetchall()
     return rows
 
 

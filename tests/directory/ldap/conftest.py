@@ -49,9 +49,11 @@ async def make_directory(
     built: list[LoggedDirectory] = []
 
     def make(*, server: Slapd | None = slapd, clock: Clock | None = None, **keys: Any):
-        settings = parse_ldap_directory(ldap_table(server, tls_files.ca_file, **keys), "corp")
+        table = ldap_table(server, tls_files.ca_file, **keys)
+        settings = parse_ldap_directory(table, "corp")
         sink = LogSink()
         directory = LoggedDirectory(
+            "corp",
             settings,
             clock=clock or SystemClock(),
             log=make_logger(json=True, level="debug", stream=sink),

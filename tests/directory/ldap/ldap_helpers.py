@@ -24,10 +24,9 @@ class LoggedDirectory(LdapDirectory):
 
 
 def ldap_table(server: Slapd | None, ca: Path, /, **keys: Any) -> dict[str, Any]:
-    """The README's example directory, on ``server``'s ldaps:// port."""
+    """The backend keys of the README's example directory, on ``server``'s ldaps://
+    port (``name``, ``type`` and ``domains`` are the chain's: config/directories.py)."""
     table: dict[str, Any] = {
-        "name": "corp",
-        "type": "ldap",
         "uris": [server.ldaps_uri] if server is not None else [],
         "ca_file": str(ca),
         "bind_dn": SERVICE_DN,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ldap_helpers import ldap_table
-from popbox.config import ConfigError
-from popbox.config.ldap import parse_filter_template, parse_ldap_directory
+from popbox.config import ConfigError, dump, from_mapping
+from popbox.config.ldap import LdapSettings, parse_filter_template, parse_ldap_directory
 
 
 @pytest.fixture
@@ -20,7 +20,6 @@ def table(tls_files):
 def test_the_readme_example_parses(table, tls_files):
     settings = parse_ldap_directory(table(), "directory[0]")
 
-    assert settings.name == "corp"
     assert settings.uris == ("ldaps://dc1.example.com",)
     assert settings.filter.fields == ("local",)
     assert settings.ca_file == str(tls_files.ca_file)
@@ -81,3 +80,16 @@ def test_filter_placeholders_are_dovecots():
 
     assert template.fields == ("local", "user", "domain")
     assert template.literals == ("(|(uid=", ")(mail=", ")(o=", ")(cn=100%))")
+
+
+def test_a_directory_table_in_the_config_file_is_an_ldap_directory(table):
+    config = from_mapping({"directory": [{"name": "corp", "type": "ldap", **table()}]})
+
+    (directory,) = config.directories
+    assert directory.name == "corp"
+    assert isinstance(directory.settings, LdapSettings)
+    shown = dump(config)
+    assert 'filter = "(&(objectClass=inetOrgPerson)(uid=%n))"' in shown
+    assert 'bind_password = "(set)"' in shown
+    with pytest.raises(ConfigError, match=r'directory\[1\] \("corp"\)\.pool_size'):
+        from_mapping({"directory": [{"name": "corp", "type": "ldap", **table(pool_size=0)}]})
