@@ -114,8 +114,10 @@ class PopboxServer(_Server):
         workers: int,
         *,
         database: Database | None = None,
+        extra_config: str = "",
     ) -> None:
-        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given."""
+        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given;
+        ``extra_config`` is TOML appended to the file (e.g. a ``[[directory]]``)."""
         if database is not None:
             self.name = "popbox-pg"
         super().__init__(root)
@@ -143,6 +145,7 @@ class PopboxServer(_Server):
             + storage
             + server_section
             + _argon2_section()
+            + extra_config
         )
 
     def cpu_seconds(self) -> float:
@@ -191,8 +194,19 @@ def _has_workers() -> bool:
 class DovecotServer(_Server):
     name = "dovecot"
 
-    def __init__(self, root: Path, passwd: Path, cert: Path, key: Path, *, tuned: bool) -> None:
+    def __init__(  # noqa: PLR0913 - one server's whole configuration
+        self,
+        root: Path,
+        passwd: Path,
+        cert: Path,
+        key: Path,
+        *,
+        tuned: bool,
+        passdb: str | None = None,
+    ) -> None:
+        """Dovecot on ``passwd`` (a passwd-file), or on the ``passdb {...}`` block given."""
         super().__init__(root)
+        passdb = passdb or f"passdb {{\n  driver = passwd-file\n  args = {passwd}\n}}"
         self.config = root / "dovecot.conf"
         self.lmtp_port = free_port()
         (root / "dovecot-state").mkdir(exist_ok=True)
@@ -223,10 +237,7 @@ default_client_limit = 40000
 default_vsz_limit = 1G
 mail_location = maildir:~/Maildir
 first_valid_uid = 1
-passdb {{
-  driver = passwd-file
-  args = {passwd}
-}}
+{passdb}
 userdb {{
   driver = static
   args = uid={65534} gid={65534} home={root}/mail/%u

@@ -174,6 +174,11 @@ class Slapd:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
     def uri(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
 
