@@ -19,6 +19,7 @@ import pytest
 import trustme
 
 from popbox.auth.passwords import Argon2Params, PasswordVerifier, verifiers_for
+from popbox.directory.factory import DirectoryDeps, build_chain
 from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
 from popbox.node import app
@@ -105,6 +106,10 @@ class AuthServer:
         # stored hash would be padded to them and rehashed at login.
         self.context.passwords = PasswordVerifier(self.params)
         self.context.registry = build_registry(self.config, passwords=self.context.passwords)
+        deps = DirectoryDeps(
+            self.context.store, self.context.passwords, log, self.context.clock, self.config
+        )
+        self.context.directories = build_chain(deps)
         self._servers, listening = await app.start_servers(self.context)
         for kind, _host, port in listening:
             self.ports.setdefault(kind, port)

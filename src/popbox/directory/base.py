@@ -50,6 +50,9 @@ class Verdict:
     status: Status
     account: Account | None = None  # set for OK and DISABLED
     detail: str = ""
+    # TEMPFAIL only: retrying will not help until an administrator acts (a corrupt
+    # record): RFC 3206 [SYS/PERM] instead of [SYS/TEMP].
+    permanent: bool = False
 
 
 class Directory(Protocol):

@@ -65,6 +65,7 @@ class Answer:
     login: LoginName
     verdict: Verdict
     directory: str = ""  # the directory that ended the chain; "" when none knew the user
+    stored: bool = False  # that directory is the mail store's users (the mailbox exists)
 
     @property
     def mailbox(self) -> str:
@@ -83,7 +84,7 @@ class DirectoryChain:
         log: structlog.typing.FilteringBoundLogger,
         clock: Clock,
         *,
-        observe: Callable[[str, Status], None] | None = None,
+        observe: Callable[[str, Status, bool], None] | None = None,
     ) -> None:
         self.links: Final = tuple(links)
         self._names = names
@@ -120,7 +121,7 @@ class DirectoryChain:
                 await self._pad(links[index + 1 :])
             if not known:
                 break
-            return Answer(login, verdict, directory.name)
+            return Answer(login, verdict, directory.name, stored=link.internal)
         return Answer(login, Verdict(Status.UNKNOWN, detail="no directory knows the user"))
 
     async def lookup(self, raw: str) -> Answer:
@@ -132,7 +133,7 @@ class DirectoryChain:
             directory = link.directory
             verdict = await self._ask(directory, directory.lookup(login))
             if verdict.status is not Status.UNKNOWN:
-                return Answer(login, verdict, directory.name)
+                return Answer(login, verdict, directory.name, stored=link.internal)
         return Answer(login, Verdict(Status.UNKNOWN, detail="no directory knows the user"))
 
     def health(self) -> dict[str, bool]:
@@ -154,7 +155,7 @@ class DirectoryChain:
     async def _ask(self, directory: Directory, call: Awaitable[Verdict]) -> Verdict:
         verdict = await call
         if self._observe is not None:
-            self._observe(directory.name, verdict.status)
+            self._observe(directory.name, verdict.status, directory.healthy())
         self._note_health(directory, verdict)
         return verdict
 

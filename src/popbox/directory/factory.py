@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from popbox.config.directory_sections import InternalSettings, PasswdFileSettings
+import structlog
+
+from popbox.clock import SystemClock
+from popbox.config.directory_sections import InternalSettings, NamesConfig, PasswdFileSettings
 from popbox.config.ldap import LdapSettings
 from popbox.directory.chain import DirectoryChain, Link
 from popbox.directory.internal import InternalDirectory
@@ -16,8 +19,6 @@ from popbox.directory.passwd_file import PasswdFileDirectory
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import structlog
-
     from popbox.clock import Clock
     from popbox.config import Config
     from popbox.config.directory_sections import DirectoryConfig
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from popbox.directory.internal import HashVerifier
     from popbox.store.base import MailStore
 
-__all__ = ["DirectoryDeps", "build_chain", "build_directory"]
+__all__ = ["DirectoryDeps", "build_chain", "build_directory", "internal_chain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ def build_directory(config: DirectoryConfig, deps: DirectoryDeps) -> Directory:
 
 
 def build_chain(
-    deps: DirectoryDeps, *, observe: Callable[[str, Status], None] | None = None
+    deps: DirectoryDeps, *, observe: Callable[[str, Status, bool], None] | None = None
 ) -> DirectoryChain:
     """Every ``[[directory]]`` of the configuration, in order (the internal store alone
     when none is configured).  ``observe`` counts each directory's answers (metrics)."""
@@ -68,3 +69,13 @@ def build_chain(
     ]
     names = LoginNames(deps.config.names)
     return DirectoryChain(links, names, deps.log, deps.clock, observe=observe)
+
+
+def internal_chain(store: MailStore, verifier: HashVerifier) -> DirectoryChain:
+    """The chain of a server without ``[[directory]]``: the mail store's users alone, with
+    the default ``[names]`` rules, for mechanisms built without a server's chain."""
+    directory = InternalDirectory("internal", store, verifier, rehash_on_login=True)
+    log = structlog.get_logger("popbox.directory")
+    return DirectoryChain(
+        [Link(directory, internal=True)], LoginNames(NamesConfig()), log, SystemClock()
+    )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from popbox.directory import schemes
 from popbox.directory.base import Account, Status, Verdict
-from popbox.store.base import ARGON2ID_VERIFIER, StoreError
+from popbox.store.base import ARGON2ID_VERIFIER, StoreError, StoreTemporaryError
 
 if TYPE_CHECKING:
     from popbox.directory.base import LoginName
@@ -104,8 +104,12 @@ class InternalDirectory:
         return record
 
     def _outage(self, exc: StoreError) -> Verdict:
-        self._healthy = False
-        return Verdict(Status.TEMPFAIL, detail=f"mail store unavailable: {type(exc).__name__}")
+        """A store that cannot answer now is an outage; one that refuses (a corrupt
+        record) is not, and retrying will not help."""
+        temporary = isinstance(exc, StoreTemporaryError)
+        self._healthy = not temporary
+        detail = f"mail store {'unavailable' if temporary else 'refused'}: {type(exc).__name__}"
+        return Verdict(Status.TEMPFAIL, detail=detail, permanent=not temporary)
 
     async def _check_imported(self, imported: str, password: str) -> bool:
         try:

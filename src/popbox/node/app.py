@@ -22,6 +22,7 @@ from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.clock import SystemClock
 from popbox.delivery.lmtp_server import LmtpServer
 from popbox.delivery.retention import run_retention
+from popbox.directory.factory import DirectoryDeps, build_chain
 from popbox.net.bind import ListenError, bind_listeners
 from popbox.node.supervisor import Supervisor, worker_count
 from popbox.observability.log import make_logger
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from popbox.clock import Clock
     from popbox.config import Config
+    from popbox.directory.base import Status
     from popbox.net.bind import Bound, Listening
     from popbox.store.base import MailStore
 
@@ -68,15 +70,26 @@ async def build_context(
     registry = startup.auth_registry(config, passwords=passwords)
     if store is None:
         store = await startup.open_store_at_start(config, patience=store_patience, clock=clock.wall)
+    store = timed_store(store, metrics)
+    log = log or make_logger(json=config.server.json_logs, level=config.server.log_level)
+
+    def observe(directory: str, status: Status, healthy: bool) -> None:  # noqa: FBT001
+        metrics.directory_answer(directory, status.value, healthy=healthy)
+
+    directories = build_chain(
+        DirectoryDeps(store=store, verifier=passwords, log=log, clock=clock, config=config),
+        observe=observe,
+    )
     return ServerContext(
         config=config,
-        store=timed_store(store, metrics),
+        store=store,
         registry=registry,
         tls=tls,
-        log=log or make_logger(json=config.server.json_logs, level=config.server.log_level),
+        log=log,
         metrics=metrics,
         limits=LocalLimiter(LimitSettings.from_config(config.server)),
         passwords=passwords,
+        directories=directories,
         guard=LoginGuard(GuardSettings.from_config(config), clock=clock.monotonic),
         clock=clock,
     )
@@ -140,6 +153,8 @@ async def serve(
     finally:
         close_listeners(bound)
         with contextlib.suppress(Exception):
+            await context.directories.close()
+        with contextlib.suppress(Exception):
             await context.store.close()
 
 
@@ -167,6 +182,7 @@ async def _serve_on(
                 context.metrics,
                 context.store,
                 metrics_lines.append,
+                context.directories.health,
             )
         except OSError as exc:
             address = context.config.server.metrics_listen

@@ -29,7 +29,7 @@ from popbox.net.balance import AcceptBalance
 from popbox.node import app, eventloop
 from popbox.node.control import Channel, Message, decode_config
 from popbox.observability.log import make_logger
-from popbox.observability.metrics import check_store
+from popbox.observability.metrics import check_health
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
 from popbox.server.startup import StartupError
@@ -238,6 +238,8 @@ async def _serve(
             await server.stop()
     finally:
         with contextlib.suppress(Exception):
+            await context.directories.close()
+        with contextlib.suppress(Exception):
             await context.store.close()
 
 
@@ -251,7 +253,7 @@ async def _answer(message: Message, context: ServerContext | None, stop: asyncio
     if op == "metrics":
         return {"export": context.metrics.export()}
     if op == "health":
-        ok, text = await check_store(context.store)
+        ok, text = await check_health(context.store, context.directories.health)
         return {"ok": ok, "text": text}
     if op == "reload":
         apply_config(context, decode_config(message["config"]))

@@ -39,7 +39,7 @@ from popbox.store.base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 
     from popbox.store.base import MailStore
 
@@ -50,6 +50,7 @@ __all__ = [
     "MetricsHttpServer",
     "TimedMaildrop",
     "TimedStore",
+    "check_health",
     "check_store",
     "export_registry",
     "render_merged",
@@ -95,12 +96,30 @@ class Metrics:
         self.store_errors = Counter(
             "popbox_store_errors", "Mail store calls that failed", ["operation"], registry=r
         )
+        self.directory_answers = Counter(
+            "popbox_directory_answers",
+            "Answers of each user directory (ok, unknown, wrong, disabled, tempfail)",
+            ["directory", "status"],
+            registry=r,
+        )
+        self.directory_unavailable = Gauge(
+            "popbox_directory_unavailable",
+            "1 while a user directory cannot answer, as of its latest lookup (summed over"
+            " worker processes: how many see it down)",
+            ["directory"],
+            registry=r,
+        )
         info = Gauge("popbox_build_info", "popbox version", ["version"], registry=r)
         info.labels(__version__).set(1)
 
     def login(self, mechanism: str, result: str) -> None:
         """``result``: success, failure, locked, limited, store_error (or a new one)."""
         self.logins.labels(mechanism, result).inc()
+
+    def directory_answer(self, directory: str, status: str, *, healthy: bool) -> None:
+        """One answer of a user directory, and whether it is answering at all."""
+        self.directory_answers.labels(directory, status).inc()
+        self.directory_unavailable.labels(directory).set(0 if healthy else 1)
 
     def delivery(self, result: str) -> None:
         """One recipient's delivery: delivered, over_quota, unknown_user, temp_failure."""
@@ -301,6 +320,23 @@ async def check_store(store: MailStore) -> tuple[bool, str]:
     return True, "ok"
 
 
+async def check_health(
+    store: MailStore, directories: Callable[[], Mapping[str, bool]]
+) -> tuple[bool, str]:
+    """/healthz: the store answers, and every user directory answered its latest lookup.
+
+    ``directories`` gives each directory's state (``DirectoryChain.health``); a
+    directory in an outage makes the node unhealthy, since its users cannot log in.
+    """
+    ok, text = await check_store(store)
+    if not ok:
+        return ok, text
+    down = sorted(name for name, up in directories().items() if not up)
+    if down:
+        return False, f"user directory unavailable: {', '.join(down)}"
+    return True, "ok"
+
+
 class MetricsHttpServer:
     """``GET /metrics`` and ``GET /healthz`` over HTTP/1.0-style one-request connections."""
 
@@ -363,11 +399,15 @@ class MetricsHttpServer:
 
 
 async def start_metrics(
-    listen: str, metrics: Metrics, store: MailStore, announce: Callable[[str], None]
+    listen: str,
+    metrics: Metrics,
+    store: MailStore,
+    announce: Callable[[str], None],
+    directories: Callable[[], Mapping[str, bool]] = dict,
 ) -> MetricsHttpServer | None:
     """Serve ``metrics`` at ``listen`` (``server.metrics_listen``), if set; says where.
 
-    /healthz asks ``store``.
+    /healthz asks ``store`` and ``directories`` (``check_health``).
     """
     if not listen:
         return None
@@ -375,7 +415,7 @@ async def start_metrics(
     async def render() -> bytes:
         return metrics.render()
 
-    server = MetricsHttpServer(render, lambda: check_store(store))
+    server = MetricsHttpServer(render, lambda: check_health(store, directories))
     host, port = parse_address(listen, "server.metrics_listen")
     bound_host, bound_port = await server.start(host, port)
     announce(f"listening metrics {bound_host}:{bound_port}")

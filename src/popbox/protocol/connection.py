@@ -280,13 +280,16 @@ class Pop3Connection:
         event = awaiting.event
         self._write(Err(f"message {event.msg} was deleted by another session"))
 
-    def store_failed(self, code: RespCode = RespCode.SYS_TEMP) -> None:
-        """The store could not answer: one ``-ERR [code]`` (RFC 3206) and carry on."""
+    def store_failed(self, code: RespCode = RespCode.SYS_TEMP, text: str | None = None) -> None:
+        """The store (or a user directory) could not answer: one ``-ERR [code]`` (RFC 3206)
+        and carry on.  ``text`` replaces the store's standard text for ``code``."""
         awaiting = self._expect(PasswordLogin, SaslStart, SaslContinue, Retrieve)
         self._phase = awaiting.resume
         if not isinstance(awaiting.resume, Transaction):
             self._phase = Authorization()
-        self._write(Err(_STORE_FAILED.get(code, _STORE_FAILED[RespCode.SYS_TEMP]), code))
+        if text is None:
+            text = _STORE_FAILED.get(code, _STORE_FAILED[RespCode.SYS_TEMP])
+        self._write(Err(text, code))
 
     def update_finished(self, *, ok: bool, code: RespCode = RespCode.SYS_TEMP) -> None:
         """UPDATE done: all marked messages removed, or none of them (V0006)."""

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from popbox.auth.registry import Registry
     from popbox.clock import Clock
     from popbox.config import Config
+    from popbox.directory.chain import DirectoryChain
     from popbox.net.balance import AcceptBalance
     from popbox.server.tls import TlsContextHolder
     from popbox.store.base import MailStore
@@ -33,6 +34,7 @@ class ServerContext:
     tls: TlsContextHolder | None
     log: structlog.typing.FilteringBoundLogger
     passwords: PasswordVerifier  # USER/PASS's; the registry's PLAIN and LOGIN share it
+    directories: DirectoryChain  # where password logins are checked, recipients looked up
     sessions: set[Any] = field(default_factory=set)  # live Pop3Protocol objects
     guard: LoginGuard = field(default_factory=LoginGuard)  # failure delays and lockouts
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus counters

@@ -20,8 +20,11 @@ import math
 from typing import TYPE_CHECKING, TypeAlias
 
 from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
-from popbox.auth.plain import check_password
+from popbox.auth.plain import step_of
+from popbox.directory.base import Status
+from popbox.directory.mailboxes import ensure_mailbox
 from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
+from popbox.protocol.mechanisms import LOGIN, PLAIN
 from popbox.protocol.replies import Err, RespCode
 from popbox.server.store_errors import response_code
 from popbox.store.base import MaildropLocked, StoreError
@@ -32,14 +35,17 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.auth.base import Step
+    from popbox.directory.base import Account
     from popbox.protocol.connection import Pop3Connection
     from popbox.server.context import ServerContext
     from popbox.server.observe import SessionObserver
     from popbox.store.base import MaildropHandle
 
-__all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow"]
+__all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow", "disabled_reply"]
 
 AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
+# The mechanisms that send the password itself, which every directory can check.
+PASSWORD_MECHANISMS = frozenset({"USER", PLAIN, LOGIN})
 
 LoginEvent: TypeAlias = PasswordLogin | SaslStart | SaslContinue | SaslCancelled
 
@@ -78,7 +84,13 @@ class LoginFlow:
             case SaslStart(name, initial):
                 if self._locked_out(None, name):
                     return  # a locked-out IP gets no exchange, and costs no hashing
-                context = AuthContext(self._server.store, self._peer, self._conn.tls_active)
+                context = AuthContext(
+                    self._server.store,
+                    self._peer,
+                    self._conn.tls_active,
+                    directories=self._server.directories,
+                    peer_ip=self._peer_ip,
+                )
                 self._mechanism = self._server.registry.create(name, context)
                 await self._sasl_step(self._mechanism.start(initial), name)
             case SaslContinue(response):
@@ -108,21 +120,13 @@ class LoginFlow:
         if self._locked_out(user, "USER"):
             return  # refused before hashing: a lockout must not cost CPU
         # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
-        # a right password also upgrades a hash made with older parameters.
-        try:
-            # So is a name USER could not accept (V0008, Exchange profiles): looked up
-            # all the same, so that it costs what an unknown name costs.
-            verified = await check_password(
-                self._server.store, user, password, self._server.passwords, known=valid_name
-            )
-        except StoreError as exc:
-            self.log.warning("login_store_error", user=user)
-            self._conn.store_failed(response_code(exc))
-            return
-        if verified:
-            await self._login(user, "USER")
-        else:
-            await self._fail_login(user, "USER", "wrong password or unknown user")
+        # a right password also upgrades a hash made with older parameters.  So is a
+        # name USER could not accept (V0008, Exchange profiles): looked up all the same,
+        # so that it costs what an unknown name costs.
+        answer = await self._server.directories.authenticate(
+            user, password, self._peer_ip, known=valid_name
+        )
+        await self._finish(step_of(answer), "USER")
 
     async def _sasl_step(self, pending: Awaitable[Step], mechanism: str) -> None:
         try:
@@ -133,17 +137,59 @@ class LoginFlow:
             self._conn.store_failed(response_code(exc))
             return
         name = mechanism or (self._mechanism.name if self._mechanism else "?")
-        match step:
-            case Challenge(data):
-                self._conn.sasl_challenge(data)
-            case Success(user):
-                self._mechanism = None
-                await self._login(user, name)
-            case Failure(reason, user):
-                self._mechanism = None
-                await self._fail_login(user, name, reason)
+        if isinstance(step, Challenge):
+            self._conn.sasl_challenge(step.data)
+            return
+        self._mechanism = None
+        await self._finish(step, name)
 
-    async def _login(self, user: str, mechanism: str) -> None:
+    async def _finish(self, step: Success | Failure, mechanism: str) -> None:
+        """Log in, or refuse: [SYS/TEMP] for a directory that cannot answer, the reason
+        for a disabled account with the right password, else the one failure answer."""
+        match step:
+            case Success(user, account):
+                await self._login(user, mechanism, account)
+            case Failure(reason, user, temporary=True, directory=directory, permanent=permanent):
+                self._observe.login_result(mechanism, "directory_unavailable")
+                self.log.warning("login_directory_unavailable", user=user, reason=reason)
+                if permanent:  # the mail store refuses: [SYS/PERM], as for every store error
+                    self._conn.store_failed(RespCode.SYS_PERM)
+                elif directory:
+                    text = f"the user directory {directory} is not available, try again later"
+                    self._conn.store_failed(RespCode.SYS_TEMP, text)
+                else:
+                    self._conn.store_failed(RespCode.SYS_TEMP)
+            case Failure(reason, user, disabled_reason=str(why)):
+                if self._locked_out(user, mechanism):
+                    return  # a lockout answers before anything about the account
+                self._observe.login_result(mechanism, "disabled")
+                self.log.info("login_refused_disabled", user=user, mechanism=mechanism)
+                self._conn.login_failed(disabled_reply(why))
+            case Failure(reason, user):
+                await self._note_directory_user(user, mechanism)
+                await self._fail_login(user, mechanism, reason)
+
+    async def _note_directory_user(self, user: str | None, mechanism: str) -> None:
+        """Say why SCRAM, NTLM and the like cannot log in a user of another directory.
+
+        Those mechanisms prove a secret the mail store keeps (the SCRAM keys, the NT
+        hash), which a passwd-file or an LDAP server cannot give.  Such a login fails,
+        never falls back to a weaker check, and the log says what would work.
+        """
+        directories = self._server.directories
+        if user is None or mechanism in PASSWORD_MECHANISMS or directories.internal_only():
+            return
+        answer = await directories.lookup(user)
+        if answer.verdict.status is Status.OK and not answer.stored:
+            self.log.warning(
+                "login_mechanism_needs_stored_secret",
+                user=user,
+                mechanism=mechanism,
+                directory=answer.directory,
+                hint="this directory checks passwords only: use USER/PASS, PLAIN or LOGIN",
+            )
+
+    async def _login(self, user: str, mechanism: str, account: Account | None = None) -> None:
         store, pop3 = self._server.store, self._server.config.pop3
         if self._locked_out(user, mechanism):
             return  # even the right password is refused during a lockout
@@ -156,6 +202,8 @@ class LoginFlow:
             if pop3.lock_mailbox:
                 await store.acquire_lock(user, self._session_id, pop3.lock_lease)
                 self._lock_renewer = asyncio.get_running_loop().create_task(self._renew_lock(user))
+            if account is not None:  # a directory's user: the first login makes the mailbox
+                await ensure_mailbox(store, account)
             maildrop = await store.open_maildrop(user)
         except MaildropLocked as exc:
             self.log.info("login_refused_locked", user=user, mechanism=mechanism)
@@ -201,6 +249,18 @@ class LoginFlow:
             while True:
                 await self._server.clock.sleep(lease / 3)
                 await self._server.store.acquire_lock(user, self._session_id, lease)
+
+
+def disabled_reply(reason: str) -> Err:
+    """The answer to the right password of a disabled account.
+
+    RFC 3206 s4: [SYS/PERM] says the failure is not the user's credentials ([AUTH]) and
+    will not go away until an administrator acts, so a client does not ask for the
+    password again.  (Dovecot answers such a login with [AUTH] and the reason, which a
+    client takes for a wrong password.)
+    """
+    text = f"account disabled: {reason}" if reason else "account disabled"
+    return Err(text, RespCode.SYS_PERM)
 
 
 def _lockout_reply(seconds: float) -> Err:
