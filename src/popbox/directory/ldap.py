@@ -15,7 +15,8 @@ What the answer means:
 - found, bind refused: WRONG, unless Active Directory said the password was right but
   the account may not log in (the ``data 533``-style codes below): DISABLED;
 - nothing found: UNKNOWN (the chain asks the next directory);
-- no server reachable in time, or an answer that makes no sense: TEMPFAIL.
+- no server reachable in time, or an answer that makes no sense: TEMPFAIL (with
+  ``permanent`` when the entry's data is at fault: an administrator must act).
 A disabled account with a wrong password is WRONG like any other: only someone who
 knows the password learns that it is disabled.
 
@@ -263,8 +264,11 @@ def _ping(session: LdapSession) -> None:
 
 def _ambiguous(search: SearchResult) -> Verdict:
     dns = ", ".join(entry.dn for entry in search.entries)
-    return Verdict(Status.TEMPFAIL, detail=f"the filter matches more than one entry: {dns}")
+    # The directory's data or the filter must change: retrying will not help.
+    return Verdict(
+        Status.TEMPFAIL, detail=f"the filter matches more than one entry: {dns}", permanent=True
+    )
 
 
 def _garbage(entry: Entry, problem: str) -> Verdict:
-    return Verdict(Status.TEMPFAIL, detail=f"{entry.dn}: {problem}")
+    return Verdict(Status.TEMPFAIL, detail=f"{entry.dn}: {problem}", permanent=True)

@@ -178,6 +178,7 @@ async def test_filter_matching_several_entries_is_a_temporary_failure(make_direc
     verdict = await directory.authenticate(login("ann"), ANN.password, "")
 
     assert verdict.status is Status.TEMPFAIL
+    assert verdict.permanent
     assert "more than one entry" in verdict.detail
 
 
@@ -214,3 +215,22 @@ async def test_wrong_service_password_is_a_temporary_failure(make_directory):
 
     assert verdict.status is Status.TEMPFAIL
     assert "service account" in verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        ({"mailbox_attribute": "description"}, "no description value"),
+        ({"quota_attribute": "sn"}, "sn 'ann' is not a number"),
+    ],
+)
+async def test_unusable_attributes_are_a_permanent_failure(make_directory, keys, problem):
+    """A mailbox or quota attribute the entry lacks or cannot hold is the directory's
+    data at fault: [SYS/PERM] rather than a login with made-up values."""
+    directory = make_directory(**keys)
+
+    verdict = await directory.authenticate(login("ann"), ANN.password, "")
+
+    assert verdict.status is Status.TEMPFAIL
+    assert verdict.permanent
+    assert problem in verdict.detail
