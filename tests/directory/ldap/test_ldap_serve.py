@@ -39,6 +39,9 @@ def readme_config(
 ) -> str:
     """The README's LDAP example, on loopback ports and the test's slapd; ``extra`` is
     appended to the ``[[directory]]`` table (and may open further tables)."""
+    secret = data_dir.parent / "ldap-bind-password"
+    secret.write_text(SERVICE_PASSWORD + "\n")
+    secret.chmod(0o600)
     return f"""\
 data_dir = "{data_dir}"
 
@@ -60,7 +63,7 @@ type = "ldap"
 uris = ["{uri}"]
 ca_file = "{tls.ca_file}"
 bind_dn = "{SERVICE_DN}"
-bind_password = "{SERVICE_PASSWORD}"
+bind_password_file = "{secret}"
 base_dn = "ou=people,{BASE_DN}"
 filter = "{search_filter}"
 mailbox_attribute = "mail"
