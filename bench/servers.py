@@ -114,8 +114,14 @@ class PopboxServer(_Server):
         workers: int,
         *,
         database: Database | None = None,
+        passwd_file: Path | None = None,
     ) -> None:
-        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given."""
+        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given.
+
+        ``passwd_file``: logins are checked against that Dovecot passwd-file (the one
+        Dovecot is given) instead of the store's own users, whose mailboxes still hold
+        the mail.
+        """
         if database is not None:
             self.name = "popbox-pg"
         super().__init__(root)
@@ -127,6 +133,12 @@ class PopboxServer(_Server):
         storage = (
             f'[storage]\nbackend = "postgresql"\ndsn = "{database.dsn}"\n'
             if database is not None
+            else ""
+        )
+        directory = (
+            f'[[directory]]\nname = "bench-passwd-file"\ntype = "passwd-file"\n'
+            f'path = "{passwd_file}"\n'
+            if passwd_file is not None
             else ""
         )
         self.config.write_text(
@@ -143,6 +155,7 @@ class PopboxServer(_Server):
             + storage
             + server_section
             + _argon2_section()
+            + directory
         )
 
     def cpu_seconds(self) -> float:
