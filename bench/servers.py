@@ -114,10 +114,16 @@ class PopboxServer(_Server):
         workers: int,
         *,
         database: Database | None = None,
+        passwd_file: Path | None = None,
         extra_config: str = "",
     ) -> None:
-        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given;
-        ``extra_config`` is TOML appended to the file (e.g. a ``[[directory]]``)."""
+        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given.
+
+        ``passwd_file``: logins are checked against that Dovecot passwd-file (the one
+        Dovecot is given) instead of the store's own users, whose mailboxes still hold
+        the mail.  ``extra_config`` is TOML appended to the file (bench/ldap_login.py's
+        ``[[directory]]``).
+        """
         if database is not None:
             self.name = "popbox-pg"
         super().__init__(root)
@@ -129,6 +135,12 @@ class PopboxServer(_Server):
         storage = (
             f'[storage]\nbackend = "postgresql"\ndsn = "{database.dsn}"\n'
             if database is not None
+            else ""
+        )
+        directory = (
+            f'[[directory]]\nname = "bench-passwd-file"\ntype = "passwd-file"\n'
+            f'path = "{passwd_file}"\n'
+            if passwd_file is not None
             else ""
         )
         self.config.write_text(
@@ -145,6 +157,7 @@ class PopboxServer(_Server):
             + storage
             + server_section
             + _argon2_section()
+            + directory
             + extra_config
         )
 

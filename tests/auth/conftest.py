@@ -19,9 +19,9 @@ import pytest
 import trustme
 
 from popbox.auth.passwords import Argon2Params, PasswordVerifier, verifiers_for
-from popbox.directory.factory import DirectoryDeps, build_chain
 from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
+from popbox.directory.factory import DirectoryDeps, build_chain
 from popbox.node import app
 from popbox.observability.log import make_logger
 from popbox.store.memory import MemoryStore
@@ -173,7 +173,8 @@ def ca() -> trustme.CA:
 def auth_server(
     tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA
 ) -> Iterator[Callable[..., AuthServer]]:
-    """Factory: ``auth_server(auth={...}, pop3={...})`` returns a started server."""
+    """Factory: ``auth_server(auth={...}, pop3={...}, sections={...})`` returns a started
+    server; ``sections`` adds top-level keys (``[[directory]]``, ``[names]``)."""
     started: list[AuthServer] = []
 
     def start(
@@ -181,6 +182,7 @@ def auth_server(
         pop3: Mapping[str, Any] | None = None,
         *,
         params: Argon2Params = FAST_ARGON2,
+        sections: Mapping[str, Any] | None = None,
     ) -> AuthServer:
         data_dir: Path = tmp_path_factory.mktemp("auth-data")
         leaf = ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
@@ -200,6 +202,7 @@ def auth_server(
                 "tls": {"cert_file": str(cert), "key_file": str(key)},
                 "lmtp": {"listen": ["127.0.0.1:0"]},
                 "auth": dict(auth or {}),
+                **(sections or {}),  # e.g. {"directory": [...], "names": {...}}
             }
         )
         server = AuthServer(config, ca, params)

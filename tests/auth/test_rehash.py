@@ -22,9 +22,9 @@ from popbox.auth.passwords import (
     verifiers_for,
 )
 from popbox.auth.passwords import hash_password as make_hash
+from popbox.config import ConfigError, from_mapping
 from popbox.directory.base import LoginName, Status
 from popbox.directory.internal import InternalDirectory
-from popbox.config import ConfigError, from_mapping
 from popbox.node import app
 from popbox.store.base import StoreTemporaryError
 from popbox.store.memory import MemoryStore

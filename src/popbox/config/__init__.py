@@ -168,6 +168,12 @@ def warnings(config: Config) -> list[str]:
             f'pop3.login_type = "{config.pop3.login_type}": passwords may cross the '
             f"network unencrypted (V0010)"
         )
+    secret_mechanisms = [m for m in ("SCRAM-SHA-256", "NTLM") if m in config.auth.mechanisms]
+    if secret_mechanisms and not any(d.type == "internal" for d in config.directories):
+        found.append(
+            f"auth.mechanisms offers {', '.join(secret_mechanisms)}, but no [[directory]] is "
+            'of type "internal": only the store\'s own users have the secrets they need'
+        )
     if config.pop3.authenticated_timeout < 600:
         found.append(
             "pop3.authenticated_timeout is below the 10 minutes RFC 1939 section 3 requires"

@@ -58,8 +58,9 @@ class Verdict:
 class Directory(Protocol):
     """One backend of the chain.
 
-    ``authenticate`` checks a password; an unknown login must cost what a wrong password
-    costs (V0009: dummy verification in the backend's own scheme).  ``lookup`` answers
+    ``authenticate`` checks a password; ``peer`` is the client's IP address (no port).
+    An unknown login must cost what a wrong password costs (V0009: dummy verification
+    in the backend's own scheme).  ``lookup`` answers
     without a password (LMTP RCPT, ``popbox deliver``): OK, UNKNOWN, DISABLED or
     TEMPFAIL, never WRONG.  ``healthy`` is False while the backend is in an outage (for
     ``/healthz`` and the metrics); it must not block.

@@ -1,10 +1,12 @@
 """The internal directory: the mail store's users table (``popbox user add``).
 
-A user is known here when its record holds a password: the argon2id hash
+A login is known here when its record holds a password: the argon2id hash
 ``popbox user add`` makes, or a hash ``popbox user import passwd-file`` kept in its
-original scheme (``IMPORTED``).  A record without either is a mailbox some other
-directory's user received mail in, and is not this directory's to judge: UNKNOWN, so the
-chain goes on to that directory.
+original scheme (``IMPORTED``).  A record without either is the mailbox of another
+directory's user, whose password is not this directory's to judge: UNKNOWN, so the
+chain goes on to that directory.  A recipient (``lookup``) is known when its mailbox
+exists, as it was before directories existed: mail to a mailbox is not refused because
+the user's directory dropped the user (``popbox user del`` removes the mailbox).
 
 Timing (V0009): an unknown user is checked against the verifier's dummy argon2id hash at
 the configured cost, which is what a wrong password for a known user costs (the verifier
@@ -82,10 +84,8 @@ class InternalDirectory:
             record = await self._find(login)
         except StoreError as exc:
             return self._outage(exc)
-        if record is None or not (
-            ARGON2ID_VERIFIER in record.verifiers or IMPORTED in record.verifiers
-        ):
-            return Verdict(Status.UNKNOWN, detail="no such user with a password")
+        if record is None:
+            return Verdict(Status.UNKNOWN, detail="no such mailbox")
         return self._verdict(record)
 
     def healthy(self) -> bool:
