@@ -101,14 +101,8 @@ def served(slapd, tls_files, tmp_path_factory) -> Iterator[Served]:
     try:
         process.wait_for_listeners({"pop3", "pop3s", "lmtp"})
         served = Served(process, tls_files.ca_file)
-        # A directory user's mailbox is made at the first login (or delivery).
-        client = poplib.POP3_SSL(
-            served.host, served.tls_port, context=tls_files.client_context(), timeout=TIMEOUT
-        )
-        client.user("ann")
-        client.pass_(ANN.password)
-        assert client.stat()[0] == 0
-        client.quit()
+        # ann has never logged in: RCPT asks the directory, and the delivery makes
+        # the mailbox the directory names.
         with smtplib.LMTP(served.host, served.lmtp_port, timeout=TIMEOUT) as lmtp:
             refused = lmtp.sendmail("carol@example.org", ["ann@example.com"], MESSAGE)
         assert refused == {}
@@ -334,3 +328,17 @@ def test_directory_outage_is_sys_temp_and_ends_by_itself(own_slapd, tls_files, t
         assert "directory_unavailable" in process.stderr()
     finally:
         process.close()
+
+
+def test_the_quota_attribute_limits_deliveries(served):
+    """carol's mailQuotaBytes (5000) becomes her mailbox's quota (E0003/E0004): a small
+    message is delivered; one larger than the quota (the server has no default quota) is
+    refused at RCPT, where the size
+    the client declared (RFC 1870 SIZE) already tells (4xx: over_quota = "temporary")."""
+    big = MESSAGE + b"x" * 78 * 100
+    with smtplib.LMTP(served.host, served.lmtp_port, timeout=TIMEOUT) as lmtp:
+        assert lmtp.sendmail("carol@example.org", ["carol@example.com"], MESSAGE) == {}
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            lmtp.sendmail("carol@example.org", ["carol@example.com"], big)
+    ((code, text),) = refused.value.recipients.values()
+    assert (code, b"mailbox is full" in text) == (452, True)
