@@ -333,8 +333,8 @@ def test_directory_outage_is_sys_temp_and_ends_by_itself(own_slapd, tls_files, t
 def test_the_quota_attribute_limits_deliveries(served):
     """carol's mailQuotaBytes (5000) becomes her mailbox's quota (E0003/E0004): a small
     message is delivered; one larger than the quota (the server has no default quota) is
-    refused at RCPT, where the size
-    the client declared (RFC 1870 SIZE) already tells (4xx: over_quota = "temporary")."""
+    refused at RCPT, where the size the client declared (RFC 1870 SIZE) already tells
+    (4xx: over_quota = "temporary")."""
     big = MESSAGE + b"x" * 78 * 100
     with smtplib.LMTP(served.host, served.lmtp_port, timeout=TIMEOUT) as lmtp:
         assert lmtp.sendmail("carol@example.org", ["carol@example.com"], MESSAGE) == {}
