@@ -334,7 +334,10 @@ def _report(
     pop = popboxes[-1]
     quick = " --quick" if args.quick else ""
     store = " --store postgresql" if args.store == "postgresql" else ""
-    command = f"bench/run.py --scenarios {args.scenarios} --runs {args.runs}{quick}{store}"
+    directory = " --directory passwd-file" if args.directory == "passwd-file" else ""
+    command = (
+        f"bench/run.py --scenarios {args.scenarios} --runs {args.runs}{quick}{store}{directory}"
+    )
     database = (
         [
             (
