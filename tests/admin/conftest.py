@@ -24,7 +24,10 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
     mapping = config_mapping(
         data_dir,
         tls,
-        {"login_type": "plaintext_login"},
+        {
+            "login_type": "plaintext_login",
+            "external_connection_settings": ["mail.example.com:995:SSL", "mail.example.com:110"],
+        },
         {"server": {"workers": 2}, "admin": {"listen": ["127.0.0.1:0"], "users": ["alice"]}},
     )
     config = base / "popbox.toml"
