@@ -3,7 +3,7 @@
 The issue's bar: peak memory independent of message size.  A real Dovecot serves one
 50 MiB message; the whole ``popbox import pop3`` command imports it into SQLite and into
 PostgreSQL, and its peak resident set (``VmHWM`` in ``/proc/PID/status``) stays below
-the message's size plus 40 MiB.
+the message's size plus 48 MiB.
 Holding the message even twice (a receive buffer and the value the store inserts)
 passes above that bound; the import used to peak at about four times the message.
 """
@@ -35,7 +35,11 @@ if TYPE_CHECKING:
     from popbox_servers import TlsFiles
 
 MESSAGE_SIZE = 50 * 1024 * 1024
-HEADROOM = 40 * 1024 * 1024  # the interpreter, the libraries, the listing, the buffers
+# The interpreter, the libraries, the listing, the buffers; and, under the suite's
+# coverage run, the tracer's own tables.  Into PostgreSQL the command peaks near 90 MiB
+# (into SQLite about 55): still one message at most, where the old code held three to
+# five (156 MiB into SQLite, 255 MiB into PostgreSQL).
+HEADROOM = 48 * 1024 * 1024
 TIMEOUT = 300.0
 
 
@@ -84,7 +88,7 @@ async def _stored_bodies(config: Path) -> list[bytes | None]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_import_of_a_50_mib_message_peaks_below_its_size_plus_40_mib(
+def test_import_of_a_50_mib_message_peaks_below_its_size_plus_48_mib(
     dovecot: DovecotPop3, tls_files: TlsFiles, tmp_path: Path, backend: str
 ) -> None:
     config = tmp_path / "popbox.toml"
