@@ -45,6 +45,7 @@ __all__ = [
     "COMMITTED_UPDATE",
     "COMMIT_UPDATE",
     "DELETE",
+    "DELETE_USER",
     "EARLIER_DELIVERY",
     "EXPIRE",
     "FETCH",
@@ -98,6 +99,13 @@ USED_BY_ID = "SELECT coalesce(sum(size), 0)::bigint FROM messages WHERE user_id 
 FETCH = (
     "SELECT m.wire FROM messages AS m JOIN users AS u ON u.id = m.user_id"
     " WHERE u.name = $1 AND m.uid = $2"
+)
+# delete_user: ON DELETE CASCADE takes the messages and the lock; the lease row has no
+# foreign key (its row 0 has no user), so it goes in the same statement.
+DELETE_USER = (
+    "WITH gone AS (DELETE FROM users WHERE name = $1 RETURNING id),"
+    " lease AS (DELETE FROM read_ahead WHERE user_id IN (SELECT id FROM gone))"
+    " SELECT id FROM gone"
 )
 DELETE = (
     "WITH u AS (SELECT id FROM users WHERE name = $1),"
