@@ -180,7 +180,7 @@ class PostgresStore:
         # ON DELETE CASCADE removes messages and lock in the same statement.  DELETE locks
         # the row FOR UPDATE, so it waits for a delivery in progress instead of racing it.
         async with self._connection() as conn, conn.transaction():
-            await ahead.hold_off(conn, name)
+            await ahead.hold_off(conn, name, lifetime=self._lifetime)
             changed = await conn.fetchval(ops.DELETE_USER, name)
         if changed is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -284,7 +284,7 @@ class PostgresStore:
         async def work(conn: PoolConnectionProxy[asyncpg.Record]) -> int:
             if gone:
                 async with conn.transaction():
-                    await ahead.hold_off(conn, name, holder)
+                    await ahead.hold_off(conn, name, holder, self._lifetime)
                     row = await conn.fetchrow(ops.COMMIT_UPDATE, *args)
             else:
                 # Only stamps: nothing for a lease to wait for, and one statement is its
@@ -375,7 +375,7 @@ class PostgresStore:
         async with self._connection() as conn:
             if removes:
                 async with conn.transaction():
-                    await ahead.hold_off(conn, name)
+                    await ahead.hold_off(conn, name, lifetime=self._lifetime)
                     row = await conn.fetchrow(sql, name, *args)
             else:
                 row = await conn.fetchrow(sql, name, *args)

@@ -127,7 +127,7 @@ class PostgresMaildrop:
             if len(run) > 1:
                 # The lease is measured from before the statement is sent, so the copy
                 # expires no later than the stamp the database gives it.
-                expires = time.monotonic() + self._lifetime
+                expires = time.monotonic() + self._lifetime * ahead.USED_SHARE
                 bodies = await self._store.fetch_ahead(
                     self._name, self._holder, run, self._lifetime
                 )

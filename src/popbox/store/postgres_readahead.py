@@ -34,9 +34,9 @@ The table is UNLOGGED (a stamp writes no WAL and waits for no flush).  A crash, 
 standby promoted in a failover, empties it, and row 0 with it: a removal that finds row
 0 missing cannot know which copies are still in use, waits one whole ``LIFETIME``, and
 puts row 0 back.  The stamp is taken on the database's clock and the lease measured on
-the node's monotonic clock, so a lease needs the two clocks to run at the same rate
-over ``LIFETIME`` (a second), not to agree: a database clock stepped forward by more
-than the remaining lease is the one case this does not cover.
+the node's monotonic clock (for ``USED_SHARE`` of it), so the two clocks need not agree,
+only run at nearly the same rate over ``LIFETIME`` (a second): a database clock stepped
+forward by more than the remaining lease is the one case this does not cover.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ __all__ = [
     "AHEAD_OCTETS",
     "LIFETIME",
     "READ_AHEAD",
+    "USED_SHARE",
     "LeasedCopy",
     "hold_off",
     "run_from",
@@ -69,6 +70,9 @@ __all__ = [
 # next bodies (sixteen RETRs at 60 ms each), short enough that a removal held up by it
 # is only slowed down.
 LIFETIME = 1.0
+# A copy is used for this share of its lease only: the node's and the database's clocks
+# may then run at rates up to 2% apart (NTP keeps them within 0.05%).
+USED_SHARE = 0.98
 # One statement serves up to this many RETRs.  A round trip to the database costs more
 # than SQLite's read transaction, so more of them are saved per read than there.
 AHEAD_COUNT = 32
@@ -95,17 +99,18 @@ _RESTORE_KNOWN = (
 )
 
 
-async def hold_off(conn: Conn, name: str, holder: str = "") -> None:
+async def hold_off(conn: Conn, name: str, holder: str = "", lifetime: float = LIFETIME) -> None:
     """Inside a removing transaction, before it removes: wait out other holders' leases.
 
-    ``holder`` is the removing session's own name (its copies are not waited for).
+    ``holder`` is the removing session's own name (its copies are not waited for);
+    ``lifetime`` is how long the copies of sessions whose stamps were lost may be used.
     The row lock taken here is held until the transaction ends.
     """
     row = await conn.fetchrow(_HOLD_OFF, name, holder)
     assert row is not None, "a SELECT without FROM returns one row"
     left: float | None = row["left_s"]  # None: no such user, nothing to remove
     if not row["known"]:
-        left = LIFETIME  # copies stamped before a crash or a failover may still be used
+        left = lifetime  # copies stamped before a crash or a failover may still be used
         await conn.execute(_RESTORE_KNOWN)
     if left is not None and left > 0:
         await asyncio.sleep(left)
