@@ -1,20 +1,6 @@
--- popbox PostgreSQL schema, version 4: what makes RETR cheap.  The leases that let a
--- session read bodies ahead of its RETRs and still answer -ERR for a message removed
--- meanwhile (C0004; how the pieces fit is told in popbox.store.postgres_readahead), and
--- a faster compression for the bodies.
-
--- Every RETR of a compressed body decompresses it: lz4 does that several times faster
--- than the default pglz, for much the same space.  Bodies stored from now on use it
--- (older ones stay as they are, and both read alike); a server built without lz4
--- keeps pglz.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_settings
-               WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
-        ALTER TABLE messages ALTER COLUMN wire SET COMPRESSION lz4;
-    END IF;
-END
-$$;
+-- popbox PostgreSQL schema, version 4: the leases that let a session read bodies ahead
+-- of its RETRs and still answer -ERR for a message removed meanwhile (C0004).  How the
+-- pieces fit is told in popbox.store.postgres_readahead.
 
 -- One row per mailbox some session has read ahead in: until when (the database's clock,
 -- POSIX seconds) the last holder's copies may be used, who that holder was, and until
