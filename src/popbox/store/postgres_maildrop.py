@@ -103,8 +103,9 @@ class PostgresMaildrop:
         self._name = name
         self.messages = messages
         self._lifetime = lifetime
-        # This session's name on its leases, so its own UPDATE does not wait for them.
-        self._holder = secrets.token_hex(8)
+        # This session's name on its leases, so its own UPDATE does not wait for them;
+        # drawn at the first read-ahead ("" never names a lease: nothing to skip).
+        self._holder = ""
         self._next = 0  # the index in ``messages`` a download would ask for next
         self._ahead: ahead.LeasedCopy | None = None
 
@@ -128,6 +129,7 @@ class PostgresMaildrop:
                 # The lease is measured from before the statement is sent, so the copy
                 # expires no later than the stamp the database gives it.
                 expires = time.monotonic() + self._lifetime * ahead.USED_SHARE
+                self._holder = self._holder or secrets.token_hex(8)
                 bodies = await self._store.fetch_ahead(
                     self._name, self._holder, run, self._lifetime
                 )
