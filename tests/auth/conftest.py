@@ -21,6 +21,7 @@ import trustme
 from popbox.auth.passwords import Argon2Params, PasswordVerifier, verifiers_for
 from popbox.auth.registry import build_registry
 from popbox.config import from_mapping
+from popbox.directory.factory import DirectoryDeps, build_chain
 from popbox.node import app
 from popbox.observability.log import make_logger
 from popbox.store.memory import MemoryStore
@@ -105,6 +106,10 @@ class AuthServer:
         # stored hash would be padded to them and rehashed at login.
         self.context.passwords = PasswordVerifier(self.params)
         self.context.registry = build_registry(self.config, passwords=self.context.passwords)
+        deps = DirectoryDeps(
+            self.context.store, self.context.passwords, log, self.context.clock, self.config
+        )
+        self.context.directories = build_chain(deps)
         self._servers, listening = await app.start_servers(self.context)
         for kind, _host, port in listening:
             self.ports.setdefault(kind, port)
@@ -168,7 +173,8 @@ def ca() -> trustme.CA:
 def auth_server(
     tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA
 ) -> Iterator[Callable[..., AuthServer]]:
-    """Factory: ``auth_server(auth={...}, pop3={...})`` returns a started server."""
+    """Factory: ``auth_server(auth={...}, pop3={...}, sections={...})`` returns a started
+    server; ``sections`` adds top-level keys (``[[directory]]``, ``[names]``)."""
     started: list[AuthServer] = []
 
     def start(
@@ -176,6 +182,7 @@ def auth_server(
         pop3: Mapping[str, Any] | None = None,
         *,
         params: Argon2Params = FAST_ARGON2,
+        sections: Mapping[str, Any] | None = None,
     ) -> AuthServer:
         data_dir: Path = tmp_path_factory.mktemp("auth-data")
         leaf = ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
@@ -195,6 +202,7 @@ def auth_server(
                 "tls": {"cert_file": str(cert), "key_file": str(key)},
                 "lmtp": {"listen": ["127.0.0.1:0"]},
                 "auth": dict(auth or {}),
+                **(sections or {}),  # e.g. {"directory": [...], "names": {...}}
             }
         )
         server = AuthServer(config, ca, params)

@@ -22,8 +22,9 @@ from popbox.auth.passwords import (
     verifiers_for,
 )
 from popbox.auth.passwords import hash_password as make_hash
-from popbox.auth.plain import check_password
 from popbox.config import ConfigError, from_mapping
+from popbox.directory.base import LoginName, Status
+from popbox.directory.internal import InternalDirectory
 from popbox.node import app
 from popbox.store.base import StoreTemporaryError
 from popbox.store.memory import MemoryStore
@@ -94,6 +95,13 @@ class _Store(MemoryStore):
         await super().set_verifiers(name, verifiers)
 
 
+async def _login(store: MemoryStore, verifier: PasswordVerifier) -> Status:
+    """alice's PASSWORD, checked by the internal directory as every password login is."""
+    directory = InternalDirectory("internal", store, verifier, rehash_on_login=True)
+    login = LoginName(raw="alice", user="alice", local="alice", domain="")
+    return (await directory.authenticate(login, PASSWORD, "127.0.0.1")).status
+
+
 async def test_upgrade_keeps_a_password_changed_while_hashing():
     """An administrator's new password, set while the login hashed, is not replaced by
     a hash of the old one."""
@@ -106,7 +114,7 @@ async def test_upgrade_keeps_a_password_changed_while_hashing():
             await store.set_verifiers("alice", admins)
             return await super().rehash(password)
 
-    assert await check_password(store, "alice", PASSWORD, AdminMeanwhile(CONFIGURED)) is True
+    assert await _login(store, AdminMeanwhile(CONFIGURED)) is Status.OK
 
     record = await store.get_user("alice")
     assert record is not None
@@ -120,7 +128,7 @@ async def test_store_failure_while_upgrading_keeps_the_login():
     await store.add_user("alice", {ARGON2ID: imported})
     store.fail_writes = True
 
-    assert await check_password(store, "alice", PASSWORD, PasswordVerifier(CONFIGURED)) is True
+    assert await _login(store, PasswordVerifier(CONFIGURED)) is Status.OK
 
     record = await store.get_user("alice")
     assert record is not None

@@ -15,9 +15,9 @@ from popbox.auth.passwords import (
     scram_verifier,
     verifiers_for,
 )
-from popbox.auth.saslprep import SaslprepError, saslprep
 from popbox.auth.scram import ScramMechanism, ScramSettings, load_or_create_secret
 from popbox.config import AuthConfig
+from popbox.protocol.saslprep import SaslprepError, saslprep
 from popbox.store.memory import MemoryStore
 
 RFC7677_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")

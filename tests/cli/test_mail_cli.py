@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 from typing import TYPE_CHECKING
@@ -11,8 +10,8 @@ import pytest
 
 from popbox.cli import main
 from popbox.cli.progress import ProgressBar
-from popbox.store import open_store
 from popbox.store.message import prepare
+from popbox_cli import in_store
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,30 +26,18 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def with_store(config: Path, work: object) -> object:
-    async def run() -> object:
-        store = open_store("sqlite", data_dir=config.parent / "data", dsn="")
-        await store.open()
-        try:
-            return await work(store)  # type: ignore[operator]
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
 def add_alice(config: Path) -> None:
     async def work(store: MailStore) -> None:
         await store.add_user("alice", {})
 
-    with_store(config, work)
+    in_store(config.parent / "data", work)
 
 
 def uidls(config: Path, name: str = "alice") -> list[str]:
     async def work(store: MailStore) -> list[str]:
         return [info.uidl for info in await store.snapshot(name)]
 
-    result = with_store(config, work)
+    result = in_store(config.parent / "data", work)
     assert isinstance(result, list)
     return result
 
@@ -93,7 +80,7 @@ def test_import_with_a_uidl_map_and_mboxo(
         [info, _] = await store.snapshot("alice")
         return await store.fetch("alice", info.uid) or b""
 
-    assert with_store(config, first) == b"Subject: one\r\n\r\nFrom x\r\n>>From y\r\n"
+    assert in_store(config.parent / "data", first) == b"Subject: one\r\n\r\nFrom x\r\n>>From y\r\n"
     capsys.readouterr()
 
 
@@ -117,7 +104,7 @@ def test_export_then_import_elsewhere_keeps_uidls(
         await store.deliver("alice", prepare(b"Subject: a\r\n\r\nx\r\n"))
         await store.deliver("alice", prepare(b"Subject: b\r\n\r\ny\r\n", legacy_uidl="kept"))
 
-    with_store(config, fill)
+    in_store(config.parent / "data", fill)
     maildir = tmp_path / "export"
     assert main(["export", "alice", "maildir", str(maildir), "--config", str(config)]) == 0
     assert "exported 2 messages" in capsys.readouterr().out
@@ -153,7 +140,7 @@ def test_expire_for_cron_e0005(
         await store.deliver("alice", prepare(b"Subject: old\r\n\r\n", received_at=old))
         await store.deliver("alice", prepare(b"Subject: new\r\n\r\n"))
 
-    with_store(config, fill)
+    in_store(config.parent / "data", fill)
     config.write_text(config.read_text() + "[retention]\nunretrieved_days = 7\n")
     assert main(["expire", "--config", str(config)]) == 0
     assert capsys.readouterr().out == "alice\t1\nremoved 1 messages from 1 mailboxes\n"

@@ -9,13 +9,11 @@ failed spool write leaves behind (nothing), and the spooled path's replies.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,8 +23,8 @@ import pytest
 
 from mailserver import LmtpClient, MailServer, lmtp_transaction, split_trace, stuff, verifiers
 from popbox.delivery.spool import SPOOL_DIR
-from popbox.store import open_store
 from popbox.store.message import unstuff
+from popbox_cli import in_store, popbox_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,12 +46,6 @@ def big_message(seed: int, size: int = 40 * MIB) -> bytes:
     return head + body + b"\r\n\xe9t\xe9 \xff end.\r\n"
 
 
-def popbox_command() -> str:
-    beside = Path(sys.executable).parent / "popbox"
-    assert os.access(beside, os.X_OK), "the popbox command is not installed: run scripts/setup"
-    return str(beside)
-
-
 def status_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -70,18 +62,6 @@ def spool_fds(pid: int, spool: Path) -> list[str]:
         except FileNotFoundError:
             continue
     return [link for link in links if link.startswith(str(spool))]
-
-
-def in_store(data_dir: Path, work: object) -> object:
-    async def run() -> object:
-        store = open_store("sqlite", data_dir=data_dir, dsn="")
-        await store.open()
-        try:
-            return await work(store)  # type: ignore[operator]
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 class ServeProcess:

@@ -6,17 +6,13 @@ Postfix's ``mailbox_command``/``pipe(8)``, Exim's pipe transport or procmail run
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
-from popbox.store import open_store
 from popbox.store.message import unstuff
+from popbox_cli import in_store, popbox_command
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,29 +23,10 @@ TIMEOUT = 30
 MESSAGE = b"From: a@example.org\nSubject: piped\n\nbody line\n.dot line\n"
 
 
-def popbox_command() -> str:
-    beside = os.path.join(os.path.dirname(sys.executable), "popbox")  # noqa: PTH118, PTH120
-    found = beside if os.access(beside, os.X_OK) else shutil.which("popbox")
-    assert found, "the popbox command is not installed: run scripts/setup"
-    return found
-
-
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "popbox.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n{extra}')
     return config
-
-
-def run_store(config_dir: Path, work: object) -> object:
-    async def run() -> object:
-        store = open_store("sqlite", data_dir=config_dir / "data", dsn="")
-        await store.open()
-        try:
-            return await work(store)  # type: ignore[operator]
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def add_users(tmp_path: Path, *names: str, quota: int | None = None) -> None:
@@ -57,14 +34,14 @@ def add_users(tmp_path: Path, *names: str, quota: int | None = None) -> None:
         for name in names:
             await store.add_user(name, {}, quota)
 
-    run_store(tmp_path, work)
+    in_store(tmp_path / "data", work)
 
 
 def messages(tmp_path: Path, name: str) -> list[bytes]:
     async def work(store: MailStore) -> list[bytes]:
         return [unstuff(await store.fetch(name, i.uid) or b"") for i in await store.snapshot(name)]
 
-    result = run_store(tmp_path, work)
+    result = in_store(tmp_path / "data", work)
     assert isinstance(result, list)
     return result
 

@@ -27,7 +27,7 @@ from popbox_servers import USERS
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["Ledger", "Target", "lmtp_sender", "message", "pop3_reader", "token_of"]
+__all__ = ["Ledger", "Target", "deliver", "lmtp_sender", "message", "pop3_reader", "token_of"]
 
 TIMEOUT = 10.0
 _TOKEN = re.compile(rb"^Subject: torture (\d+)\r$", re.MULTILINE)
@@ -105,7 +105,7 @@ def lmtp_sender(
         user = rng.choice(sorted(USERS))
         with ledger.lock:
             ledger.sent[token] = user
-        outcome = _deliver(target.ports()[1], user, token)
+        outcome = deliver(target.ports()[1], user, token)
         with ledger.lock:
             if outcome == "250":
                 ledger.acked.add(token)
@@ -115,7 +115,7 @@ def lmtp_sender(
             stop.wait(0.05)  # the server is down or restarting: try the next one soon
 
 
-def _deliver(port: int, user: str, token: int) -> str | None:
+def deliver(port: int, user: str, token: int) -> str | None:
     """The reply's code, or None if the connection went before the reply came."""
     try:
         client = LmtpClient(("127.0.0.1", port))

@@ -234,6 +234,7 @@ def test_capa_lists_every_2_2_13_capability_in_order_rfc2449_s5():
         b"PIPELINING",
         b"EXPIRE NEVER",
         b"LOGIN-DELAY 0",
+        b"UTF8 USER",
         b"LANG",
         b"STLS",
         b"IMPLEMENTATION popbox",

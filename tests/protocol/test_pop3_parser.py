@@ -134,8 +134,9 @@ def test_pass_in_single_space_mode_keeps_extra_spaces_v0011():
 
 def test_pass_falls_back_to_latin1_for_non_utf8_v0011():
     """V0011: "uses the entire remainder of the command as a single password argument." A
-    Latin-1 password is kept octet for octet rather than refused."""
-    assert parse_command(b"PASS gr\xfc\xdfe") == Pass("gr\xfc\xdfe")
+    Latin-1 password is kept octet for octet, marked as not UTF-8 (the profiles that list
+    "UTF8 USER" refuse it, RFC 6856 s2.2)."""
+    assert parse_command(b"PASS gr\xfc\xdfe") == Pass("gr\xfc\xdfe", utf8=False)
     assert parse_command("PASS grüße".encode()) == Pass("grüße")
 
 

@@ -21,6 +21,7 @@ from popbox.protocol.commands import (
     Top,
     Uidl,
     User,
+    Utf8,
     parse_command,
 )
 from popbox.protocol.connection import (
@@ -66,7 +67,7 @@ def test_greeting_is_a_positive_response_and_state_is_authorization_rfc1939_s4()
 def test_allowed_table_matches_the_rfc_rfc1939_s4_c0003():
     """C0003: "The client MUST now identify and authenticate itself"; RFC 1939 s5: every
     TRANSACTION command "may only be given in the TRANSACTION state"."""
-    assert ALLOWED[State.AUTHORIZATION] == {Capa, User, Pass, Auth, Stls, Quit, Lang}
+    assert ALLOWED[State.AUTHORIZATION] == {Capa, User, Pass, Auth, Stls, Quit, Lang, Utf8}
     assert not ALLOWED[State.SASL]
     assert not ALLOWED[State.UPDATE]
     assert not ALLOWED[State.CLOSED]
@@ -344,6 +345,7 @@ SAMPLE_LINES = {
     Top: b"TOP 1 0",
     Uidl: b"UIDL",
     Lang: b"LANG",
+    Utf8: b"UTF8",
 }
 
 

@@ -166,6 +166,22 @@ def test_refusal_on_the_tls_port_comes_after_the_handshake(start_pop3_server):
     assert refusals(server)[0]["limit"] == "max_connections_per_ip"
 
 
+@pytest.mark.parametrize("compat", ["exchange2007", "exchange2013", "exchange-online"])
+def test_exchange_profiles_refuse_a_connection_without_a_response_code_rfc2449_s8(
+    start_pop3_server, compat
+):
+    """RFC 2449 s8: response codes are for servers whose CAPA lists RESP-CODES; Exchange's
+    lists none (MailKit#119, vmime#267), so under its profiles the refusal at accept time
+    carries the reason only."""
+    server = start_pop3_server(
+        sections={"compat": compat, "server": {"max_connections_per_ip": 1}}  # type: ignore[dict-item]
+    )
+    with connect(server.port) as first:
+        assert read_line(first).startswith(b"+OK ")
+        with connect(server.port) as second:
+            assert read_line(second).startswith(b"-ERR too many connections from")
+
+
 def test_max_sessions_per_user_refuses_the_login_with_sys_temp(start_pop3_server):
     server = start_pop3_server(
         {"login_type": "plaintext_login"}, sections={"server": {"max_sessions_per_user": 1}}

@@ -15,8 +15,8 @@ from popbox.observability.metrics import (
     check_store,
     render_merged,
     start_metrics,
-    timed_store,
 )
+from popbox.observability.store_timing import timed_store
 from popbox.store.base import StoreTemporaryError, UnknownUser
 from popbox.store.memory import MemoryStore
 from popbox_servers import USERS
@@ -68,7 +68,7 @@ def test_sessions_count_into_the_metrics(server):
     assert sample(text, "popbox_sent_bytes_total") > len(BODY_LINE)
     assert sample(text, 'popbox_connections_total{listener="pop3"}') == 2
     # The login's read and UPDATE's commit; a small RETR answered at once is not timed
-    # (the RETR hot path, metrics.TimedMaildrop).
+    # (the RETR hot path, store_timing.TimedMaildrop).
     assert sample(text, 'popbox_store_operation_seconds_count{operation="open_maildrop"}') == 1
     assert sample(text, 'popbox_store_operation_seconds_count{operation="commit"}') == 1
 

@@ -20,7 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from popbox.clock import ManualClock
-from popbox.server.session import READ_PAUSE_THRESHOLD
+from popbox.server.link import READ_PAUSE_THRESHOLD
 from popbox.server.stage import Stage
 from popbox.store.base import Pending
 from raw_pop3 import CRLF, LOGIN, PLAINTEXT, TIMEOUT, Client, wait_until

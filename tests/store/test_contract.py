@@ -113,6 +113,24 @@ async def test_set_verifiers_replaces_all_at_once(store: MailStore) -> None:
     assert dict(user.verifiers) == {"scram-sha-256": "s"}
 
 
+async def test_set_disabled_keeps_reason_and_enable_clears_it(store: MailStore) -> None:
+    """set_disabled: 'Disable a user's logins with reason ("" for none), or with None
+    enable them.  Raises UnknownUser.'"""
+    await store.set_disabled("alice", "left the company")
+    user = await store.get_user("alice")
+    assert user is not None
+    assert user.disabled_reason == "left the company"
+    assert user.verifiers == {"argon2id": "$argon2id$alice"}  # credentials kept
+    await store.set_disabled("alice", "")
+    assert [u.disabled_reason for u in await store.list_users()] == [""]
+    await store.set_disabled("alice", None)
+    user = await store.get_user("alice")
+    assert user is not None
+    assert user.disabled_reason is None
+    with pytest.raises(UnknownUser):
+        await store.set_disabled("nobody", "x")
+
+
 async def test_set_quota_overrides_and_clears_e0003(store: MailStore) -> None:
     """E0003: per-mailbox override of the storage quota; None inherits the default."""
     await store.set_quota("alice", 5000)

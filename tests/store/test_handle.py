@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import pytest
 import test_contract
 
-from popbox.observability.metrics import Metrics, timed_store
+from popbox.observability.metrics import Metrics
+from popbox.observability.store_timing import timed_store
 from popbox.store.base import Pending, StoreTemporaryError, UnknownUser
 from popbox.store.memory import MemoryMaildrop, MemoryStore
 from popbox.store.message import prepare

@@ -78,7 +78,15 @@ class DovecotPop3:
         self.tls_port = tls_port
 
     @classmethod
-    def start(cls, users: Mapping[str, tuple[str, list[bytes]]], tls: TlsFiles) -> DovecotPop3:
+    def start(
+        cls,
+        users: Mapping[str, tuple[str, list[bytes]]],
+        tls: TlsFiles,
+        *,
+        unread: int = 0,
+        uidl_format: str = UIDL_FORMAT,
+    ) -> DovecotPop3:
+        """The last ``unread`` messages of each user wait in ``new/``, as the newest do."""
         dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
         if not Path(dovecot).exists() or os.geteuid() != 0:
             pytest.skip("needs Debian's dovecot-pop3d and root (Dovecot's master starts as root)")
@@ -86,7 +94,7 @@ class DovecotPop3:
         root.chmod(0o755)
         lines = []
         for name, (password, messages) in users.items():
-            _write_maildir(root / "mail" / name / "Maildir", messages)
+            _write_maildir(root / "mail" / name / "Maildir", messages, unread)
             lines.append(f"{name}:{{PLAIN}}{password}\n")
         for directory, _, files in os.walk(root / "mail"):
             os.chown(directory, MAIL_UID, MAIL_UID)
@@ -96,7 +104,7 @@ class DovecotPop3:
         (root / "master-passwd").write_text(f"{MASTER}:{{PLAIN}}{MASTER_PASSWORD}\n")
         port, tls_port = free_port(), free_port()
         config = root / "dovecot.conf"
-        config.write_text(_config(root, port, tls_port, tls))
+        config.write_text(_config(root, port, tls_port, tls, uidl_format))
         process = subprocess.Popen(
             [dovecot, "-F", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -132,16 +140,22 @@ class DovecotPop3:
             return f"pop3s://localhost:{self.tls_port}"
         return f"pop3://localhost:{self.port}"
 
+    def maildir(self, user: str) -> Path:
+        return self.root / "mail" / user / "Maildir"
 
-def _write_maildir(maildir: Path, messages: list[bytes]) -> None:
+
+def _write_maildir(maildir: Path, messages: list[bytes], unread: int) -> None:
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True)
     for n, text in enumerate(messages):
-        name = f"{1_700_000_000 + n}.M{n}P1.test,S={len(text)}:2,S"
-        (maildir / "cur" / name).write_bytes(text)
+        name = f"{1_700_000_000 + n}.M{n}P1.test,S={len(text)}"
+        if n < len(messages) - unread:
+            (maildir / "cur" / f"{name}:2,S").write_bytes(text)
+        else:
+            (maildir / "new" / name).write_bytes(text)
 
 
-def _config(root: Path, port: int, tls_port: int, tls: TlsFiles) -> str:
+def _config(root: Path, port: int, tls_port: int, tls: TlsFiles, uidl_format: str) -> str:
     return f"""
 instance_name = popbox-test-dovecot-{port}
 base_dir = {root}/run
@@ -156,7 +170,7 @@ disable_plaintext_auth = yes
 auth_mechanisms = plain
 auth_master_user_separator = *
 mail_location = maildir:~/Maildir
-pop3_uidl_format = {UIDL_FORMAT}
+pop3_uidl_format = {uidl_format}
 first_valid_uid = 1
 passdb {{
   driver = passwd-file

@@ -10,34 +10,23 @@
 
 from __future__ import annotations
 
-import os
 import poplib
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "delivery"))
+from dovecot_pop3 import DovecotPop3, raw_listing
 from mailserver import PASSWORD, MailServer, lmtp_transaction
+from popbox_cli import popbox_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
+
+    from popbox_servers import TlsFiles
 
 TIMEOUT = 60
-MAIL_UID = 65534  # Dovecot's mail processes must not run as root: "nobody"
-
-
-def popbox_command() -> str:
-    beside = Path(sys.executable).parent / "popbox"
-    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("popbox")
-    assert found, "the popbox command is not installed: run scripts/setup"
-    return found
 
 
 def import_cli(server: MailServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -97,102 +86,23 @@ def test_10000_message_mbox_keeps_every_uidl_c0009(server: MailServer, tmp_path:
     assert "already imported before, skipped: 10000" in again.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _write_maildir(maildir: Path, count: int) -> None:
-    for sub in ("cur", "new", "tmp"):
-        (maildir / sub).mkdir(parents=True)
-    for n in range(count):
-        text = f"Subject: dovecot {n}\nFrom: a@example.org\n\nbody {n}\n".encode()
-        # Older ones read (cur/ with S), the newest unread in new/, as a real mailbox.
-        if n < count - 3:
-            name = f"{1_700_000_000 + n}.M{n}P1.test,S={len(text)}:2,{'S' if n % 2 else ''}"
-            path = maildir / "cur" / name
-        else:
-            path = maildir / "new" / f"{1_700_000_000 + n}.M{n}P1.test,S={len(text)}"
-        path.write_bytes(text)
-
-
 @pytest.fixture
-def dovecot_maildir() -> Iterator[tuple[Path, list[str]]]:
-    """A Maildir and the UIDL listing a real Dovecot serves for it (module docs)."""
-    dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
-    if not Path(dovecot).exists() or os.geteuid() != 0:
-        pytest.skip("needs Debian's dovecot-pop3d and root (Dovecot's master starts as root)")
-    # Not under pytest's tmp_path: that is private to root, and Dovecot's mail and
-    # login processes run as other users.
-    root = Path(tempfile.mkdtemp(prefix="popbox-dovecot-"))
-    root.chmod(0o755)
+def dovecot_maildir(tls_files: TlsFiles) -> Iterator[tuple[Path, list[str]]]:
+    """A Maildir and the UIDL listing a real Dovecot serves for it (module docs).
+
+    The three newest messages wait in ``new/``, unread, as in a real mailbox.
+    """
+    texts = [f"Subject: dovecot {n}\nFrom: a@example.org\n\nbody {n}\n".encode() for n in range(40)]
+    # Dovecot's default unique-ids: the ones a Maildir import rebuilds from dovecot-uidlist.
+    users = {"alice": (PASSWORD, texts)}
+    dovecot = DovecotPop3.start(users, tls_files, unread=3, uidl_format="%08Xu%08Xv")
     try:
-        maildir = root / "mail" / "alice" / "Maildir"
-        _write_maildir(maildir, 40)
-        for directory, _, files in os.walk(root / "mail"):
-            os.chown(directory, MAIL_UID, MAIL_UID)
-            for name in files:
-                os.chown(Path(directory) / name, MAIL_UID, MAIL_UID)
-        (root / "passwd").write_text(f"alice:{{PLAIN}}{PASSWORD}\n")
-        port = _free_port()
-        config = root / "dovecot.conf"
-        config.write_text(_dovecot_config(root, port))
-        process = subprocess.Popen(
-            [dovecot, "-F", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            listing = _dovecot_uidls(port, process)
-        finally:
-            process.terminate()
-            process.wait(TIMEOUT)
+        listing = raw_listing(dovecot.tls_port, "alice", PASSWORD, tls_files.ca_file)["uidl"]
+        maildir = dovecot.maildir("alice")
         assert (maildir / "dovecot-uidlist").is_file()
-        yield maildir, listing
+        yield maildir, [line.split(b" ", 1)[1].decode("ascii") for line in listing]
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _dovecot_config(root: Path, port: int) -> str:
-    return f"""
-instance_name = popbox-test-dovecot-{port}
-base_dir = {root}/run
-state_dir = {root}/state
-protocols = pop3
-listen = 127.0.0.1
-log_path = {root}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-passdb {{
-  driver = passwd-file
-  args = {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={MAIL_UID} gid={MAIL_UID} home={root}/mail/%u
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
-"""
-
-
-def _dovecot_uidls(port: int, process: subprocess.Popen[bytes]) -> list[str]:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        assert process.poll() is None, "dovecot exited at start"
-        try:
-            return uidl_listing("127.0.0.1", port, "alice", PASSWORD)
-        except OSError:
-            assert time.monotonic() < deadline, "dovecot did not answer"
-            time.sleep(0.1)
+        dovecot.stop()
 
 
 def test_dovecot_maildir_keeps_every_uidl_dovecot_served_c0009(

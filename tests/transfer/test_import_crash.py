@@ -11,10 +11,9 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from test_import_acceptance import popbox_command
-
 from popbox.store import SQLITE_FILE_NAME, open_store
 from popbox.store.message import unstuff
+from popbox_cli import popbox_command
 
 if TYPE_CHECKING:
     from pathlib import Path

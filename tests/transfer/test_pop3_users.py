@@ -38,6 +38,19 @@ def test_bad_users_file_lines_are_named(tmp_path: Path, text: str, problem: str)
         read_users(users)
 
 
+def test_through_a_master_user_the_file_names_only_users(tmp_path: Path) -> None:
+    users = tmp_path / "users.csv"
+    users.write_text("name,login\nalice,\nbob,bob-at-source\n")
+    rows = read_users(users, master=True)
+    assert [(row.name, row.login, row.password) for row in rows] == [
+        ("alice", "alice", None),
+        ("bob", "bob-at-source", None),
+    ]
+    users.write_text("name,password_file\nalice,/etc/hostname\n")
+    with pytest.raises(ValueError, match=":2: a master user logs in with one password"):
+        read_users(users, master=True)
+
+
 async def test_every_user_gets_a_line_and_the_terminal_a_progress_line(tmp_path: Path) -> None:
     users = tmp_path / "users.csv"
     users.write_text("name,login,password\nalice,,a-secret\nbob,bob-at-source,b-secret\n")

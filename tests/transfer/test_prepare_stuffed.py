@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from popbox.store.base import NewMessage
 from popbox.store.message import MalformedMessage, prepare, prepare_stuffed, stuff, unstuff
+from popbox.store.spooled import PIECE, SpooledWire, WireSpool, wire_octets
 
 PIECES = [b"\r\n", b"\n", b"\r", b".", b"..", b"\0", b"Subject: x", b"a", b":", b" ", b"\xff"]
 
@@ -48,3 +50,41 @@ def test_a_well_formed_retr_answer_is_stored_as_it_came(text: bytes) -> None:
     message = prepare_stuffed(wire)
     assert message.wire is wire  # no copy
     assert message == prepare(text)
+
+
+def spooled(wire: bytes) -> SpooledWire:
+    spool = WireSpool(None)
+    for start in range(0, len(wire), 100_000):
+        spool.write(wire[start : start + 100_000])
+    kept = spool.finish()
+    assert isinstance(kept, SpooledWire)
+    return kept
+
+
+@pytest.mark.parametrize("at", range(-4, 5))
+@pytest.mark.parametrize(
+    "pattern", [b"\r\n..x", b"\r\n.x", b"\r\nx", b"\nx", b"\rx", b"\0", b"\r\n"]
+)
+def test_a_spooled_answer_is_judged_as_the_same_octets_in_memory(pattern: bytes, at: int) -> None:
+    """RFC 1939 s3: the checks that keep an answer as it came see across the pieces a
+    spooled one is read in, wherever a line end or a stuffed dot falls."""
+    head = b"Subject: big\r\n\r\n"
+    filler = b"y" * (PIECE + at - len(head))
+    wire = head + filler + pattern + b"\r\nend\r\n"
+    if pattern == b"\r\n":
+        wire = head + b"y" * (2 * PIECE + at - len(head) - 2) + b"\r\n"  # near a piece end
+    body = spooled(wire)
+    try:
+        expected = both(wire)[0]
+        if expected is MalformedMessage:
+            with pytest.raises(MalformedMessage):
+                prepare_stuffed(body, legacy_uidl="u-1", received_at=5.0)
+            return
+        got = prepare_stuffed(body, legacy_uidl="u-1", received_at=5.0)
+        assert isinstance(expected, NewMessage)
+        assert got.size == expected.size
+        assert wire_octets(got.wire) == wire_octets(expected.wire)
+        # Kept in its file exactly when the octets in memory are kept as they came.
+        assert (got.wire is body) == (expected.wire is wire)
+    finally:
+        body.close()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from popbox.directory.base import Account
+    from popbox.directory.chain import DirectoryChain
     from popbox.store.base import MailStore
 
 __all__ = ["AuthContext", "Challenge", "Failure", "Mechanism", "Step", "Success"]
@@ -27,9 +29,14 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class Success:
-    """Authenticated: ``user`` is the mailbox to open (the authorization identity)."""
+    """Authenticated: ``user`` is the mailbox to open (the authorization identity).
+
+    ``account`` is set when a directory other than the mail store's users vouched for
+    the user: its mailbox is created at the first login.
+    """
 
     user: str
+    account: Account | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,14 @@ class Failure:
 
     reason: str
     user: str | None = None
+    # The right password for a disabled account: the client is told this reason
+    # (RFC 3206 [SYS/PERM]), never someone without the password.
+    disabled_reason: str | None = None
+    # A directory could not answer: [SYS/TEMP], not "wrong password" (``directory``
+    # names it; "" for the mail store).
+    temporary: bool = False
+    directory: str = ""
+    permanent: bool = False  # with temporary: [SYS/PERM], an administrator must act
 
 
 Step = Challenge | Success | Failure
@@ -54,6 +69,10 @@ class AuthContext:
     store: MailStore
     peer: str  # client address, for logs
     tls_active: bool
+    # Where PLAIN and LOGIN check passwords; None: the mail store's users alone (what a
+    # server without [[directory]] has).
+    directories: DirectoryChain | None = None
+    peer_ip: str = ""  # the client's IP address alone, for a directory's allow_nets
 
 
 class Mechanism(Protocol):

@@ -12,8 +12,8 @@ one, so guessing during a lockout learns nothing.  A successful login clears the
 score (not the IP's: one known account must not launder an IP's guesses).
 
 Memory is bounded: at most ``auth.max_tracked`` keys are kept, and the least recently
-touched are forgotten first.  The guard lives in one process; several worker processes
-each keep their own (documented in the README).
+touched are forgotten first.  The guard lives in one process; ``auth/guard.py`` says
+how the workers of a node and the nodes of a cluster share one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from popbox.config import Config
 
-__all__ = ["GuardSettings", "LoginGuard"]
+__all__ = ["GuardSettings", "LoginGuard", "answer_delay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +101,17 @@ class LoginGuard:
         self._forget_oldest()
         return self.delay_for(worst)
 
+    def scored(self, user: str | None) -> bool:
+        """Whether ``user`` has failures that a successful login would forgive."""
+        return user is not None and _user_key(user) in self._scores
+
     def succeeded(self, user: str) -> None:
         """A login succeeded: the user's own failures are forgiven."""
         self._scores.pop(_user_key(user), None)
 
     def delay_for(self, score: float) -> float:
         """The answer delay after a failure that brought a score to ``score`` (>= 1)."""
-        base, cap = self.settings.base_delay, self.settings.max_delay
-        if base <= 0 or cap <= base:
-            return min(base, cap) if base > 0 else 0.0
-        # Compare exponents, not values: 2 ** score overflows a float for huge scores.
-        exponent = max(0.0, score - 1)
-        if exponent >= math.log2(cap / base):
-            return cap
-        return base * 2**exponent
+        return answer_delay(self.settings, score)
 
     def tracked(self) -> int:
         """How many IPs and names are remembered (for tests and metrics)."""
@@ -143,3 +140,15 @@ def _user_key(user: str) -> str:
 def _keys(ip: str, user: str | None) -> tuple[str, ...]:
     # "i:" and "u:" prefixes keep an IP and a user named like it apart.
     return ("i:" + ip,) if user is None else ("i:" + ip, _user_key(user))
+
+
+def answer_delay(settings: GuardSettings, score: float) -> float:
+    """The answer delay after a failure that brought a score to ``score`` (>= 1)."""
+    base, cap = settings.base_delay, settings.max_delay
+    if base <= 0 or cap <= base:
+        return min(base, cap) if base > 0 else 0.0
+    # Compare exponents, not values: 2 ** score overflows a float for huge scores.
+    exponent = max(0.0, score - 1)
+    if exponent >= math.log2(cap / base):
+        return cap
+    return base * 2**exponent

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from popbox.auth.base import Challenge, Failure, Success
+from popbox.auth.base import Challenge, Failure
 from popbox.auth.plain import check_password, text_field
 from popbox.protocol.mechanisms import LOGIN
 
@@ -50,7 +50,4 @@ class LoginMechanism:
         password = text_field(response)
         if password is None:
             return Failure("LOGIN password is empty, too long or not valid text", self._user)
-        store, verifier = self._context.store, self._settings.verifier
-        if not await check_password(store, self._user, password, verifier):
-            return Failure("wrong password or unknown user", self._user)
-        return Success(self._user)
+        return await check_password(self._context, self._settings, self._user, password)

@@ -50,10 +50,11 @@ import argon2.low_level
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from Crypto.Hash import MD4
 
-from popbox.auth.saslprep import saslprep
 from popbox.config import AuthConfig
 from popbox.protocol.mechanisms import NTLM as NTLM_MECHANISM
 from popbox.protocol.mechanisms import SCRAM_SHA_256 as SCRAM_MECHANISM
+from popbox.protocol.saslprep import saslprep
+from popbox.store.base import ARGON2ID_VERIFIER
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -75,7 +76,7 @@ __all__ = [
 ]
 
 # Key of the argon2id PHC string in the verifier map a user record stores.
-ARGON2ID: Final = "argon2id"
+ARGON2ID: Final = ARGON2ID_VERIFIER
 # Key of the RFC 5803 SCRAM-SHA-256 verifier.
 SCRAM_SHA256: Final = "scram-sha-256"
 SCRAM_SALT_LEN: Final = 16

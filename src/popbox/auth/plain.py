@@ -1,30 +1,30 @@
 """SASL PLAIN (RFC 4616), and the password check every plaintext mechanism shares.
 
 The client sends ``[authzid] NUL authcid NUL passwd`` in UTF-8, in the initial response
-or after an empty challenge.  The password is checked against the user's argon2id hash
-off the event loop (an unknown user costs the same, V0009), and a hash made with other
-than the configured parameters is replaced on success.  ``authzid`` must be empty
+or after an empty challenge.  The password is checked by the chain of user directories
+(``directory/``: the mail store's argon2id hashes, a passwd-file, LDAP), where an unknown
+user costs what a wrong password costs (V0009).  ``authzid`` must be empty
 or equal to ``authcid``, unless ``authcid`` is listed in ``auth.admins``: then the
 administrator, having proved their own password, opens the mailbox named by ``authzid``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from popbox.auth.base import Challenge, Failure, Success
-from popbox.auth.passwords import ARGON2ID, PasswordVerifier
+from popbox.auth.passwords import PasswordVerifier
+from popbox.directory.base import Status
+from popbox.directory.factory import internal_chain
 from popbox.protocol.mechanisms import PLAIN
-from popbox.store.base import StoreError
 
 if TYPE_CHECKING:
     from popbox.auth.base import AuthContext, Step
-    from popbox.store.base import MailStore
+    from popbox.directory.chain import Answer
 
-__all__ = ["PasswordSettings", "PlainMechanism", "check_password", "text_field"]
+__all__ = ["PasswordSettings", "PlainMechanism", "check_password", "step_of", "text_field"]
 
 MAX_FIELD_OCTETS: Final = 255  # RFC 4616 s2: each of authzid, authcid, passwd
 
@@ -52,48 +52,47 @@ def text_field(data: bytes, *, allow_empty: bool = False) -> str | None:
 
 
 async def check_password(
-    store: MailStore, user: str, password: str, verifier: PasswordVerifier, *, known: bool = True
-) -> bool:
-    """True when ``password`` is ``user``'s; an unknown user costs the same work (V0009).
+    context: AuthContext, settings: PasswordSettings, user: str, password: str
+) -> Success | Failure:
+    """Ask the directories whether ``password`` is ``user``'s: the outcome as a step.
 
-    ``known=False``: the name is looked up but treated as unknown whatever the store says.
-
-    On success a hash made with other than the configured parameters is replaced by one
-    at the configured cost while the plaintext is at hand.  Raises ``StoreError`` when
-    the user cannot be looked up.
+    Every failure is the same to the client ([AUTH]) except two that the password
+    alone cannot cause: a directory that cannot answer, and the right password for a
+    disabled account (V0008: only someone with the password learns the account exists).
     """
-    record = await store.get_user(user)
-    phc = record.verifiers.get(ARGON2ID) if record is not None and known else None
-    if not await verifier.verify(phc, password):
-        return False
-    assert phc is not None  # nothing verifies without a stored hash
-    if verifier.needs_rehash(phc):
-        # The login stands whether or not the new hash is stored: a store that fails
-        # here is retried by the next successful login.
-        with contextlib.suppress(StoreError):
-            await _upgrade(store, user, phc, await verifier.rehash(password))
-    return True
+    directories = context.directories or internal_chain(context.store, settings.verifier)
+    answer = await directories.authenticate(user, password, context.peer_ip)
+    return step_of(answer)
 
 
-async def _upgrade(store: MailStore, user: str, verified: str, new_hash: str) -> None:
-    """Store ``new_hash`` for ``user`` unless the hash changed since it was verified.
-
-    Read again just before writing: an administrator who set a new password while we
-    hashed must not see the old one come back.  (The store has no compare-and-set, so a
-    change landing between this read and the write is still overwritten.)
-    """
-    record = await store.get_user(user)
-    if record is None or record.verifiers.get(ARGON2ID) != verified:
-        return
-    await store.set_verifiers(user, {**record.verifiers, ARGON2ID: new_hash})
+def step_of(answer: Answer) -> Success | Failure:
+    """The login step a directory chain's answer makes."""
+    verdict, raw = answer.verdict, answer.login.raw
+    match verdict.status:
+        case Status.OK:
+            assert verdict.account is not None
+            vouched = None if answer.stored else verdict.account
+            return Success(verdict.account.mailbox, vouched)
+        case Status.DISABLED:
+            assert verdict.account is not None
+            reason = verdict.account.disabled_reason or ""
+            return Failure(f"account disabled: {verdict.detail}", raw, disabled_reason=reason)
+        case Status.TEMPFAIL:
+            detail = f"directory {answer.directory} unavailable: {verdict.detail}"
+            directory = "" if answer.stored else answer.directory
+            return Failure(
+                detail, raw, temporary=True, directory=directory, permanent=verdict.permanent
+            )
+        case _:  # the log tells these apart no more than the client (V0008)
+            return Failure("wrong password or unknown user", raw)
 
 
 async def authorize(
-    context: AuthContext, authcid: str, authzid: str, settings: PasswordSettings
+    context: AuthContext, proved: Success, authcid: str, authzid: str, settings: PasswordSettings
 ) -> Step:
-    """After ``authcid`` proved its password: may it open ``authzid``'s mailbox?"""
+    """After ``authcid`` proved its password (``proved``): may it open ``authzid``'s mailbox?"""
     if not authzid or authzid == authcid:
-        return Success(authcid)
+        return proved
     if authcid not in settings.admins:
         return Failure("authorization identity differs and the user is no admin", authcid)
     if await context.store.get_user(authzid) is None:
@@ -135,8 +134,7 @@ class PlainMechanism:
             return Failure("PLAIN identity is not valid UTF-8 text")
         if password is None:
             return Failure("PLAIN password is empty, too long or not valid text", authcid)
-        if not await check_password(
-            self._context.store, authcid, password, self._settings.verifier
-        ):
-            return Failure("wrong password or unknown user", authcid)
-        return await authorize(self._context, authcid, authzid, self._settings)
+        step = await check_password(self._context, self._settings, authcid, password)
+        if isinstance(step, Failure):
+            return step
+        return await authorize(self._context, step, authcid, authzid, self._settings)

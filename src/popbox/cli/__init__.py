@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from popbox import __version__
 from popbox.auth.passwords import verifiers_for
-from popbox.cli import demo, mail, ops
+from popbox.cli import admin, demo, mail, ops, users
 from popbox.cli.support import load_config, with_store
 from popbox.config import ConfigError, default_config_path, dump, load, warnings
 from popbox.node import app, eventloop
@@ -241,4 +241,6 @@ def _parser() -> argparse.ArgumentParser:
     # deliver, import, export, expire and user quota: the mail-in commands.
     mail.register(command, sub, user_sub, parse_size)
     ops.register(command)  # migrate-store, stats
+    users.register(command, user_sub)  # user disable, enable, import
+    admin.register(command, sub)  # admin token create|list|revoke
     return parser

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from popbox.auth.passwords import verifiers_for
 from popbox.config import load
 from popbox.node import app
-from popbox.store import open_store
+from popbox.store import open_configured
 from popbox.store.message import prepare
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def run(directory: Path) -> int:
 
 
 async def _provision(config: Config) -> None:
-    store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+    store = open_configured(config)
     await store.open()
     try:
         if await store.get_user(DEMO_USER) is not None:

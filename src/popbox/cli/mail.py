@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from popbox.cli import pop3
 from popbox.cli.progress import ProgressBar
-from popbox.cli.support import load_config, open_configured_store, with_store
+from popbox.cli.support import directory_chain, load_config, open_configured_store, with_store
 from popbox.config import ConfigError
 from popbox.delivery.agent import DeliveryAgent
 from popbox.delivery.quota import effective_quota
@@ -147,8 +147,13 @@ def _deliver(args: argparse.Namespace) -> int:
     async def run() -> int:
         store = await open_configured_store(config)
         hostname = config.lmtp.hostname or socket.gethostname()
+        directories = directory_chain(config, store)
         agent = DeliveryAgent(
-            store, config.quota, hostname=hostname, dedup_window=config.lmtp.dedup_window
+            store,
+            config.quota,
+            hostname=hostname,
+            dedup_window=config.lmtp.dedup_window,
+            directories=directories,
         )
         # As LMTP does: names that resolve to one mailbox get one copy between them.
         outcomes: dict[str, int] = {}
@@ -164,6 +169,7 @@ def _deliver(args: argparse.Namespace) -> int:
                     outcomes[mailbox] = await _deliver_one(agent, mailbox, (message, raw), config)
                 status = max(status, outcomes[mailbox])
         finally:
+            await directories.close()
             await store.close()
         return status
 

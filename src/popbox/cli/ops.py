@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from popbox.config import default_config_path, load, parse_address
-from popbox.store import SQLITE_FILE_NAME, open_store
+from popbox.store import SQLITE_FILE_NAME, open_configured, open_store
 from popbox.store.base import StoreError, UserExists
 from popbox.store.store_copy import copy_store
 
@@ -101,7 +101,7 @@ def _stats(args: argparse.Namespace) -> int:
     config = load(path, required=bool(args.config))
 
     async def run() -> tuple[int, int, int]:
-        store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+        store = open_configured(config)
         await store.open()
         try:
             users = await store.list_users()

@@ -85,7 +85,9 @@ def _source(args: argparse.Namespace, url: str, login: str, password: str) -> Po
 
 def _options(args: argparse.Namespace, config: Config) -> Pop3Import:
     quota = None if args.ignore_quota else config.quota
-    return Pop3Import(config.lmtp.max_message_size, quota, batch_messages=args.batch)
+    return Pop3Import(
+        config.lmtp.max_message_size, quota, batch_messages=args.batch, spool_dir=config.data_dir
+    )
 
 
 def _guarded(run: Callable[[], int]) -> int:
@@ -142,8 +144,14 @@ def print_import_report(name: str, report: Pop3ImportReport) -> None:
 
 
 def _import_users(args: argparse.Namespace, url: str) -> int:
-    users = read_users(args.users)
-    template = _source(args, url, "-", "-")
+    master = args.master_user is not None
+    try:
+        users = read_users(args.users, master=master)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SystemExit(f"popbox: {exc}") from None
+    # Through a master user one password, the master's, serves every login (module docs
+    # of pop3_users); otherwise each line of the file gives its own.
+    template = _source(args, url, "-", _password(args) if master else "-")
     options = UsersOptions(concurrency=args.concurrency, logins_per_second=args.rate)
 
     async def work(store: MailStore, config: Config) -> int:

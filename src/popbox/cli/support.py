@@ -10,8 +10,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from popbox.auth.passwords import Argon2Params, PasswordVerifier
+from popbox.clock import SystemClock
 from popbox.config import default_config_path, load
-from popbox.store import open_store
+from popbox.directory.factory import DirectoryDeps, build_chain
+from popbox.observability.log import make_logger
+from popbox.store import open_configured
 from popbox.store.base import StoreError, UnknownUser
 
 if TYPE_CHECKING:
@@ -19,9 +23,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from popbox.config import Config
+    from popbox.directory.chain import DirectoryChain
     from popbox.store.base import MailStore
 
-__all__ = ["load_config", "open_configured_store", "with_store"]
+__all__ = ["directory_chain", "load_config", "open_configured_store", "with_store"]
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -32,9 +37,16 @@ def load_config(args: argparse.Namespace) -> Config:
 
 async def open_configured_store(config: Config) -> MailStore:
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn)
+    store = open_configured(config)
     await store.open()
     return store
+
+
+def directory_chain(config: Config, store: MailStore) -> DirectoryChain:
+    """The configured directories, as ``popbox serve`` builds them (logging to stderr)."""
+    verifier = PasswordVerifier(Argon2Params.from_config(config.auth))
+    log = make_logger(json=config.server.json_logs, level="warning", stream=sys.stderr)
+    return build_chain(DirectoryDeps(store, verifier, log, SystemClock(), config))
 
 
 def with_store(

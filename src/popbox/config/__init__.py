@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any, TypeVar, cast, get_args
 
 from popbox.config.checks import (
+    check_admin,
     check_auth,
     check_mail_in,
     check_pop3,
+    check_protocol_log,
     check_server,
     parse_address,
 )
+from popbox.config.directories import parse_directories, parse_names
 from popbox.config.profiles import (
     COMPAT_NAMES,
     DEFAULT_COMPAT,
@@ -30,32 +33,39 @@ from popbox.config.profiles import (
 )
 from popbox.config.sections import (
     RFC2449_MIN_COMMAND_SIZE,
+    AdminConfig,
     AuthConfig,
     Backend,
     Config,
     ConfigError,
+    FailClosed,
     LmtpConfig,
     LoginType,
     LogLevel,
     OverQuota,
     Pop3Config,
+    ProtocolLogConfig,
     QuotaConfig,
     RetentionConfig,
     ServerConfig,
     SortOrder,
     StorageConfig,
+    SyncCommit,
     TlsConfig,
 )
+from popbox.config.tls_checks import check_tls
 
 _T = TypeVar("_T")
 
 __all__ = [
     "COMPAT_NAMES",
+    "AdminConfig",
     "AuthConfig",
     "Config",
     "ConfigError",
     "LmtpConfig",
     "Pop3Config",
+    "ProtocolLogConfig",
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
@@ -110,7 +120,7 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 def from_mapping(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document into a ``Config``."""
-    _reject_unknown(raw, Config, "")
+    _reject_unknown(raw, Config, "", renamed={"directory": "directories"})
     compat = _convert(raw.get("compat", DEFAULT_COMPAT), Compat, "compat")
     defaults = profile_defaults(compat, _section(raw, "auth"))
 
@@ -135,12 +145,17 @@ def from_mapping(raw: dict[str, Any]) -> Config:
         retention=_build(RetentionConfig, _section(raw, "retention"), "retention"),
         auth=_build(AuthConfig, section("auth"), "auth"),
         server=_build(ServerConfig, section("server"), "server"),
+        directories=parse_directories(raw.get("directory")),
+        names=parse_names(raw.get("names")),
+        protocol_log=_build(ProtocolLogConfig, _section(raw, "protocol_log"), "protocol_log"),
+        admin=_build(AdminConfig, _section(raw, "admin"), "admin"),
     )
+    check_admin(config.admin)
     check_server(config.server)
     check_auth(config.auth)
     check_mail_in(config)
-    if bool(config.tls.cert_file) != bool(config.tls.key_file):
-        raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
+    check_protocol_log(config.protocol_log)
+    check_tls(config.tls)
     for key, addresses in (
         ("pop3.listen", pop3.listen),
         ("pop3.tls_listen", pop3.tls_listen),
@@ -165,6 +180,12 @@ def warnings(config: Config) -> list[str]:
             f'pop3.login_type = "{config.pop3.login_type}": passwords may cross the '
             f"network unencrypted (V0010)"
         )
+    secret_mechanisms = [m for m in ("SCRAM-SHA-256", "NTLM") if m in config.auth.mechanisms]
+    if secret_mechanisms and not any(d.type == "internal" for d in config.directories):
+        found.append(
+            f"auth.mechanisms offers {', '.join(secret_mechanisms)}, but no [[directory]] is "
+            'of type "internal": only the store\'s own users have the secrets they need'
+        )
     if config.pop3.authenticated_timeout < 600:
         found.append(
             "pop3.authenticated_timeout is below the 10 minutes RFC 1939 section 3 requires"
@@ -175,7 +196,8 @@ def warnings(config: Config) -> list[str]:
 def dump(config: Config) -> str:
     """The effective configuration as TOML, for ``popbox config show``."""
     lines = [f"data_dir = {_toml_value(str(config.data_dir))}", f'compat = "{config.compat}"']
-    for section in ("pop3", "tls", "lmtp", "storage", "auth", "server", "quota", "retention"):
+    sections = ("pop3", "tls", "lmtp", "storage", "auth", "server", "quota", "retention", "admin")
+    for section in sections:
         lines.append(f"\n[{section}]")
         values = getattr(config, section)
         lines.extend(
@@ -183,7 +205,30 @@ def dump(config: Config) -> str:
             for f in dataclasses.fields(values)
             if getattr(values, f.name) is not None
         )
+    lines.append("\n[names]")
+    names = config.names
+    lines.append(f"default_domain = {_toml_value(names.default_domain)}")
+    lines.append(f"lowercase = {_toml_value(names.lowercase)}")
+    for key, pairs in (("windows_domains", names.windows_domains), ("aliases", names.aliases)):
+        lines.append(f"{key} = {_toml_value(tuple(f'{a}={b}' for a, b in pairs))}")
+    for directory in config.directories:
+        lines.append("\n[[directory]]")
+        lines.append(f"name = {_toml_value(directory.name)}")
+        lines.append(f"type = {_toml_value(directory.type)}")
+        if directory.domains:
+            lines.append(f"domains = {_toml_value(directory.domains)}")
+        if dataclasses.is_dataclass(directory.settings):
+            lines.extend(
+                f"{f.name} = {_toml_value(_redacted(f.name, getattr(directory.settings, f.name)))}"
+                for f in dataclasses.fields(directory.settings)
+                if getattr(directory.settings, f.name) is not None
+            )
     return "\n".join(lines) + "\n"
+
+
+def _redacted(key: str, value: object) -> object:
+    # `config show` output is pasted into tickets: a directory's bind password is not.
+    return "(set)" if ("password" in key or "secret" in key) and value else value
 
 
 def _toml_value(value: object) -> str:
@@ -204,8 +249,12 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return cast("dict[str, Any]", value)
 
 
-def _reject_unknown(raw: dict[str, Any], cls: type, prefix: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
+def _reject_unknown(
+    raw: dict[str, Any], cls: type, prefix: str, *, renamed: dict[str, str] | None = None
+) -> None:
+    """``renamed``: TOML key → field where they differ ([[directory]] fills ``directories``)."""
+    renamed = renamed or {}
+    known = {f.name for f in dataclasses.fields(cls)} - set(renamed.values()) | set(renamed)
     for key in raw:
         if key not in known:
             raise ConfigError(f"{prefix}{key}: unknown setting")
@@ -227,6 +276,8 @@ _TYPES: dict[str, Any] = {
     "OverQuota": OverQuota,
     "LogLevel": LogLevel,
     "SortOrder": SortOrder,
+    "SyncCommit": SyncCommit,
+    "FailClosed": FailClosed,
     "str": str,
     "int": int,
     "float": float,
@@ -237,13 +288,16 @@ _TYPES: dict[str, Any] = {
 }
 
 
+_CHOICES = (LoginType, Compat, Backend, OverQuota, LogLevel, SortOrder, SyncCommit, FailClosed)
+
+
 def _resolve(annotation: object) -> Any:
     # Annotations are strings under `from __future__ import annotations`.
     return _TYPES[annotation] if isinstance(annotation, str) else annotation
 
 
 def _convert(value: Any, expected: Any, key: str) -> Any:  # noqa: C901 - one case per type
-    if expected in (LoginType, Compat, Backend, OverQuota, LogLevel, SortOrder):
+    if expected in _CHOICES:
         choices = get_args(expected)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")

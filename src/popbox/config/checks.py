@@ -9,15 +9,24 @@ import math
 from popbox.config.sections import (
     MAX_COMMAND_SIZE,
     MIN_COMMAND_SIZE,
+    AdminConfig,
     AuthConfig,
     Config,
     ConfigError,
     Pop3Config,
+    ProtocolLogConfig,
     ServerConfig,
 )
 from popbox.protocol.mechanisms import GSSAPI, MECHANISMS, OAUTH_MECHANISMS
 
-__all__ = ["check_auth", "check_mail_in", "check_pop3", "check_server", "parse_address"]
+__all__ = [
+    "check_auth",
+    "check_mail_in",
+    "check_pop3",
+    "check_protocol_log",
+    "check_server",
+    "parse_address",
+]
 
 
 def parse_address(
@@ -41,6 +50,32 @@ def parse_address(
         except ValueError:
             raise ConfigError(f"{key}: {address!r} has an invalid IPv6 address") from None
     return host, port
+
+
+def check_admin(admin: AdminConfig) -> None:
+    """Every address parses; one off the loopback interface needs ``admin.tls = true``.
+
+    The API carries tokens and the console carries passwords and session cookies: over
+    plain HTTP anyone on the path could take them.  A host name is not resolved here, so
+    only "localhost" and loopback IP addresses count as loopback.
+    """
+    for address in admin.listen:
+        host, _ = parse_address(address, "admin.listen")
+        if not admin.tls and not _is_loopback(host):
+            raise ConfigError(
+                f"admin.listen: {address!r} is not a loopback address, and the admin API "
+                "would carry tokens and passwords in clear text: set admin.tls = true"
+            )
+    _check_duration("admin.session_lifetime", admin.session_lifetime)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_pop3(pop3: Pop3Config) -> None:
@@ -121,6 +156,14 @@ def check_mail_in(config: Config) -> None:
             raise ConfigError(f"retention.{key}: must not be negative")
     if retention.interval <= 0:
         raise ConfigError("retention.interval: must be greater than 0")
+
+
+def check_protocol_log(log: ProtocolLogConfig) -> None:
+    for key in ("per_file_size", "max_total_size", "max_age_days"):
+        if getattr(log, key) < 0:
+            raise ConfigError(f"protocol_log.{key}: must not be negative (0 means no limit)")
+    if 0 < log.max_total_size < log.per_file_size:
+        raise ConfigError("protocol_log.max_total_size: must be at least per_file_size")
 
 
 def _check_argon2(auth: AuthConfig) -> None:

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from popbox.config.directory_sections import (
+    DirectoryConfig,
+    InternalSettings,
+    NamesConfig,
+)
 from popbox.config.profiles import DEFAULT_COMPAT, Compat
 from popbox.protocol.mechanisms import DEFAULT_MECHANISMS
 
@@ -13,28 +18,36 @@ __all__ = [
     "MAX_COMMAND_SIZE",
     "MIN_COMMAND_SIZE",
     "RFC2449_MIN_COMMAND_SIZE",
+    "AdminConfig",
     "AuthConfig",
     "Backend",
     "Compat",
     "Config",
     "ConfigError",
+    "FailClosed",
     "LmtpConfig",
     "LoginType",
     "OverQuota",
     "Pop3Config",
+    "ProtocolLogConfig",
     "QuotaConfig",
     "RetentionConfig",
     "ServerConfig",
     "SortOrder",
     "StorageConfig",
+    "SyncCommit",
     "TlsConfig",
 ]
 
 LoginType = Literal["plaintext_login", "plaintext_authentication", "secure_login"]
 Backend = Literal["sqlite", "postgresql"]
 OverQuota = Literal["temporary", "permanent"]
+# PostgreSQL's synchronous_commit levels popbox may ask for; "" keeps the database's own.
+SyncCommit = Literal["", "local", "remote_write", "on", "remote_apply"]
+FailClosed = Literal["closed", "open"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 SortOrder = Literal["ascending", "descending"]
+Rollover = Literal["hourly", "daily", "weekly", "monthly"]
 
 MIN_COMMAND_SIZE = 40  # E0006: Exchange's allowed range is 40..1024 octets
 MAX_COMMAND_SIZE = 1024
@@ -81,6 +94,20 @@ class Pop3Config:
 class TlsConfig:
     cert_file: str = ""  # empty: a self-signed certificate generated in data_dir
     key_file: str = ""
+    # ACME (RFC 8555): with a directory URL the certificate comes from that CA instead,
+    # kept in data_dir/acme and renewed by the server itself.
+    acme_directory: str = ""  # e.g. https://acme-v02.api.letsencrypt.org/directory
+    acme_domains: tuple[str, ...] = ()  # DNS names of the certificate, the first is its CN
+    acme_contact: str = ""  # e-mail address the CA writes to about expiry and problems
+    acme_ca_file: str = ""  # CA bundle for the directory's HTTPS; empty: the system's CAs
+    # HTTP-01 (RFC 8555 section 8.3): the CA fetches http://<domain>/.well-known/...
+    # on port 80, so this listener must be reachable there from the internet.
+    acme_http_listen: str = "0.0.0.0:80"
+    # Renewal starts this long before expiry, or halfway through a shorter certificate's
+    # lifetime; 30 days is Let's Encrypt's advice for its 90-day certificates.
+    acme_renew_before: float = 30 * 86400.0
+    acme_retry_interval: float = 3600.0  # after a failed renewal; the CA rate-limits failures
+    acme_timeout: float = 300.0  # seconds one issuance may take, the wait at start included
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +141,15 @@ class RetentionConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     backend: Backend = "sqlite"
+    # libpq-style URL; several hosts ("postgresql://h1:5432,h2:5432/db?target_session_attrs=
+    # read-write") are tried in order, and whichever is the primary is used (failover).
     dsn: str = ""
+    # When a commit counts as done (a delivery's 250, QUIT's +OK): "" the database's own
+    # setting; "on"/"remote_write"/"remote_apply" once a synchronous standby has it.
+    synchronous_commit: SyncCommit = ""
+    # A pooler in transaction mode (PgBouncer pool_mode = transaction) sits in front of
+    # PostgreSQL: no statement cache, no per-connection settings.
+    transaction_pooler: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +165,10 @@ class AuthConfig:
     argon2_time_cost: int = 2  # passes
     argon2_memory_kib: int = 19 * 1024
     argon2_parallelism: int = 1  # lanes
+    # A successful password login whose stored hash is not argon2id at the configured
+    # cost (an older cost, or a scheme kept by `popbox user import passwd-file`) stores
+    # a new argon2id hash while the plaintext is at hand.
+    rehash_on_login: bool = True
     # OAUTHBEARER (RFC 7628) and XOAUTH2: JWT access tokens.
     oauth_issuer: str = ""  # the "iss" every token must carry
     oauth_audience: str = ""  # the "aud" every token must include
@@ -148,6 +187,9 @@ class AuthConfig:
     user_lockout_failures: int = 10  # recent failures that lock out a user name; 0: never
     lockout_duration: float = 300.0  # seconds a lockout lasts ([LOGIN-DELAY] meanwhile)
     max_tracked: int = 100000  # source IPs and names remembered; the oldest are forgotten
+    # When the failure scores or session counts every node shares cannot be reached:
+    # "closed" refuses logins ([SYS/TEMP]), "open" counts in this process meanwhile.
+    shared_state_unavailable: FailClosed = "closed"
     # NTLM ([MS-NLMP]): users need an NT hash, stored at password-set time while offered.
     ntlm_allow_v1: bool = False  # NTLMv1/LM responses (fetchmail, mpop send only those)
     ntlm_domain: str = "POPBOX"  # NetBIOS domain name the CHALLENGE announces
@@ -180,6 +222,29 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolLogConfig:
+    """Exchange's POP3 protocol log (Set-PopSettings ProtocolLogEnabled and its files)."""
+
+    enabled: bool = False  # ProtocolLogEnabled ($false by default, as Exchange)
+    directory: str = ""  # LogFileLocation; empty: data_dir/logs/pop3
+    rollover: Rollover = "daily"  # LogFileRollOverSettings (Exchange 2010/2013: Daily)
+    per_file_size: int = 0  # LogPerFileSizeQuota, octets; 0: roll by time only
+    max_total_size: int = 0  # octets all files may take; the oldest go first; 0: no cap
+    max_age_days: float = 0  # days a file is kept; 0: no cap
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin API and web console (``admin/``): off unless ``listen`` is set."""
+
+    listen: tuple[str, ...] = ()  # "host:port"; a non-loopback address needs tls = true
+    tls: bool = False  # HTTPS with the [tls] certificate
+    console: bool = True  # the web console beside the API
+    users: tuple[str, ...] = ()  # users whose password logs in to the console
+    session_lifetime: float = 8 * 3600.0  # seconds a console login lasts
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("./popbox-data")
     compat: Compat = DEFAULT_COMPAT
@@ -191,3 +256,10 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    # [[directory]], in the order logins try them; none configured: the internal store.
+    directories: tuple[DirectoryConfig, ...] = (
+        DirectoryConfig("internal", "internal", InternalSettings()),
+    )
+    names: NamesConfig = field(default_factory=NamesConfig)
+    protocol_log: ProtocolLogConfig = field(default_factory=ProtocolLogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)

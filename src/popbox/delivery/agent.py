@@ -1,6 +1,7 @@
 """The one way into a maildrop for every delivery path: LMTP and ``popbox deliver``.
 
-``DeliveryAgent`` resolves a recipient to a mailbox, applies the effective quota (the
+``DeliveryAgent`` resolves a recipient to a mailbox (asking the user directories, when
+given: a directory's user gets a mailbox at the first delivery), applies the effective quota (the
 user's own or the server default, E0003), stores the message durably (the store commits
 before returning), and puts the one quota warning into the maildrop when usage crosses
 the threshold (E0004).  A refused delivery stores nothing: the quota check and the
@@ -30,7 +31,9 @@ from typing import TYPE_CHECKING
 
 from popbox.delivery.lmtp_protocol import mailbox_candidates
 from popbox.delivery.quota import effective_quota, warning_message, warning_threshold
-from popbox.store.base import StoreError, UnknownUser
+from popbox.directory.base import Status
+from popbox.directory.mailboxes import ensure_mailbox
+from popbox.store.base import StoreError, StoreTemporaryError, UnknownUser
 from popbox.store.message import prepare
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.config import QuotaConfig
+    from popbox.directory.chain import DirectoryChain
     from popbox.store.base import MailStore, MessageInfo, NewMessage
 
 __all__ = ["DeliveryAgent", "delivery_key"]
@@ -72,8 +76,10 @@ class DeliveryAgent:
         log: structlog.typing.FilteringBoundLogger | None = None,
         clock: Callable[[], float] = time.time,
         dedup_window: float = 0.0,
+        directories: DirectoryChain | None = None,
     ) -> None:
         self._store = store
+        self._directories = directories
         self._dedup_window = dedup_window
         self._quota = quota
         self._hostname = hostname
@@ -82,10 +88,27 @@ class DeliveryAgent:
         self._gates: dict[str, _Gate] = {}
 
     async def resolve(self, address: str) -> str | None:
-        """The mailbox ``address`` delivers to, or None when there is none."""
+        """The mailbox ``address`` delivers to, or None when there is none.
+
+        With directories, each candidate name is looked up in the chain (a disabled
+        account still receives mail); a directory that cannot answer raises
+        ``StoreTemporaryError``, so the MTA tries again later.  Without, the store's
+        mailboxes are the recipients.
+        """
         for name in mailbox_candidates(address):
-            if await self._store.get_user(name) is not None:
-                return name
+            if self._directories is None:
+                if await self._store.get_user(name) is not None:
+                    return name
+                continue
+            answer = await self._directories.lookup(name)
+            account = answer.verdict.account
+            if answer.verdict.status is Status.TEMPFAIL:
+                detail = answer.verdict.detail
+                raise StoreTemporaryError(f"directory {answer.directory}: {detail}")
+            if account is not None:
+                if not answer.stored:
+                    await ensure_mailbox(self._store, account)
+                return account.mailbox
         return None
 
     async def has_room(self, name: str, size: int) -> bool:

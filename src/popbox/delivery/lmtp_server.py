@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.config import Config
+    from popbox.directory.chain import DirectoryChain
     from popbox.net.bind import Listening
     from popbox.observability.metrics import Metrics
     from popbox.store.base import MailStore
@@ -62,6 +63,8 @@ class LmtpContext(Protocol):
     def log(self) -> structlog.typing.FilteringBoundLogger: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def directories(self) -> DirectoryChain: ...
 
 
 class LmtpSession(LMTP):
@@ -188,6 +191,7 @@ class LmtpServer:
             hostname=self.hostname,
             log=log,
             dedup_window=config.lmtp.dedup_window,
+            directories=context.directories,
         )
         spool_dir = config.data_dir / SPOOL_DIR
         prepare_spool_dir(spool_dir)

@@ -18,7 +18,7 @@ which then sees events meant for the parent.
 
 Each worker has a control channel to the supervisor (``node/control.py``): the worker
 gets its configuration there, asks the supervisor to admit connections and logins
-against the node's limits (one ``ConnectionLimits`` for all workers), and answers
+against the node's limits (``node/worker_limits.py``: one count for all workers), and answers
 requests for its metrics and its store's health, which the supervisor's HTTP listener
 adds up.  A worker that exits is started again, after a delay that doubles with each
 quick failure (0.5 s up to 30 s); one that cannot start at all reports a one-line reason
@@ -26,7 +26,8 @@ over its channel, which the supervisor prints once.  Workers die with the superv
 (``worker.die_with_parent``).  SIGTERM (or SIGINT) drains: workers stop accepting and
 finish their sessions up to ``pop3.shutdown_grace``; SIGHUP re-reads the configuration
 file, which the supervisor validates and sends to every worker, and each worker reloads
-its TLS certificate.
+its TLS certificate.  With ``tls.acme_directory`` the supervisor alone runs ACME
+(``acme/manager.py``) and tells every worker to reload TLS when it installed a renewal.
 """
 
 from __future__ import annotations
@@ -38,30 +39,38 @@ import os
 import signal
 import socket
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
-from popbox.config import ConfigError, load, parse_address
+from popbox.acme.manager import start_acme
+from popbox.auth.bruteforce import GuardSettings, LoginGuard
+from popbox.clock import SystemClock
+from popbox.config import ConfigError, load
 from popbox.net.balance import create_counters
 from popbox.net.bind import ListenError, address_of, bind_listeners
+from popbox.node import shared_guard
+from popbox.node.admin_bridge import AdminBridge, SupervisorNode
 from popbox.node.control import Channel, Message, encode_config
-from popbox.observability.metrics import MetricsHttpServer, export_registry, render_merged
+from popbox.node.node_report import NodeReport
+from popbox.node.worker_limits import Held, WorkerLimits
 from popbox.server.lifecycle import merge_reload
-from popbox.server.limits import ConnectionLimits, LimitSettings, take_one
+from popbox.server.limits import LimitSettings
 from popbox.server.startup import StartupError, close_listeners, prepare
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
     from pathlib import Path
+    from typing import Any
 
     import structlog
 
+    from popbox.acme.manager import AcmeManager
     from popbox.config import Config
     from popbox.net.bind import Bound
+    from popbox.observability.metrics import MetricsHttpServer
     from popbox.store.base import MailStore
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
@@ -92,8 +101,8 @@ class _Slot:
     exit_status: int | None = None
     failure: str | None = None  # the one line a worker that could not start reported
     served: bool = False  # the current (or last) worker said it was ready
-    ips: Counter[str] = field(default_factory=Counter)  # what this worker holds of the limits
-    users: Counter[str] = field(default_factory=Counter)
+    tls_generation: int = 0  # the supervisor's _tls_generation when this worker started
+    held: Held = field(default_factory=Held)  # what this worker holds of the limits
 
 
 class Supervisor:
@@ -111,7 +120,9 @@ class Supervisor:
         self._path = config_path
         self._announce = announce
         self._log = log.bind(process="supervisor")
-        self._limits = ConnectionLimits(LimitSettings.from_config(config.server))
+        self._limits = WorkerLimits(LimitSettings.from_config(config.server))
+        # The workers' brute-force scores, when the store does not share them (SQLite).
+        self._guard = LoginGuard(GuardSettings.from_config(config))
         self._slots = [_Slot(i) for i in range(worker_count(config))]
         self._bound: list[Bound] = []
         self._balance_fd = -1  # the workers' shared connection counters (net/balance.py)
@@ -125,7 +136,11 @@ class Supervisor:
         self._restarts = PromCounter(
             "popbox_worker_restarts", "Workers started again after exiting", registry=self._registry
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._report = NodeReport(self._registry, self._ask_ready)
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._acme: AcmeManager | None = None
+        self._tls_generation = 0  # certificates installed by ACME since start
+        self._admin: AdminBridge | None = None  # [admin] listen: node/admin_bridge.py
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain every worker and return.
@@ -147,24 +162,44 @@ class Supervisor:
             finally:
                 await store.close()
             self._started = True
-            for kind, sock in self._bound:
-                host, port = address_of(sock)
-                self._announce(
-                    f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}"
-                )
-            if metrics is not None:
-                self._announce("listening metrics {}:{}".format(*metrics[1]))
+            await self._start_services(None if metrics is None else metrics[1])
             self._log.info("ready", workers=len(self._slots), listeners=len(self._bound))
             await stop.wait()
             self._log.info("stopping", workers=len(self._slots))
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self._admin is not None:
+                await self._admin.stop()
             await self._stop_workers(keepers)
             close_listeners(self._bound)
             os.close(self._balance_fd)
             if metrics is not None:
                 await metrics[0].stop()
+            if self._acme is not None:
+                await self._acme.stop()
+
+    async def _start_services(self, metrics_address: tuple[str, int] | None) -> None:
+        """The workers are ready: say what listens, then renew certificates, serve admin."""
+        for kind, sock in self._bound:
+            host, port = address_of(sock)
+            self._announce(
+                f"listening {kind} {host}:{port}" if port >= 0 else f"listening {kind} {host}"
+            )
+        if metrics_address is not None:
+            self._announce("listening metrics {}:{}".format(*metrics_address))
+        if self._acme is not None:
+            for host, port in self._acme.listening:
+                self._announce(f"listening acme-http {host}:{port}")
+            self._acme.run(self._tls_installed)
+        if self.config.admin.listen:
+            await self._start_admin()
+
+    async def _tls_installed(self) -> None:
+        """A renewed certificate is on disk: every worker loads it (as on SIGHUP); one
+        started before and not ready yet is told when it is (``_worker_ready``)."""
+        self._tls_generation += 1
+        await self._ask_all("reload_tls")
 
     async def _prepare_and_bind(
         self,
@@ -173,19 +208,27 @@ class Supervisor:
 
         Returns the store, open until every worker has opened its own, and the metrics
         listener (bound, serving 503 on /healthz until a worker is ready) with its address.
+        An ACME certificate is obtained first, if configured and missing: this process
+        alone talks to the CA and answers its challenges.
         """
-        store = await prepare(self.config)
+        self._acme = await start_acme(self.config, log=self._log, clock=SystemClock())
         try:
-            self._bound = bind_listeners(self.config, lmtp=True)
+            store = await prepare(self.config)
             try:
-                metrics = await self._start_metrics()
+                self._bound = bind_listeners(self.config, lmtp=True)
+                address = self.config.server.metrics_listen
+                metrics = await self._report.start_http(address) if address else None
             except BaseException:
                 close_listeners(self._bound)
                 self._bound = []
+                await store.close()
                 raise
         except BaseException:
-            await store.close()
+            if self._acme is not None:
+                await self._acme.stop()
             raise
+        if self._acme is not None:
+            self._registry.register(self._acme.metrics)
         return store, metrics
 
     # -- starting and watching -------------------------------------------------------
@@ -251,6 +294,7 @@ class Supervisor:
         finally:
             theirs.close()
         slot.process = process
+        slot.tls_generation = self._tls_generation
         slot.failure = None
         slot.served = False
         slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
@@ -261,22 +305,11 @@ class Supervisor:
             await slot.channel.close()
             slot.channel = None
             slot.ready.clear()
-            self._forget(slot)
+            self._limits.forget(slot.held)
         slot.exit_status = status
         self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
         self._changed.set()
         return status
-
-    def _forget(self, slot: _Slot) -> None:
-        """A worker is gone: so are its connections and sessions."""
-        for ip, count in slot.ips.items():
-            for _ in range(count):
-                self._limits.release(ip)
-        for user, count in slot.users.items():
-            for _ in range(count):
-                self._limits.logout(user)
-        slot.ips.clear()
-        slot.users.clear()
 
     async def _on_message(self, slot: _Slot, message: Message) -> Message | None:
         op = message.get("op")
@@ -286,27 +319,25 @@ class Supervisor:
             slot.failure = str(message.get("error"))
             return {}
         if op == "ready":
-            slot.ready.set()
-            slot.served = True
-            self._log.info("worker_ready", worker=slot.index)
-            self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
-            self._changed.set()
+            self._worker_ready(slot)
             return None
-        if op == "admit":
-            refused = self._limits.admit(message["ip"])
-            if refused is None:
-                slot.ips[message["ip"]] += 1
-            return {"refused": None if refused is None else [refused.limit, refused.text]}
-        if op == "login":
-            refused = self._limits.login(message["user"])
-            if refused is None:
-                slot.users[message["user"]] += 1
-            return {"refused": None if refused is None else [refused.limit, refused.text]}
-        if op == "release" and take_one(slot.ips, message["ip"]):
-            self._limits.release(message["ip"])
-        if op == "logout" and take_one(slot.users, message["user"]):
-            self._limits.logout(message["user"])
-        return None
+        if op == "protocol" and self._admin is not None:
+            self._admin.deliver(message)
+            return None
+        if op in shared_guard.OPS:
+            return shared_guard.answer(self._guard, message)
+        return self._limits.answer(slot.held, message)
+
+    def _worker_ready(self, slot: _Slot) -> None:
+        slot.ready.set()
+        slot.served = True
+        self._log.info("worker_ready", worker=slot.index)
+        self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
+        self._changed.set()
+        if slot.tls_generation != self._tls_generation:
+            self._spawn(self._ask(slot, "reload_tls"))
+        if self._admin is not None and slot.channel is not None:
+            self._admin.node.tell(slot.channel)
 
     # -- stopping --------------------------------------------------------------------
 
@@ -331,21 +362,43 @@ class Supervisor:
     # -- reload, metrics, health --------------------------------------------------------
 
     def _spawn_reload(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._reload())
+        self._spawn(self._reload())
+
+    def _spawn(self, job: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reload(self) -> None:
+    async def _reload(self) -> bool:
+        """SIGHUP (or the admin API); False when the file did not validate."""
         if self._path is not None:
             try:
                 loaded = load(self._path, required=True)
             except ConfigError as exc:
                 self._log.error("config_reload_failed", error=str(exc))
-                return
+                return False
             self.config, ignored = merge_reload(self.config, loaded)
             self._limits.settings = LimitSettings.from_config(self.config.server)
             self._log.info("config_reloaded", path=str(self._path), needs_restart=ignored or None)
         await self._ask_all("reload", config=encode_config(self.config))
+        return True
+
+    async def _start_admin(self) -> None:
+        node = SupervisorNode(
+            config=lambda: self.config,
+            config_path=self._path,
+            ask_all=self._ask_all,
+            reload=self._reload,
+            metrics=self._report.exports,
+            health=self._report.health,
+        )
+        node.attach(lambda: [s.channel for s in self._slots if s.channel and s.ready.is_set()])
+        try:
+            self._admin, bound = await AdminBridge.start(node, self._log, self._guard)
+        except OSError as exc:
+            raise ListenError("admin.listen", ", ".join(self.config.admin.listen), exc) from exc
+        for host, port in bound:
+            self._announce(f"listening admin {host}:{port}")
 
     async def _ask(self, slot: _Slot, op: str, **fields: object) -> Message | None:
         if slot.channel is None or not slot.ready.is_set():
@@ -359,29 +412,6 @@ class Supervisor:
     async def _ask_all(self, op: str, **fields: object) -> list[Message | None]:
         return list(await asyncio.gather(*(self._ask(s, op, **fields) for s in self._slots)))
 
-    async def _start_metrics(self) -> tuple[MetricsHttpServer, tuple[str, int]] | None:
-        if not self.config.server.metrics_listen:
-            return None
-        server = MetricsHttpServer(self._render, self._health)
-        address = self.config.server.metrics_listen
-        host, port = parse_address(address, "server.metrics_listen")
-        try:
-            bound = await server.start(host, port)
-        except OSError as exc:
-            raise ListenError("server.metrics_listen", address, exc) from exc
-        return server, bound
-
-    async def _render(self) -> bytes:
-        replies = await self._ask_all("metrics")
-        exports = [export_registry(self._registry)]
-        exports += [reply["export"] for reply in replies if reply and "export" in reply]
-        return render_merged(exports)
-
-    async def _health(self) -> tuple[bool, str]:
+    async def _ask_ready(self, op: str) -> list[Message | None]:
         ready = [slot for slot in self._slots if slot.ready.is_set()]
-        if not ready:
-            return False, "no worker is ready"
-        for reply in await asyncio.gather(*(self._ask(slot, "health") for slot in ready)):
-            if reply is None or not reply.get("ok"):
-                return False, (reply or {}).get("text", "a worker does not answer")
-        return True, "ok"
+        return list(await asyncio.gather(*(self._ask(slot, op) for slot in ready)))

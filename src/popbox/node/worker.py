@@ -23,13 +23,17 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from popbox.auth.guard import ProcessGuard
 from popbox.config import ConfigError
 from popbox.delivery.retention import run_retention
 from popbox.net.balance import AcceptBalance
 from popbox.node import app, eventloop
 from popbox.node.control import Channel, Message, decode_config
+from popbox.node.shared_guard import supervisor_guard
 from popbox.observability.log import make_logger
-from popbox.observability.metrics import check_store
+from popbox.observability.metrics import check_health
+from popbox.server import roster
+from popbox.server.cluster import cluster_limiter
 from popbox.server.lifecycle import apply_config, reload_tls
 from popbox.server.limits import LimitSettings, Refused, take_one
 from popbox.server.startup import StartupError
@@ -160,7 +164,7 @@ async def _run(
     box: dict[str, ServerContext] = {}
 
     async def handle(message: Message) -> Message | None:
-        return await _answer(message, box.get("context"), stop)
+        return await _answer(message, box.get("context"), stop, channel, index)
 
     channel = await Channel.open(control, handle)
     try:
@@ -195,7 +199,10 @@ async def _start(
     log = make_logger(json=settings.json_logs, level=settings.log_level).bind(worker=index)
     # The supervisor created and migrated the store; it may still be busy for a moment.
     context = await app.build_context(config, log=log, store_patience=STORE_PATIENCE)
-    context.limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
+    node_limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
+    context.limits = cluster_limiter(context.store, node_limits, config, context.clock.wall)
+    if isinstance(context.guard, ProcessGuard):  # not shared by the store: by the node
+        context.guard = supervisor_guard(channel, context.guard, config)
     context.balance = balance
     try:
         servers, _ = await app.start_servers(context, bound)
@@ -238,10 +245,18 @@ async def _serve(
             await server.stop()
     finally:
         with contextlib.suppress(Exception):
+            await context.directories.close()
+        with contextlib.suppress(Exception):
             await context.store.close()
 
 
-async def _answer(message: Message, context: ServerContext | None, stop: asyncio.Event) -> Message:
+async def _answer(
+    message: Message,
+    context: ServerContext | None,
+    stop: asyncio.Event,
+    channel: Channel,
+    index: int,
+) -> Message:
     op = message.get("op")
     if op == "stop":
         stop.set()
@@ -251,11 +266,30 @@ async def _answer(message: Message, context: ServerContext | None, stop: asyncio
     if op == "metrics":
         return {"export": context.metrics.export()}
     if op == "health":
-        ok, text = await check_store(context.store)
+        ok, text = await check_health(context.store, context.directories.health)
         return {"ok": ok, "text": text}
-    if op == "reload":
-        apply_config(context, decode_config(message["config"]))
-        reload_tls(context)
+    if op in {"reload", "reload_tls"}:  # reload_tls: a renewed ACME certificate
+        if op == "reload":
+            apply_config(context, decode_config(message["config"]))
+        return {"ok": reload_tls(context)}
+    return _answer_admin(message, context, channel, index)
+
+
+def _answer_admin(
+    message: Message, context: ServerContext, channel: Channel, index: int
+) -> Message:
+    """The admin listener's questions (``node/admin_bridge.py``), from this worker's roster."""
+    op = message.get("op")
+    if op == "sessions":
+        return {"worker": index, "sessions": roster.describe_sessions(context)}
+    if op == "kick":
+        return {
+            "kicked": roster.kick(context, session=message.get("session"), user=message.get("user"))
+        }
+    if op == "watch":
+        roster.set_watched(
+            context, message.get("users", ()), lambda line: channel.notify("protocol", line=line)
+        )
         return {}
     return {"error": f"unknown op {op!r}"}
 

@@ -1,13 +1,13 @@
-"""Prometheus metrics, the store timing proxy, and the /metrics + /healthz HTTP listener.
+"""Prometheus metrics and the /metrics + /healthz HTTP listener.
 
 Theory of operation: every process has one ``Metrics`` (its own ``CollectorRegistry``,
 no global default registry, so tests can run several servers in one process).  Sessions,
-listeners and the LMTP server count into it; ``TimedStore`` wraps the store and times
-every call into a histogram.
+listeners and the LMTP server count into it; ``store_timing.TimedStore`` wraps the store
+and times every call into a histogram.
 
-The HTTP listener is a few lines of asyncio (``asyncio.start_server``), not
-prometheus_client's thread server: /healthz must ask the store, whose connections live on
-the event loop, and the listener then stops with the rest of the server on SIGTERM.
+The HTTP listener is aiohttp on the server's own loop, not prometheus_client's thread
+server: /healthz must ask the store, whose connections live on the event loop, and the
+listener then stops with the rest of the server on SIGTERM.
 
 With several worker processes the supervisor serves HTTP: on each scrape it asks every
 worker for ``Metrics.export()`` over the control channel and renders the sums
@@ -19,27 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
-import time
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from popbox import __version__
 from popbox.config import parse_address
 from popbox.observability.tallies import StoreTimes, Traffic
-from popbox.store.base import (
-    MaildropHandle,
-    Pending,
-    StoreError,
-    StorePermanentError,
-    StoreTemporaryError,
-)
+from popbox.store.base import StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
     from popbox.store.base import MailStore
 
@@ -48,19 +40,15 @@ __all__ = [
     "Export",
     "Metrics",
     "MetricsHttpServer",
-    "TimedMaildrop",
-    "TimedStore",
+    "check_health",
     "check_store",
     "export_registry",
     "render_merged",
     "start_metrics",
-    "timed_store",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEALTH_TIMEOUT = 5.0
-_HTTP_TIMEOUT = 10.0
-_HTTP_MAX_HEADER = 8192
 
 Export = list[dict[str, Any]]  # one process's metric families, JSON-ready
 
@@ -95,12 +83,30 @@ class Metrics:
         self.store_errors = Counter(
             "popbox_store_errors", "Mail store calls that failed", ["operation"], registry=r
         )
+        self.directory_answers = Counter(
+            "popbox_directory_answers",
+            "Answers of each user directory (ok, unknown, wrong, disabled, tempfail)",
+            ["directory", "status"],
+            registry=r,
+        )
+        self.directory_unavailable = Gauge(
+            "popbox_directory_unavailable",
+            "1 while a user directory cannot answer, as of its latest lookup (summed over"
+            " worker processes: how many see it down)",
+            ["directory"],
+            registry=r,
+        )
         info = Gauge("popbox_build_info", "popbox version", ["version"], registry=r)
         info.labels(__version__).set(1)
 
     def login(self, mechanism: str, result: str) -> None:
         """``result``: success, failure, locked, limited, store_error (or a new one)."""
         self.logins.labels(mechanism, result).inc()
+
+    def directory_answer(self, directory: str, status: str, *, healthy: bool) -> None:
+        """One answer of a user directory, and whether it is answering at all."""
+        self.directory_answers.labels(directory, status).inc()
+        self.directory_unavailable.labels(directory).set(0 if healthy else 1)
 
     def delivery(self, result: str) -> None:
         """One recipient's delivery: delivered, over_quota, unknown_user, temp_failure."""
@@ -167,131 +173,6 @@ def render_merged(exports: Iterable[Export]) -> bytes:
     return generate_latest(registry)
 
 
-class TimedStore:
-    """Wraps a store: every coroutine method is timed into ``popbox_store_operation_seconds``.
-
-    Everything else (attributes, plain methods) passes straight through, so backends
-    with extra capabilities keep them.  ``StoreError`` subclasses that are answers rather
-    than failures (an unknown user, a locked maildrop) are not counted as errors.
-    """
-
-    def __init__(self, store: MailStore, metrics: Metrics) -> None:
-        self.wrapped = store
-        self._metrics = metrics
-        self._handle_timers = _HandleTimers(
-            metrics.store_seconds.labels("fetch"),
-            metrics.store_errors.labels("fetch"),
-            metrics.store_seconds.labels("commit"),
-            metrics.store_errors.labels("commit"),
-        )
-        self._open_seconds = metrics.store_seconds.labels("open_maildrop")
-        self._open_errors = metrics.store_errors.labels("open_maildrop")
-
-    async def open_maildrop(self, name: str) -> MaildropHandle:
-        """Timed as ``open_maildrop``; the handle's waits as ``fetch``, UPDATE as ``commit``."""
-        start = time.perf_counter()
-        try:
-            handle = await self.wrapped.open_maildrop(name)
-        except StoreError as exc:
-            if _is_failure(exc):
-                self._open_errors.inc()
-            raise
-        finally:
-            self._open_seconds.observe(time.perf_counter() - start)
-        return TimedMaildrop(handle, self._handle_timers)
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.wrapped, name)
-        if not inspect.iscoroutinefunction(attribute):
-            if inspect.ismethod(attribute):
-                setattr(self, name, attribute)  # later lookups skip __getattr__
-            return attribute
-        histogram = self._metrics.store_seconds.labels(name)
-        errors = self._metrics.store_errors.labels(name)
-
-        @functools.wraps(attribute)
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await attribute(*args, **kwargs)
-            except StoreError as exc:
-                if _is_failure(exc):
-                    errors.inc()
-                raise
-            finally:
-                histogram.observe(time.perf_counter() - start)
-
-        setattr(self, name, timed)  # later lookups skip __getattr__
-        return timed
-
-
-class _HandleTimers(NamedTuple):
-    fetch_seconds: Any
-    fetch_errors: Any
-    commit_seconds: Any
-    commit_errors: Any
-
-
-class TimedMaildrop:
-    """A ``MaildropHandle`` whose reads and commit a ``TimedStore`` times."""
-
-    __slots__ = ("_timed", "messages", "wrapped")
-
-    def __init__(self, handle: MaildropHandle, timers: _HandleTimers) -> None:
-        self.wrapped = handle
-        self.messages = handle.messages
-        self._timed = timers
-
-    def body_now(self, uid: int) -> bytes | Pending | None:
-        """Failures count as ``fetch`` errors; answers are not timed.
-
-        This is the RETR hot path: most answers come from a copy read ahead, and two
-        clock reads and a histogram observation would cost more than the answer.
-        """
-        try:
-            return self.wrapped.body_now(uid)
-        except StoreError as exc:
-            if _is_failure(exc):
-                self._timed.fetch_errors.inc()
-            raise
-
-    async def body(self, uid: int) -> bytes | None:
-        timed = self._timed
-        start = time.perf_counter()
-        try:
-            return await self.wrapped.body(uid)
-        except StoreError as exc:
-            if _is_failure(exc):
-                timed.fetch_errors.inc()
-            raise
-        finally:
-            timed.fetch_seconds.observe(time.perf_counter() - start)
-
-    async def commit(self, deleted: Sequence[int], retrieved: Sequence[int], at: float) -> int:
-        timed = self._timed
-        start = time.perf_counter()
-        try:
-            return await self.wrapped.commit(deleted, retrieved, at)
-        except StoreError as exc:
-            if _is_failure(exc):
-                timed.commit_errors.inc()
-            raise
-        finally:
-            timed.commit_seconds.observe(time.perf_counter() - start)
-
-    async def close(self) -> None:
-        await self.wrapped.close()
-
-
-def timed_store(store: MailStore, metrics: Metrics) -> MailStore:
-    """``store`` behind a ``TimedStore`` (which has every method of the store it wraps)."""
-    return cast("MailStore", TimedStore(store, metrics))
-
-
-def _is_failure(exc: StoreError) -> bool:
-    return isinstance(exc, StoreTemporaryError | StorePermanentError)
-
-
 async def check_store(store: MailStore) -> tuple[bool, str]:
     """/healthz: can the store answer a query now?"""
     try:
@@ -301,8 +182,31 @@ async def check_store(store: MailStore) -> tuple[bool, str]:
     return True, "ok"
 
 
+async def check_health(
+    store: MailStore, directories: Callable[[], Mapping[str, bool]]
+) -> tuple[bool, str]:
+    """/healthz: the store answers, and every user directory answered its latest lookup.
+
+    ``directories`` gives each directory's state (``DirectoryChain.health``); a
+    directory in an outage makes the node unhealthy, since its users cannot log in.
+    """
+    ok, text = await check_store(store)
+    if not ok:
+        return ok, text
+    down = sorted(name for name, up in directories().items() if not up)
+    if down:
+        return False, f"user directory unavailable: {', '.join(down)}"
+    return True, "ok"
+
+
 class MetricsHttpServer:
-    """``GET /metrics`` and ``GET /healthz`` over HTTP/1.0-style one-request connections."""
+    """``GET /metrics`` and ``GET /healthz`` on an aiohttp server of their own.
+
+    aiohttp runs on the server's event loop, so /healthz asks the store on the loop its
+    connections live on, and the listener stops with the rest of the server.  The same
+    two routes are also served by the admin listener (``admin/app.py``) through
+    ``add_routes``.
+    """
 
     def __init__(
         self,
@@ -311,63 +215,60 @@ class MetricsHttpServer:
     ) -> None:
         self._render = render
         self._health = health
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
-        bound_host, bound_port = self._server.sockets[0].getsockname()[:2]
+        app = web.Application(middlewares=[_not_found_hint])
+        self.add_routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
         return bound_host, bound_port
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._runner is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+                await asyncio.wait_for(self._runner.cleanup(), 5)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HTTP_TIMEOUT)
-            status, body, content_type = await self._respond(head)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
-            status, body, content_type = "400 Bad Request", b"bad request\n", "text/plain"
-        with contextlib.suppress(OSError):
-            writer.write(
-                (
-                    f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                ).encode("ascii")
-                + body
-            )
-            await asyncio.wait_for(writer.drain(), _HTTP_TIMEOUT)
-        writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), _HTTP_TIMEOUT)
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=await self._render(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def _respond(self, head: bytes) -> tuple[str, bytes, str]:
-        if len(head) > _HTTP_MAX_HEADER:
-            return "431 Request Header Fields Too Large", b"headers too large\n", "text/plain"
-        method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
-        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
-        if method != b"GET":
-            return "405 Method Not Allowed", b"only GET\n", "text/plain"
-        if path == b"/metrics":
-            return "200 OK", await self._render(), CONTENT_TYPE
-        if path == b"/healthz":
-            ok, text = await self._health()
-            return (
-                ("200 OK" if ok else "503 Service Unavailable"),
-                text.encode() + b"\n",
-                ("text/plain"),
-            )
-        return "404 Not Found", b"not found: try /metrics or /healthz\n", "text/plain"
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        ok, text = await self._health()
+        return web.Response(text=text + "\n", status=200 if ok else 503)
+
+
+@web.middleware
+async def _not_found_hint(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.Response(text="not found: try /metrics or /healthz\n", status=404)
 
 
 async def start_metrics(
-    listen: str, metrics: Metrics, store: MailStore, announce: Callable[[str], None]
+    listen: str,
+    metrics: Metrics,
+    store: MailStore,
+    announce: Callable[[str], None],
+    directories: Callable[[], Mapping[str, bool]] = dict,
 ) -> MetricsHttpServer | None:
     """Serve ``metrics`` at ``listen`` (``server.metrics_listen``), if set; says where.
 
-    /healthz asks ``store``.
+    /healthz asks ``store`` and ``directories`` (``check_health``).
     """
     if not listen:
         return None
@@ -375,7 +276,7 @@ async def start_metrics(
     async def render() -> bytes:
         return metrics.render()
 
-    server = MetricsHttpServer(render, lambda: check_store(store))
+    server = MetricsHttpServer(render, lambda: check_health(store, directories))
     host, port = parse_address(listen, "server.metrics_listen")
     bound_host, bound_port = await server.start(host, port)
     announce(f"listening metrics {bound_host}:{bound_port}")

@@ -39,6 +39,7 @@ __all__ = [
     "Top",
     "Uidl",
     "User",
+    "Utf8",
     "parse_command",
     "verb_of",
 ]
@@ -75,6 +76,12 @@ class User:
 @dataclass(frozen=True, slots=True)
 class Pass:
     password: str  # the whole remainder of the line, spaces included (V0011)
+    utf8: bool = True  # False: not UTF-8, kept octet for octet as Latin-1
+
+
+@dataclass(frozen=True, slots=True)
+class Utf8:
+    pass  # RFC 6856 s2.1: "The "UTF8" command has no parameters."
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,7 @@ Command = (
     | Top
     | Uidl
     | Lang
+    | Utf8
 )
 
 # The verb each command is counted and logged as: its keyword, upper-cased.
@@ -195,21 +203,23 @@ VERBS: dict[type[Command], str] = {
         Top,
         Uidl,
         Lang,
+        Utf8,
     )
 }
 
-_NO_ARGS: dict[str, type[Capa | Stls | Quit | Stat | Noop | Rset]] = {
+_NO_ARGS: dict[str, type[Capa | Stls | Quit | Stat | Noop | Rset | Utf8]] = {
     "CAPA": Capa,
     "STLS": Stls,
     "QUIT": Quit,
     "STAT": Stat,
     "NOOP": Noop,
     "RSET": Rset,
+    "UTF8": Utf8,
 }
 _MECHANISM = re.compile(r"[A-Z0-9_-]{1,20}")  # RFC 4422 section 3.1 sasl-mech
 _SEPARATORS = re.compile(rb"[ \t]+")  # 2.1.1: runs of SPACE or TAB
 _TEXT_SEPARATORS = re.compile(r"[ \t]+")
-_KEYWORD = re.compile(rb"[A-Za-z]{1,10}")
+_KEYWORD = re.compile(rb"[A-Za-z][A-Za-z0-9]{0,9}")  # UTF8 (RFC 6856) has a digit
 # "RETR 12", "DELE 3", ...: most lines a client sends in TRANSACTION.  Matched whole, they
 # parse to what the general path below gives them, in a third of its time.
 _ONE_NUMBER = re.compile(rb"([A-Za-z]{4}) ([0-9]{1,%d})" % MAX_MSGNUM_DIGITS)
@@ -275,8 +285,9 @@ def _parse_pass(rest: bytes) -> Pass | ParseError:
     try:
         return Pass(rest.decode("utf-8"))
     except UnicodeDecodeError:
-        # Some clients send Latin-1 passwords; keep every octet rather than refuse.
-        return Pass(rest.decode("latin-1"))
+        # Some clients send Latin-1 passwords; keep every octet rather than refuse.  The
+        # profiles that list "UTF8 USER" refuse it (RFC 6856 s2.2), the others try it.
+        return Pass(rest.decode("latin-1"), utf8=False)
 
 
 def _dispatch(verb: str, args: list[str]) -> Command | ParseError:
@@ -380,4 +391,4 @@ def _number(verb: str, text: str, what: str, *, minimum: int) -> int | ParseErro
 def verb_of(line: bytes) -> str:
     """The keyword for the protocol log, or "?" when it is not a plausible one."""
     keyword = line.split(None, 1)[0][:10] if line.strip() else b""
-    return keyword.decode("ascii").upper() if keyword.isalpha() and keyword.isascii() else "?"
+    return keyword.decode("ascii").upper() if _KEYWORD.fullmatch(keyword) else "?"

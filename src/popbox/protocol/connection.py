@@ -21,10 +21,10 @@ layer's, which reports expiry with ``timed_out``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
+from popbox.protocol import authorization, lang, transaction
 from popbox.protocol import commands as c
-from popbox.protocol import lang, transaction
 from popbox.protocol import sasl as auth
 from popbox.protocol.events import (
     CommandRecord,
@@ -41,9 +41,9 @@ from popbox.protocol.events import (
 )
 from popbox.protocol.framing import LineBuffer, LineTooLong
 from popbox.protocol.maildrop import Maildrop
+from popbox.protocol.outgoing import SASL_RESPONSE, Outgoing, redacted
 from popbox.protocol.phases import (
     ALLOWED_IN,
-    STATE_OF,
     Authorization,
     Awaiting,
     Closed,
@@ -51,11 +51,16 @@ from popbox.protocol.phases import (
     Phase,
     Sasl,
     Transaction,
+    expect,
+    state_of,
+    unanswered,
+    user_of,
 )
-from popbox.protocol.policy import capability_lines, plaintext_allowed
-from popbox.protocol.profiles import on_wire, texts_of
-from popbox.protocol.replies import TERMINATOR, Err, Ok, RespCode, counted, multiline, serialise
+from popbox.protocol.policy import Capabilities
+from popbox.protocol.profiles import texts_of
+from popbox.protocol.replies import Err, Ok, RespCode
 from popbox.protocol.states import State
+from popbox.protocol.utf8 import UTF8_REFUSED, needs_utf8
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -85,14 +90,6 @@ PACE_LINES = 64
 PACE_OCTETS = 64 * 1024
 
 
-# What a store failure is answered with, by the response code the I/O layer chose.
-_STORE_FAILED = {
-    RespCode.SYS_TEMP: "the mail store is not available, try again later",
-    RespCode.SYS_PERM: "the mail store cannot do this until an administrator acts",
-    RespCode.IN_USE: "maildrop is locked by another session, try again later",
-}
-
-
 class Pop3Connection:
     """One POP3 server-side session, bytes in and bytes out."""
 
@@ -104,26 +101,23 @@ class Pop3Connection:
         self._counters = Counters()
         self._exchange = self.settings.wire.exchange
         self._texts = texts_of(self.settings.wire)
-        self._status_lines: list[bytes] | None = None  # kept once keep_status_lines is called
-        self._capa: dict[tuple[bool, bool], bytes] = {}
+        # The output queue and the protocol log's channels (``outgoing.py``); the I/O
+        # layer reads the transcript from it (``keep_transcript``, ``take_transcript``).
+        self.outgoing = self._out = Outgoing(self.settings.wire)
+        self._utf8 = False  # the UTF8 command has put the session in UTF-8 mode (RFC 6856)
+        self._capa = Capabilities(self.settings, self._texts.capa)
         self._write(Ok(self.settings.banner))
 
     # -- observation ---------------------------------------------------------------
 
     @property
     def state(self) -> State:
-        phase = self._phase
-        if isinstance(phase, Awaiting):
-            if isinstance(phase.event, Update):
-                return State.UPDATE
-            phase = phase.resume
-        return STATE_OF[type(phase)]
+        return state_of(self._phase)
 
     @property
     def user(self) -> str | None:
         """The logged-in user, once in TRANSACTION."""
-        phase = self._phase.resume if isinstance(self._phase, Awaiting) else self._phase
-        return phase.user if isinstance(phase, Transaction) else None
+        return user_of(self._phase)
 
     @property
     def lines_received(self) -> int:
@@ -135,8 +129,7 @@ class Pop3Connection:
 
     def take_records(self) -> list[CommandRecord]:
         """Take the protocol-log records of the commands answered since the last call."""
-        records, self._counters.records = self._counters.records, []
-        return records
+        return self._out.take_records()
 
     def keep_status_lines(self) -> None:
         """From now on, keep each status line written for ``take_status_lines``.
@@ -144,21 +137,15 @@ class Pop3Connection:
         The protocol log's channel: status lines only, never a message body or a listing
         line, whatever its bytes look like.
         """
-        if self._status_lines is None:
-            self._status_lines = []
+        self._out.keep_status_lines()
 
     def take_status_lines(self) -> list[bytes]:
         """The status lines written since the last call (empty unless kept)."""
-        if not self._status_lines:
-            return []
-        lines, self._status_lines = self._status_lines, []
-        return lines
+        return self._out.take_status_lines()
 
     def data_to_send(self) -> list[bytes]:
         """Take the queued output, as chunks to write in order."""
-        out, self._counters.output = self._counters.output, []
-        self._counters.queued = 0
-        return out
+        return self._out.take()
 
     # -- input ----------------------------------------------------------------------
 
@@ -178,6 +165,7 @@ class Pop3Connection:
         output are queued (see the module docstring): nothing is lost, call again.
         """
         counters = self._counters
+        out = self._out
         answered = 0
         while True:
             phase = self._phase
@@ -185,8 +173,8 @@ class Pop3Connection:
             if kind is Closed:
                 return Signal.CLOSED
             if kind is Awaiting:
-                _unanswered(phase)
-            if answered >= PACE_LINES or counters.queued >= PACE_OCTETS:
+                unanswered(phase)
+            if answered >= PACE_LINES or out.queued >= PACE_OCTETS:
                 return Signal.PAUSED
             sasl = kind is Sasl
             limit = self.settings.sasl_line_max if sasl else self.settings.max_command_size
@@ -203,7 +191,8 @@ class Pop3Connection:
             counters.lines += 1
             answered += 1
             if sasl:
-                counters.verb = "SASL-RESPONSE"
+                out.verb = "SASL-RESPONSE"
+                out.client_line(b"*" if line == b"*" else SASL_RESPONSE)
                 return self._sasl_line(line)
             event = self._command_line(line)
             if event is not None:
@@ -233,15 +222,15 @@ class Pop3Connection:
         self._write(reply)
         self._counters.auth_failures += 1
         if self._counters.auth_failures >= self.settings.max_auth_failures:
-            self._close(Err("too many failed logins, closing connection"))
+            self._close(Err(self._texts.too_many_failures))
 
     def sasl_challenge(self, challenge: bytes) -> None:
         """Send a server challenge ("+ " and base64, RFC 5034) and wait for the response."""
         awaiting = self._expect(SaslStart, SaslContinue)
         assert isinstance(awaiting.resume, Sasl)
         self._phase = awaiting.resume
-        self._record(ok=True)
-        self._queue(auth.challenge_line(challenge))
+        self._out.record(ok=True)
+        self._out.queue(auth.challenge_line(challenge))
 
     def tls_established(self) -> None:
         """The STLS handshake finished; everything learnt before it is forgotten (RFC 2595)."""
@@ -258,19 +247,17 @@ class Pop3Connection:
         transaction = awaiting.resume
         assert isinstance(transaction, Transaction)
         self._phase = transaction
+        if not (self._utf8 or self._exchange) and needs_utf8(data):
+            self._write(Err(f"message {event.msg} {UTF8_REFUSED}", RespCode.UTF8))
+            return
         if event.lines is None:
             transaction.maildrop.mark_retrieved(event.msg)
             size = transaction.maildrop.size_of(event.info)
-            self._record(ok=True)
-            self._status(b"+OK %d octets\r\n" % size)  # serialise's line
+            self._out.record(ok=True)
+            self._out.status(b"+OK %d octets\r\n" % size)  # serialise's line
         else:
             self._write(Ok("top of message follows"))
-        output = self._counters.output
-        output.append(data)
-        if data and not data.endswith(b"\r\n"):
-            output.append(b"\r\n")
-        output.append(TERMINATOR)
-        self._counters.queued += len(data) + 5
+        self._out.body(data)
 
     def message_gone(self) -> None:
         """The message was removed after this session's snapshot (C0004)."""
@@ -280,13 +267,16 @@ class Pop3Connection:
         event = awaiting.event
         self._write(Err(f"message {event.msg} was deleted by another session"))
 
-    def store_failed(self, code: RespCode = RespCode.SYS_TEMP) -> None:
-        """The store could not answer: one ``-ERR [code]`` (RFC 3206) and carry on."""
+    def store_failed(self, code: RespCode = RespCode.SYS_TEMP, text: str | None = None) -> None:
+        """The store (or a user directory) could not answer: one ``-ERR [code]`` (RFC 3206)
+        and carry on.  ``text`` replaces the store's standard text for ``code``."""
         awaiting = self._expect(PasswordLogin, SaslStart, SaslContinue, Retrieve)
         self._phase = awaiting.resume
         if not isinstance(awaiting.resume, Transaction):
             self._phase = Authorization()
-        self._write(Err(_STORE_FAILED.get(code, _STORE_FAILED[RespCode.SYS_TEMP]), code))
+        if text is None:
+            text = self._texts.store_failed(code)
+        self._write(Err(text, code))
 
     def update_finished(self, *, ok: bool, code: RespCode = RespCode.SYS_TEMP) -> None:
         """UPDATE done: all marked messages removed, or none of them (V0006)."""
@@ -294,36 +284,40 @@ class Pop3Connection:
         assert isinstance(event, Update)
         if ok:
             self._close(Ok(self._texts.signed_off(len(event.deleted))))
-        else:  # SYS/PERM: trying again will not help
-            retry = "" if code is RespCode.SYS_PERM else ", try again"
-            self._close(Err(f"messages marked as deleted were not removed{retry}", code))
+        else:
+            self._close(Err(self._texts.update_failed(code), code))
 
     def update_unknown(self) -> None:
         """UPDATE's outcome could not be learnt: say so, never a guess (close, no retry)."""
         self._expect(Update)
-        text = "could not learn whether messages marked as deleted were removed, log in again"
-        self._close(Err(text + " to see", RespCode.SYS_TEMP))
+        self._close(Err(self._texts.update_unknown, RespCode.SYS_TEMP))
 
     def timed_out(self, seconds: float) -> None:
         """The inactivity timer ran out: one -ERR line, then close, no UPDATE (V0003)."""
-        self._close(Err(f"connection closed after {counted(seconds, 'second')} of inactivity"))
+        self._close(Err(self._texts.timed_out(seconds)))
 
-    def shutdown(self) -> None:
-        """The server is stopping: tell the client, close, no UPDATE."""
-        self._close(Err("server shutting down, try again later", RespCode.SYS_TEMP))
+    def shutdown(self, *, by_admin: bool = False) -> None:
+        """The server is stopping (or an administrator ends the session): tell the client,
+        close, no UPDATE."""
+        if by_admin:
+            self._close(Err("session closed by an administrator"))
+        else:
+            self._close(Err(self._texts.shutting_down, RespCode.SYS_TEMP))
 
     # -- internals ------------------------------------------------------------------
 
     def _command_line(self, line: bytes) -> Event | None:
         command = c.parse_command(line, single_space=self.settings.single_space)
-        if self._exchange and isinstance(command, c.Lang):  # Exchange lists no LANG
+        if self._out.transcribing:
+            self._out.client_line(redacted(line, command))
+        if self._exchange and isinstance(command, c.Lang | c.Utf8):  # Exchange lists neither
             command = c.ParseError("unknown command")
         if isinstance(command, c.ParseError):
-            self._counters.verb = c.verb_of(line)
+            self._out.verb = c.verb_of(line)
             self._bad_input(command.text)
             return None
         kind = type(command)
-        verb = self._counters.verb = c.VERBS[kind]
+        verb = self._out.verb = c.VERBS[kind]
         phase = self._phase
         if isinstance(command, c.User) and command.problem and not self._exchange:
             self._bad_input(command.problem)
@@ -332,7 +326,7 @@ class Pop3Connection:
             self._bad_input(self._texts.not_allowed(verb, isinstance(phase, Authorization)))
             return None
         if kind is c.Capa or kind is c.Lang:  # the same in both states (RFC 6856 s3.1)
-            self._reply(
+            self._out.reply(
                 lang.answer(command) if isinstance(command, c.Lang) else self._capabilities()
             )
             return None
@@ -342,51 +336,36 @@ class Pop3Connection:
         return self._authorization(command, phase)
 
     def _authorization(self, command: c.Command, phase: Authorization) -> Event | None:
-        match command:
-            case c.User(name, problem):  # V0008/V0009: +OK whether it exists or not
-                if self._exchange or self._plaintext_ok():  # Exchange: PASS checks (V0008)
-                    phase.pending_user, phase.name_valid = name, problem is None
-                    self._write(Ok(self._texts.user))
-                else:
-                    self._write(Err(self._texts.plaintext_refused))
-            case c.Pass(password):
-                return self._pass(password, phase)
-            case c.Auth(mechanism, initial):
-                return self._auth(mechanism, initial, phase)
-            case c.Stls():
-                return self._stls(phase)
-            case c.Quit():  # no UPDATE from AUTHORIZATION (s6)
-                self._close(Ok(self._texts.signed_off(None)))
-        return None
-
-    def _pass(self, password: str, phase: Authorization) -> Event | None:
-        if phase.pending_user is None:
-            self._bad_input(self._texts.pass_without_user)
-        elif not self._plaintext_ok():  # V0010; only Exchange profiles get here
-            self._write(Err(self._texts.plaintext_refused))
+        if isinstance(command, c.Quit):  # no UPDATE from AUTHORIZATION (s6)
+            self._close(Ok(self._texts.signed_off(None)))
+            return None
+        if isinstance(command, c.Utf8):  # RFC 6856 s2.1; once in force, it stays
+            self._utf8 = True
+            self._write(Ok("UTF-8 mode enabled"))
+            return None
+        assert isinstance(command, c.User | c.Pass | c.Auth | c.Stls)  # ALLOWED[AUTHORIZATION]
+        tls, utf8 = self._tls_active, self._utf8
+        reply = authorization.answer(command, phase, self.settings, tls_active=tls, utf8=utf8)
+        if isinstance(reply, c.ParseError):
+            self._bad_input(reply.text)
+        elif isinstance(reply, SaslStart):
+            return self._await(reply, Sasl(reply.mechanism))
+        elif isinstance(reply, PasswordLogin):
+            return self._await(reply, phase)
+        elif isinstance(reply, StartTls):
+            self._write(Ok(self._texts.stls))
+            # RFC 2595 s4: pipelined plaintext after STLS must not reach the TLS session.
+            self._buffer.clear()
+            return self._await(reply, phase)
         else:
-            login = PasswordLogin(phase.pending_user, password, phase.name_valid)
-            return self._await(login, phase)
+            self._out.reply(reply)
         return None
-
-    def _plaintext_ok(self) -> bool:
-        return plaintext_allowed(self.settings, tls_active=self._tls_active, sasl=False)
 
     def _transaction(self, command: c.Command, phase: Transaction) -> Event | None:
         reply = transaction.answer(command, phase.maildrop, phase.listings)
         if isinstance(reply, Retrieve | Update):
             return self._await(reply, phase)
-        self._reply(reply)
-        return None
-
-    def _auth(
-        self, mechanism: str | None, initial: str | None, phase: Authorization
-    ) -> Event | None:
-        request = auth.auth_request(self.settings, mechanism, initial, tls_active=self._tls_active)
-        if isinstance(request, SaslStart):
-            phase.pending_user = None
-            return self._await(request, Sasl(request.mechanism))
-        self._reply(request)
+        self._out.reply(reply)
         return None
 
     def _sasl_line(self, line: bytes) -> Event:
@@ -399,84 +378,28 @@ class Pop3Connection:
             return SaslCancelled()
         return self._await(SaslContinue(response), phase)
 
-    def _stls(self, phase: Authorization) -> Event | None:
-        if self._tls_active:
-            self._write(Err(self._texts.already_tls))
-        elif not self.settings.stls_available:
-            self._write(Err(self._texts.no_tls))
-        else:
-            self._write(Ok(self._texts.stls))
-            # RFC 2595 s4: pipelined plaintext after STLS must not reach the TLS session.
-            self._buffer.clear()
-            return self._await(StartTls(), phase)
-        return None
-
     def _capabilities(self) -> bytes:
-        """CAPA's reply, built once per (before login, TLS) and kept: it is often repeated."""
-        key = (self.state is State.AUTHORIZATION, self._tls_active)
-        reply = self._capa.get(key)
-        if reply is None:
-            lines = capability_lines(self.settings, tls_active=key[1], before_login=key[0])
-            reply = self._capa[key] = multiline(Ok(self._texts.capa), lines)
-        return reply
+        before_login = self.state is State.AUTHORIZATION
+        return self._capa.reply(before_login=before_login, tls_active=self._tls_active)
 
     def _bad_input(self, text: str) -> None:
         self._write(Err(text))
         self._counters.bad_commands += 1
         if self._counters.bad_commands >= self.settings.max_bad_commands:
-            self._close(Err("too many invalid commands, closing connection"))
+            self._close(Err(self._texts.too_many_bad_commands))
 
     def _await(self, event: Event, resume: Authorization | Sasl | Transaction) -> Event:
         self._phase = Awaiting(event, resume)
         return event
 
     def _expect(self, *kinds: type) -> Awaiting:
-        phase = self._phase
-        if not isinstance(phase, Awaiting) or not isinstance(phase.event, kinds):
-            msg = f"no pending {' or '.join(k.__name__ for k in kinds)} to answer"
-            raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
-        return phase
+        return expect(self._phase, *kinds)
 
     def _write(self, reply: Ok | Err) -> None:
-        self._record(ok=isinstance(reply, Ok))
-        self._status(serialise(on_wire(self.settings.wire, reply)))
-
-    def _reply(self, reply: Ok | Err | bytes) -> None:
-        """Write a status line, or a serialised multi-line reply."""
-        if isinstance(reply, bytes):
-            self._write_multiline(reply)
-        else:
-            self._write(reply)
-
-    def _write_multiline(self, data: bytes) -> None:
-        self._record(ok=True)
-        self._queue(data)
-        if self._status_lines is not None:
-            self._status_lines.append(data[: data.find(b"\n") + 1])
-
-    def _status(self, line: bytes) -> None:
-        """Queue a status line (+OK/-ERR and its text)."""
-        self._queue(line)
-        if self._status_lines is not None:
-            self._status_lines.append(line)
-
-    def _queue(self, data: bytes) -> None:
-        self._counters.output.append(data)
-        self._counters.queued += len(data)
-
-    def _record(self, *, ok: bool) -> None:
-        if self._counters.verb is not None:
-            self._counters.records.append(CommandRecord(self._counters.verb, ok))
-            self._counters.verb = None
+        self._out.write(reply)
 
     def _close(self, reply: Ok | Err) -> None:
         if not isinstance(self._phase, Closed):
             self._write(reply)
             self._phase = Closed()
             self._buffer.clear()
-
-
-def _unanswered(phase: Phase) -> NoReturn:
-    assert isinstance(phase, Awaiting)
-    msg = f"answer {type(phase.event).__name__} before asking for the next event"
-    raise RuntimeError(msg)

@@ -9,6 +9,7 @@ s3.4 lookup: a range like ``en-GB`` falls back, subtag by subtag, to ``en``.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from popbox.protocol.replies import Err, Ok, multiline
@@ -21,6 +22,8 @@ __all__ = ["LANGUAGES", "answer"]
 # Tag and its name in the language itself (RFC 6856 s3.2 language listing).
 LANGUAGES: dict[str, str] = {"en": "English", "i-default": "Default language (English)"}
 PREFERRED = "en"  # what "LANG *" selects (RFC 6856 s3.2: the administrator's choice)
+# RFC 4647 s2.1 basic-language-range: 1*8ALPHA *("-" 1*8alphanum) / "*"
+_BASIC_RANGE = re.compile(r"\*|[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*")
 
 
 def answer(command: Lang) -> Ok | Err | bytes:
@@ -29,6 +32,9 @@ def answer(command: Lang) -> Ok | Err | bytes:
     if language_range is None:
         listing = [f"{tag} {name}" for tag, name in LANGUAGES.items()]
         return multiline(Ok("language listing follows"), listing)
+    if not _BASIC_RANGE.fullmatch(language_range):
+        # Not echoed: outside UTF-8 mode no non-ASCII text may be sent (RFC 6856 s2.1).
+        return Err("invalid language range")
     tag = _lookup(language_range)
     if tag is None:
         return Err(f"invalid language {language_range}")

@@ -7,7 +7,9 @@ PASS, the maildrop after login), never in optional attributes of the connection.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
+
+from popbox.protocol.events import Update
 
 # Imported to run, not only for mypy: the compiled build reads the Maildrop class when it
 # builds Transaction's dataclass annotations, and crashes if maildrop is not loaded yet.
@@ -17,7 +19,7 @@ from popbox.protocol.values import Value
 
 if TYPE_CHECKING:
     from popbox.protocol.commands import Command
-    from popbox.protocol.events import CommandRecord, Event
+    from popbox.protocol.events import Event
 
 __all__ = [
     "ALLOWED_IN",
@@ -29,6 +31,10 @@ __all__ = [
     "Phase",
     "Sasl",
     "Transaction",
+    "expect",
+    "state_of",
+    "unanswered",
+    "user_of",
 ]
 
 
@@ -81,10 +87,6 @@ class Counters:
     bad_commands: int = 0
     auth_failures: int = 0
     lines: int = 0  # complete lines received; the I/O layer resets its timer on change
-    output: list[bytes] = field(default_factory=list)
-    queued: int = 0  # octets in ``output``
-    records: list[CommandRecord] = field(default_factory=list)
-    verb: str | None = None  # the command being answered, until its status line
 
 
 # What _command_line may meet: the phases a command line is read in (C0002/C0003).
@@ -99,3 +101,34 @@ STATE_OF: dict[type, State] = {
     Transaction: State.TRANSACTION,
     Closed: State.CLOSED,
 }
+
+
+def state_of(phase: Phase) -> State:
+    """The RFC 1939 state a phase is in; waiting for UPDATE's answer is UPDATE."""
+    if isinstance(phase, Awaiting):
+        if isinstance(phase.event, Update):
+            return State.UPDATE
+        phase = phase.resume
+    return STATE_OF[type(phase)]
+
+
+def user_of(phase: Phase) -> str | None:
+    """The logged-in user, once in TRANSACTION."""
+    phase = phase.resume if isinstance(phase, Awaiting) else phase
+    return phase.user if isinstance(phase, Transaction) else None
+
+
+def expect(phase: Phase, *kinds: type) -> Awaiting:
+    """The phase waiting for an answer to one of ``kinds``; anything else is the I/O
+    layer's bug (an answer to an event it was not given), never the client's."""
+    if not isinstance(phase, Awaiting) or not isinstance(phase.event, kinds):
+        msg = f"no pending {' or '.join(k.__name__ for k in kinds)} to answer"
+        raise RuntimeError(msg)  # noqa: TRY004 - a bug in the I/O layer, never client-triggered
+    return phase
+
+
+def unanswered(phase: Phase) -> NoReturn:
+    """``next_event`` was called with an event still unanswered: the I/O layer's bug."""
+    assert isinstance(phase, Awaiting)
+    msg = f"answer {type(phase.event).__name__} before asking for the next event"
+    raise RuntimeError(msg)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from popbox.protocol.replies import Ok, multiline
+
 if TYPE_CHECKING:
     from popbox.protocol.events import ConnectionSettings
 
-__all__ = ["allowed_mechanisms", "capability_lines", "plaintext_allowed"]
+__all__ = ["Capabilities", "allowed_mechanisms", "capability_lines", "plaintext_allowed"]
 
 
 def plaintext_allowed(settings: ConnectionSettings, *, tls_active: bool, sasl: bool) -> bool:
@@ -42,12 +44,16 @@ def capability_lines(
         return _exchange_lines(settings, tls_active=tls_active, before_login=before_login)
     lines = ["TOP", "UIDL"]
     # USER and SASL are announced in both states (RFC 2449 s5, RFC 5034 s3).
-    if plaintext_allowed(settings, tls_active=tls_active, sasl=False):
+    user = plaintext_allowed(settings, tls_active=tls_active, sasl=False)
+    if user:
         lines.append("USER")
     if mechanisms := allowed_mechanisms(settings, tls_active=tls_active):
         lines.append("SASL " + " ".join(mechanisms))
     lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
-    lines += [f"EXPIRE {settings.expire}", "LOGIN-DELAY 0", "LANG"]  # LANG: RFC 6856 s3
+    lines += [f"EXPIRE {settings.expire}", "LOGIN-DELAY 0"]
+    # RFC 6856: UTF8 in both states (s2), with USER where USER/PASS are taken (s2.2:
+    # UTF-8 names and passwords are accepted); LANG in both states (s3.1).
+    lines += ["UTF8 USER" if user else "UTF8", "LANG"]
     if before_login and not tls_active and settings.stls_available:
         lines.append("STLS")
     lines.append(f"IMPLEMENTATION {settings.implementation}")
@@ -74,3 +80,22 @@ def _exchange_lines(
     if before_login and not tls_active and settings.stls_available:
         lines.append("STLS")
     return lines
+
+
+class Capabilities:
+    """One connection's CAPA replies, built once per (before login, TLS) and kept: some
+    clients repeat CAPA before every command."""
+
+    def __init__(self, settings: ConnectionSettings, status: str) -> None:
+        self._settings = settings
+        self._status = status
+        self._replies: dict[tuple[bool, bool], bytes] = {}
+
+    def reply(self, *, before_login: bool, tls_active: bool) -> bytes:
+        key = (before_login, tls_active)
+        reply = self._replies.get(key)
+        if reply is None:
+            settings = self._settings
+            lines = capability_lines(settings, tls_active=tls_active, before_login=before_login)
+            reply = self._replies[key] = multiline(Ok(self._status), lines)
+        return reply

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import ClassVar
 
 from popbox.protocol.replies import Err, Ok, RespCode, counted
 
@@ -97,8 +98,21 @@ PROFILES: dict[str, WireProfile] = {
 }
 
 
+# What a store failure is answered with, by the response code the I/O layer chose.
+_STORE_FAILED = {
+    RespCode.SYS_TEMP: "the mail store is not available, try again later",
+    RespCode.SYS_PERM: "the mail store cannot do this until an administrator acts",
+    RespCode.IN_USE: "maildrop is locked by another session, try again later",
+}
+
+
 class Texts:
-    """The status-line texts of the AUTHORIZATION state and of QUIT, per profile."""
+    """The status-line texts a connection writes itself, per profile.
+
+    Only the AUTHORIZATION texts, CAPA's and QUIT's differ between profiles; the texts of
+    failures, closing and timeouts are popbox's own in every profile (no public
+    transcript shows Exchange's).
+    """
 
     __slots__ = ("_profile",)
 
@@ -150,6 +164,26 @@ class Texts:
         if before_login:
             return f"{verb} is not allowed before login, log in first"
         return f"{verb} is only allowed before login"
+
+    # C0005: the server may close after repeated failures.
+    too_many_failures: ClassVar[str] = "too many failed logins, closing connection"
+    too_many_bad_commands: ClassVar[str] = "too many invalid commands, closing connection"
+    shutting_down: ClassVar[str] = "server shutting down, try again later"
+    # The outcome of UPDATE's commit could not be learnt: say so, never a guess.
+    update_unknown: ClassVar[str] = (
+        "could not learn whether messages marked as deleted were removed, log in again to see"
+    )
+
+    def store_failed(self, code: RespCode) -> str:
+        return _STORE_FAILED.get(code, _STORE_FAILED[RespCode.SYS_TEMP])
+
+    def update_failed(self, code: RespCode) -> str:
+        """UPDATE removed nothing (V0006); with SYS/PERM trying again will not help."""
+        retry = "" if code is RespCode.SYS_PERM else ", try again"
+        return f"messages marked as deleted were not removed{retry}"
+
+    def timed_out(self, seconds: float) -> str:  # V0003
+        return f"connection closed after {counted(seconds, 'second')} of inactivity"
 
     def logged_in(self, count: int, size: int) -> str:
         if self.exchange:

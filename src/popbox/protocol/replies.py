@@ -36,6 +36,7 @@ class RespCode(enum.Enum):
     SYS_PERM = "SYS/PERM"  # RFC 3206: will not work until an administrator acts
     IN_USE = "IN-USE"  # RFC 2449: the maildrop is locked by another session
     LOGIN_DELAY = "LOGIN-DELAY"  # RFC 2449: logged in too recently / too many failures
+    UTF8 = "UTF8"  # RFC 6856 s5: the message needs UTF-8 mode, which is not in force
 
 
 class Ok(Value):

@@ -21,6 +21,7 @@ from popbox.protocol.commands import (
     Top,
     Uidl,
     User,
+    Utf8,
 )
 
 __all__ = ["ALLOWED", "State"]
@@ -36,8 +37,8 @@ class State(enum.Enum):
 
 # C0002/C0003: before login only identification and session commands are accepted.
 ALLOWED: dict[State, frozenset[type[Command]]] = {
-    # LANG: RFC 6856 s3.1, valid in AUTHORIZATION and TRANSACTION.
-    State.AUTHORIZATION: frozenset({Capa, User, Pass, Auth, Stls, Quit, Lang}),
+    # LANG: RFC 6856 s3.1, valid in AUTHORIZATION and TRANSACTION; UTF8: s2, AUTHORIZATION.
+    State.AUTHORIZATION: frozenset({Capa, User, Pass, Auth, Stls, Quit, Lang, Utf8}),
     State.SASL: frozenset(),
     State.TRANSACTION: frozenset({Capa, Stat, List, Retr, Dele, Noop, Rset, Top, Uidl, Quit, Lang}),
     State.UPDATE: frozenset(),

@@ -10,8 +10,8 @@ each connection an ``Acceptor``
    port is not lost: that is why the implicit-TLS listener does not hand its socket to
    asyncio with ``ssl=`` until the header is read);
 2. asks the node's ``Limiter`` to admit the real client address, answering a refusal
-   with one ``-ERR [SYS/TEMP]`` line (after the TLS handshake on the TLS port, or the
-   client could not read it);
+   with one ``-ERR [SYS/TEMP]`` line (no code in the Exchange profiles; after the TLS
+   handshake on the TLS port, or the client could not read it);
 3. runs the TLS handshake for implicit TLS, and hands the socket to the session protocol
    with ``loop.connect_accepted_socket``.
 
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from popbox.net.accept import AcceptFailures, AcceptLoop
 from popbox.net.proxied import announced_client
 from popbox.net.proxy import ProxyHeaderError, TrustedNetworks
+from popbox.protocol.profiles import PROFILES, on_wire
 from popbox.protocol.replies import serialise
 
 if TYPE_CHECKING:
@@ -166,10 +167,15 @@ class Acceptor:
         )
         context.metrics.refused.labels(refused.limit).inc()
         tls = context.tls.context if self._implicit_tls and context.tls is not None else None
+        # As every reply of the profile: the Exchange profiles send no response code, as
+        # Exchange lists no RESP-CODES in CAPA (MailKit#119, vmime#267; RFC 2449 s8), so
+        # "[SYS/TEMP]" would be mere text to their clients.  No public capture shows
+        # Exchange's own text for a refused connection: the reason stays popbox's.
+        line = serialise(on_wire(PROFILES[context.config.compat], refused.reply))
         loop = asyncio.get_running_loop()
         try:
             await loop.connect_accepted_socket(
-                lambda: _Refusal(serialise(refused.reply)),
+                lambda: _Refusal(line),
                 conn,
                 ssl=tls,
                 ssl_handshake_timeout=(

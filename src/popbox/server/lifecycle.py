@@ -9,7 +9,7 @@ limits, ``trusted_proxies`` and ``protocol_log_users``.
 What needs a restart, because it is built once at start: the listen addresses
 (``pop3.listen``, ``pop3.tls_listen``, ``[lmtp]``), ``data_dir`` and ``[storage]``, the
 certificate *paths* in ``[tls]``, ``[auth]`` (mechanisms and their secrets),
-``server.workers``, ``server.metrics_listen``, ``server.json_logs`` and
+``server.workers``, ``server.metrics_listen``, ``server.json_logs``, ``[admin]`` and
 ``server.log_level``.  A reload that changes one of those keeps the running value and
 logs which keys were not applied.
 
@@ -35,7 +35,7 @@ __all__ = ["RESTART_KEYS", "RESTART_SECTIONS", "apply_config", "merge_reload", "
 
 # The LMTP delivery agent and the retention sweeper read [quota] and [retention] once at
 # start, so a reload keeps them (and CAPA's EXPIRE) as they were and says so in the log.
-RESTART_SECTIONS = ("data_dir", "storage", "tls", "lmtp", "auth", "quota", "retention")
+RESTART_SECTIONS = ("data_dir", "storage", "tls", "lmtp", "auth", "quota", "retention", "admin")
 RESTART_KEYS = {
     "pop3": ("listen", "tls_listen"),
     "server": ("workers", "metrics_listen", "json_logs", "log_level"),

@@ -16,6 +16,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from popbox.net.bind import address_of, bind_listeners
+from popbox.observability.protocol_log import open_protocol_log
 from popbox.protocol.connection import ConnectionSettings
 from popbox.protocol.profiles import PROFILES, greeting
 from popbox.server.accept import Acceptor
@@ -72,6 +73,8 @@ class Pop3Server:
         """Accept on ``sockets`` (bound by a supervisor), else bind the configured ones."""
         if sockets is None:
             sockets = bind_listeners(self.context.config)
+        if self.context.config.protocol_log.enabled and self.context.protocol_log is None:
+            self.context.protocol_log = open_protocol_log(self.context.config, self.context.log)
         listening: list[Listening] = []
         for kind, sock in sockets:
             if kind == "pop3s" and self.context.tls is None:
@@ -108,3 +111,6 @@ class Pop3Server:
         connections = [task for a in self._acceptors for task in a.connections]
         if connections:
             await asyncio.wait(connections, timeout=5)
+        log, self.context.protocol_log = self.context.protocol_log, None
+        if log is not None:  # every session has ended: write out what they logged
+            await asyncio.to_thread(log.close)

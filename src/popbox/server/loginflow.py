@@ -20,11 +20,15 @@ import math
 from typing import TYPE_CHECKING, TypeAlias
 
 from popbox.auth.base import AuthContext, Challenge, Failure, Mechanism, Success
-from popbox.auth.plain import check_password
+from popbox.auth.guard import GuardUnavailable
+from popbox.auth.plain import step_of
+from popbox.directory.base import Status
+from popbox.directory.mailboxes import ensure_mailbox
 from popbox.protocol.connection import PasswordLogin, SaslCancelled, SaslContinue, SaslStart
+from popbox.protocol.mechanisms import LOGIN, PLAIN
 from popbox.protocol.replies import Err, RespCode
 from popbox.server.store_errors import response_code
-from popbox.store.base import MaildropLocked, StoreError
+from popbox.store.base import MaildropLocked, StoreError, StoreTemporaryError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -32,14 +36,28 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.auth.base import Step
+    from popbox.directory.base import Account
     from popbox.protocol.connection import Pop3Connection
     from popbox.server.context import ServerContext
     from popbox.server.observe import SessionObserver
     from popbox.store.base import MaildropHandle
 
-__all__ = ["AUTH_FAILED", "LoginEvent", "LoginFlow"]
+__all__ = [
+    "AUTH_FAILED",
+    "GUARD_UNAVAILABLE",
+    "LOCK_RENEW_RETRY",
+    "LoginEvent",
+    "LoginFlow",
+    "disabled_reply",
+]
 
 AUTH_FAILED = Err("authentication failed", RespCode.AUTH)
+# [auth] shared_state_unavailable = "closed", and the shared scores cannot be reached.
+GUARD_UNAVAILABLE = Err("login checks are unavailable, try again later", RespCode.SYS_TEMP)
+LOCK_RENEW_RETRY = 5.0  # seconds between renewals of a maildrop lock while the store is away
+DISABLED_REASON_MAX = 200  # characters of a disabled account's reason in the -ERR line
+# The mechanisms that send the password itself, which every directory can check.
+PASSWORD_MECHANISMS = frozenset({"USER", PLAIN, LOGIN})
 
 LoginEvent: TypeAlias = PasswordLogin | SaslStart | SaslContinue | SaslCancelled
 
@@ -62,10 +80,13 @@ class LoginFlow:
         self._lock_renewer: asyncio.Task[None] | None = None
         self._peer = "-"
         self._peer_ip = "-"  # brute-force accounting is per source IP, not per port
+        self._user_scored = False  # the guard said the user has failures to forgive
         self.log: structlog.typing.FilteringBoundLogger = server.log
         """The session's logger; bound with ``user=`` once a login succeeds."""
         self.maildrop: MaildropHandle | None = None
         """The logged-in user's maildrop handle, from the login until ``release_lock``."""
+        self.mechanism: str | None = None
+        """How the user logged in (USER or the SASL mechanism), once logged in."""
 
     def attach(self, peer: str, peer_ip: str, log: structlog.typing.FilteringBoundLogger) -> None:
         """Learn the client's address and the session's logger once the connection is made."""
@@ -76,9 +97,15 @@ class LoginFlow:
             case PasswordLogin(user, password, valid_name):
                 await self._password_login(user, password, valid_name=valid_name)
             case SaslStart(name, initial):
-                if self._locked_out(None, name):
+                if await self._locked_out(None, name):
                     return  # a locked-out IP gets no exchange, and costs no hashing
-                context = AuthContext(self._server.store, self._peer, self._conn.tls_active)
+                context = AuthContext(
+                    self._server.store,
+                    self._peer,
+                    self._conn.tls_active,
+                    directories=self._server.directories,
+                    peer_ip=self._peer_ip,
+                )
                 self._mechanism = self._server.registry.create(name, context)
                 await self._sasl_step(self._mechanism.start(initial), name)
             case SaslContinue(response):
@@ -105,24 +132,16 @@ class LoginFlow:
                 await self._server.store.release_lock(user, self._session_id)
 
     async def _password_login(self, user: str, password: str, *, valid_name: bool) -> None:
-        if self._locked_out(user, "USER"):
+        if await self._locked_out(user, "USER"):
             return  # refused before hashing: a lockout must not cost CPU
         # V0009: an unknown user is verified against a dummy hash, so PASS costs the same;
-        # a right password also upgrades a hash made with older parameters.
-        try:
-            # So is a name USER could not accept (V0008, Exchange profiles): looked up
-            # all the same, so that it costs what an unknown name costs.
-            verified = await check_password(
-                self._server.store, user, password, self._server.passwords, known=valid_name
-            )
-        except StoreError as exc:
-            self.log.warning("login_store_error", user=user)
-            self._conn.store_failed(response_code(exc))
-            return
-        if verified:
-            await self._login(user, "USER")
-        else:
-            await self._fail_login(user, "USER", "wrong password or unknown user")
+        # a right password also upgrades a hash made with older parameters.  So is a
+        # name USER could not accept (V0008, Exchange profiles): looked up all the same,
+        # so that it costs what an unknown name costs.
+        answer = await self._server.directories.authenticate(
+            user, password, self._peer_ip, known=valid_name
+        )
+        await self._finish(step_of(answer), "USER", checked=True)
 
     async def _sasl_step(self, pending: Awaitable[Step], mechanism: str) -> None:
         try:
@@ -133,20 +152,69 @@ class LoginFlow:
             self._conn.store_failed(response_code(exc))
             return
         name = mechanism or (self._mechanism.name if self._mechanism else "?")
-        match step:
-            case Challenge(data):
-                self._conn.sasl_challenge(data)
-            case Success(user):
-                self._mechanism = None
-                await self._login(user, name)
-            case Failure(reason, user):
-                self._mechanism = None
-                await self._fail_login(user, name, reason)
+        if isinstance(step, Challenge):
+            self._conn.sasl_challenge(step.data)
+            return
+        self._mechanism = None
+        await self._finish(step, name, checked=False)
 
-    async def _login(self, user: str, mechanism: str) -> None:
+    async def _finish(self, step: Success | Failure, mechanism: str, *, checked: bool) -> None:
+        """Log in, or refuse: [SYS/TEMP] for a directory that cannot answer, the reason
+        for a disabled account with the right password, else the one failure answer.
+
+        ``checked``: the guard was asked about this user before the password was.
+        """
+        match step:
+            case Success(user, account):
+                await self._login(user, mechanism, account, checked=checked)
+            case Failure(reason, user, temporary=True, directory=directory, permanent=permanent):
+                self._observe.login_result(mechanism, "directory_unavailable")
+                self.log.warning("login_directory_unavailable", user=user, reason=reason)
+                if permanent:  # the mail store refuses: [SYS/PERM], as for every store error
+                    self._conn.store_failed(RespCode.SYS_PERM)
+                elif directory:
+                    text = f"the user directory {directory} is not available, try again later"
+                    self._conn.store_failed(RespCode.SYS_TEMP, text)
+                else:
+                    self._conn.store_failed(RespCode.SYS_TEMP)
+            case Failure(reason, user, disabled_reason=str(why)):
+                if not checked and await self._locked_out(user, mechanism):
+                    return  # a lockout answers before anything about the account
+                self._observe.login_result(mechanism, "disabled")
+                self.log.info("login_refused_disabled", user=user, mechanism=mechanism)
+                self._conn.login_failed(disabled_reply(why))
+            case Failure(reason, user):
+                await self._note_directory_user(user, mechanism)
+                await self._fail_login(user, mechanism, reason)
+
+    async def _note_directory_user(self, user: str | None, mechanism: str) -> None:
+        """Say why SCRAM, NTLM and the like cannot log in a user of another directory.
+
+        Those mechanisms prove a secret the mail store keeps (the SCRAM keys, the NT
+        hash), which a passwd-file or an LDAP server cannot give.  Such a login fails,
+        never falls back to a weaker check, and the log says what would work.
+        """
+        directories = self._server.directories
+        if user is None or mechanism in PASSWORD_MECHANISMS or directories.internal_only():
+            return
+        answer = await directories.lookup(user)
+        if answer.verdict.status is Status.OK and not answer.stored:
+            self.log.warning(
+                "login_mechanism_needs_stored_secret",
+                user=user,
+                mechanism=mechanism,
+                directory=answer.directory,
+                hint="this directory checks passwords only: use USER/PASS, PLAIN or LOGIN",
+            )
+
+    async def _login(
+        self, user: str, mechanism: str, account: Account | None, *, checked: bool
+    ) -> None:
         store, pop3 = self._server.store, self._server.config.pop3
-        if self._locked_out(user, mechanism):
+        if not checked and await self._locked_out(user, mechanism):
             return  # even the right password is refused during a lockout
+        if mechanism not in PASSWORD_MECHANISMS and await self._disabled(user, mechanism):
+            return  # the password mechanisms had the directory chain say so already
         refused = await self._observe.admit_login(user, mechanism)
         if refused is not None:  # server.max_sessions_per_user on this node
             self.log.warning("login_refused_limit", user=user, limit=refused.limit)
@@ -156,6 +224,8 @@ class LoginFlow:
             if pop3.lock_mailbox:
                 await store.acquire_lock(user, self._session_id, pop3.lock_lease)
                 self._lock_renewer = asyncio.get_running_loop().create_task(self._renew_lock(user))
+            if account is not None:  # a directory's user: the first login makes the mailbox
+                await ensure_mailbox(store, account)
             maildrop = await store.open_maildrop(user)
         except MaildropLocked as exc:
             self.log.info("login_refused_locked", user=user, mechanism=mechanism)
@@ -170,24 +240,62 @@ class LoginFlow:
             self._conn.store_failed(response_code(exc))
             return
         self.maildrop = maildrop
+        self.mechanism = mechanism
         self.log = self.log.bind(user=user)
         self.log.info("login", mechanism=mechanism, messages=len(maildrop.messages))
         self._observe.logged_in(user, mechanism, self.log)
-        self._server.guard.succeeded(user)
+        if self._user_scored:
+            with contextlib.suppress(GuardUnavailable):  # counted on: forgiven later
+                await self._server.guard.succeeded(user)
         self._conn.login_succeeded(user, maildrop.messages)
 
+    async def _disabled(self, user: str, mechanism: str) -> bool:
+        """Refuse a disabled account that proved a secret the mail store keeps (SCRAM,
+        NTLM, GSSAPI, XOAUTH2): those mechanisms do not ask the directory chain."""
+        try:
+            record = await self._server.store.get_user(user)
+        except StoreError as exc:
+            self.log.warning("login_store_error", user=user)
+            self._observe.login_result(mechanism, "store_error")
+            self._conn.store_failed(response_code(exc))
+            return True
+        if record is None or record.disabled_reason is None:
+            return False
+        self.log.info("login_refused_disabled", user=user, mechanism=mechanism)
+        self._observe.login_result(mechanism, "disabled")
+        self._conn.login_failed(disabled_reply(record.disabled_reason))
+        return True
+
     async def _fail_login(self, user: str | None, mechanism: str, reason: str) -> None:
-        guard = self._server.guard
-        locked = guard.locked_for(self._peer_ip, user)
-        delay = guard.failed(self._peer_ip, user)  # grows with recent failures
         self.log.info("login_failed", user=user, mechanism=mechanism, reason=reason)
         self._observe.login_result(mechanism, "failure")
-        await self._server.clock.sleep(delay)
+        try:
+            failed = await self._server.guard.failed(self._peer_ip, user)
+        except GuardUnavailable:
+            self.log.warning("login_guard_unavailable", user=user, mechanism=mechanism)
+            await self._server.clock.sleep(self._server.config.pop3.auth_failure_delay)
+            self._conn.login_failed(GUARD_UNAVAILABLE)
+            return
+        await self._server.clock.sleep(failed.delay)  # grows with recent failures
+        locked = failed.locked_for
         self._conn.login_failed(_lockout_reply(locked) if locked > 0 else AUTH_FAILED)
 
-    def _locked_out(self, user: str | None, mechanism: str) -> bool:
-        """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out."""
-        seconds = self._server.guard.locked_for(self._peer_ip, user)
+    async def _locked_out(self, user: str | None, mechanism: str) -> bool:
+        """Refuse the login with [LOGIN-DELAY] if this IP or user is locked out.
+
+        Also refused, with [SYS/TEMP], when the shared scores cannot be read and
+        ``[auth] shared_state_unavailable = "closed"``.
+        """
+        try:
+            standing = await self._server.guard.check(self._peer_ip, user)
+        except GuardUnavailable:
+            self.log.warning("login_guard_unavailable", user=user, mechanism=mechanism)
+            self._observe.login_result(mechanism, "store_error")
+            self._conn.login_failed(GUARD_UNAVAILABLE)
+            return True
+        if user is not None:
+            self._user_scored = standing.user_scored
+        seconds = standing.locked_for
         if seconds <= 0:
             return False
         self.log.info("login_locked_out", user=user, mechanism=mechanism, seconds=round(seconds))
@@ -197,10 +305,34 @@ class LoginFlow:
 
     async def _renew_lock(self, user: str) -> None:
         lease = self._server.config.pop3.lock_lease
-        with contextlib.suppress(StoreError):
-            while True:
-                await self._server.clock.sleep(lease / 3)
+        interval = lease / 3
+        while True:
+            await self._server.clock.sleep(interval)
+            try:
                 await self._server.store.acquire_lock(user, self._session_id, lease)
+            except StoreTemporaryError:
+                # The database is away for a moment (a restart, a failover): the lease
+                # runs on meanwhile, so try again well before it runs out.
+                interval = min(lease / 3, LOCK_RENEW_RETRY)
+                continue
+            except StoreError:
+                return  # taken over after the lease ran out, or the user is gone
+            interval = lease / 3
+
+
+def disabled_reply(reason: str) -> Err:
+    """The answer to the right password of a disabled account.
+
+    RFC 3206 s4: [SYS/PERM] says the failure is not the user's credentials ([AUTH]) and
+    will not go away until an administrator acts, so a client does not ask for the
+    password again.  (Dovecot answers such a login with [AUTH] and the reason, which a
+    client takes for a wrong password.)
+    """
+    # The reason comes from an administrator, a passwd-file or LDAP: printable ASCII
+    # only, so that no CR LF (or UTF-8 outside UTF8 mode) reaches the status line.
+    shown = "".join(c for c in reason if " " <= c <= "~")[:DISABLED_REASON_MAX].strip()
+    text = f"account disabled: {shown}" if shown else "account disabled"
+    return Err(text, RespCode.SYS_PERM)
 
 
 def _lockout_reply(seconds: float) -> Err:

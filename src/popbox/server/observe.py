@@ -1,4 +1,4 @@
-"""What a session reports about itself: metrics, per-user limits, the per-user protocol log.
+"""What a session reports about itself: metrics, per-user limits, the protocol logs.
 
 Theory of operation: the session (``server/session.py``) calls a ``SessionObserver`` at a
 few points (bytes in, replies out, login outcome, end), and the observer turns them into
@@ -8,42 +8,65 @@ status line.  That log starts only once the user is logged in, so it never sees 
 PASS or AUTH lines.  Server lines reach it through their own channel: the connection's
 status lines (``Pop3Connection.take_status_lines``), which never include a message body
 (RETR, TOP) or a listing line, whatever their bytes look like.
+
+With ``[protocol_log] enabled`` every session also goes to the Exchange-style protocol log
+(``observability/protocol_log.py``) from the moment it connects: ``+`` at connect, each
+client line (``<``) and status line (``>``) from the connection's transcript, which has
+PASS, AUTH payloads and SASL responses redacted by the connection and never holds a
+message body or a listing line, ``*`` at login, ``-`` at the end.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import asyncio
+    from collections.abc import Callable, Sequence
 
     import structlog
 
+    from popbox.observability.protocol_log import ProtocolLog as ExchangeLog
     from popbox.protocol.connection import CommandRecord, Pop3Connection
     from popbox.server.context import ServerContext
     from popbox.server.limits import Refused
 
-__all__ = ["ProtocolLog", "SessionObserver"]
+__all__ = ["ExchangeLogTap", "ProtocolLog", "SessionObserver"]
 
 LOGGED_LINE_MAX = 200  # characters of one logged line; the rest is cut
 
 
 class ProtocolLog:
-    """Client lines and server status lines of one logged-in session."""
+    """Client lines and server status lines of one logged-in session.
 
-    def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
+    Each line goes to ``log`` (``server.protocol_log_users``) and to ``tap`` (an operator
+    watching the user live, ``server/roster.py``), whichever are set.
+    """
+
+    def __init__(
+        self,
+        log: structlog.typing.FilteringBoundLogger | None,
+        tap: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._log = log
+        self.tap = tap
         self._partial = b""
 
     def received(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[: LOGGED_LINE_MAX + 2]
         for line in lines:
-            self._log.info("protocol", direction="in", line=_printable(line))
+            self._line("in", _printable(line))
 
     def sent(self, status_lines: Sequence[bytes]) -> None:
         for line in status_lines:
-            self._log.info("protocol", direction="out", line=_printable(line.rstrip(b"\n")))
+            self._line("out", _printable(line.rstrip(b"\n")))
+
+    def _line(self, direction: str, text: str) -> None:
+        if self._log is not None:
+            self._log.info("protocol", direction=direction, line=text)
+        if self.tap is not None:
+            self.tap(direction, text)
 
 
 def _printable(line: bytes) -> str:
@@ -51,18 +74,52 @@ def _printable(line: bytes) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+class ExchangeLogTap:
+    """One session's lines in the Exchange-style protocol log, numbered from 0."""
+
+    def __init__(
+        self, log: ExchangeLog, conn: Pop3Connection, session: str, local: str, remote: str
+    ) -> None:
+        self._log = log
+        self._conn = conn
+        self._ids = (session, local, remote)
+        self._sequence = 0
+        conn.outgoing.keep_transcript()
+
+    def event(self, when: float, kind: str, data: str = "", context: str = "") -> None:
+        session, local, remote = self._ids
+        self._log.event(when, session, self._sequence, local, remote, kind, data, context)
+        self._sequence += 1
+
+    def transcript(self, when: float) -> None:
+        for kind, line in self._conn.outgoing.take_transcript():
+            self.event(when, kind, _printable(line.rstrip(b"\n")))
+
+
 class SessionObserver:
     """The reporting side of one session."""
 
-    def __init__(self, server: ServerContext, conn: Pop3Connection) -> None:
+    def __init__(self, server: ServerContext, conn: Pop3Connection, session_id: str) -> None:
         self._server = server
+        self._session_id = session_id
         self._conn = conn
         self._metrics = server.metrics
         self._user: str | None = None  # counted against max_sessions_per_user
         self._protocol_log: ProtocolLog | None = None
+        self._exchange_log: ExchangeLogTap | None = None
         self._commands = 0
         self._received = 0
         self._sent = 0
+        self._since = server.clock.wall()
+        self._listed_log: structlog.typing.FilteringBoundLogger | None = None
+        self._logged_in_as: str | None = None
+
+    def connected(self, session: str, local: str, remote: str) -> None:
+        """The connection is made: the Exchange-style protocol log starts here."""
+        log = self._server.protocol_log
+        if log is not None:
+            self._exchange_log = ExchangeLogTap(log, self._conn, session, local, remote)
+            self._exchange_log.event(self._server.clock.wall(), "+")
 
     def received(self, data: bytes) -> None:
         self._received += len(data)
@@ -81,6 +138,8 @@ class SessionObserver:
         self._commands += len(records)
         if self._protocol_log is not None:
             self._protocol_log.sent(self._conn.take_status_lines())
+        if self._exchange_log is not None:
+            self._exchange_log.transcript(self._server.clock.wall())
         return sent
 
     def unsent(self, octets: int) -> None:
@@ -118,12 +177,67 @@ class SessionObserver:
         self, user: str, mechanism: str, log: structlog.typing.FilteringBoundLogger
     ) -> None:
         self._metrics.login(mechanism, "success")
+        self._logged_in_as = user
+        if self._exchange_log is not None:
+            self._exchange_log.event(self._server.clock.wall(), "*", "logged in", user)
         if user in self._server.config.server.protocol_log_users:
-            self._protocol_log = ProtocolLog(log)
+            self._listed_log = log
+        self.tap(self._server.protocol_taps.get(user))
+
+    def tap(self, sink: Callable[[dict[str, Any]], None] | None) -> None:
+        """From now on copy (None: stop copying) this session's protocol lines to ``sink``.
+
+        Only once logged in: the lines before the login are USER, PASS and AUTH.
+        """
+        user = self._logged_in_as
+        if user is None:
+            return
+        tap = None
+        if sink is not None:
+            session = self._session_id
+
+            def tap(direction: str, line: str) -> None:
+                at = self._server.clock.wall()
+                sink(
+                    {
+                        "session": session,
+                        "user": user,
+                        "direction": direction,
+                        "line": line,
+                        "at": at,
+                    }
+                )
+
+        if self._protocol_log is None and (tap is not None or self._listed_log is not None):
+            self._protocol_log = ProtocolLog(self._listed_log, tap)
             self._conn.keep_status_lines()
+        elif self._protocol_log is not None:
+            self._protocol_log.tap = tap
+
+    def describe(
+        self, peer: str, mechanism: str | None, transport: asyncio.BaseTransport | None
+    ) -> dict[str, Any]:
+        """What the admin API lists of this session (``server/roster.py``)."""
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        return {
+            "id": self._session_id,
+            "user": self._conn.user,
+            "peer": peer,
+            "mechanism": mechanism,
+            "tls": tls.version() if tls is not None else None,
+            "since": self._since,
+            "commands": self._commands,
+            "octets_in": self._received,
+            "octets_out": self._sent,
+        }
 
     def closed(self) -> None:
         self._release_user()
+        tap, self._exchange_log = self._exchange_log, None
+        if tap is not None:
+            now = self._server.clock.wall()
+            tap.transcript(now)
+            tap.event(now, "-")
 
     def _release_user(self) -> None:
         if self._user is not None:

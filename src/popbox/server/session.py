@@ -19,11 +19,13 @@ Nothing is amplified: one turn answers a bounded amount (the connection's pacing
 ``Signal.PAUSED``), then the session lets the loop run other connections and goes on
 soon after; no command is answered while output waits (``server/outbox.py``: large bodies
 go out in slices as the client takes them, the rest waits in the outbox), and reading
-stops once ``READ_PAUSE_THRESHOLD`` octets wait unanswered.  Large bodies count against
+stops once ``link.READ_PAUSE_THRESHOLD`` octets wait unanswered.  Large bodies count against
 the process's memory budget (``server/budget.py``) until they have left the process.
 Login events go to the session's ``LoginFlow`` (``server/loginflow.py``), which also holds the
 maildrop lock until UPDATE or the end of the connection; RETR, TOP and UPDATE go to its
-``MailFlow`` (``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s.
+``MailFlow`` (``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s;
+the transport, its reading and its closing are the session's ``ClientLink``
+(``server/link.py``).
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ from popbox.protocol.connection import (
     Update,
 )
 from popbox.server.budget import BodyHold
+from popbox.server.link import ClientLink, endpoint
 from popbox.server.loginflow import LoginFlow
 from popbox.server.mailflow import MailFlow
 from popbox.server.observe import SessionObserver
-from popbox.server.outbox import Outbox
-from popbox.server.progress import InactivityTimer, Output, OutputWatch
+from popbox.server.progress import InactivityTimer, Output
 from popbox.server.stage import ANSWERING, Stage, check_transition
 from popbox.server.starttls import TlsSide, upgrade
 
@@ -57,9 +59,8 @@ if TYPE_CHECKING:
     from popbox.protocol.connection import ConnectionSettings, Event
     from popbox.server.context import ServerContext
 
-__all__ = ["READ_PAUSE_THRESHOLD", "Pop3Protocol"]
+__all__ = ["Pop3Protocol"]
 
-READ_PAUSE_THRESHOLD = 64 * 1024  # stop reading while this much waits unanswered
 CLOSE_LINGER = 30.0  # seconds a closed session's last replies may take to drain, at most
 
 
@@ -79,17 +80,16 @@ class Pop3Protocol(asyncio.Protocol):
         self._settings = settings
         self._session_id = session_id
         self._conn = Pop3Connection(settings)
-        self._observe = SessionObserver(server, self._conn)  # metrics, limits, protocol log
+        self._observe = SessionObserver(server, self._conn, session_id)  # metrics, log, roster
+        self._peer = "-"
+        self._kicked = False  # an administrator closed it: say so instead of "shutting down"
         self._stage = Stage.GREETING
-        self._transport: asyncio.Transport | None = None
-        self._outbox = Outbox()
+        self._link = ClientLink(self._observe)
+        self._outbox = self._link.outbox
         self._hold = BodyHold(server.budget)
-        loop = asyncio.get_running_loop()
-        self._closed: asyncio.Future[None] = loop.create_future()  # the session has ended
-        self._transport_gone: asyncio.Future[None] = loop.create_future()  # connection_lost
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None  # answering an event that must wait
         self._soon: asyncio.Handle | None = None  # the next turn after a paced one
-        self._reading_paused = False
         self._tls: TlsSide | None = None  # the protocol behind the TLS layer, after STLS
         self._login = LoginFlow(server, self._conn, self._observe, session_id)
         self._mail = MailFlow(server, self._conn, self._login)
@@ -102,7 +102,6 @@ class Pop3Protocol(asyncio.Protocol):
             self._output_state,
             self._expire,
         )
-        self._output = OutputWatch()  # whether a silent client still reads what it is owed
         # How long closing may wait for the last replies to drain (the timeout, at most).
         self._linger = min(server.config.pop3.unauthenticated_timeout, CLOSE_LINGER)
         self._lines_seen = 0
@@ -120,14 +119,15 @@ class Pop3Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's transports do not derive from asyncio's.
-        self._transport = cast("asyncio.Transport", transport)
-        self._outbox.attach(self._transport)
+        self._link.attach(cast("asyncio.Transport", transport))
         peer = self._client or transport.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "-")
-        # Brute-force accounting is per source IP, not per port.
-        peer_ip = str(peer[0]) if isinstance(peer, tuple) else address
+        address = endpoint(peer)
+        peer_ip = str(peer[0]) if isinstance(peer, tuple) else address  # brute-force: per IP
         self._log = self._server.log.bind(session=self._session_id, peer=address)
         self._login.attach(address, peer_ip, self._log)
+        here = endpoint(transport.get_extra_info("sockname"))
+        self._observe.connected(self._session_id, here, address)
+        self._peer = address
         self._server.sessions.add(self)
         self._log.info("connect", tls=self._settings.tls_active)
         self._idle.arm()
@@ -146,11 +146,8 @@ class Pop3Protocol(asyncio.Protocol):
         if self._task is None and not self._outbox.busy:
             self._pump()
         # Whatever could not be answered yet waits in the connection's buffer, up to a cap.
-        if conn.buffered > READ_PAUSE_THRESHOLD and not self._reading_paused:
-            transport = self._transport
-            if transport is not None and self._stage is not Stage.LOST:
-                transport.pause_reading()
-                self._reading_paused = True
+        if self._stage is not Stage.LOST:
+            self._link.read_less(conn.buffered)
 
     def eof_received(self) -> bool:
         # The client has sent everything (a half-close, as `nc -N` does): what it sent is
@@ -163,9 +160,7 @@ class Pop3Protocol(asyncio.Protocol):
         return not self._settings.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends it
-        if not self._transport_gone.done():
-            self._transport_gone.set_result(None)
-        self._outbox.drop()  # nothing will drain now; do not wait for it
+        self._link.lost()
         if self._stage not in ANSWERING:
             return
         if self._stage is not Stage.LOST:
@@ -197,10 +192,23 @@ class Pop3Protocol(asyncio.Protocol):
             return  # ending already
         if self._task is not None:
             return  # _wait_for pumps once the current command is answered
-        if self._outbox.busy and self._transport is not None:
-            self._stop_now(self._transport)
+        if self._outbox.busy and self._link.transport is not None:
+            self._stop_now()
         elif before is not Stage.HALF_CLOSED:
             self._pump()
+
+    def kick(self) -> None:
+        """An administrator ends the session: as ``shutdown``, with its own -ERR text."""
+        self._kicked = True
+        self.shutdown()
+
+    @property
+    def observer(self) -> SessionObserver:
+        return self._observe
+
+    def describe(self) -> dict[str, object]:
+        """Who, from where, how, since when, how much (``server/roster.py``)."""
+        return self._observe.describe(self._peer, self._login.mechanism, self._link.transport)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -212,9 +220,9 @@ class Pop3Protocol(asyncio.Protocol):
         try:
             while self._stage in ANSWERING:
                 if self._outbox.busy and self._stage is not Stage.LOST:
-                    if self._stage is Stage.DRAINING and self._transport is not None:
+                    if self._stage is Stage.DRAINING and self._link.transport is not None:
                         # A stopping server does not wait for a client that is not reading.
-                        self._stop_now(self._transport)
+                        self._stop_now()
                         continue
                     return  # resume_writing comes back here
                 if not self._turn():
@@ -237,12 +245,12 @@ class Pop3Protocol(asyncio.Protocol):
         if event is Signal.NEED_DATA:
             self._flush()
             if self._stage is Stage.DRAINING:
-                conn.shutdown()
+                conn.shutdown(by_admin=self._kicked)
                 return True
             if self._stage in {Stage.LOST, Stage.HALF_CLOSED}:
                 self._finish()  # no QUIT came: no UPDATE (RFC 1939 s6)
             else:
-                self._read_more()
+                self._link.read_more()
             return False
         if event is Signal.CLOSED:
             self._flush()
@@ -268,11 +276,6 @@ class Pop3Protocol(asyncio.Protocol):
         self._soon = None
         if self._task is None:
             self._pump()
-
-    def _read_more(self) -> None:
-        if self._reading_paused and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
 
     async def _wait_for(self, event: Event, admitted: bool) -> None:  # noqa: FBT001
         """Answer an event that must wait, then go on with the buffered commands."""
@@ -323,15 +326,14 @@ class Pop3Protocol(asyncio.Protocol):
         side = self._tls = TlsSide(
             self._feed, self.eof_received, self.connection_lost, outbox.pause, self.resume_writing
         )
-        tls, transport = self._server.tls, self._transport
+        tls, transport = self._server.tls, self._link.transport
         if tls is None or transport is None or self._stage is Stage.LOST:
             return  # not upgraded: _wait_for ends the session
         wait = self._server.config.pop3.handshake_timeout  # may change on reload
         upgraded = await upgrade(transport, side, tls.context, self._log, handshake_timeout=wait)
         if upgraded is None:
             return  # the handshake failed and the connection is gone
-        self._transport = upgraded
-        outbox.attach(upgraded)
+        self._link.attach(upgraded)
         self._conn.tls_established()
         if self._stage is Stage.UPGRADING:
             self._enter(Stage.SERVING)
@@ -340,18 +342,14 @@ class Pop3Protocol(asyncio.Protocol):
             self._feed(early)
 
     def _output_state(self) -> Output:
-        transport = self._transport
-        if transport is None or self._stage not in ANSWERING:
-            return Output.IDLE
-        handed_over = self._observe.sent - self._outbox.waiting
-        return self._output.look(transport, handed_over)
+        return self._link.output_state() if self._stage in ANSWERING else Output.IDLE
 
     def _expire(self, stuck: bool) -> None:  # noqa: FBT001 - InactivityTimer's callback
         if self._stage not in ANSWERING:
             return
         self._conn.timed_out(self._timeout())  # V0003: one -ERR line, no UPDATE
-        if stuck and self._transport is not None:
-            self._cut_off(self._transport)  # the client takes nothing: the line cannot reach it
+        if stuck:
+            self._cut_off()  # the client takes nothing: the line cannot reach it
         self._pump()
 
     def _flush(self) -> None:
@@ -364,7 +362,7 @@ class Pop3Protocol(asyncio.Protocol):
                 self._log.debug("command", verb=record.verb, ok=record.ok)
         size = self._observe.flushed(records, chunks)
         if self._stage is not Stage.LOST:
-            self._outbox.send(chunks, size)
+            self._link.send(chunks, size)
         self._settle()
 
     def _settle(self) -> None:
@@ -394,45 +392,21 @@ class Pop3Protocol(asyncio.Protocol):
                 await self._login.release_lock()
             except Exception:  # noqa: BLE001 - the connection must close whatever happened
                 self._log.exception("session_failed")
-            await self._close_transport()
+            await self._link.close(self._server.clock, self._linger)
             self._log.info("disconnect", **self._observe.summary())
         finally:
             self._hold.release()
             self._enter(Stage.CLOSED)
             self._closed.set_result(None)
 
-    async def _close_transport(self) -> None:
-        """Close once the last replies are out; abort if the client does not take them.
-
-        The session counts against its client's connection limit until the socket is
-        really gone, so a client that leaves unread replies behind cannot pile up sockets.
-        """
-        transport = self._transport
-        if transport is None or self._transport_gone.done():
-            return
-        # Cutting it off ends the connection, which ends both waits below.
-        deadline = self._server.clock.call_later(self._linger, lambda: self._cut_off(transport))
-        try:
-            await self._outbox.handed_over()  # a body may still go out slice by slice
-            if not self._transport_gone.done():
-                transport.close()
-                await asyncio.shield(self._transport_gone)
-        finally:
-            deadline.cancel()
-
-    def _stop_now(self, transport: asyncio.Transport) -> None:
+    def _stop_now(self) -> None:
         """Stop without waiting for a client that does not read: what it pipelined is
         dropped with the connection (no UPDATE, as for any shutdown)."""
-        self._conn.shutdown()
-        self._cut_off(transport)
+        self._conn.shutdown(by_admin=self._kicked)
+        self._cut_off()
 
-    def _cut_off(self, transport: asyncio.Transport) -> None:
-        """Drop the connection; what never left this process is not counted as sent.
-
-        (What the kernel already holds may still reach the client after the close.)
-        """
-        self._observe.unsent(transport.get_write_buffer_size() + self._outbox.drop())
-        transport.abort()
+    def _cut_off(self) -> None:
+        self._link.cut_off()
         if self._stage in ANSWERING and self._stage is not Stage.LOST:
             self._enter(Stage.LOST)
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from popbox.auth.registry import build_registry
-from popbox.server.tls import TlsContextHolder, load_or_create_certificate
-from popbox.store import SQLITE_FILE_NAME, open_store
+from popbox.server.tls import TlsContextHolder, acme_certificate, load_or_create_certificate
+from popbox.store import SQLITE_FILE_NAME, open_configured
 from popbox.store.base import StoreError, StoreTemporaryError
 
 if TYPE_CHECKING:
@@ -69,11 +69,14 @@ def ensure_data_dir(config: Config) -> None:
 def tls_holder(config: Config) -> TlsContextHolder | None:
     """The TLS context the POP3 listeners use (STLS and port 995), None without them.
 
-    Generates the self-signed certificate when ``[tls]`` names none and there is no
-    usable one yet.  Raises ``TlsConfigError`` naming the file.
+    Generates the self-signed certificate when ``[tls]`` names none (nor an ACME CA)
+    and there is no usable one yet.  Raises ``TlsConfigError`` naming the file.
     """
     if not (config.pop3.tls_listen or config.pop3.listen):
         return None
+    if config.tls.acme_directory:
+        # Obtained before this runs, by the node's AcmeManager (popbox/acme/manager.py).
+        return TlsContextHolder(*acme_certificate(config.data_dir))
     cert, key = load_or_create_certificate(
         config.tls.cert_file, config.tls.key_file, config.data_dir
     )
@@ -105,9 +108,7 @@ async def open_store_at_start(
     deadline = loop.time() + patience
     delay = _RETRY_FIRST
     while True:
-        store = open_store(
-            config.storage.backend, data_dir=config.data_dir, dsn=config.storage.dsn, clock=clock
-        )
+        store = open_configured(config, clock=clock)
         try:
             await store.open()
         except StoreTemporaryError as exc:

@@ -41,13 +41,16 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "ACME_DIR",
     "CERT_VALIDITY",
     "TLS12_CIPHERS",
     "TlsConfigError",
     "TlsContextHolder",
+    "acme_certificate",
     "check_pair",
     "load_or_create_certificate",
     "server_context",
+    "write_atomically",
 ]
 
 # 825 days is the longest lifetime Apple platforms accept for a TLS server certificate,
@@ -70,6 +73,7 @@ TLS12_CIPHERS: Final = (
 )
 
 _GENERATED_DIR: Final = "tls"
+ACME_DIR: Final = "acme"  # data_dir/acme: an ACME certificate (popbox/acme/files.py)
 _GENERATED_CERT: Final = "cert.pem"
 _GENERATED_KEY: Final = "key.pem"
 
@@ -98,6 +102,11 @@ def load_or_create_certificate(cert_file: str, key_file: str, data_dir: Path) ->
     _check_readable(cert, "tls.cert_file")
     _check_readable(key, "tls.key_file")
     return cert, key
+
+
+def acme_certificate(data_dir: Path) -> tuple[Path, Path]:
+    """The (certificate, key) paths of a certificate obtained by ACME."""
+    return data_dir / ACME_DIR / _GENERATED_CERT, data_dir / ACME_DIR / _GENERATED_KEY
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -265,8 +274,8 @@ def _generated_certificate(data_dir: Path) -> tuple[Path, Path]:
         key_pem, cert_pem = _self_signed_pem()
         # Key first: a certificate on disk then always has its key next to it, and each
         # file appears whole (rename is atomic) even if we are killed mid-write.
-        _write_atomically(key, key_pem, mode=0o600)
-        _write_atomically(cert, cert_pem, mode=0o644)
+        write_atomically(key, key_pem, mode=0o600)
+        write_atomically(cert, cert_pem, mode=0o644)
     except OSError as exc:
         raise TlsConfigError(
             f"cannot write generated TLS certificate to {tls_dir}: {exc.strerror}"
@@ -285,7 +294,8 @@ def _is_reusable(cert: Path, key: Path) -> bool:
     return certificate.not_valid_after_utc - _RENEW_BEFORE > dt.datetime.now(dt.UTC)
 
 
-def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace ``path`` by ``data`` (created with ``mode``) in one rename, synced first."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     tmp = Path(tmp_name)
     try:

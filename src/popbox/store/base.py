@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from popbox.protocol.message_info import MessageInfo  # re-exported: part of the contract
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from popbox.store.admin_records import AdminRecords
+    from popbox.store.spooled import SpooledWire
+
 __all__ = [
+    "ARGON2ID_VERIFIER",
     "CommitOutcomeUnknown",
     "DeliveryRefused",
     "MailStore",
@@ -50,6 +54,10 @@ __all__ = [
     "UserRecord",
     "assign_uids",
 ]
+
+
+# Key of the argon2id PHC string in ``UserRecord.verifiers`` (USER/PASS, PLAIN, LOGIN).
+ARGON2ID_VERIFIER: Final = "argon2id"
 
 
 class StoreError(Exception):
@@ -107,6 +115,9 @@ class UserRecord:
     name: str
     verifiers: Mapping[str, str] = field(default_factory=dict)
     quota: int | None = None  # octets; None inherits the server default (E0003)
+    # Set by `popbox user disable`: the account may not log in (mail is still delivered);
+    # the text is the reason a login with the right password is told ("" when none).
+    disabled_reason: str | None = None
 
 
 def assign_uids(
@@ -133,7 +144,9 @@ def assign_uids(
 class NewMessage:
     """A message ready to store: wire form plus the sizes computed from it."""
 
-    wire: bytes  # CRLF line ends, dot-stuffed, ends with CRLF, no terminating ".CRLF"
+    # CRLF line ends, dot-stuffed, ends with CRLF, no terminating ".CRLF"; a large
+    # imported message stays in its file (``spooled``) and is inserted piece by piece.
+    wire: bytes | SpooledWire
     size: int  # exact RFC 822 size
     legacy_uidl: str | None = None
     received_at: float | None = None  # None: the store's current time
@@ -189,6 +202,10 @@ class MaildropHandle(Protocol):
 class MailStore(Protocol):
     """The contract of a mailbox store.  Every method is a coroutine."""
 
+    @property
+    def admin(self) -> AdminRecords:
+        """API tokens and disabled accounts (``store/admin_records.py``)."""
+
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""
 
@@ -210,6 +227,12 @@ class MailStore(Protocol):
 
     async def delete_user(self, name: str) -> None:
         """Remove a user and every message of theirs.  Raises ``UnknownUser``."""
+
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        """Disable a user's logins with ``reason`` ("" for none), or with None enable them.
+
+        Raises ``UnknownUser``.
+        """
 
     async def get_user(self, name: str) -> UserRecord | None:
         """The user, or None when there is no such user."""

@@ -27,10 +27,13 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
+from popbox.store.spooled import wire_octets
 from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from popbox.store.admin_records import TokenRecord
 
 __all__ = ["MemoryMaildrop", "MemoryStore"]
 
@@ -52,6 +55,7 @@ class _Lock:
 class _Mailbox:
     verifiers: dict[str, str]
     quota: int | None
+    disabled_reason: str | None = None
     next_uid: int = 1
     quota_warned: bool = False
     import_keys: set[str] = field(default_factory=set)
@@ -73,6 +77,7 @@ class MemoryStore:
         self._clock = clock
         self._users: dict[str, _Mailbox] = {}
         self._closed = False
+        self.admin = MemoryAdminRecords()
 
     async def open(self) -> None:
         """Nothing to connect to; present for the contract."""
@@ -98,6 +103,9 @@ class MemoryStore:
 
     async def set_quota(self, name: str, quota: int | None) -> None:
         self._mailbox(name).quota = quota
+
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        self._mailbox(name).disabled_reason = reason
 
     async def delete_user(self, name: str) -> None:
         self._mailbox(name)
@@ -184,7 +192,7 @@ class MemoryStore:
         mailbox.next_uid += 1
         [info] = assign_uids([message], uid, self._clock)
         mailbox.messages[uid] = _Stored(
-            info=info, wire=message.wire, retrieved_at=message.retrieved_at
+            info=info, wire=wire_octets(message.wire), retrieved_at=message.retrieved_at
         )
         return info
 
@@ -286,7 +294,12 @@ def _due(stored: _Stored, retrieved_before: float | None, unretrieved_before: fl
 
 def _record(name: str, mailbox: _Mailbox) -> UserRecord:
     # A copy, so a caller mutating the mapping cannot change the stored verifiers.
-    return UserRecord(name=name, verifiers=dict(mailbox.verifiers), quota=mailbox.quota)
+    return UserRecord(
+        name=name,
+        verifiers=dict(mailbox.verifiers),
+        quota=mailbox.quota,
+        disabled_reason=mailbox.disabled_reason,
+    )
 
 
 class MemoryMaildrop:
@@ -310,3 +323,22 @@ class MemoryMaildrop:
 
     async def close(self) -> None:
         """Nothing is held beyond the snapshot."""
+
+
+class MemoryAdminRecords:
+    """``AdminRecords`` of the in-memory store, in dictionaries of their own."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, TokenRecord] = {}
+
+    async def add_token(self, token: TokenRecord) -> None:
+        self._tokens[token.id] = token
+
+    async def tokens(self) -> Sequence[TokenRecord]:
+        return sorted(self._tokens.values(), key=lambda token: token.created_at)
+
+    async def token_by_digest(self, digest: str) -> TokenRecord | None:
+        return next((t for t in self._tokens.values() if t.digest == digest), None)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        return self._tokens.pop(token_id, None) is not None

@@ -21,6 +21,7 @@ import re
 from itertools import islice
 
 from popbox.store.base import NewMessage
+from popbox.store.spooled import SpooledWire, wire_octets
 
 __all__ = [
     "MalformedMessage",
@@ -119,30 +120,67 @@ def prepare(
 
 
 def prepare_stuffed(
-    wire: bytes, *, legacy_uidl: str | None = None, received_at: float | None = None
+    wire: bytes | SpooledWire, *, legacy_uidl: str | None = None, received_at: float | None = None
 ) -> NewMessage:
     """``prepare(unstuff(wire))`` for a message that arrives byte-stuffed (a RETR answer).
 
     When C0011 leaves the message as it is and its stuffing is the one ``stuff`` makes
     (the common case), ``wire`` is stored as it came: a few counts instead of two more
-    copies of a message that may be 50 MiB.  Otherwise it falls back to ``prepare``.
+    copies of a message that may be 50 MiB, and a spooled one stays in its file.
+    Otherwise it falls back to ``prepare``, which rewrites the message in memory.
     """
     if legacy_uidl is not None and _UNIQUE_ID.fullmatch(legacy_uidl) is None:
         raise ValueError("a legacy unique-id is 1 to 70 characters in 0x21-0x7E (RFC 1939 s7)")
-    crs = wire.count(b"\r")
-    stuffed = wire.count(b"\r\n..")
-    if (
-        wire.endswith(b"\r\n")
-        and crs == wire.count(b"\r\n") == wire.count(b"\n")
-        and wire.find(b"\0") < 0
-        and not wire.startswith(b".")  # unstuff treats a first line apart: leave it to it
-        and (wire.startswith(b"\r\n") or _HEADER_FIELD.match(wire) is not None)
-        and wire.count(b"\r\n.") == stuffed  # every dot-line stuffed, as ``stuff`` does
-    ):
+    counts = _WireCounts()
+    if isinstance(wire, SpooledWire):
+        for piece in wire.pieces():
+            counts.add(piece)
+        head = wire.head
+    else:
+        counts.add(wire)
+        head = wire
+    if counts.kept_as_it_came(head):
         return NewMessage(
-            wire=wire, size=len(wire) - stuffed, legacy_uidl=legacy_uidl, received_at=received_at
+            wire=wire,
+            size=len(wire) - counts.stuffed,
+            legacy_uidl=legacy_uidl,
+            received_at=received_at,
         )
-    return prepare(unstuff(wire), legacy_uidl=legacy_uidl, received_at=received_at)
+    return prepare(unstuff(wire_octets(wire)), legacy_uidl=legacy_uidl, received_at=received_at)
+
+
+class _WireCounts:
+    """What ``prepare_stuffed`` asks of the octets, counted a piece at a time.
+
+    A pattern that spans two pieces is found in the last three octets of the one before
+    joined to the next; none of the patterns can overlap itself, so subtracting what the
+    three octets alone hold counts each occurrence once.
+    """
+
+    def __init__(self) -> None:
+        self.crs = self.lfs = self.crlfs = self.dot_lines = self.stuffed = 0
+        self.nul = False
+        self._tail = b""
+
+    def add(self, piece: bytes) -> None:
+        joined, tail = self._tail + piece, self._tail
+        self.crs += piece.count(b"\r")
+        self.lfs += piece.count(b"\n")
+        self.crlfs += joined.count(b"\r\n") - tail.count(b"\r\n")
+        self.dot_lines += joined.count(b"\r\n.") - tail.count(b"\r\n.")
+        self.stuffed += joined.count(b"\r\n..") - tail.count(b"\r\n..")
+        self.nul = self.nul or piece.find(b"\0") >= 0
+        self._tail = joined[-3:]
+
+    def kept_as_it_came(self, head: bytes) -> bool:
+        return (
+            self._tail.endswith(b"\r\n")
+            and self.crs == self.crlfs == self.lfs
+            and not self.nul
+            and not head.startswith(b".")  # unstuff treats a first line apart: leave it to it
+            and (head.startswith(b"\r\n") or _HEADER_FIELD.match(head) is not None)
+            and self.dot_lines == self.stuffed  # every dot-line stuffed, as ``stuff`` does
+        )
 
 
 def top_lines(wire: bytes, lines: int) -> bytes:

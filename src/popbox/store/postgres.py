@@ -32,9 +32,11 @@ every guarantee of the contract is made by the database, never by process memory
   (``postgres_maildrop.run_commit``, bounded by ``connect_timeout``).
 
 Driver failures become ``StoreTemporaryError`` or ``StorePermanentError`` in one place,
-``_connection()``, using ``postgres_ops.translate``.  Every network wait is bounded:
-connecting and waiting for a pooled connection by ``connect_timeout``, each statement
-by ``command_timeout``.
+``connection()``, using ``postgres_ops.translate``; a failure that says the server is
+gone or no longer the primary also expires the pool's connections, so that each is
+made again through ``dsn``'s host list (failover: ``postgres_failover``).  Every
+network wait is bounded: connecting and waiting for a pooled connection by
+``connect_timeout``, each statement by ``command_timeout``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import asyncpg
 
 from popbox.store import migrate
 from popbox.store import postgres_copy as pg_copy
+from popbox.store import postgres_failover as failover
 from popbox.store import postgres_ops as ops
 from popbox.store import postgres_readahead as ahead
 from popbox.store.base import (
@@ -60,7 +63,10 @@ from popbox.store.base import (
     UserExists,
     UserRecord,
 )
+from popbox.store.postgres_admin import PostgresAdminRecords
+from popbox.store.postgres_cluster import PostgresScores, PostgresSessions
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
+from popbox.store.postgres_options import PostgresOptions
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -82,7 +88,9 @@ class PostgresStore:
 
     ``dsn`` is a libpq connection URL, ``postgresql://user:password@host:port/database``
     with optional ``?sslmode=...`` and the like; asyncpg does not accept libpq's
-    ``key=value`` form.
+    ``key=value`` form.  Several ``host:port`` pairs separated by commas, with
+    ``target_session_attrs=read-write``, make the store follow the primary.
+    ``options`` sets the acknowledgement strength and the pooler mode.
 
     ``clock`` returns POSIX seconds (lock leases, default ``received_at``).  The pool
     keeps between ``min_size`` and ``max_size`` connections.  ``connect_timeout`` bounds
@@ -99,6 +107,7 @@ class PostgresStore:
         max_size: int = 10,
         connect_timeout: float = 10.0,
         command_timeout: float = 30.0,
+        options: PostgresOptions | None = None,
         read_ahead_lifetime: float = ahead.LIFETIME,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
@@ -109,9 +118,11 @@ class PostgresStore:
         self._max_size = max_size
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self._options = options or PostgresOptions()
         self._lifetime = read_ahead_lifetime
         self._state = "new"
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self.admin = PostgresAdminRecords(self)
 
     async def open(self) -> None:
         """Connect, then apply pending migrations (once, whichever node gets there first)."""
@@ -126,15 +137,20 @@ class PostgresStore:
                     max_size=self._max_size,
                     timeout=self._connect_timeout,
                     command_timeout=self._command_timeout,
+                    connect=failover.ConnectBackoff().connect,
+                    init=failover.learn_server,
                     reset=_keep_session,
+                    connection_class=failover.ServerConnection,
+                    **failover.driver_options(self._options),
                 )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 mapped = ops.translate(exc, connection_gone=False)
                 if mapped is None:
                     raise
                 raise mapped from exc
-            async with self._connection() as conn:
+            async with self.connection() as conn:
                 await ops.apply_migrations(conn, migrate.load("postgresql"), self._clock)
+                await failover.check_synchronous_commit(conn, self._options)
         except BaseException:
             await self.close()
             raise
@@ -161,7 +177,7 @@ class PostgresStore:
         self, name: str, verifiers: Mapping[str, str], quota: int | None = None
     ) -> None:
         sql = "INSERT INTO users (name, verifiers, quota, created) VALUES ($1, $2::jsonb, $3, $4)"
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             try:
                 await conn.execute(sql, name, json.dumps(dict(verifiers)), quota, self._clock())
             except asyncpg.UniqueViolationError as exc:  # the only unique key we set is name
@@ -176,25 +192,30 @@ class PostgresStore:
             "UPDATE users SET quota = $2 WHERE name = $1 RETURNING id", name, quota
         )
 
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        await self._change_user(
+            "UPDATE users SET disabled = $2 WHERE name = $1 RETURNING id", name, reason
+        )
+
     async def delete_user(self, name: str) -> None:
         # ON DELETE CASCADE removes messages and lock in the same statement.  DELETE locks
         # the row FOR UPDATE, so it waits for a delivery in progress instead of racing it.
-        async with self._connection() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             await ahead.hold_off(conn, name, lifetime=self._lifetime)
             changed = await conn.fetchval(ops.DELETE_USER, name)
         if changed is None:
             raise UnknownUser(f"no such user {name!r}")
 
     async def get_user(self, name: str) -> UserRecord | None:
-        sql = "SELECT name, verifiers::text, quota FROM users WHERE name = $1"
-        async with self._connection() as conn:
+        sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
+        async with self.connection() as conn:
             row = await conn.fetchrow(sql, name)
         return None if row is None else ops.user_record(row)
 
     async def list_users(self) -> Sequence[UserRecord]:
         # The column's "C" collation gives code point order, as Python's sorted() does.
-        sql = "SELECT name, verifiers::text, quota FROM users ORDER BY name"
-        async with self._connection() as conn:
+        sql = "SELECT name, verifiers::text, quota, disabled FROM users ORDER BY name"
+        async with self.connection() as conn:
             rows = await conn.fetch(sql)
         return [ops.user_record(row) for row in rows]
 
@@ -204,7 +225,7 @@ class PostgresStore:
         return PostgresMaildrop(self, name, await self.snapshot(name), lifetime=self._lifetime)
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(ops.SNAPSHOT, name)
         if not rows:
             raise UnknownUser(f"no such user {name!r}")
@@ -213,7 +234,7 @@ class PostgresStore:
         return [MessageInfo(*row) for row in rows]
 
     async def usage(self, name: str) -> int:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(ops.USAGE, name)
         if row is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -223,7 +244,7 @@ class PostgresStore:
         # asyncpg reads bytea in the binary format straight into one bytes object, which
         # is returned as it is: one copy of the body in memory, and no hex text that
         # would double it on the wire and in the decoder.
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             wire: bytes | None = await conn.fetchval(ops.FETCH, name, uid)
         return wire
 
@@ -231,7 +252,7 @@ class PostgresStore:
         self, name: str, holder: str, uids: Sequence[int], lifetime: float
     ) -> dict[int, bytes]:
         """The bodies of ``uids`` still there, under ``holder``'s lease of ``lifetime`` s."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(ahead.READ_AHEAD, name, holder, list(uids), lifetime)
         return {row[0]: row[1] for row in rows}
 
@@ -253,14 +274,20 @@ class PostgresStore:
         if key is None:
             # Without a key a lost COMMIT reply cannot be resolved: the MTA retries
             # (at-least-once delivery).
-            async with self._connection() as conn:
+            async with self.connection() as conn:
                 return await work(conn)
 
         async def committed(conn: PoolConnectionProxy[asyncpg.Record]) -> MessageInfo | None:
             row = await conn.fetchrow(ops.COMMITTED_DELIVERY, name, key, stamp)
             return None if row is None else ops.delivered_info(row, message)
 
-        return await run_commit(self._connection, work, committed, self._connect_timeout)
+        return await run_commit(
+            self.connection,
+            work,
+            committed,
+            self._connect_timeout,
+            barrier=failover.barrier(self._options),
+        )
 
     async def commit_update(
         self,
@@ -298,7 +325,13 @@ class PostgresStore:
             removed = await conn.fetchval(ops.COMMITTED_UPDATE, token)
             return None if removed is None else int(removed)
 
-        return await run_commit(self._connection, work, committed, self._connect_timeout)
+        return await run_commit(
+            self.connection,
+            work,
+            committed,
+            self._connect_timeout,
+            barrier=failover.barrier(self._options),
+        )
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
         return await self._count_for_user(ops.DELETE, name, sorted(set(uids)), removes=True)
@@ -309,11 +342,11 @@ class PostgresStore:
     async def import_messages(
         self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
     ) -> Sequence[MessageInfo]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await ops.import_messages(conn, name, messages, uids_above, self._clock)
 
     async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(ops.SET_QUOTA_WARNED, name, warned)
         if row is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -339,14 +372,24 @@ class PostgresStore:
             "DELETE FROM locks"
             " WHERE owner = $2 AND user_id = (SELECT id FROM users WHERE name = $1)"
         )
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute(sql, name, owner)
+
+    # -- state every node shares (popbox.store.postgres_cluster) ----------------
+
+    def cluster_scores(self) -> PostgresScores:
+        """Brute-force scores in the database, for every worker of every node."""
+        return PostgresScores(self.connection)
+
+    def cluster_sessions(self, clock: Callable[[], float]) -> PostgresSessions:
+        """``max_sessions_per_user`` slots in the database, for every node."""
+        return PostgresSessions(self.connection, clock)
 
     # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
     async def export_state(self, name: str) -> MailboxState:
         """``name``'s counter, retrieval times, quota-warning flag and import keys."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await pg_copy.export_state(conn, name)
 
     async def import_mailbox(
@@ -356,13 +399,13 @@ class PostgresStore:
 
         Raises ``UserExists``; see ``popbox.store.store_copy.MailboxImporter``.
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             return await pg_copy.import_mailbox(conn, user, messages, state, self._clock)
 
     # -- helpers -------------------------------------------------------------
 
     async def _change_user(self, sql: str, name: str, *args: Any) -> None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             changed = await conn.fetchval(sql, name, *args)
         if changed is None:
             raise UnknownUser(f"no such user {name!r}")
@@ -372,7 +415,7 @@ class PostgresStore:
 
         A statement that ``removes`` messages waits out the read-ahead leases first.
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             if removes:
                 async with conn.transaction():
                     await ahead.hold_off(conn, name, lifetime=self._lifetime)
@@ -384,7 +427,7 @@ class PostgresStore:
         return int(row["n"])
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+    async def connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
         """A pooled connection; driver failures inside the block become ``StoreError``s."""
         pool = self._pool
         if pool is None or self._state == "closed":
@@ -415,6 +458,10 @@ class PostgresStore:
             mapped = ops.translate(exc, connection_gone=lost or pool.is_closing())
             if mapped is None:
                 raise
+            if lost or failover.server_changed(exc):
+                # Every pooled connection is on the same server: replace them all
+                # through the host list rather than fail once on each.
+                await pool.expire_connections()
             raise mapped from exc
 
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from popbox.store import postgres_ops as ops
 from popbox.store.base import UnknownUser, UserExists
+from popbox.store.postgres_rows import copy_rows
 from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
@@ -73,13 +73,14 @@ async def import_mailbox(
     async with conn.transaction():
         try:
             user_id = await conn.fetchval(
-                "INSERT INTO users (name, verifiers, quota, quota_warned, created)"
-                " VALUES ($1, $2::jsonb, $3, $4, $5) RETURNING id",
+                "INSERT INTO users (name, verifiers, quota, quota_warned, created, disabled)"
+                " VALUES ($1, $2::jsonb, $3, $4, $5, $6) RETURNING id",
                 user.name,
                 json.dumps(dict(user.verifiers)),
                 user.quota,
                 state.quota_warned,
                 clock(),
+                user.disabled_reason,
             )
         except asyncpg.UniqueViolationError as exc:
             raise UserExists(f"user {user.name!r} already exists") from exc
@@ -99,10 +100,10 @@ async def import_mailbox(
             batch.append((user_id, *row, retrieved_at, info.legacy_uidl, item.wire))
             octets += len(item.wire)
             if len(batch) >= _BATCH_ROWS or octets >= _BATCH_OCTETS:
-                await ops.copy_rows(conn, batch)
+                await copy_rows(conn, batch)
                 copied += len(batch)
                 batch, octets = [], 0
-        await ops.copy_rows(conn, batch)
+        await copy_rows(conn, batch)
         copied += len(batch)
         await conn.execute(
             "UPDATE users SET next_uid = greatest($2::bigint,"

@@ -14,9 +14,14 @@ such a commit ends with the connection gone, ``run_commit`` reconnects and looks
 that row before anything is answered.  The look-up is only final once the old session
 has finished its transaction: a session still running the COMMIT may yet make it, so
 ``run_commit`` waits until the server lists the old backend as idle or not at all
-(ending it if it sits idle in its transaction, COMMIT never having arrived).  All of it
-is bounded: past the bound the answer is ``CommitOutcomeUnknown``, and the client is
-told that it cannot be known.
+(ending it if it sits idle in its transaction, COMMIT never having arrived).  When the
+look-up lands on another server than the lost connection's (a standby promoted in the
+meantime: ``postgres_failover``), the old session's server is gone and what the new
+primary holds is final.  When commits count only once a synchronous standby has them
+(``[storage] synchronous_commit``), a commit found by the look-up is confirmed by a
+commit of the look-up's own (``barrier``), which returns only once the standby has the
+WAL up to it, and so the first commit's too.  All of it is bounded: past the bound the
+answer is ``CommitOutcomeUnknown``, and the client is told that it cannot be known.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import asyncpg
 
 from popbox.store import postgres_readahead as ahead
 from popbox.store.base import CommitOutcomeUnknown, Pending, StoreTemporaryError
+from popbox.store.postgres_failover import server_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -167,22 +173,25 @@ async def run_commit(
     work: Callable[[Conn], Awaitable[_T]],
     committed: Callable[[Conn], Awaitable[_T | None]],
     bound: float,
+    *,
+    barrier: Callable[[Conn], Awaitable[object]] | None = None,
 ) -> _T:
     """``work``'s result; if its connection was lost, ``committed``'s once it is final.
 
     ``committed`` reads what ``work`` wrote in its transaction: its result, or None when
     that transaction did not commit (then the original ``StoreTemporaryError`` is
-    raised: nothing happened, try again).
+    raised: nothing happened, try again).  ``barrier``, when given, is a write committed
+    after a found outcome and before it is returned (see the module's docstring).
     """
-    server_pid: int | None = None
+    server: tuple[str, int] | None = None
     try:
         async with connect() as conn:
-            server_pid = conn.get_server_pid()
+            server = (server_of(conn), conn.get_server_pid())
             return await work(conn)
     except StoreTemporaryError as exc:
-        if server_pid is None or not _reply_lost(exc):
+        if server is None or not _reply_lost(exc):
             raise
-        outcome = await _final_outcome(connect, server_pid, committed, bound)
+        outcome = await _final_outcome(connect, server, committed, bound, barrier)
         if outcome is None:
             raise
         return outcome
@@ -202,9 +211,10 @@ def _reply_lost(exc: StoreTemporaryError) -> bool:
 
 async def _final_outcome(
     connect: Connect,
-    server_pid: int,
+    server: tuple[str, int],
     committed: Callable[[Conn], Awaitable[_T | None]],
     bound: float,
+    barrier: Callable[[Conn], Awaitable[object]] | None,
 ) -> _T | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound
@@ -213,8 +223,13 @@ async def _final_outcome(
     while True:
         try:
             async with connect() as conn:
-                ended = await _session_ended(conn, server_pid, deadline)
+                started, server_pid = server
+                # Another server: the old one is gone, and this one's data is final.
+                moved = bool(started) and server_of(conn) != started
+                ended = moved or await _session_ended(conn, server_pid, deadline)
                 outcome = await committed(conn) if ended else None
+                if outcome is not None and barrier is not None:
+                    await barrier(conn)
         except StoreTemporaryError as exc:
             if loop.time() >= deadline:
                 raise CommitOutcomeUnknown(unknown) from exc

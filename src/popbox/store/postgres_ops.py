@@ -23,10 +23,12 @@ from popbox.store.base import (
     StoreError,
     StorePermanentError,
     StoreTemporaryError,
-    UnknownUser,
     UserRecord,
     assign_uids,
 )
+from popbox.store.postgres_failover import READ_ONLY_SQLSTATE, lock_counter
+from popbox.store.postgres_rows import insert_messages, message_row
+from popbox.store.spooled import SpooledWire
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -49,7 +51,6 @@ __all__ = [
     "EARLIER_DELIVERY",
     "EXPIRE",
     "FETCH",
-    "LOCK_COUNTER",
     "MARK_RETRIEVED",
     "MIGRATION_LOCK_KEY",
     "MIGRATION_TIMEOUT",
@@ -58,7 +59,6 @@ __all__ = [
     "USAGE",
     "USED_BY_ID",
     "apply_migrations",
-    "copy_rows",
     "deliver",
     "delivered_info",
     "import_messages",
@@ -78,9 +78,11 @@ MIGRATION_TIMEOUT = 600.0
 # [SYS/TEMP] and an MTA keeps the message queued: 08 connection exception, 40
 # transaction rollback (serialization failure, deadlock), 53 insufficient resources
 # (disk full, too many connections), 57 operator intervention (shutdown, cancel,
-# "cannot connect now"), 58 system error (I/O), and 55P03 lock_not_available.
+# "cannot connect now"), 58 system error (I/O), 55P03 lock_not_available, and 25006
+# read_only_sql_transaction: a server that was the primary and is now a standby (a
+# switchover); the store then reconnects, through the host list, to the new primary.
 _TEMPORARY_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_TEMPORARY_CODES = frozenset({"55P03"})
+_TEMPORARY_CODES = frozenset({"55P03", READ_ONLY_SQLSTATE})
 
 # The statements below use a CTE that reads the user id and acts on messages in ONE
 # statement: it is atomic, and the outer SELECT still tells "no such user" (NULL id)
@@ -181,23 +183,11 @@ SET_QUOTA_WARNED = (
     " (SELECT id, quota_warned FROM users WHERE name = $1 FOR NO KEY UPDATE) AS old"
     " WHERE u.id = old.id RETURNING old.quota_warned"
 )
-# The row that holds the uid counter.  Locking it serialises everything that hands out
-# uids for this mailbox (deliver, import_messages) across all nodes.  NO KEY: it
-# conflicts with itself but not with the KEY SHARE lock that foreign-key checks take.
-LOCK_COUNTER = "SELECT id, next_uid FROM users WHERE name = $1 FOR NO KEY UPDATE"
-_MESSAGE_COLUMNS = (
-    "user_id",
-    "uid",
-    "size",
-    "stored_size",
-    "received_at",
-    "retrieved_at",
-    "legacy_uidl",
-    "wire",
-)
 
 
-def translate(exc: BaseException, *, connection_gone: bool) -> StoreError | None:
+def translate(  # noqa: PLR0911 - one return per kind of failure
+    exc: BaseException, *, connection_gone: bool
+) -> StoreError | None:
     """The ``StoreError`` a driver or network failure stands for, or None for a bug.
 
     ``connection_gone`` says whether the connection was found closed or the pool is
@@ -217,6 +207,9 @@ def translate(exc: BaseException, *, connection_gone: bool) -> StoreError | None
         # Undefined table or column, a violated constraint, permission denied: the
         # schema or the data is not what this code expects.  Retrying will not help.
         return StorePermanentError(f"the mail database needs an administrator ({state})")
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        # Every host answered, none as the primary: a failover is under way.
+        return StoreTemporaryError("no host of [storage] dsn is a primary at the moment")
     if isinstance(exc, asyncpg.ClientConfigurationError):
         return StorePermanentError("the mail database address ([storage] dsn) is invalid")
     # InternalClientError ("cannot switch to state 12") is what asyncpg raises when the
@@ -266,7 +259,7 @@ async def apply_migrations(
 
 
 def user_record(row: asyncpg.Record) -> UserRecord:
-    """A ``UserRecord`` from a ``name, verifiers, quota`` row; verifiers come as JSON text."""
+    """A ``UserRecord`` from a ``name, verifiers, quota, disabled`` row (verifiers as JSON text)."""
     name = str(row["name"])
     try:
         verifiers = json.loads(row["verifiers"])
@@ -277,7 +270,13 @@ def user_record(row: asyncpg.Record) -> UserRecord:
     ):
         raise StorePermanentError(f"user {name!r} has unreadable verifiers")
     quota = row["quota"]
-    return UserRecord(name=name, verifiers=verifiers, quota=None if quota is None else int(quota))
+    disabled = row["disabled"]
+    return UserRecord(
+        name=name,
+        verifiers=verifiers,
+        quota=None if quota is None else int(quota),
+        disabled_reason=None if disabled is None else str(disabled),
+    )
 
 
 async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
@@ -295,7 +294,7 @@ async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
     stamp, since = dedup
     key = message.delivery_key
     async with conn.transaction():
-        user_id, uid = await _lock_counter(conn, name)
+        user_id, uid, timeline = await lock_counter(conn, name)
         if key is not None:
             earlier = await conn.fetchrow(EARLIER_DELIVERY, user_id, key, since)
             if earlier is not None:
@@ -310,14 +309,24 @@ async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
                     f"mailbox {name!r} is over quota: {used} + {message.size} > {quota} octets",
                 )
         [info] = assign_uids([message], uid, clock)
-        await conn.execute(
-            "WITH stored AS (INSERT INTO messages (user_id, uid, size, stored_size,"
-            " received_at, retrieved_at, legacy_uidl, wire)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8))"
-            " UPDATE users SET next_uid = $2 + 1 WHERE id = $1",
-            user_id,
-            *_row(info, message.retrieved_at, message.wire),
-        )
+        if isinstance(message.wire, SpooledWire):
+            await insert_messages(conn, user_id, [info], [message])
+            await conn.execute(
+                "UPDATE users SET next_uid = $2 + 1, uid_timeline = $3 WHERE id = $1",
+                user_id,
+                uid,
+                timeline,
+            )
+        else:
+            # One round trip: the row and the counter in one statement.
+            await conn.execute(
+                "WITH stored AS (INSERT INTO messages (user_id, uid, size, stored_size,"
+                " received_at, retrieved_at, legacy_uidl, wire)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8))"
+                " UPDATE users SET next_uid = $2 + 1, uid_timeline = $9 WHERE id = $1",
+                *message_row(user_id, info, message),
+                timeline,
+            )
         if key is not None:
             await conn.execute(
                 "INSERT INTO delivery_keys (user_id, key, uid, delivered_at)"
@@ -353,7 +362,7 @@ async def import_messages(
 ) -> list[MessageInfo]:
     """``MailStore.import_messages`` as one transaction under the counter lock."""
     async with conn.transaction():
-        user_id, next_uid = await _lock_counter(conn, name)
+        user_id, next_uid, timeline = await lock_counter(conn, name)
         keys = [m.import_key for m in messages if m.import_key is not None]
         # ON CONFLICT DO NOTHING returns only keys this mailbox has not recorded
         # before, each once even when the batch repeats it.
@@ -375,33 +384,11 @@ async def import_messages(
             fresh.append(message)
         first = max(next_uid, uids_above + 1)
         infos = assign_uids(fresh, first, clock)
-        await copy_rows(
-            conn,
-            [
-                (user_id, *_row(info, message.retrieved_at, message.wire))
-                for info, message in zip(infos, fresh, strict=True)
-            ],
-        )
+        await insert_messages(conn, user_id, infos, fresh)
         await conn.execute(
-            "UPDATE users SET next_uid = $2 WHERE id = $1", user_id, first + len(fresh)
+            "UPDATE users SET next_uid = $2, uid_timeline = $3 WHERE id = $1",
+            user_id,
+            first + len(fresh),
+            timeline,
         )
     return infos
-
-
-async def copy_rows(conn: Conn, rows: Sequence[tuple[object, ...]]) -> None:
-    """Insert whole ``messages`` rows with binary COPY: one round trip for a batch."""
-    if rows:
-        await conn.copy_records_to_table("messages", records=rows, columns=_MESSAGE_COLUMNS)
-
-
-async def _lock_counter(conn: Conn, name: str) -> tuple[int, int]:
-    row = await conn.fetchrow(LOCK_COUNTER, name)
-    if row is None:
-        raise UnknownUser(f"no such user {name!r}")
-    return int(row["id"]), int(row["next_uid"])
-
-
-def _row(info: MessageInfo, retrieved_at: float | None, wire: bytes) -> tuple[object, ...]:
-    """The ``messages`` columns after ``user_id``, in ``_MESSAGE_COLUMNS`` order."""
-    sizes = (info.uid, info.size, info.stored_size, info.received_at)
-    return (*sizes, retrieved_at, info.legacy_uidl, wire)

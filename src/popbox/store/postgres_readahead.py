@@ -4,7 +4,7 @@ Theory of operation: a client downloading its maildrop sends RETR 1, RETR 2, ...
 PostgreSQL each of them was a round trip to the database: for small messages most of
 the command's cost, on both sides of the connection.  So a session that asks for
 consecutive messages reads the next few small bodies in one statement
-(``popbox_read_ahead``, migration 0004) and answers the following RETRs from that copy,
+(``popbox_read_ahead``, migration 0007) and answers the following RETRs from that copy,
 without asking the database again.
 
 C0004 forbids answering from a copy blindly: RETR of a message that another session or

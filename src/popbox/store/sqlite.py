@@ -42,6 +42,7 @@ from popbox.store.base import (
     UserRecord,
 )
 from popbox.store.readahead import ChangeBeacon, beacon_path
+from popbox.store.sqlite_admin import SqliteAdminRecords
 from popbox.store.sqlite_maildrop import SqliteMaildrop
 from popbox.store.sqlite_open import (
     connect,
@@ -123,6 +124,7 @@ class SqliteStore:
         # only matters if a store is shared between loops on several threads.
         self._inline_lock = threading.Lock()
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self.admin = SqliteAdminRecords(self)
 
     async def open(self) -> None:
         """Create or open the file, apply pending migrations, and start the read pool."""
@@ -148,18 +150,22 @@ class SqliteStore:
     async def add_user(
         self, name: str, verifiers: Mapping[str, str], quota: int | None = None
     ) -> None:
-        await self._write(ops.add_user, name, json.dumps(dict(verifiers)), quota, self._clock())
+        await self.write(ops.add_user, name, json.dumps(dict(verifiers)), quota, self._clock())
 
     async def set_verifiers(self, name: str, verifiers: Mapping[str, str]) -> None:
         sql = "UPDATE users SET verifiers = ? WHERE name = ?"
-        cursor = await self._write(
+        cursor = await self.write(
             sqlite3.Connection.execute, sql, (json.dumps(dict(verifiers)), name)
         )
         ops.require_change(cursor, name)
 
     async def set_quota(self, name: str, quota: int | None) -> None:
         sql = "UPDATE users SET quota = ? WHERE name = ?"
-        ops.require_change(await self._write(sqlite3.Connection.execute, sql, (quota, name)), name)
+        ops.require_change(await self.write(sqlite3.Connection.execute, sql, (quota, name)), name)
+
+    async def set_disabled(self, name: str, reason: str | None) -> None:
+        sql = "UPDATE users SET disabled = ? WHERE name = ?"
+        ops.require_change(await self.write(sqlite3.Connection.execute, sql, (reason, name)), name)
 
     async def delete_user(self, name: str) -> None:
         # One statement, so atomic; ON DELETE CASCADE removes the messages and the lock.
@@ -169,13 +175,13 @@ class SqliteStore:
         ops.require_change(cursor, name)
 
     async def get_user(self, name: str) -> UserRecord | None:
-        sql = "SELECT name, verifiers, quota FROM users WHERE name = ?"
+        sql = "SELECT name, verifiers, quota, disabled FROM users WHERE name = ?"
         rows = self.read_inline(ops.user_rows, sql, (name,))
         return ops.user_record(rows[0]) if rows else None
 
     async def list_users(self) -> Sequence[UserRecord]:
         # BINARY collation orders by code point, as Python's sorted() does for str.
-        sql = "SELECT name, verifiers, quota FROM users ORDER BY name"
+        sql = "SELECT name, verifiers, quota, disabled FROM users ORDER BY name"
         return [ops.user_record(row) for row in await self.read_pooled(ops.user_rows, sql, ())]
 
     # -- maildrop ------------------------------------------------------------
@@ -209,21 +215,21 @@ class SqliteStore:
     ) -> MessageInfo:
         # If the caller is cancelled while the commit runs, the message may still be
         # stored without an acknowledgement; the MTA then retries (at-least-once).
-        return await self._write(ops.deliver, name, message, quota, dedup_window, self._clock)
+        return await self.write(ops.deliver, name, message, quota, dedup_window, self._clock)
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
         return await self.write_removing(name, ops.commit_update, name, sorted(set(uids)), [], 0.0)
 
     async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
-        await self._write(ops.commit_update, name, [], sorted(set(uids)), at)
+        await self.write(ops.commit_update, name, [], sorted(set(uids)), at)
 
     async def import_messages(
         self, name: str, messages: Sequence[NewMessage], *, uids_above: int = 0
     ) -> Sequence[MessageInfo]:
-        return await self._write(ops.import_messages, name, messages, uids_above, self._clock)
+        return await self.write(ops.import_messages, name, messages, uids_above, self._clock)
 
     async def set_quota_warned(self, name: str, *, warned: bool) -> bool:
-        return await self._write(ops.set_quota_warned, name, warned)
+        return await self.write(ops.set_quota_warned, name, warned)
 
     async def expire(
         self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
@@ -235,13 +241,13 @@ class SqliteStore:
     # -- exclusive lock ------------------------------------------------------
 
     async def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> None:
-        await self._write(ops.acquire_lock, name, owner, lease_seconds, self._clock)
+        await self.write(ops.acquire_lock, name, owner, lease_seconds, self._clock)
 
     async def release_lock(self, name: str, owner: str) -> None:
         sql = (
             "DELETE FROM locks WHERE owner = ? AND user_id = (SELECT id FROM users WHERE name = ?)"
         )
-        await self._write(sqlite3.Connection.execute, sql, (owner, name))
+        await self.write(sqlite3.Connection.execute, sql, (owner, name))
 
     # -- store-to-store copy (popbox.store.store_copy) --------------------------
 
@@ -299,12 +305,13 @@ class SqliteStore:
         finally:
             self._idle_readers.put(conn)
 
-    async def _write(
+    async def write(
         self,
         operation: Callable[Concatenate[sqlite3.Connection, _P], _T],
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
+        """Run ``operation`` on the writer connection's thread (``SqliteAdminRecords`` too)."""
         writer = self._writer()
         return await self._run(self._writer_pool, partial(operation, writer, *args, **kwargs))
 

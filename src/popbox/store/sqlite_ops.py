@@ -29,6 +29,7 @@ from popbox.store.base import (
     UserRecord,
     assign_uids,
 )
+from popbox.store.spooled import PIECE, wire_pieces
 from popbox.store.store_copy import MailboxState
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ _INSERT = (
     "INSERT INTO messages (user_id, uid, size, stored_size, received_at, retrieved_at,"
     " legacy_uidl, wire) VALUES (?, ?, ?, ?, ?, ?, ?, {wire})"
 )
-_BLOB_CHUNK = 1024 * 1024  # larger messages go in through the incremental blob API
 
 _SNAPSHOT = (
     "SELECT m.uid, m.size, m.stored_size, m.received_at, m.legacy_uidl"
@@ -130,8 +130,8 @@ def require_change(cursor: sqlite3.Cursor, name: str) -> None:
         raise UnknownUser(f"no such user {name!r}")
 
 
-def user_record(row: tuple[str, str, int | None]) -> UserRecord:
-    name, verifiers_json, quota = row
+def user_record(row: tuple[str, str, int | None, str | None]) -> UserRecord:
+    name, verifiers_json, quota, disabled = row
     try:
         verifiers = json.loads(verifiers_json)
     except ValueError as exc:
@@ -140,7 +140,7 @@ def user_record(row: tuple[str, str, int | None]) -> UserRecord:
         isinstance(value, str) for value in verifiers.values()
     ):
         raise StorePermanentError(f"user {name!r} has unreadable verifiers")
-    return UserRecord(name=name, verifiers=verifiers, quota=quota)
+    return UserRecord(name=name, verifiers=verifiers, quota=quota, disabled_reason=disabled)
 
 
 def add_user(
@@ -261,16 +261,17 @@ def _insert(
     for info, message in zip(infos, messages, strict=True):
         uid, size, stored, received, legacy_uidl = info
         row = (user_id, uid, size, stored, received, message.retrieved_at, legacy_uidl)
-        if len(message.wire) <= _BLOB_CHUNK:
-            small.append((*row, message.wire))
+        wire = message.wire
+        if isinstance(wire, bytes) and len(wire) <= PIECE:
+            small.append((*row, wire))
             continue
         # A bound blob is copied by SQLite, then again into the row it builds (two more
-        # copies of maybe tens of MiB); the incremental blob API takes a chunk at a time.
-        cursor = conn.execute(_INSERT.format(wire="zeroblob(?)"), (*row, len(message.wire)))
-        body = memoryview(message.wire)
+        # copies of maybe tens of MiB), and a spooled one would have to be read whole
+        # first; the incremental blob API takes a piece at a time.
+        cursor = conn.execute(_INSERT.format(wire="zeroblob(?)"), (*row, len(wire)))
         with conn.blobopen("messages", "wire", cursor.lastrowid or 0) as blob:
-            for start in range(0, len(body), _BLOB_CHUNK):
-                blob.write(body[start : start + _BLOB_CHUNK])
+            for piece in wire_pieces(wire):
+                blob.write(piece)
     conn.executemany(_INSERT.format(wire="?"), small)
     return infos
 
@@ -372,8 +373,8 @@ def fetch(conn: sqlite3.Connection, name: str, uid: int) -> bytes | None:
 
 def user_rows(
     conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
-) -> list[tuple[str, str, int | None]]:
-    rows: list[tuple[str, str, int | None]] = conn.execute(sql, params).fetchall()
+) -> list[tuple[str, str, int | None, str | None]]:
+    rows: list[tuple[str, str, int | None, str | None]] = conn.execute(sql, params).fetchall()
     return rows
 
 

@@ -7,9 +7,10 @@ in, so no uid popbox gives out later (to an imported message without a unique-id
 a new delivery) can show the same unique-id as an imported one (C0008, C0009).
 
 The second pass prepares each message (C0011 normalisation) and stores them in batches,
-each one transaction (``MailStore.import_messages``).  Every message carries an import
-key, the SHA-256 of its octets plus how many identical messages came before it in the
-source, and the store records the key in the same transaction as the message.  After an
+each one transaction (``transfer.batches``, shared with ``pop3_import``).  Every message
+carries an import key, the SHA-256 of its octets plus how many identical messages came
+before it in the source, and the store records the key in the same transaction as the
+message.  After an
 interruption (Ctrl-C, kill -9, a full disk) the batch in flight is rolled back whole, and
 running the same import again skips every message already committed: nothing is lost,
 nothing is stored twice, no message is ever half-visible.
@@ -35,13 +36,14 @@ from typing import TYPE_CHECKING
 
 from popbox.store.base import UnknownUser
 from popbox.store.message import MalformedMessage, prepare
+from popbox.transfer.batches import ImportBatches
 from popbox.transfer.sources import NotImported, SourceMessage
 from popbox.transfer.uidl import numeric_uid, valid_uidl
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
-    from popbox.store.base import MailStore, NewMessage
+    from popbox.store.base import MailStore, MessageInfo, NewMessage
     from popbox.transfer.sources import SourceItem
 
 __all__ = ["ImportOptions", "ImportReport", "run_import"]
@@ -107,7 +109,7 @@ async def run_import(
         done += 1
         if progress is not None:
             progress(done, report.total)
-    await run.flush()
+    await run.batches.flush()
     return report
 
 
@@ -134,8 +136,14 @@ class _Run:
         self.shown = shown  # unique-id -> uid of every message in the mailbox
         self.seen_uidls: set[str] = set()
         self.seen_hashes: dict[bytes, int] = {}
-        self.batch: list[NewMessage] = []
-        self.batch_octets = 0
+        self.batches = ImportBatches(
+            store,
+            name,
+            messages=options.batch_messages,
+            octets=options.batch_octets,
+            uids_above=report.uids_above,
+            stored=self._stored,
+        )
 
     async def add(self, message: SourceMessage) -> None:
         # Counted for every message, skipped or not, so that the n-th copy of identical
@@ -147,11 +155,7 @@ class _Run:
         if new is None:
             return
         key = f"sha256:{digest.hex()}:{occurrence}"
-        self.batch.append(dataclasses.replace(new, import_key=key))
-        self.batch_octets += new.size
-        options = self.options
-        if len(self.batch) >= options.batch_messages or self.batch_octets >= options.batch_octets:
-            await self.flush()
+        await self.batches.add(dataclasses.replace(new, import_key=key))
 
     async def _prepare(self, message: SourceMessage) -> NewMessage | None:
         """The message ready to store, or None when it is skipped (and reported)."""
@@ -188,18 +192,11 @@ class _Run:
             new = dataclasses.replace(new, retrieved_at=retrieved_at)
         return new
 
-    async def flush(self) -> None:
-        if not self.batch:
-            return
+    def _stored(self, batch: Sequence[NewMessage], stored: Sequence[MessageInfo]) -> None:
         report = self.report
-        stored = await self.store.import_messages(
-            self.name, self.batch, uids_above=report.uids_above
-        )
         report.imported += len(stored)
-        report.already += len(self.batch) - len(stored)
+        report.already += len(batch) - len(stored)
         for info in stored:
             report.octets += info.size
             report.kept_uidl += info.legacy_uidl is not None
             self.shown[info.uidl] = info.uid
-        self.batch = []
-        self.batch_octets = 0

@@ -18,14 +18,16 @@ stopped, and the next run continues from there.
 The mailbox's quota (E0003) applies unless the operator says otherwise: when the next
 message does not fit, the run stops there as above, and the report says how far it got.
 
-Memory: one message and two batches (the one filling, the one committing; each at most
-about ``batch_octets``) at a time, and the listing; never the mailbox.  A message larger
-than ``max_message_size`` (by LIST) is not retrieved.
+Memory: two batches (the one filling, the one committing: ``transfer.batches``; each
+at most about ``batch_octets``) and the listing; never the mailbox.  A RETR answer larger
+than a megabyte goes to a temporary file in ``spool_dir`` as it arrives and from there,
+piece by piece, into the store (``store.spooled``), so memory does not grow with the
+size of a message either.  A message larger than ``max_message_size`` (by LIST) is not
+retrieved.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import email.utils
 import re
@@ -35,16 +37,19 @@ from typing import TYPE_CHECKING
 from popbox.delivery.quota import effective_quota
 from popbox.store.base import UnknownUser
 from popbox.store.message import MalformedMessage, prepare_stuffed
+from popbox.store.spooled import SpooledWire
+from popbox.transfer.batches import ImportBatches
 from popbox.transfer.pop3_client import Pop3Client, SourceError
 from popbox.transfer.pop3_listing import header_key, plan_entries, uidl_key
 from popbox.transfer.uidl import numeric_uid
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from popbox.config import QuotaConfig
-    from popbox.store.base import MailStore, NewMessage
+    from popbox.store.base import MailStore, MessageInfo, NewMessage
     from popbox.transfer.pop3_client import Credentials, Pop3Url
     from popbox.transfer.pop3_listing import Entry
 
@@ -85,6 +90,7 @@ class Pop3Import:
     # Small enough that the last batch, the one nothing overlaps, is quickly committed.
     batch_messages: int = 100  # messages per transaction
     batch_octets: int = 4 * 1024 * 1024  # ... and at most about this many octets
+    spool_dir: Path | None = None  # large answers wait here (None: the system's temp dir)
 
 
 @dataclass(slots=True)
@@ -159,7 +165,7 @@ async def import_pop3(
         by_number = {entry.number: entry for entry in wanted}
         report.done = report.total - len(wanted)
         try:
-            async for number, wire in client.retrieve(list(by_number)):
+            async for number, wire in client.retrieve(list(by_number), options.spool_dir):
                 await run.add(by_number[number], wire)
                 report.done += 1
                 report.retrieved_octets += len(wire)
@@ -170,7 +176,7 @@ async def import_pop3(
             # quota): what was retrieved is stored below; the next run continues there.
             report.stopped = f"{exc}; run again to continue"
         finally:
-            await run.flush()
+            await run.batches.flush()
     finally:
         await client.quit()
     return report
@@ -192,12 +198,16 @@ class _Run:
         self.report = report
         self.legacy: set[str] = set()  # legacy unique-ids the mailbox shows
         self.native: set[str] = set()  # popbox's own unique-ids it shows
-        self.uids_above = 0
         self.headers_seen: dict[bytes, int] = {}
-        self.batch: list[NewMessage] = []
-        self.batch_octets = 0
-        self.in_flight: asyncio.Task[None] | None = None
         self.room: int | None = None  # octets the quota leaves; None: no quota applies
+        self.batches = ImportBatches(
+            store,
+            name,
+            messages=options.batch_messages,
+            octets=options.batch_octets,
+            uids_above=0,
+            stored=self._stored,
+        )
 
     async def prepare_mailbox(self, entries: list[Entry]) -> None:
         for info in await self.store.snapshot(self.name):
@@ -207,7 +217,7 @@ class _Run:
                 self.legacy.add(info.legacy_uidl)
         # C0008: no uid popbox gives out later may show an imported numeric unique-id.
         numbers = (numeric_uid(entry.uidl) for entry in entries if entry.uidl)
-        self.uids_above = max((n for n in numbers if n is not None), default=0)
+        self.batches.uids_above = max((n for n in numbers if n is not None), default=0)
 
     def to_retrieve(self, entries: list[Entry]) -> list[Entry]:
         """The entries still to import; the others are counted and reported here."""
@@ -221,27 +231,31 @@ class _Run:
                 wanted.append(entry)
         return wanted
 
-    async def add(self, entry: Entry, wire: bytes) -> None:
-        """Batch one RETR answer (still byte-stuffed) for storing."""
-        new = self._prepare(entry, wire)
-        if new is None:
-            return
-        if self.room is not None:
-            if new.size > self.room:
-                raise QuotaReached(
-                    f"the mailbox quota is reached: message {entry.number} ({new.size} octets)"
-                    f" does not fit in the {max(self.room, 0)} octets left"
-                )
-            self.room -= new.size
-        self.batch.append(new)
-        self.batch_octets += new.size
-        if (
-            len(self.batch) >= self.options.batch_messages
-            or self.batch_octets >= self.options.batch_octets
-        ):
-            await self._flush_soon()
+    async def add(self, entry: Entry, wire: bytes | SpooledWire) -> None:
+        """Batch one RETR answer (still byte-stuffed) for storing; it owns ``wire`` now."""
+        try:
+            new = self._prepare(entry, wire)
+            if new is not None:
+                self._take_room(entry, new)
+        except BaseException:
+            _release(wire)
+            raise
+        if new is None or new.wire is not wire:
+            _release(wire)  # not stored, or stored as rewritten (prepare_stuffed)
+        if new is not None:
+            await self.batches.add(new)
 
-    def _prepare(self, entry: Entry, wire: bytes) -> NewMessage | None:
+    def _take_room(self, entry: Entry, new: NewMessage) -> None:
+        if self.room is None:
+            return
+        if new.size > self.room:
+            raise QuotaReached(
+                f"the mailbox quota is reached: message {entry.number} ({new.size} octets)"
+                f" does not fit in the {max(self.room, 0)} octets left"
+            )
+        self.room -= new.size
+
+    def _prepare(self, entry: Entry, wire: bytes | SpooledWire) -> NewMessage | None:
         uidl = entry.uidl
         if uidl is not None and uidl in self.native:
             self.report.problems.append(
@@ -249,40 +263,20 @@ class _Run:
                 " message of the mailbox; given a new one"
             )
             uidl = None
+        head = wire.head if isinstance(wire, SpooledWire) else wire
         try:
-            new = prepare_stuffed(wire, legacy_uidl=uidl, received_at=_received_at(wire))
+            new = prepare_stuffed(wire, legacy_uidl=uidl, received_at=_received_at(head))
         except MalformedMessage as exc:
             self._refuse(entry, f"not imported: {exc}")
             return None
-        key = uidl_key(entry.uidl) if entry.uidl else header_key(wire, self.headers_seen)
+        key = uidl_key(entry.uidl) if entry.uidl else header_key(head, self.headers_seen)
         return dataclasses.replace(new, import_key=key)
 
     def _refuse(self, entry: Entry, why: str) -> None:
         self.report.not_imported += 1
         self.report.problems.append(f"message {entry.number}: {why}")
 
-    async def _flush_soon(self) -> None:
-        # Stores the full batch while the next one is retrieved (SQLite and PostgreSQL
-        # commit off the event loop): the import waits on the source, not the disk.
-        # At most one batch is in flight, so memory stays at two batches.
-        await self._settle()
-        batch, self.batch, self.batch_octets = self.batch, [], 0
-        self.in_flight = asyncio.create_task(self._store(batch))
-
-    async def _settle(self) -> None:
-        if self.in_flight is not None:
-            task, self.in_flight = self.in_flight, None
-            await task
-
-    async def flush(self) -> None:
-        """Store everything retrieved; returns when it is committed."""
-        await self._settle()
-        batch, self.batch, self.batch_octets = self.batch, [], 0
-        if batch:
-            await self._store(batch)
-
-    async def _store(self, batch: list[NewMessage]) -> None:
-        stored = await self.store.import_messages(self.name, batch, uids_above=self.uids_above)
+    def _stored(self, batch: Sequence[NewMessage], stored: Sequence[MessageInfo]) -> None:
         report = self.report
         report.imported += len(stored)
         report.already += len(batch) - len(stored)
@@ -291,6 +285,11 @@ class _Run:
             if info.legacy_uidl is not None:
                 report.kept_uidl += 1
                 self.legacy.add(info.legacy_uidl)
+
+
+def _release(wire: bytes | SpooledWire) -> None:
+    if isinstance(wire, SpooledWire):
+        wire.close()
 
 
 def _received_at(raw: bytes) -> float | None:

@@ -2,6 +2,10 @@
 
 The file is CSV with a header line naming the columns ``name`` (the popbox user),
 ``login`` (at the source; empty: the name) and ``password`` or ``password_file``.
+Through a master user (``--master-user``) every login uses the master's one password,
+as Dovecot's master users and Exchange's impersonation do: the file then names only
+the users (``name`` and ``login``), and a password in it is refused rather than
+silently ignored.
 Imports run ``concurrency`` at a time, and logins to the source start at most
 ``logins_per_second`` apart, so a source with login limits (Exchange's
 MaxConnectionsPerUser, fail2ban, Dovecot's mail_max_userip_connections) is not tripped.
@@ -40,7 +44,7 @@ __all__ = ["UserRow", "UsersOptions", "UsersSummary", "import_users", "read_user
 class UserRow:
     name: str
     login: str
-    password: str
+    password: str | None  # None: the master user's password (``read_users(master=True)``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +82,16 @@ class UsersSummary:
         return json.dumps(summary, indent=2) + "\n"
 
 
-def read_users(path: Path) -> list[UserRow]:
-    """The rows of the users file; ``ValueError`` naming the line of a bad one."""
+def read_users(path: Path, *, master: bool = False) -> list[UserRow]:
+    """The rows of the users file; ``ValueError`` naming the line of a bad one.
+
+    With ``master`` the rows carry no password: every login is the master user's.
+    """
     rows: list[UserRow] = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or [])
-        if "name" not in columns or not columns & {"password", "password_file"}:
+        if "name" not in columns or not (master or columns & {"password", "password_file"}):
             raise ValueError(
                 f"{path}:1: the header must name name, login, password or password_file"
             )
@@ -95,9 +102,13 @@ def read_users(path: Path) -> list[UserRow]:
                 raise ValueError(f"{where}: no name")
             if any(row.name == name for row in rows):
                 raise ValueError(f"{where}: {name} is listed twice")
-            rows.append(
-                UserRow(name, (row.get("login") or "").strip() or name, _secret(row, where))
-            )
+            if master and (row.get("password") or (row.get("password_file") or "").strip()):
+                raise ValueError(
+                    f"{where}: a master user logs in with one password for every user:"
+                    " give it with --password-stdin or --password-file, not in the file"
+                )
+            secret = None if master else _secret(row, where)
+            rows.append(UserRow(name, (row.get("login") or "").strip() or name, secret))
     if not rows:
         raise ValueError(f"{path}: no users")
     return rows
@@ -147,7 +158,11 @@ async def import_users(  # noqa: PLR0913 - the store, the work, and where to rep
     progress_to: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> UsersSummary:
-    """Import every user (module docs); one result line each on ``out``."""
+    """Import every user (module docs); one result line each on ``out``.
+
+    ``template`` is the source with its login options; a row's password replaces its
+    password unless the row has none (the master user's, in ``template``, then).
+    """
     summary = UsersSummary()
     limit = asyncio.Semaphore(max(1, options.concurrency))
     pacer = _LoginPacer(options.logins_per_second, clock)
@@ -157,7 +172,9 @@ async def import_users(  # noqa: PLR0913 - the store, the work, and where to rep
         async with limit:
             await pacer.wait()
             credentials = dataclasses.replace(
-                template.credentials, login=user.login, password=user.password
+                template.credentials,
+                login=user.login,
+                password=template.credentials.password if user.password is None else user.password,
             )
             source = dataclasses.replace(template, credentials=credentials)
             result = await _import_user(store, user.name, source, imports, progress)

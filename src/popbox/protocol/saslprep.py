@@ -1,5 +1,8 @@
 """SASLprep (RFC 4013), the stringprep profile SCRAM applies to passwords and names.
 
+POP3's USER and PASS apply it too once the server lists ``UTF8 USER`` (RFC 6856 s2.2),
+which is why it lives in the protocol core: it needs nothing but the standard library.
+
 SCRAM clients hash ``SASLprep(password)`` (RFC 5802 s2.2), so the server must store its
 verifier from the same string or a user with, say, a non-breaking space or a
 compatibility character in the password could never log in.  The tables are the
@@ -33,20 +36,25 @@ _PROHIBITED: tuple[Callable[[str], bool], ...] = (
     stringprep.in_table_c7,  # inappropriate for canonical representation
     stringprep.in_table_c8,  # change display properties
     stringprep.in_table_c9,  # tagging characters
-    stringprep.in_table_a1,  # unassigned in Unicode 3.2 (stored strings, RFC 4013 s2.5)
 )
 
 
-def saslprep(text: str) -> str:
-    """Return the SASLprep form of ``text`` (RFC 4013 s2), or raise ``SaslprepError``."""
+def saslprep(text: str, *, query: bool = False) -> str:
+    """Return the SASLprep form of ``text`` (RFC 4013 s2), or raise ``SaslprepError``.
+
+    A stored string (a password being set) may hold no code point unassigned in Unicode
+    3.2; a query string (what a client sends to log in) may (RFC 4013 s2.5, RFC 3454 s7).
+    """
     # s2.1 mapping: non-ASCII spaces become SPACE, "commonly mapped to nothing" vanish.
     mapped = "".join(
         " " if stringprep.in_table_c12(ch) else ch for ch in text if not stringprep.in_table_b1(ch)
     )
     normal = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)  # s2.2
     for ch in normal:
-        if any(table(ch) for table in _PROHIBITED):  # s2.3, s2.5
+        if any(table(ch) for table in _PROHIBITED):  # s2.3
             raise SaslprepError(f"prohibited character U+{ord(ch):04X}")
+        if not query and stringprep.in_table_a1(ch):  # s2.5
+            raise SaslprepError(f"unassigned character U+{ord(ch):04X}")
     _check_bidi(normal)
     return normal
 

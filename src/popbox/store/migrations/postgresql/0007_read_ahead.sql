@@ -1,4 +1,4 @@
--- popbox PostgreSQL schema, version 4: the leases that let a session read bodies ahead
+-- popbox PostgreSQL schema, version 7: the leases that let a session read bodies ahead
 -- of its RETRs and still answer -ERR for a message removed meanwhile (C0004).  How the
 -- pieces fit is told in popbox.store.postgres_readahead.
 

@@ -1,0 +1,1 @@
+"""The admin API and web console (``[admin]``): an HTTP layer over what the CLI does."""

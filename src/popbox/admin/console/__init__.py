@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages over the admin actions, small vanilla JS."""

@@ -1,0 +1,1 @@
+"""User directories: where logins are checked and recipients looked up (issue 11)."""
