@@ -204,6 +204,26 @@ async def test_a_sessions_own_update_does_not_wait_for_its_own_lease(pg_dsn: str
         await store.close()
 
 
+async def test_a_session_that_ended_holds_up_no_removal(pg_dsn: str) -> None:
+    """UPDATE ends the session's lease: the next session's DELE+QUIT does not wait for it."""
+    store = PostgresStore(pg_dsn, max_size=2, read_ahead_lifetime=3600.0)
+    await store.open()
+    try:
+        await store.add_user("alice", {})
+        await store.import_messages("alice", [prepare(text) for text in TEXTS])
+        first = await store.open_maildrop("alice")
+        uids = [info.uid for info in first.messages]
+        assert await retr(first, uids[0]) == wire(TEXTS[0])
+        assert await first.commit([], [uids[0]], 1.0) == 0  # QUIT after a download
+        second = await store.open_maildrop("alice")
+        assert await retr(second, uids[0]) == wire(TEXTS[0])
+        # Waiting for the first session's hour-long lease would run into the timeout.
+        assert await asyncio.wait_for(second.commit(uids[:2], [], 1.0), 60) == 2
+        assert await asyncio.wait_for(store.delete("alice", uids[2:3]), 60) == 1
+    finally:
+        await store.close()
+
+
 async def test_leases_lost_to_a_crash_make_the_next_removal_wait_c0004(
     nodes: tuple[PostgresStore, PostgresStore], pg_dsn: str
 ) -> None:

@@ -306,7 +306,7 @@ class PostgresStore:
         marked = sorted(set(retrieved) - set(gone))
         token = secrets.token_hex(16)
         now = self._clock()
-        args = (name, gone, marked, at, token, now - TOKEN_LIFETIME, now)
+        args = (name, gone, marked, at, token, now - TOKEN_LIFETIME, now, holder)
 
         async def work(conn: PoolConnectionProxy[asyncpg.Record]) -> int:
             if gone:
