@@ -87,6 +87,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default="sqlite",
         help="postgresql: popbox on a private PostgreSQL too, beside popbox on SQLite",
     )
+    parser.add_argument(
+        "--directory",
+        choices=("internal", "passwd-file"),
+        default="internal",
+        help="passwd-file: popbox checks logins against the passwd-file Dovecot is given",
+    )
     parser.add_argument("--results", type=Path, help="file to write the table into")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args(argv)
@@ -263,15 +269,26 @@ def _provision(
         path.chmod(0o644)
     phc = provision.hashes(u for _, users, _ in plan for u in users)
     provision.provision_popbox(root / "popbox-data", plan, phc)
-    popboxes = [servers.PopboxServer(root, root / "popbox-data", cert, key, args.workers)]
+    passwd = provision.provision_dovecot(root, plan, phc)
+    shared = passwd if args.directory == "passwd-file" else None
+    popboxes = [
+        servers.PopboxServer(
+            root, root / "popbox-data", cert, key, args.workers, passwd_file=shared
+        )
+    ]
     if database is not None:
         provision.provision_popbox(root / "popbox-pg-data", plan, phc, database.dsn)
         popboxes.append(
             servers.PopboxServer(
-                root, root / "popbox-pg-data", cert, key, args.workers, database=database
+                root,
+                root / "popbox-pg-data",
+                cert,
+                key,
+                args.workers,
+                database=database,
+                passwd_file=shared,
             )
         )
-    passwd = provision.provision_dovecot(root, plan, phc)
     print(f"provisioned in {time.monotonic() - began:.1f} s under {root}", flush=True)
     return [
         *popboxes,
@@ -317,7 +334,10 @@ def _report(
     pop = popboxes[-1]
     quick = " --quick" if args.quick else ""
     store = " --store postgresql" if args.store == "postgresql" else ""
-    command = f"bench/run.py --scenarios {args.scenarios} --runs {args.runs}{quick}{store}"
+    directory = " --directory passwd-file" if args.directory == "passwd-file" else ""
+    command = (
+        f"bench/run.py --scenarios {args.scenarios} --runs {args.runs}{quick}{store}{directory}"
+    )
     database = (
         [
             (
@@ -337,6 +357,10 @@ def _report(
         (
             f"- {dov.version()} ({args.dovecot} settings), same certificate, "
             f"argon2id {provision.BENCH_ARGON2} for both"
+        ),
+        (
+            "- popbox logins checked against "
+            + ("the passwd-file Dovecot reads" if args.directory == "passwd-file" else "its store")
         ),
         (
             f"- {settings.clients} client processes, {settings.duration:g} s per window, "

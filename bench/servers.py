@@ -114,8 +114,16 @@ class PopboxServer(_Server):
         workers: int,
         *,
         database: Database | None = None,
+        passwd_file: Path | None = None,
+        extra_config: str = "",
     ) -> None:
-        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given."""
+        """popbox on SQLite in ``data_dir``, or on PostgreSQL when ``database`` is given.
+
+        ``passwd_file``: logins are checked against that Dovecot passwd-file (the one
+        Dovecot is given) instead of the store's own users, whose mailboxes still hold
+        the mail.  ``extra_config`` is TOML appended to the file (bench/ldap_login.py's
+        ``[[directory]]``).
+        """
         if database is not None:
             self.name = "popbox-pg"
         super().__init__(root)
@@ -127,6 +135,12 @@ class PopboxServer(_Server):
         storage = (
             f'[storage]\nbackend = "postgresql"\ndsn = "{database.dsn}"\n'
             if database is not None
+            else ""
+        )
+        directory = (
+            f'[[directory]]\nname = "bench-passwd-file"\ntype = "passwd-file"\n'
+            f'path = "{passwd_file}"\n'
+            if passwd_file is not None
             else ""
         )
         self.config.write_text(
@@ -143,6 +157,8 @@ class PopboxServer(_Server):
             + storage
             + server_section
             + _argon2_section()
+            + directory
+            + extra_config
         )
 
     def cpu_seconds(self) -> float:
@@ -191,8 +207,19 @@ def _has_workers() -> bool:
 class DovecotServer(_Server):
     name = "dovecot"
 
-    def __init__(self, root: Path, passwd: Path, cert: Path, key: Path, *, tuned: bool) -> None:
+    def __init__(  # noqa: PLR0913 - one server's whole configuration
+        self,
+        root: Path,
+        passwd: Path,
+        cert: Path,
+        key: Path,
+        *,
+        tuned: bool,
+        passdb: str | None = None,
+    ) -> None:
+        """Dovecot on ``passwd`` (a passwd-file), or on the ``passdb {...}`` block given."""
         super().__init__(root)
+        passdb = passdb or f"passdb {{\n  driver = passwd-file\n  args = {passwd}\n}}"
         self.config = root / "dovecot.conf"
         self.lmtp_port = free_port()
         (root / "dovecot-state").mkdir(exist_ok=True)
@@ -223,10 +250,7 @@ default_client_limit = 40000
 default_vsz_limit = 1G
 mail_location = maildir:~/Maildir
 first_valid_uid = 1
-passdb {{
-  driver = passwd-file
-  args = {passwd}
-}}
+{passdb}
 userdb {{
   driver = static
   args = uid={65534} gid={65534} home={root}/mail/%u

@@ -2,99 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import http.client
-import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import jsonschema
 import pytest
+from admin_node import Admin, issue_token
 
-from popbox.admin import tokens
-from popbox.admin.openapi import document
-from popbox.store import open_store
 from popbox_servers import USERS, ServeProcess, config_mapping, make_tls_files, provision, toml_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
-
-HTTP_TIMEOUT = 15.0
-_DOC = document()
-
-
-def _issue(data_dir: Path, scope: str, lifetime: float | None = None) -> str:
-    """A token in the store; with ``lifetime``, one that expired in 1970."""
-
-    async def run() -> str:
-        store = open_store("sqlite", data_dir=data_dir, dsn="")
-        await store.open()
-        try:
-            token, record = tokens.issue(scope, now=0.0, lifetime=lifetime)
-            await store.admin.add_token(record)
-            return token
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Admin:
-    """The running node: its ports, an admin and a read token, and an HTTP helper."""
-
-    process: ServeProcess
-    port: int
-    pop3_port: int
-    admin_token: str
-    read_token: str
-    expired_token: str
-    data_dir: Path
-
-    def call(  # noqa: PLR0913 - an HTTP request has this many parts
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        *,
-        token: str | None = "admin",  # noqa: S107 - which of the fixture's tokens
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
-        sent = dict(headers or {})
-        if token is not None:
-            secret = {"admin": self.admin_token, "read": self.read_token}.get(token, token)
-            sent["Authorization"] = f"Bearer {secret}"
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
-        try:
-            conn.request(method, path, body=data, headers=sent)
-            answer = conn.getresponse()
-            return Reply(answer.status, dict(answer.getheaders()), answer.read())
-        finally:
-            conn.close()
-
-
-def check_documented(method: str, template: str, reply: Reply) -> None:
-    """The reply's status is documented for the operation, and its JSON fits the schema."""
-    operation = _DOC["paths"][template][method.lower()]
-    documented = operation["responses"].get(str(reply.status))
-    assert documented is not None, f"{method} {template} answered {reply.status}, not documented"
-    content = documented.get("content", {}).get("application/json")
-    if content is not None:
-        schema = {**content["schema"], "components": _DOC["components"]}
-        jsonschema.validate(reply.json(), schema)
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +19,15 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
     tls = make_tls_files(base / "tls")
     data_dir = base / "data"
     provision(data_dir, USERS, {"alice": [b"Subject: first\r\n\r\nhello\r\n"]})
-    admin_token, read_token = _issue(data_dir, "admin"), _issue(data_dir, "read")
-    expired = _issue(data_dir, "admin", lifetime=1.0)
+    admin_token, read_token = issue_token(data_dir, "admin"), issue_token(data_dir, "read")
+    expired = issue_token(data_dir, "admin", lifetime=1.0)
     mapping = config_mapping(
         data_dir,
         tls,
-        {"login_type": "plaintext_login"},
+        {
+            "login_type": "plaintext_login",
+            "external_connection_settings": ["mail.example.com:995:SSL", "mail.example.com:110"],
+        },
         {"server": {"workers": 2}, "admin": {"listen": ["127.0.0.1:0"], "users": ["alice"]}},
     )
     config = base / "popbox.toml"

@@ -14,8 +14,8 @@ import threading
 import time
 
 import pytest
+from admin_node import HTTP_TIMEOUT, check_documented
 
-from conftest import HTTP_TIMEOUT, check_documented
 from popbox.store.message import normalise
 
 POP_TIMEOUT = 15.0
@@ -310,6 +310,17 @@ def test_operations(admin):
     toml = _call(admin, "GET", "/api/v1/config", "/api/v1/config").json()["toml"]
     assert "[admin]" in toml
     assert "workers = 2" in toml
+    settings = _call(
+        admin, "GET", "/api/v1/connection-settings", "/api/v1/connection-settings"
+    ).json()
+    assert settings == {
+        # Built from the listeners, whose ports here are ephemeral: nothing to tell anyone.
+        "internal": [],
+        "external": [
+            {"host": "mail.example.com", "port": 995, "encryption": "SSL"},
+            {"host": "mail.example.com", "port": 110, "encryption": ""},
+        ],
+    }
     check = _call(admin, "GET", "/api/v1/config/check", "/api/v1/config/check").json()
     assert check["valid"] is True
     assert check["error"] is None

@@ -70,7 +70,7 @@ def test_directories_keep_their_order_domains_and_settings():
             [{"name": "a", "type": "internal", "domains": "example.com"}],
             r"\.domains: must be a list",
         ),
-        ([{"name": "corp", "type": "ldap"}], r"ldap directories are not available in this build"),
+        ([{"name": "corp", "type": "ldap"}], r'directory\[1\] \("corp"\)\.uris: required'),
     ],
 )
 def test_a_bad_directory_table_is_a_config_error_naming_it(directories, problem):

@@ -1,4 +1,4 @@
-"""The admin records (API tokens, disabled accounts) on every backend, PostgreSQL included.
+"""The admin records (API tokens) on every backend, PostgreSQL included.
 
 Schema version 4 adds them on SQLite and on PostgreSQL; the same tests run against the
 in-memory store.
@@ -12,7 +12,6 @@ import pytest
 
 from popbox.store import open_store
 from popbox.store.admin_records import TokenRecord
-from popbox.store.base import UnknownUser
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -53,24 +52,10 @@ async def test_tokens_are_added_found_by_digest_listed_and_revoked(store: MailSt
     assert await store.admin.token_by_digest("d" * 64) is None
 
 
-async def test_disable_and_enable_keep_the_reason_until_enabled(store: MailStore) -> None:
-    assert await store.admin.disabled_reason("alice") is None
-    await store.admin.set_disabled("alice", "left the company")
-    assert await store.admin.disabled_reason("alice") == "left the company"
-    assert dict(await store.admin.disabled()) == {"alice": "left the company"}
-    await store.admin.set_disabled("alice", None)
-    assert await store.admin.disabled_reason("alice") is None
-    assert dict(await store.admin.disabled()) == {}
-
-
-async def test_disabling_an_unknown_user_raises(store: MailStore) -> None:
-    with pytest.raises(UnknownUser):
-        await store.admin.set_disabled("nobody", "x")
-    assert await store.admin.disabled_reason("nobody") is None
-
-
 async def test_a_user_deleted_and_added_again_starts_enabled(store: MailStore) -> None:
-    await store.admin.set_disabled("bob", "spam")
+    await store.set_disabled("bob", "spam")
     await store.delete_user("bob")
     await store.add_user("bob", {})
-    assert await store.admin.disabled_reason("bob") is None
+    user = await store.get_user("bob")
+    assert user is not None
+    assert user.disabled_reason is None

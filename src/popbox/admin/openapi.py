@@ -92,6 +92,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         limit={"type": "integer"},
         users={"type": "array", "items": {"$ref": "#/components/schemas/User"}},
     ),
+    "ConnectionSettings": _object(
+        ["internal", "external"],
+        internal={"type": "array", "items": {"$ref": "#/components/schemas/ConnectionSetting"}},
+        external={"type": "array", "items": {"$ref": "#/components/schemas/ConnectionSetting"}},
+    ),
+    "ConnectionSetting": _object(
+        ["host", "port", "encryption"],
+        host={"type": "string"},
+        port={"type": "integer", "minimum": 1, "maximum": 65535},
+        encryption={"enum": ["SSL", "TLS", ""]},
+    ),
     "Message": _object(_LISTING, **_LISTING_PROPERTIES),
     "MessageDetail": _object(
         [*_LISTING, "headers", "text", "html"],
@@ -344,6 +355,14 @@ def operations() -> dict[str, dict[str, dict[str, Any]]]:
                 "The configuration in force, as TOML",
                 "read",
                 ok=("200", "Config"),
+                errors=("401", "403", "503"),
+            ),
+        },
+        "/api/v1/connection-settings": {
+            "get": _op(
+                "What clients are told to connect to (Internal/ExternalConnectionSettings)",
+                "read",
+                ok=("200", "ConnectionSettings"),
                 errors=("401", "403", "503"),
             ),
         },

@@ -14,6 +14,7 @@ from popbox.admin.openapi import document
 from popbox.admin.routes_users import ACTIONS
 from popbox.admin.validate import BadRequest
 from popbox.config import ConfigError, dump, load, warnings
+from popbox.config.connection_settings import advertised
 
 if TYPE_CHECKING:
     from popbox.admin.actions import AdminActions
@@ -91,6 +92,18 @@ async def config_show(request: web.Request) -> web.Response:
 
 
 @requires("read")
+async def connection_settings(request: web.Request) -> web.Response:
+    """Set-PopSettings Internal/ExternalConnectionSettings: what clients are told to use."""
+    settings = advertised(_actions(request).node.config.pop3)
+    return web.json_response(
+        {
+            kind: [{"host": s.host, "port": s.port, "encryption": s.encryption} for s in entries]
+            for kind, entries in settings.items()
+        }
+    )
+
+
+@requires("read")
 async def config_check(request: web.Request) -> web.Response:
     path = _actions(request).node.config_path
     if path is None:
@@ -128,6 +141,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/api/v1/users/{name}/sessions", kick_user)
     r.add_get("/api/v1/users/{name}/protocol", protocol)
     r.add_get("/api/v1/config", config_show)
+    r.add_get("/api/v1/connection-settings", connection_settings)
     r.add_get("/api/v1/config/check", config_check)
     r.add_post("/api/v1/reload", reload)
     r.add_get("/api/v1/stats", stats)

@@ -23,6 +23,7 @@ from popbox.config.checks import (
     check_server,
     parse_address,
 )
+from popbox.config.connection_settings import check_connection_settings
 from popbox.config.directories import parse_directories, parse_names
 from popbox.config.profiles import (
     COMPAT_NAMES,
@@ -129,6 +130,7 @@ def from_mapping(raw: dict[str, Any]) -> Config:
 
     pop3 = _build(Pop3Config, section("pop3"), "pop3")
     check_pop3(pop3)
+    check_connection_settings(pop3)
     if problem := check_profile(compat, pop3):
         raise ConfigError(problem)
     storage = _build(StorageConfig, _section(raw, "storage"), "storage")

@@ -22,6 +22,7 @@ from popbox.config.directory_sections import (
     NamesConfig,
     PasswdFileSettings,
 )
+from popbox.config.ldap import parse_ldap_directory
 from popbox.config.sections import ConfigError
 
 __all__ = ["parse_directories", "parse_names"]
@@ -63,8 +64,7 @@ def _settings(kind: DirectoryType, backend: dict[str, Any], where: str) -> objec
         return InternalSettings()
     if kind == "passwd-file":
         return _passwd_file(backend, where)
-    # The LDAP backend's settings are read by config/ldap.py once it is part of the build.
-    raise ConfigError(f"{where}.type: ldap directories are not available in this build")
+    return parse_ldap_directory(backend, where)
 
 
 def _passwd_file(backend: dict[str, Any], where: str) -> PasswdFileSettings:

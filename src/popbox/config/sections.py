@@ -81,6 +81,11 @@ class Pop3Config:
     # Seconds a client has to finish a TLS handshake (port 995 or after STLS); unset: the
     # unauthenticated_timeout, since a handshake is part of the time before login (V0002).
     tls_handshake_timeout: float | None = None
+    # Set-PopSettings Internal/ExternalConnectionSettings: HOST:PORT[:SSL|TLS] entries that
+    # say what clients are told to use (config/connection_settings.py); the wire is not
+    # changed.  Internal, none given: built from the listeners; external: none.
+    internal_connection_settings: tuple[str, ...] = ()
+    external_connection_settings: tuple[str, ...] = ()
 
     @property
     def handshake_timeout(self) -> float:

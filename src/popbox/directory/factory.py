@@ -9,8 +9,10 @@ import structlog
 
 from popbox.clock import SystemClock
 from popbox.config.directory_sections import InternalSettings, NamesConfig, PasswdFileSettings
+from popbox.config.ldap import LdapSettings
 from popbox.directory.chain import DirectoryChain, Link
 from popbox.directory.internal import InternalDirectory
+from popbox.directory.ldap import LdapDirectory
 from popbox.directory.names import LoginNames
 from popbox.directory.passwd_file import PasswdFileDirectory
 
@@ -47,6 +49,8 @@ def build_directory(config: DirectoryConfig, deps: DirectoryDeps) -> Directory:
     if isinstance(settings, PasswdFileSettings):
         fold = deps.config.names.lowercase
         return PasswdFileDirectory(config.name, settings, deps.log, fold_local=fold)
+    if isinstance(settings, LdapSettings):
+        return LdapDirectory(config.name, settings, clock=deps.clock, log=deps.log)
     raise TypeError(f"directory {config.name}: no backend for {type(settings).__name__}")
 
 
