@@ -208,11 +208,14 @@ class SessionObserver:
                     }
                 )
 
-        if self._protocol_log is None and (tap is not None or self._listed_log is not None):
+        # One read into a local: the compiled build (mypyc) narrowed the attribute in the
+        # elif after the compound test above wrongly, and failed on None at run time.
+        log = self._protocol_log
+        if log is not None:
+            log.tap = tap
+        elif tap is not None or self._listed_log is not None:
             self._protocol_log = ProtocolLog(self._listed_log, tap)
             self._conn.keep_status_lines()
-        elif self._protocol_log is not None:
-            self._protocol_log.tap = tap
 
     def describe(
         self, peer: str, mechanism: str | None, transport: asyncio.BaseTransport | None
