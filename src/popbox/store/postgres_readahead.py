@@ -25,8 +25,9 @@ told in time (a notification would race the RETR), so the copy is a *lease* inst
 
 A session's own copies never hold up its own UPDATE (it ends the session, and with it
 the copies): the row names the last holder, and keeps the earlier holders' lease
-separately.  So a removal waits only when two sessions read one mailbox within a
-``LIFETIME`` of each other (or the row is unknown, below), and then at most
+separately; UPDATE also ends its session's lease when it is still the last holder's
+(``postgres_ops.COMMIT_UPDATE``).  So a removal waits only when another session is
+reading ahead in the mailbox (or the row is unknown, below), and then at most
 ``LIFETIME``; meanwhile other sessions' read-aheads in that mailbox wait for its row
 lock (deliveries do not: they never touch ``read_ahead``).
 
