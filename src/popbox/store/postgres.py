@@ -14,6 +14,11 @@ every guarantee of the contract is made by the database, never by process memory
 * Reads that must be consistent (the login snapshot, usage) and changes that must be
   atomic (``delete``, ``mark_retrieved``, ``expire``, ``set_quota_warned``,
   ``acquire_lock``) are single statements.
+* A session reads small bodies ahead of its RETRs under a lease; every transaction that
+  removes messages waits out other sessions' leases first (``postgres_readahead``).
+* The pool hands a connection on without asyncpg's reset query (one more round trip
+  per checkout): popbox leaves no session state behind (no SET, LISTEN, cursors or
+  session advisory locks), and an open transaction is still rolled back.
 * ``open`` applies the numbered migrations of ``migrations/postgresql`` through
   ``popbox.store.migrate``, under an advisory lock, so nodes starting together
   migrate once.
@@ -49,6 +54,7 @@ from popbox.store import migrate
 from popbox.store import postgres_copy as pg_copy
 from popbox.store import postgres_failover as failover
 from popbox.store import postgres_ops as ops
+from popbox.store import postgres_readahead as ahead
 from popbox.store.base import (
     MaildropLocked,
     MessageInfo,
@@ -102,6 +108,7 @@ class PostgresStore:
         connect_timeout: float = 10.0,
         command_timeout: float = 30.0,
         options: PostgresOptions | None = None,
+        read_ahead_lifetime: float = ahead.LIFETIME,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -112,6 +119,7 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._options = options or PostgresOptions()
+        self._lifetime = read_ahead_lifetime
         self._state = "new"
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self.admin = PostgresAdminRecords(self)
@@ -131,6 +139,7 @@ class PostgresStore:
                     command_timeout=self._command_timeout,
                     connect=failover.ConnectBackoff().connect,
                     init=failover.learn_server,
+                    reset=_keep_session,
                     connection_class=failover.ServerConnection,
                     **failover.driver_options(self._options),
                 )
@@ -191,7 +200,11 @@ class PostgresStore:
     async def delete_user(self, name: str) -> None:
         # ON DELETE CASCADE removes messages and lock in the same statement.  DELETE locks
         # the row FOR UPDATE, so it waits for a delivery in progress instead of racing it.
-        await self._change_user("DELETE FROM users WHERE name = $1 RETURNING id", name)
+        async with self.connection() as conn, conn.transaction():
+            await ahead.hold_off(conn, name, lifetime=self._lifetime)
+            changed = await conn.fetchval(ops.DELETE_USER, name)
+        if changed is None:
+            raise UnknownUser(f"no such user {name!r}")
 
     async def get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
@@ -209,7 +222,7 @@ class PostgresStore:
     # -- maildrop ------------------------------------------------------------
 
     async def open_maildrop(self, name: str) -> PostgresMaildrop:
-        return PostgresMaildrop(self, name, await self.snapshot(name))
+        return PostgresMaildrop(self, name, await self.snapshot(name), lifetime=self._lifetime)
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
         async with self.connection() as conn:
@@ -234,6 +247,14 @@ class PostgresStore:
         async with self.connection() as conn:
             wire: bytes | None = await conn.fetchval(ops.FETCH, name, uid)
         return wire
+
+    async def fetch_ahead(
+        self, name: str, holder: str, uids: Sequence[int], lifetime: float
+    ) -> dict[int, bytes]:
+        """The bodies of ``uids`` still there, under ``holder``'s lease of ``lifetime`` s."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(ahead.READ_AHEAD, name, holder, list(uids), lifetime)
+        return {row[0]: row[1] for row in rows}
 
     async def deliver(
         self,
@@ -269,21 +290,35 @@ class PostgresStore:
         )
 
     async def commit_update(
-        self, name: str, deleted: Sequence[int], retrieved: Sequence[int], at: float
+        self,
+        name: str,
+        deleted: Sequence[int],
+        retrieved: Sequence[int],
+        at: float,
+        *,
+        holder: str = "",
     ) -> int:
-        """UPDATE for ``PostgresMaildrop.commit``: one transaction, its outcome always learnt."""
+        """UPDATE for ``PostgresMaildrop.commit``: one transaction, its outcome always learnt.
+
+        ``holder`` names the session's own read-ahead leases, which it does not wait for.
+        """
         gone = sorted(set(deleted))
         marked = sorted(set(retrieved) - set(gone))
         token = secrets.token_hex(16)
         now = self._clock()
+        args = (name, gone, marked, at, token, now - TOKEN_LIFETIME, now, holder)
 
         async def work(conn: PoolConnectionProxy[asyncpg.Record]) -> int:
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    ops.COMMIT_UPDATE, name, gone, marked, at, token, now - TOKEN_LIFETIME, now
-                )
-                if row is None or row["user_id"] is None:
-                    raise UnknownUser(f"no such user {name!r}")
+            if gone:
+                async with conn.transaction():
+                    await ahead.hold_off(conn, name, holder, self._lifetime)
+                    row = await conn.fetchrow(ops.COMMIT_UPDATE, *args)
+            else:
+                # Only stamps: nothing for a lease to wait for, and one statement is its
+                # own transaction (no BEGIN and COMMIT round trips).
+                row = await conn.fetchrow(ops.COMMIT_UPDATE, *args)
+            if row is None or row["user_id"] is None:
+                raise UnknownUser(f"no such user {name!r}")
             return int(row["n"])
 
         async def committed(conn: PoolConnectionProxy[asyncpg.Record]) -> int | None:
@@ -299,7 +334,7 @@ class PostgresStore:
         )
 
     async def delete(self, name: str, uids: Iterable[int]) -> int:
-        return await self._count_for_user(ops.DELETE, name, sorted(set(uids)))
+        return await self._count_for_user(ops.DELETE, name, sorted(set(uids)), removes=True)
 
     async def mark_retrieved(self, name: str, uids: Iterable[int], at: float) -> None:
         await self._count_for_user(ops.MARK_RETRIEVED, name, sorted(set(uids)), at)
@@ -320,7 +355,9 @@ class PostgresStore:
     async def expire(
         self, name: str, *, retrieved_before: float | None, unretrieved_before: float | None
     ) -> int:
-        return await self._count_for_user(ops.EXPIRE, name, retrieved_before, unretrieved_before)
+        return await self._count_for_user(
+            ops.EXPIRE, name, retrieved_before, unretrieved_before, removes=True
+        )
 
     # -- exclusive lock ------------------------------------------------------
 
@@ -373,10 +410,18 @@ class PostgresStore:
         if changed is None:
             raise UnknownUser(f"no such user {name!r}")
 
-    async def _count_for_user(self, sql: str, name: str, *args: Any) -> int:
-        """Run a ``user_id, n`` statement of ``postgres_ops``; ``n`` if the user exists."""
+    async def _count_for_user(self, sql: str, name: str, *args: Any, removes: bool = False) -> int:
+        """Run a ``user_id, n`` statement of ``postgres_ops``; ``n`` if the user exists.
+
+        A statement that ``removes`` messages waits out the read-ahead leases first.
+        """
         async with self.connection() as conn:
-            row = await conn.fetchrow(sql, name, *args)
+            if removes:
+                async with conn.transaction():
+                    await ahead.hold_off(conn, name, lifetime=self._lifetime)
+                    row = await conn.fetchrow(sql, name, *args)
+            else:
+                row = await conn.fetchrow(sql, name, *args)
         if row is None or row["user_id"] is None:
             raise UnknownUser(f"no such user {name!r}")
         return int(row["n"])
@@ -418,6 +463,10 @@ class PostgresStore:
                 # through the host list rather than fail once on each.
                 await pool.expire_connections()
             raise mapped from exc
+
+
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset: nothing to undo (see the module's docstring)."""
 
 
 def _is_lost(conn: PoolConnectionProxy[asyncpg.Record]) -> bool:

@@ -1,8 +1,10 @@
 """A session's maildrop on PostgreSQL, and how a commit whose reply was lost is resolved.
 
-Theory of operation: every read crosses the network, so ``body_now`` always defers to
-``body``, and nothing is read ahead (there is no cheap way to learn that another node
-removed a message).
+Theory of operation: every read crosses the network, so ``body_now`` answers only from
+a copy read ahead and still under its lease (``store/postgres_readahead.py``), and
+otherwise defers to ``body``.  ``body`` reads the next few small bodies of the snapshot
+in one statement when the session asks for the message after the one it last asked for
+(or for the first), and any other body alone.
 
 A commit's reply can be lost: the connection dies after COMMIT was sent, and the
 transaction may or may not have committed.  So the commits whose answer a client or an
@@ -25,10 +27,15 @@ answer is ``CommitOutcomeUnknown``, and the client is told that it cannot be kno
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
+from bisect import bisect_left
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import asyncpg
 
+from popbox.store import postgres_readahead as ahead
 from popbox.store.base import CommitOutcomeUnknown, Pending, StoreTemporaryError
 from popbox.store.postgres_failover import server_of
 
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresAccess", "PostgresMaildrop", "run_commit"]
 
 _T = TypeVar("_T")
+_UID = attrgetter("uid")
 
 RETRY_INTERVAL = 0.05  # seconds between look-ups while the old session is still there
 
@@ -69,34 +77,95 @@ class PostgresAccess(Protocol):
 
     async def fetch(self, name: str, uid: int) -> bytes | None: ...
 
+    async def fetch_ahead(
+        self, name: str, holder: str, uids: Sequence[int], lifetime: float
+    ) -> dict[int, bytes]: ...
+
     async def commit_update(
-        self, name: str, deleted: Sequence[int], retrieved: Sequence[int], at: float
+        self,
+        name: str,
+        deleted: Sequence[int],
+        retrieved: Sequence[int],
+        at: float,
+        *,
+        holder: str = "",
     ) -> int: ...
 
 
 class PostgresMaildrop:
     """A ``MaildropHandle`` on ``store`` for ``name``, over the snapshot ``messages``."""
 
-    __slots__ = ("_name", "_store", "messages")
+    __slots__ = ("_ahead", "_holder", "_lifetime", "_name", "_next", "_store", "messages")
 
-    def __init__(self, store: PostgresAccess, name: str, messages: Sequence[MessageInfo]) -> None:
+    def __init__(
+        self,
+        store: PostgresAccess,
+        name: str,
+        messages: Sequence[MessageInfo],
+        *,
+        lifetime: float = ahead.LIFETIME,
+    ) -> None:
         self._store = store
         self._name = name
         self.messages = messages
+        self._lifetime = lifetime
+        # This session's name on its leases, so its own UPDATE does not wait for them;
+        # drawn at the first read-ahead ("" never names a lease: nothing to skip).
+        self._holder = ""
+        self._next = 0  # the index in ``messages`` a download would ask for next
+        self._ahead: ahead.LeasedCopy | None = None
 
-    def body_now(self, uid: int) -> Pending:  # noqa: ARG002 - the contract's
-        return Pending.FETCH  # every read is a round trip to the server
+    def body_now(self, uid: int) -> bytes | Pending:
+        if self._ahead is not None:
+            wire = self._ahead.take(uid)
+            if wire is not None:
+                self._advance(uid)
+                return wire
+        return Pending.FETCH  # any other read is a round trip to the server
 
     async def body(self, uid: int) -> bytes | None:
+        index, consecutive = self._advance(uid)
+        if self._ahead is not None:
+            wire = self._ahead.take(uid)  # body_now was not asked first
+            if wire is not None:
+                return wire
+        if consecutive:
+            run = ahead.run_from(self.messages, index)
+            if len(run) > 1:
+                # The lease is measured from before the statement is sent, so the copy
+                # expires no later than the stamp the database gives it.
+                expires = time.monotonic() + self._lifetime * ahead.USED_SHARE
+                self._holder = self._holder or secrets.token_hex(8)
+                bodies = await self._store.fetch_ahead(
+                    self._name, self._holder, run, self._lifetime
+                )
+                # Absent from ``bodies``: removed since the snapshot (C0004).
+                wire = bodies.pop(uid, None)
+                self._ahead = ahead.LeasedCopy(bodies, expires)
+                return wire
+        # Not consecutive, too large to read ahead, or the last one: read it alone.
         return await self._store.fetch(self._name, uid)
 
     async def commit(self, deleted: Sequence[int], retrieved: Sequence[int], at: float) -> int:
+        self._ahead = None
         if not deleted and not retrieved:
             return 0  # a QUIT that changes nothing costs no transaction
-        return await self._store.commit_update(self._name, deleted, retrieved, at)
+        return await self._store.commit_update(
+            self._name, deleted, retrieved, at, holder=self._holder
+        )
 
     async def close(self) -> None:
-        """Nothing is held beyond the snapshot."""
+        self._ahead = None
+
+    def _advance(self, uid: int) -> tuple[int, bool]:
+        """``uid``'s index in the snapshot, and whether it is the one after the last asked."""
+        index = self._next
+        messages = self.messages
+        consecutive = index < len(messages) and messages[index].uid == uid
+        if not consecutive:
+            index = bisect_left(messages, uid, key=_UID)
+        self._next = index + 1
+        return index, consecutive
 
 
 async def run_commit(

@@ -47,6 +47,7 @@ __all__ = [
     "COMMITTED_UPDATE",
     "COMMIT_UPDATE",
     "DELETE",
+    "DELETE_USER",
     "EARLIER_DELIVERY",
     "EXPIRE",
     "FETCH",
@@ -101,6 +102,13 @@ FETCH = (
     "SELECT m.wire FROM messages AS m JOIN users AS u ON u.id = m.user_id"
     " WHERE u.name = $1 AND m.uid = $2"
 )
+# delete_user: ON DELETE CASCADE takes the messages and the lock; the lease row has no
+# foreign key (its row 0 has no user), so it goes in the same statement.
+DELETE_USER = (
+    "WITH gone AS (DELETE FROM users WHERE name = $1 RETURNING id),"
+    " lease AS (DELETE FROM read_ahead WHERE user_id IN (SELECT id FROM gone))"
+    " SELECT id FROM gone"
+)
 DELETE = (
     "WITH u AS (SELECT id FROM users WHERE name = $1),"
     " gone AS (DELETE FROM messages AS m USING u"
@@ -110,9 +118,16 @@ DELETE = (
 # UPDATE: stamp, remove, and record the token that lets popbox learn the outcome after a
 # lost COMMIT reply, in one statement (inside the caller's transaction); tokens older
 # than $6 are purged on the way.  The retrieved uids exclude the deleted ones: a
-# statement must not change one row twice.
+# statement must not change one row twice.  The session ends here, and with it its
+# read-ahead lease (holder $8, postgres_readahead): one another session's removal need
+# not wait for.  Not if another holder has stamped since, and not while a removal holds
+# the row (SKIP LOCKED: a stamp-only UPDATE never queues behind one); the lease then
+# simply runs out.
 COMMIT_UPDATE = (
     "WITH u AS (SELECT id FROM users WHERE name = $1),"
+    " released AS (UPDATE read_ahead SET until = 0 WHERE user_id IN ("
+    "  SELECT r.user_id FROM read_ahead AS r JOIN u ON r.user_id = u.id"
+    "  WHERE $8 <> '' AND r.holder = $8 FOR UPDATE OF r SKIP LOCKED)),"
     " marked AS (UPDATE messages AS m SET retrieved_at = $4 FROM u"
     "  WHERE m.user_id = u.id AND m.uid = ANY($3::bigint[]) AND m.retrieved_at IS NULL"
     "  RETURNING 1),"
