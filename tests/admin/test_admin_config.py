@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
+import socket
 import subprocess
 
 import pytest
 
 from popbox.config import ConfigError, from_mapping
-from popbox_servers import popbox_executable
+from popbox_servers import ServeProcess, make_tls_files, popbox_executable
 
 
 def test_admin_is_off_by_default():
@@ -54,3 +56,38 @@ def test_serve_refuses_to_start_with_one_line(tmp_path, console):
             "set admin.tls = true"
         )
     ]
+
+
+def test_admin_tls_on_a_node_without_pop3_listeners_serves_https(tmp_path):
+    """``admin.tls`` is HTTPS even where no POP3 listener needs a certificate: the admin
+    listener never falls back to clear text."""
+    tls = make_tls_files(tmp_path / "tls")
+    config = tmp_path / "popbox.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n'
+        "[pop3]\nlisten = []\ntls_listen = []\n"
+        f'[tls]\ncert_file = "{tls.cert_file}"\nkey_file = "{tls.key_file}"\n'
+        '[admin]\nlisten = ["127.0.0.1:0"]\ntls = true\n',
+        encoding="utf-8",
+    )
+    process = ServeProcess(
+        ["serve", "--config", str(config)], cwd=tmp_path, stderr_path=tmp_path / "err"
+    )
+    try:
+        process.wait_for_listeners({"admin"}, timeout=60)
+        port = process.port("admin")
+        https = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=15, context=tls.client_context()
+        )
+        try:
+            https.request("GET", "/api/v1/health")
+            assert https.getresponse().status == 401  # TLS spoken; the token is missing
+        finally:
+            https.close()
+        # Clear text gets no HTTP answer: the TLS server drops it.
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as plain:
+            plain.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert not plain.recv(4096).startswith(b"HTTP/")
+    finally:
+        process.terminate()
+        process.close()

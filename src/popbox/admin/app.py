@@ -29,6 +29,7 @@ from popbox.admin.console.sessions import ConsoleSessions
 from popbox.admin.stats import Sampler
 from popbox.admin.validate import BadRequest
 from popbox.config import parse_address
+from popbox.server.tls import TlsConfigError
 from popbox.store.base import (
     DeliveryRefused,
     StoreError,
@@ -180,6 +181,9 @@ class AdminServer:
         runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=STOP_GRACE
         )
+        if self._config.tls and self._tls is None:
+            # Never plain HTTP where HTTPS was asked for (startup.tls_holder makes one).
+            raise TlsConfigError("admin.tls: no TLS certificate is loaded for the admin listener")
         await runner.setup()
         self._runner = runner
         ssl_context = self._tls.context if self._config.tls and self._tls is not None else None

@@ -67,12 +67,13 @@ def ensure_data_dir(config: Config) -> None:
 
 
 def tls_holder(config: Config) -> TlsContextHolder | None:
-    """The TLS context the POP3 listeners use (STLS and port 995), None without them.
+    """The TLS context the POP3 listeners (STLS and port 995) and an HTTPS admin
+    listener use, None without any of them.
 
     Generates the self-signed certificate when ``[tls]`` names none (nor an ACME CA)
     and there is no usable one yet.  Raises ``TlsConfigError`` naming the file.
     """
-    if not (config.pop3.tls_listen or config.pop3.listen):
+    if not (config.pop3.tls_listen or config.pop3.listen or config.admin.tls):
         return None
     if config.tls.acme_directory:
         # Obtained before this runs, by the node's AcmeManager (popbox/acme/manager.py).
