@@ -28,6 +28,7 @@ from pg_helpers import _bin, _free_port
 __all__ = ["ReplicatedCluster"]
 
 TIMEOUT = 60.0
+START_ATTEMPTS = 5  # pg_ctl start attempts for one server
 
 
 class ReplicatedCluster:
@@ -114,17 +115,20 @@ class ReplicatedCluster:
             " -c wal_level=replica -c max_wal_senders=4 -c fsync=on"
         )
         log = self.directory / f"server{index}.log"
-        self._run(
-            _bin("pg_ctl"),
-            "start",
-            "-w",
-            "-D",
-            str(self._data(index)),
-            "-o",
-            options,
-            "-l",
-            str(log),
-        )
+        command = (_bin("pg_ctl"), "start", "-w", "-D", str(self._data(index)), "-o", options)
+        # The port a killed server had may be held a moment longer, e.g. as the source
+        # port of a client's reconnect attempt: try again a few times before failing.
+        for attempt in range(START_ATTEMPTS):
+            if self._try(*command, "-l", str(log)):
+                return
+            time.sleep(0.5 * (attempt + 1))
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+        raise AssertionError(f"pg_ctl start failed {START_ATTEMPTS} times; the log ends: {tail}")
+
+    def _try(self, *command: str) -> bool:
+        owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run([*owner, *command], capture_output=True, timeout=TIMEOUT, check=False)
+        return done.returncode == 0
 
     def _run(self, *command: str) -> None:
         owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
