@@ -72,8 +72,9 @@ def issue(
     Blocks for up to ``settings.timeout`` seconds (plus one request's timeout).
     """
     deadline = time.monotonic() + settings.timeout
+    net = _network(settings, account_key_pem)
     try:
-        acme = _connect(settings, account_key_pem)
+        acme = _account(settings, net)
         key_pem = new_private_key_pem()
         order = acme.new_order(crypto_util.make_csr(key_pem, list(settings.domains)))
         published = _answer_challenges(acme, order, tokens)
@@ -99,15 +100,22 @@ def issue(
         raise AcmeError(f"{settings.directory}: {_network_failure(exc)}") from None
     except (JoseError, ValueError) as exc:
         raise AcmeError(f"{settings.directory}: not an ACME server's answer: {exc}") from None
+    finally:
+        # Its HTTPS connections, closed now rather than whenever the collector gets to them.
+        net.session.close()
     return order.fullchain_pem.encode("ascii"), key_pem
 
 
-def _connect(settings: IssueSettings, account_key_pem: bytes) -> client.ClientV2:
-    key = serialization.load_pem_private_key(account_key_pem, password=None)
+def _network(settings: IssueSettings, account_key_pem: bytes) -> client.ClientNetwork:
+    try:
+        key = serialization.load_pem_private_key(account_key_pem, password=None)
+    except (ValueError, TypeError):
+        msg = "the ACME account key cannot be read (delete it to have a new one made)"
+        raise AcmeError(msg) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         msg = "the ACME account key is not an EC key (delete it to have a new one made)"
         raise AcmeError(msg)
-    net = client.ClientNetwork(
+    return client.ClientNetwork(
         JWKEC(key=key),
         alg=ES256,
         # requests' ``verify`` takes a CA bundle path as well as a bool, and acme passes
@@ -116,6 +124,10 @@ def _connect(settings: IssueSettings, account_key_pem: bytes) -> client.ClientV2
         user_agent=f"popbox/{__version__}",
         timeout=_NETWORK_TIMEOUT,
     )
+
+
+def _account(settings: IssueSettings, net: client.ClientNetwork) -> client.ClientV2:
+    """The CA's directory and this key's account (made on first use)."""
     directory = client.ClientV2.get_directory(settings.directory, net)
     acme = client.ClientV2(directory, net=net)
     registration = messages.NewRegistration.from_data(
