@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from popbox.config import Config
 
-__all__ = ["GuardSettings", "LoginGuard", "answer_delay"]
+__all__ = ["GuardSettings", "LoginGuard", "answer_delay", "keys_of", "user_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ class LoginGuard:
         """Seconds until neither ``ip`` nor ``user`` is locked out; 0 when neither is."""
         now = self._clock()
         remaining = 0.0
-        for key in _keys(ip, user):
+        for key in keys_of(ip, user):
             score = self._scores.get(key)
             if score is not None:
                 remaining = max(remaining, score.locked_until - now)
@@ -90,7 +90,7 @@ class LoginGuard:
         """Record one failed login; returns the seconds to wait before answering it."""
         now = self._clock()
         worst = 0.0
-        for key in _keys(ip, user):
+        for key in keys_of(ip, user):
             score = self._touch(key, now)
             score.value += 1
             threshold = self.settings.user_lockout if key[0] == "u" else self.settings.ip_lockout
@@ -103,11 +103,31 @@ class LoginGuard:
 
     def scored(self, user: str | None) -> bool:
         """Whether ``user`` has failures that a successful login would forgive."""
-        return user is not None and _user_key(user) in self._scores
+        return user is not None and user_key(user) in self._scores
 
     def succeeded(self, user: str) -> None:
         """A login succeeded: the user's own failures are forgiven."""
-        self._scores.pop(_user_key(user), None)
+        self._scores.pop(user_key(user), None)
+
+    def locks(self, keys: Iterable[str] | None = None) -> dict[str, float]:
+        """Seconds each key (of ``keys``, or every one) stays locked out; 0: it is not.
+
+        Without ``keys``, only the keys locked out now.  This is what the workers of a
+        node keep a copy of (``node/shared_guard.py``).
+        """
+        now = self._clock()
+        if keys is None:
+            scores = self._scores.items()
+            return {k: s.locked_until - now for k, s in scores if s.locked_until > now}
+        found = (self._scores.get(key) for key in keys)
+        return {
+            key: max(0.0, score.locked_until - now) if score else 0.0
+            for key, score in zip(keys, found, strict=True)
+        }
+
+    def scored_users(self) -> list[str]:
+        """The user keys that have failures a successful login would forgive."""
+        return [key for key in self._scores if key.startswith("u:")]
 
     def delay_for(self, score: float) -> float:
         """The answer delay after a failure that brought a score to ``score`` (>= 1)."""
@@ -133,13 +153,15 @@ class LoginGuard:
             self._scores.popitem(last=False)
 
 
-def _user_key(user: str) -> str:
+def user_key(user: str) -> str:
+    """A user name's key among the scores."""
     return "u:" + user
 
 
-def _keys(ip: str, user: str | None) -> tuple[str, ...]:
+def keys_of(ip: str, user: str | None) -> tuple[str, ...]:
+    """The keys a login from ``ip`` as ``user`` is scored under."""
     # "i:" and "u:" prefixes keep an IP and a user named like it apart.
-    return ("i:" + ip,) if user is None else ("i:" + ip, _user_key(user))
+    return ("i:" + ip,) if user is None else ("i:" + ip, user_key(user))
 
 
 def answer_delay(settings: GuardSettings, score: float) -> float:

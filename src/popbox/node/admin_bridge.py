@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from popbox.admin.app import AdminServer
 from popbox.admin.watch import Watchers
-from popbox.auth.guard import ProcessGuard
 from popbox.auth.passwords import Argon2Params, PasswordVerifier
 from popbox.clock import SystemClock
 from popbox.server import startup
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     import structlog
 
     from popbox.admin.watch import Subscription
-    from popbox.auth.bruteforce import LoginGuard
+    from popbox.auth.guard import Guard
     from popbox.config import Config
     from popbox.node.control import Channel, Message
     from popbox.observability.metrics import Export
@@ -112,7 +111,7 @@ class AdminBridge:
 
     @classmethod
     async def start(
-        cls, node: SupervisorNode, log: structlog.typing.FilteringBoundLogger, guard: LoginGuard
+        cls, node: SupervisorNode, log: structlog.typing.FilteringBoundLogger, guard: Guard
     ) -> tuple[AdminBridge, list[tuple[str, int]]]:
         """Open a store and bind ``[admin] listen``; the bridge and the bound addresses.
 
@@ -128,7 +127,7 @@ class AdminBridge:
                 log=log,
                 clock=clock,
                 passwords=PasswordVerifier(Argon2Params.from_config(config.auth)),
-                guard=ProcessGuard(guard),
+                guard=guard,
                 tls=startup.tls_holder(config),
             )
             bound = await server.start()

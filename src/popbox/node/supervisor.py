@@ -122,7 +122,9 @@ class Supervisor:
         self._log = log.bind(process="supervisor")
         self._limits = WorkerLimits(LimitSettings.from_config(config.server))
         # The workers' brute-force scores, when the store does not share them (SQLite).
-        self._guard = LoginGuard(GuardSettings.from_config(config))
+        self._guard = shared_guard.NodeScores(
+            LoginGuard(GuardSettings.from_config(config)), self._publish_scores
+        )
         self._slots = [_Slot(i) for i in range(worker_count(config))]
         self._bound: list[Bound] = []
         self._balance_fd = -1  # the workers' shared connection counters (net/balance.py)
@@ -325,7 +327,7 @@ class Supervisor:
             self._admin.deliver(message)
             return None
         if op in shared_guard.OPS:
-            return shared_guard.answer(self._guard, message)
+            return self._guard.answer(message)
         return self._limits.answer(slot.held, message)
 
     def _worker_ready(self, slot: _Slot) -> None:
@@ -399,6 +401,12 @@ class Supervisor:
             raise ListenError("admin.listen", ", ".join(self.config.admin.listen), exc) from exc
         for host, port in bound:
             self._announce(f"listening admin {host}:{port}")
+
+    def _publish_scores(self, update: Message) -> None:
+        for slot in self._slots:
+            if slot.channel is not None:
+                with contextlib.suppress(ConnectionError):
+                    slot.channel.notify(shared_guard.UPDATE, **update)
 
     async def _ask(self, slot: _Slot, op: str, **fields: object) -> Message | None:
         if slot.channel is None or not slot.ready.is_set():

@@ -20,16 +20,16 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from popbox.auth.guard import ProcessGuard
+from popbox.auth.guard import GuardUnavailable, ProcessGuard
 from popbox.config import ConfigError
 from popbox.delivery.retention import run_retention
 from popbox.net.balance import AcceptBalance
-from popbox.node import app, eventloop
+from popbox.node import app, eventloop, shared_guard
 from popbox.node.control import Channel, Message, decode_config
-from popbox.node.shared_guard import supervisor_guard
 from popbox.observability.log import make_logger
 from popbox.observability.metrics import check_health
 from popbox.server import roster
@@ -58,7 +58,7 @@ STORE_PATIENCE = 20.0  # seconds a busy store is waited for at start (READY_TIME
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # What a worker that cannot start reports as one line: each names the file, key or
 # address.  Anything else is a bug, and its traceback is what the bug report needs.
-_START_ERRORS = (StartupError, TlsConfigError, ConfigError, StoreError, OSError)
+_START_ERRORS = (StartupError, TlsConfigError, ConfigError, StoreError, OSError, GuardUnavailable)
 
 
 class SupervisorLimiter:
@@ -164,9 +164,13 @@ async def _run(
     box: dict[str, ServerContext] = {}
 
     async def handle(message: Message) -> Message | None:
+        if message.get("op") == shared_guard.UPDATE:
+            scores.apply(message)  # also while starting: the copy is loaded before
+            return None
         return await _answer(message, box.get("context"), stop, channel, index)
 
     channel = await Channel.open(control, handle)
+    scores = shared_guard.WorkerGuard(channel, time.monotonic)
     try:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
@@ -174,7 +178,7 @@ async def _run(
         except (ConnectionError, TimeoutError):
             return 1  # the supervisor is gone or stuck: there is nobody to serve for
         try:
-            context, servers = await _start(index, config, channel, bound, balance)
+            context, servers = await _start(index, config, channel, bound, balance, scores)
         except _START_ERRORS as exc:
             # One line for the supervisor to print once, instead of a traceback per worker.
             with contextlib.suppress(ConnectionError, TimeoutError):
@@ -188,12 +192,13 @@ async def _run(
         await channel.close()
 
 
-async def _start(
+async def _start(  # noqa: PLR0913, PLR0917 - what the supervisor handed this worker
     index: int,
     config: Config,
     channel: Channel,
     bound: list[Bound],
     balance: AcceptBalance | None,
+    scores: shared_guard.WorkerGuard,
 ) -> tuple[ServerContext, list[Pop3Server | LmtpServer]]:
     settings = config.server
     log = make_logger(json=settings.json_logs, level=settings.log_level).bind(worker=index)
@@ -202,7 +207,9 @@ async def _start(
     node_limits = SupervisorLimiter(channel, LimitSettings.from_config(config.server))
     context.limits = cluster_limiter(context.store, node_limits, config, context.clock.wall)
     if isinstance(context.guard, ProcessGuard):  # not shared by the store: by the node
-        context.guard = supervisor_guard(channel, context.guard, config)
+        scores.max_tracked = config.auth.max_tracked
+        await scores.load()
+        context.guard = shared_guard.supervisor_guard(scores, context.guard, config)
     context.balance = balance
     try:
         servers, _ = await app.start_servers(context, bound)

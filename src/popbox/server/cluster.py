@@ -16,7 +16,7 @@ import contextlib
 from collections import defaultdict
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from popbox.auth.bruteforce import answer_delay
+from popbox.auth.bruteforce import answer_delay, keys_of, user_key
 from popbox.auth.guard import Failed, FallbackGuard, Guard, GuardUnavailable, ProcessGuard, Standing
 from popbox.server.limits import LimitSettings, Refused
 from popbox.store.base import StoreError
@@ -110,12 +110,11 @@ class StoreGuard:
 
 
 def _keys(ip: str, user: str | None) -> list[str]:
-    # The prefixes of bruteforce.py: an IP and a user named like it stay apart.
-    return ["i:" + ip] if user is None else ["i:" + ip, _user_key(user)]
+    return list(keys_of(ip, user))
 
 
 def _user_key(user: str | None) -> str:
-    return "" if user is None else "u:" + user
+    return "" if user is None else user_key(user)
 
 
 def shared_guard(
