@@ -6,6 +6,7 @@ import argon2
 
 from popbox.auth import passwords
 from popbox.auth.passwords import INLINE_COST, Argon2Params, PasswordVerifier
+from popbox.directory import schemes
 
 CHEAP = Argon2Params(time_cost=1, memory_cost_kib=64)
 
@@ -49,3 +50,21 @@ async def test_default_cost_hash_goes_to_a_thread(monkeypatch):
     monkeypatch.setattr(passwords.asyncio, "to_thread", spy)
     assert await PasswordVerifier().verify(phc, "pw") is True
     assert sent
+
+
+def test_a_passwd_files_argon2_hashes_follow_the_same_rule():
+    """{ARGON2ID}/{ARGON2I} of a passwd-file: cheap ones inline, production cost on a thread."""
+    cheap = schemes.StoredHash("ARGON2ID", "", _cheap_hash("pw"))
+    cheap_i = schemes.StoredHash(
+        "ARGON2I", "", argon2.PasswordHasher(1, 64, 1, type=argon2.Type.I).hash("pw")
+    )
+    costly = schemes.StoredHash("ARGON2ID", "", passwords.hash_password("pw"))
+    unreadable = schemes.StoredHash("ARGON2ID", "", "$argon2id$v=19$m=lots")
+    assert [schemes.costly(h) for h in (cheap, cheap_i, costly, unreadable)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert schemes.verify(cheap_i, "pw")
+    assert not schemes.verify(cheap_i, "pw2")

@@ -36,10 +36,8 @@ import binascii
 import contextlib
 import hashlib
 import hmac
-import re
 import secrets
 import statistics
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -51,6 +49,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from Crypto.Hash import MD4
 
 from popbox.config import AuthConfig
+from popbox.directory.schemes import INLINE_COST, argon2_cost
 from popbox.protocol.mechanisms import NTLM as NTLM_MECHANISM
 from popbox.protocol.mechanisms import SCRAM_SHA_256 as SCRAM_MECHANISM
 from popbox.protocol.saslprep import saslprep
@@ -83,11 +82,8 @@ SCRAM_SALT_LEN: Final = 16
 # Key of the NT hash NTLM checks responses against (MD4 of the UTF-16LE password, in hex).
 # Unsalted and password-equivalent for NTLM, so it is only made while NTLM is offered.
 NT: Final = "nt"
-# Stored hashes up to this cost (memory KiB x passes) are checked without a thread hop.
-INLINE_COST: Final = 256
 # Checks at the configured cost whose median duration pads checks of other hashes.
 PADDING_SAMPLES: Final = 15
-_PHC_COST: Final = re.compile(r"\$argon2id\$v=\d+\$m=(\d{1,10}),t=(\d{1,10}),p=\d+\$")
 _T = TypeVar("_T")
 
 
@@ -192,7 +188,7 @@ class PasswordVerifier:
         return await asyncio.to_thread(hash_password, password, self.params)
 
     async def _check_stored(self, phc: str, password: str) -> bool | None:
-        return await self._run(_declared_cost(phc), _verify_stored, self._hasher, phc, password)
+        return await self._run(argon2_cost(phc), _verify_stored, self._hasher, phc, password)
 
     async def _pad(self, started: float, password: str) -> None:
         """Wait until a check at the configured cost, begun at `started`, would answer."""
@@ -301,12 +297,6 @@ def parse_scram_verifier(text: str) -> ScramVerifier | None:
     if not decoded[0] or any(len(key) != hashlib.sha256().digest_size for key in decoded[1:]):
         return None
     return ScramVerifier(int(iterations), *decoded)
-
-
-def _declared_cost(phc: str) -> int:
-    """Memory (KiB) times passes as the PHC string states them; unreadable: no limit."""
-    match = _PHC_COST.match(phc)
-    return int(match[1]) * int(match[2]) if match else sys.maxsize
 
 
 def _verify_stored(hasher: argon2.PasswordHasher, phc: str, password: str) -> bool | None:

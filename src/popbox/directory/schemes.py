@@ -29,6 +29,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,6 +74,13 @@ SCHEMES: Final = (*_CRYPT_SCHEMES, "CRYPT", *_ARGON2, *_DIGESTS, *_PLAIN)
 _ENCODINGS: Final = ("B64", "HEX")
 # Checks cheaper than a thread hop (measured: a hash digest, a comparison) run inline.
 _CHEAP: Final = (*_DIGESTS, *_PLAIN)
+# So does an argon2 check of at most this cost (KiB of memory x passes, e.g. a hash made
+# with test or benchmark settings): the hand-off to a thread and back costs more than it
+# (measured with bench/).
+INLINE_COST: Final = 256
+_PHC_COST: Final = re.compile(r"\$argon2(?:id|i)\$v=\d+\$m=(\d{1,10}),t=(\d{1,10}),p=\d+\$")
+# Verifying reads the parameters from the hash; one hasher serves every thread.
+_ARGON2_HASHER: Final = argon2.PasswordHasher()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +120,17 @@ def parse(text: str, default_scheme: str) -> StoredHash:
 
 def costly(stored: StoredHash) -> bool:
     """True when verifying takes long enough (a key-stretching scheme) to need a thread."""
-    return stored.scheme not in _CHEAP
+    if stored.scheme in _CHEAP:
+        return False
+    if stored.scheme in _ARGON2:
+        return argon2_cost(stored.value) > INLINE_COST
+    return True
+
+
+def argon2_cost(phc: str) -> int:
+    """Memory (KiB) times passes as an argon2 PHC string states them; unreadable: no limit."""
+    match = _PHC_COST.match(phc)
+    return int(match[1]) * int(match[2]) if match else sys.maxsize
 
 
 def verify(stored: StoredHash, password: str) -> bool:
@@ -126,7 +145,7 @@ def verify(stored: StoredHash, password: str) -> bool:
         return (bool(salt) == salted) and hmac.compare_digest(digest, computed)
     if stored.scheme in _ARGON2:
         try:
-            return argon2.PasswordHasher().verify(stored.value, password)
+            return _ARGON2_HASHER.verify(stored.value, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
     try:
