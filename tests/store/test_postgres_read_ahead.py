@@ -244,11 +244,60 @@ async def test_leases_lost_to_a_crash_make_the_next_removal_wait_c0004(
 
 
 def test_a_copy_hands_out_each_body_once_and_nothing_after_its_lease() -> None:
-    copy = ahead.LeasedCopy({1: b"one", 2: b"two"}, time.monotonic() + 3600)
+    budget = ahead.AheadBudget()
+    copy = ahead.LeasedCopy({1: b"one", 2: b"two"}, time.monotonic() + 3600, budget)
     assert copy.take(2) == b"two"
     assert copy.take(2) is None
     assert copy.take(3) is None  # not read: the caller reads it itself
     assert len(copy) == 1
-    expired = ahead.LeasedCopy({1: b"one"}, time.monotonic() - 1)
+    expired = ahead.LeasedCopy({1: b"one"}, time.monotonic() - 1, budget)
     assert expired.take(1) is None
     assert len(expired) == 0  # dropped with the lease
+
+
+async def test_the_copies_give_their_octets_back_whatever_ends_them(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Handed out, dropped by UPDATE or by the end of the session: the budget is whole."""
+    store, _ = nodes
+    budget = store.read_ahead_budget
+    handle = await store.open_maildrop("alice")
+    uids = [info.uid for info in handle.messages]
+    await retr(handle, uids[0])
+    held = budget.held
+    assert held == sum(len(wire(text)) for text in TEXTS[1:])
+    await retr(handle, uids[1])
+    assert budget.held == held - len(wire(TEXTS[1]))
+    await handle.commit([], [], 0.0)  # UPDATE ends the copy
+    assert budget.held == 0
+    again = await store.open_maildrop("alice")
+    await retr(again, uids[0])
+    assert budget.held > 0
+    await again.close()
+    assert budget.held == 0
+
+
+async def test_a_full_budget_makes_a_session_read_its_bodies_one_by_one(
+    nodes: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many sessions downloading at once hold at most the process's budget in copies."""
+    store, _ = nodes
+    store.read_ahead_budget.limit = len(wire(TEXTS[0]))  # too small for any run
+    reads: list[str] = []
+    fetch, fetch_ahead = store.fetch, store.fetch_ahead
+
+    async def counted_fetch(name: str, uid: int) -> bytes | None:
+        reads.append("one")
+        return await fetch(name, uid)
+
+    async def counted_ahead(*args: Any) -> dict[int, bytes]:
+        reads.append("ahead")
+        return await fetch_ahead(*args)
+
+    monkeypatch.setattr(store, "fetch", counted_fetch)
+    monkeypatch.setattr(store, "fetch_ahead", counted_ahead)
+    handle = await store.open_maildrop("alice")
+    bodies = [await retr(handle, info.uid) for info in handle.messages]
+    assert bodies == [wire(text) for text in TEXTS]
+    assert reads == ["one"] * len(TEXTS)
+    assert store.read_ahead_budget.held == 0

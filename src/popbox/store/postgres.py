@@ -120,6 +120,8 @@ class PostgresStore:
         self._command_timeout = command_timeout
         self._options = options or PostgresOptions()
         self._lifetime = read_ahead_lifetime
+        self.read_ahead_budget = ahead.AheadBudget()
+        """What the read-ahead copies of every session on this store hold, together."""
         self._state = "new"
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self.admin = PostgresAdminRecords(self)
@@ -222,7 +224,10 @@ class PostgresStore:
     # -- maildrop ------------------------------------------------------------
 
     async def open_maildrop(self, name: str) -> PostgresMaildrop:
-        return PostgresMaildrop(self, name, await self.snapshot(name), lifetime=self._lifetime)
+        messages = await self.snapshot(name)
+        return PostgresMaildrop(
+            self, name, messages, lifetime=self._lifetime, budget=self.read_ahead_budget
+        )
 
     async def snapshot(self, name: str) -> Sequence[MessageInfo]:
         async with self.connection() as conn:

@@ -95,7 +95,16 @@ class PostgresAccess(Protocol):
 class PostgresMaildrop:
     """A ``MaildropHandle`` on ``store`` for ``name``, over the snapshot ``messages``."""
 
-    __slots__ = ("_ahead", "_holder", "_lifetime", "_name", "_next", "_store", "messages")
+    __slots__ = (
+        "_ahead",
+        "_budget",
+        "_holder",
+        "_lifetime",
+        "_name",
+        "_next",
+        "_store",
+        "messages",
+    )
 
     def __init__(
         self,
@@ -104,11 +113,13 @@ class PostgresMaildrop:
         messages: Sequence[MessageInfo],
         *,
         lifetime: float = ahead.LIFETIME,
+        budget: ahead.AheadBudget | None = None,
     ) -> None:
         self._store = store
         self._name = name
         self.messages = messages
         self._lifetime = lifetime
+        self._budget = budget if budget is not None else ahead.AheadBudget()
         # This session's name on its leases, so its own UPDATE does not wait for them;
         # drawn at the first read-ahead ("" never names a lease: nothing to skip).
         self._holder = ""
@@ -130,24 +141,15 @@ class PostgresMaildrop:
             if wire is not None:
                 return wire
         if consecutive:
-            run = ahead.run_from(self.messages, index)
-            if len(run) > 1:
-                # The lease is measured from before the statement is sent, so the copy
-                # expires no later than the stamp the database gives it.
-                expires = time.monotonic() + self._lifetime * ahead.USED_SHARE
-                self._holder = self._holder or secrets.token_hex(8)
-                bodies = await self._store.fetch_ahead(
-                    self._name, self._holder, run, self._lifetime
-                )
-                # Absent from ``bodies``: removed since the snapshot (C0004).
-                wire = bodies.pop(uid, None)
-                self._ahead = ahead.LeasedCopy(bodies, expires)
-                return wire
-        # Not consecutive, too large to read ahead, or the last one: read it alone.
+            run, octets = ahead.run_from(self.messages, index)
+            if len(run) > 1 and self._budget.reserve(octets):
+                return await self._read_ahead(uid, run, octets)
+        # Not consecutive, too large to read ahead, the last one, or the process's copies
+        # hold their budget: read it alone.
         return await self._store.fetch(self._name, uid)
 
     async def commit(self, deleted: Sequence[int], retrieved: Sequence[int], at: float) -> int:
-        self._ahead = None
+        self._drop_ahead()
         if not deleted and not retrieved:
             return 0  # a QUIT that changes nothing costs no transaction
         return await self._store.commit_update(
@@ -155,7 +157,30 @@ class PostgresMaildrop:
         )
 
     async def close(self) -> None:
-        self._ahead = None
+        self._drop_ahead()
+
+    async def _read_ahead(self, uid: int, run: list[int], octets: int) -> bytes | None:
+        """``uid``'s body, read with the ``run`` after it (``octets`` already reserved)."""
+        # The lease is measured from before the statement is sent, so the copy
+        # expires no later than the stamp the database gives it.
+        expires = time.monotonic() + self._lifetime * ahead.USED_SHARE
+        self._holder = self._holder or secrets.token_hex(8)
+        try:
+            bodies = await self._store.fetch_ahead(self._name, self._holder, run, self._lifetime)
+        except BaseException:
+            self._budget.release(octets)
+            raise
+        # Absent from ``bodies``: removed since the snapshot (C0004).
+        wire = bodies.pop(uid, None)
+        self._budget.release(octets - sum(map(len, bodies.values())))
+        self._drop_ahead()
+        self._ahead = ahead.LeasedCopy(bodies, expires, self._budget)
+        return wire
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.drop()
+            self._ahead = None
 
     def _advance(self, uid: int) -> tuple[int, bool]:
         """``uid``'s index in the snapshot, and whether it is the one after the last asked."""

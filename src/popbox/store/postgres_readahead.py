@@ -57,11 +57,13 @@ if TYPE_CHECKING:
     Conn = PoolConnectionProxy[asyncpg.Record]
 
 __all__ = [
+    "AHEAD_BUDGET",
     "AHEAD_COUNT",
     "AHEAD_OCTETS",
     "LIFETIME",
     "READ_AHEAD",
     "USED_SHARE",
+    "AheadBudget",
     "LeasedCopy",
     "hold_off",
     "run_from",
@@ -75,9 +77,16 @@ LIFETIME = 1.0
 # may then run at rates up to 2% apart (NTP keeps them within 0.05%).
 USED_SHARE = 0.98
 # One statement serves up to this many RETRs.  A round trip to the database costs more
-# than SQLite's read transaction, so more of them are saved per read than there.
-AHEAD_COUNT = 32
-AHEAD_OCTETS = 128 * 1024
+# than SQLite's read transaction, so more of them are saved per read than there: measured
+# on one connection, a statement costs about as much CPU (both sides) as 25 bodies of
+# 4 KiB or 100 KiB of body, so 64 small bodies or five of 100 KiB per statement make
+# the statement's own cost a small share.
+AHEAD_COUNT = 64
+AHEAD_OCTETS = 512 * 1024
+# What the copies of every session of a process may hold together: past it a session
+# reads its bodies one by one, as without read-ahead, so that many sessions downloading
+# at once do not multiply AHEAD_OCTETS.
+AHEAD_BUDGET = 64 * 1024 * 1024
 
 READ_AHEAD = "SELECT uid, wire FROM popbox_read_ahead($1, $2, $3::bigint[], $4)"
 # Lock the mailbox's lease row (created if this is its first) and learn how long the
@@ -117,33 +126,67 @@ async def hold_off(conn: Conn, name: str, holder: str = "", lifetime: float = LI
         await asyncio.sleep(left)
 
 
-def run_from(messages: Sequence[MessageInfo], index: int) -> list[int]:
-    """Uids from ``index`` on, at most ``AHEAD_COUNT`` of them and ``AHEAD_OCTETS``."""
+def run_from(messages: Sequence[MessageInfo], index: int) -> tuple[list[int], int]:
+    """Uids from ``index`` on, at most ``AHEAD_COUNT`` of them and ``AHEAD_OCTETS``, and
+    their octets."""
     uids: list[int] = []
     total = 0
     for info in messages[index : index + AHEAD_COUNT]:
-        total += info.stored_size
-        if total > AHEAD_OCTETS:
+        if total + info.stored_size > AHEAD_OCTETS:
             break
+        total += info.stored_size
         uids.append(info.uid)
-    return uids
+    return uids, total
+
+
+class AheadBudget:
+    """The octets the copies of a process's sessions hold, against ``limit``."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int = AHEAD_BUDGET) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def reserve(self, octets: int) -> bool:
+        """Count ``octets`` if they fit; False: read without a copy."""
+        if self.held + octets > self.limit:
+            return False
+        self.held += octets
+        return True
+
+    def release(self, octets: int) -> None:
+        self.held -= octets
 
 
 class LeasedCopy:
-    """Some bodies of one mailbox, by uid, usable until ``expires`` (monotonic seconds)."""
+    """Some bodies of one mailbox, by uid, usable until ``expires`` (monotonic seconds).
 
-    __slots__ = ("_bodies", "_expires")
+    Its octets are counted in ``budget`` until each body is handed out, the lease runs
+    out or the copy is dropped.
+    """
 
-    def __init__(self, bodies: dict[int, bytes], expires: float) -> None:
+    __slots__ = ("_bodies", "_budget", "_expires")
+
+    def __init__(self, bodies: dict[int, bytes], expires: float, budget: AheadBudget) -> None:
         self._bodies = bodies
         self._expires = expires
+        self._budget = budget
 
     def take(self, uid: int) -> bytes | None:
         """``uid``'s body, handed out once; None: not read, or the lease ran out: read it."""
         if time.monotonic() >= self._expires:
-            self._bodies.clear()
+            self.drop()
             return None
-        return self._bodies.pop(uid, None)
+        body = self._bodies.pop(uid, None)
+        if body is not None:
+            self._budget.release(len(body))
+        return body
+
+    def drop(self) -> None:
+        """Forget every body not handed out yet."""
+        self._budget.release(sum(map(len, self._bodies.values())))
+        self._bodies.clear()
 
     def __len__(self) -> int:
         return len(self._bodies)
