@@ -67,6 +67,7 @@ from popbox.store.postgres_admin import PostgresAdminRecords
 from popbox.store.postgres_cluster import PostgresScores, PostgresSessions
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
 from popbox.store.postgres_options import PostgresOptions
+from popbox.store.postgres_scores_copy import ScoresCopy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -121,6 +122,7 @@ class PostgresStore:
         self._options = options or PostgresOptions()
         self._lifetime = read_ahead_lifetime
         self.read_ahead_budget = ahead.AheadBudget()
+        self._scores_copy: ScoresCopy | None = None
         """What the read-ahead copies of every session on this store hold, together."""
         self._state = "new"
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
@@ -163,6 +165,9 @@ class PostgresStore:
         if self._state == "closed":
             return
         self._state = "closed"
+        copy, self._scores_copy = self._scores_copy, None
+        if copy is not None:
+            await copy.close()
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -383,8 +388,24 @@ class PostgresStore:
     # -- state every node shares (popbox.store.postgres_cluster) ----------------
 
     def cluster_scores(self) -> PostgresScores:
-        """Brute-force scores in the database, for every worker of every node."""
-        return PostgresScores(self.connection)
+        """Brute-force scores in the database, for every worker of every node.
+
+        With a copy of the lockouts kept by LISTEN/NOTIFY (``postgres_scores_copy``),
+        one per store, started here on the running loop; not behind a transaction
+        pooler, where LISTEN cannot work.
+        """
+        if self._scores_copy is None and not self._options.transaction_pooler:
+            self._scores_copy = ScoresCopy(self._listening_connection, self._clock)
+            self._scores_copy.start()
+        return PostgresScores(self.connection, self._scores_copy)
+
+    async def _listening_connection(self) -> asyncpg.Connection[asyncpg.Record]:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            **failover.driver_options(self._options),
+        )
 
     def cluster_sessions(self, clock: Callable[[], float]) -> PostgresSessions:
         """``max_sessions_per_user`` slots in the database, for every node."""

@@ -6,8 +6,11 @@ worker of every node counts the same failures.  Each operation is one statement,
 round trip: ``check`` reads both rows, ``failed`` decays, increments and locks both in
 one upsert (purging at most ``PURGE_BATCH`` faded rows on the way, so the table holds
 what still matters and a login's cost stays bounded), ``succeeded`` deletes the user's
-row.  Times are wall-clock seconds from the injected clock: every node must agree on
-them (NTP), as the maildrop lock's lease already requires.
+row.  ``failed`` and ``succeeded`` also notify ``CHANNEL`` in their statement, so every
+process's copy of the lockouts (``postgres_scores_copy.py``) learns the change when it
+commits, and ``check`` is answered from that copy while it is live: a login then costs
+no round trip for the check.  Times are wall-clock seconds from the injected clock:
+every node must agree on them (NTP), as the maildrop lock's lease already requires.
 
 ``PostgresSessions`` enforces ``[server] max_sessions_per_user`` across nodes: a session
 takes one of its user's slots ``0 .. limit-1`` in ``user_sessions`` with a lease;
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,8 +39,18 @@ if TYPE_CHECKING:
 
     Connect = Callable[[], AbstractAsyncContextManager[PoolConnectionProxy[asyncpg.Record]]]
 
-__all__ = ["PURGE_BATCH", "SESSION_LEASE", "PostgresScores", "PostgresSessions", "ScoreRules"]
+__all__ = [
+    "CHANNEL",
+    "PURGE_BATCH",
+    "SESSION_LEASE",
+    "LockoutCopy",
+    "PostgresScores",
+    "PostgresSessions",
+    "ScoreRules",
+]
 
+# What a change of the scores is notified on (written out in the statements below).
+CHANNEL = "popbox_login_failures"
 PURGE_BATCH = 100  # faded rows one failure removes at most
 FADED = 20  # half-lives after which a score is below one millionth: forgotten
 SESSION_LEASE = 120.0  # seconds a session slot outlives a process that stopped renewing
@@ -66,10 +79,18 @@ _FAILED = (
     "   AND f.score * power(0.5, greatest(0, $2 - f.at) / $6::float8) + 1.5"
     "   >= (CASE WHEN left(f.key, 2) = 'u:' THEN $3::int ELSE $4::int END)"
     "   THEN $2::float8 + $5::float8 ELSE f.locked_until END"
-    "  RETURNING score)"
-    " SELECT (SELECT locked FROM old), (SELECT max(score) FROM scored)"
+    "  RETURNING key, score, locked_until)"
+    " SELECT (SELECT locked FROM old), (SELECT max(score) FROM scored),"
+    "  pg_notify('popbox_login_failures', (SELECT json_build_object('locks',"
+    "   json_object_agg(key, locked_until)) FROM scored)::text)"
 )
-_SUCCEEDED = "DELETE FROM login_failures WHERE key = $1"
+# A notification only when a row was there: nothing to forgive, nothing to tell.
+_SUCCEEDED = (
+    "WITH gone AS (DELETE FROM login_failures WHERE key = $1 RETURNING key)"
+    " SELECT pg_notify('popbox_login_failures',"
+    "  json_build_object('forgiven', json_agg(key))::text)"
+    " FROM gone HAVING count(*) > 0"
+)
 
 # $1 user, $2 owner, $3 now, $4 expiry, $5 limit.
 _CLAIM = (
@@ -86,6 +107,16 @@ _RELEASE = "DELETE FROM user_sessions WHERE user_name = $1 AND slot = $2 AND own
 _RENEW = "UPDATE user_sessions SET expires = $2 WHERE owner = $1"
 
 
+class LockoutCopy(Protocol):
+    """What ``PostgresScores`` needs of ``postgres_scores_copy.ScoresCopy``."""
+
+    live: bool
+
+    def check(self, keys: list[str], user_key: str) -> tuple[float, bool]: ...
+
+    def apply(self, update: dict[str, Any]) -> None: ...
+
+
 class PostgresScores:
     """Brute-force scores (``auth/bruteforce.py``'s) that every node shares.
 
@@ -93,11 +124,18 @@ class PostgresScores:
     one statement and raises ``StoreError`` when the database cannot be reached.
     """
 
-    def __init__(self, connect: Connect) -> None:
+    def __init__(self, connect: Connect, copy: LockoutCopy | None = None) -> None:
         self._connect = connect
+        self.copy = copy
+        """This process's copy of the lockouts, when one is kept (not behind a pooler)."""
 
     async def check(self, keys: list[str], user_key: str) -> tuple[float, bool]:
-        """(latest end of a lockout of ``keys``, whether ``user_key`` has a score)."""
+        """(latest end of a lockout of ``keys``, whether ``user_key`` has a score).
+
+        Answered from the process's copy while it is live, else read from the table.
+        """
+        if self.copy is not None and self.copy.live:
+            return self.copy.check(keys, user_key)
         async with self._connect() as conn:
             row = await conn.fetchrow(_CHECK, keys, user_key)
         assert row is not None  # an aggregate always returns its row
@@ -122,6 +160,8 @@ class PostgresScores:
     async def forgive(self, user_key: str) -> None:
         async with self._connect() as conn:
             await conn.execute(_SUCCEEDED, user_key)
+        if self.copy is not None:  # also when nothing was there to notify about
+            self.copy.apply({"forgiven": [user_key]})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,167 @@
+"""The cluster's lockouts, copied into every process by LISTEN/NOTIFY.
+
+Two ``PostgresStore`` instances on one database stand for two nodes.  A failure counted
+on one reaches the other's copy when it commits, and the other answers the check
+before a password from that copy, without a round trip; a copy that lost its
+listening connection asks the database until it has listened and read the table again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+if not os.environ.get("PG_DSN"):
+    pytest.importorskip("asyncpg")
+import asyncpg
+
+from popbox.store.postgres import PostgresStore
+from popbox.store.postgres_cluster import ScoreRules
+from popbox.store.postgres_options import PostgresOptions
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from popbox.store.postgres_cluster import PostgresScores
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+RULES = ScoreRules(user_lockout=0, ip_lockout=2, lockout_duration=300.0, half_life=300.0)
+IP, USER = "i:192.0.2.7", "u:alice"
+WAIT = 10.0  # seconds a notification or a reconnection may take, at most
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "not within the bound"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def nodes(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    stores = [PostgresStore(pg_dsn, max_size=2) for _ in range(2)]
+    try:
+        for store in stores:
+            await store.open()
+        yield stores[0], stores[1]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def live_scores(store: PostgresStore) -> PostgresScores:
+    scores = store.cluster_scores()
+    copy = scores.copy
+    assert copy is not None
+    await eventually(lambda: copy.live)
+    return scores
+
+
+def pool_uses(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every use of the store's pool by what is made from it afterwards."""
+    used: list[str] = []
+    connection = store.connection
+
+    def counted():  # type: ignore[no-untyped-def]
+        used.append("pool")
+        return connection()
+
+    monkeypatch.setattr(store, "connection", counted)
+    return used
+
+
+async def test_a_lockout_on_one_node_is_answered_on_the_other_from_its_copy(
+    nodes: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = nodes
+    used = pool_uses(second, monkeypatch)
+    here, there = await live_scores(first), await live_scores(second)
+    now = time.time()
+    used.clear()
+    assert await there.check([IP, USER], USER) == (0.0, False)
+    for _ in range(RULES.ip_lockout):
+        await here.failed([IP, USER], now, RULES)
+    await eventually(lambda: second_copy_check(there) >= now + RULES.lockout_duration)
+    until, scored = await there.check([IP, USER], USER)
+    assert until == pytest.approx(now + RULES.lockout_duration)
+    assert scored
+    assert used == []  # every check on the second node came from its copy
+
+
+def second_copy_check(scores: PostgresScores) -> float:
+    copy = scores.copy
+    assert copy is not None
+    return copy.check([IP], USER)[0]
+
+
+async def test_a_copy_made_later_reads_the_lockouts_and_scores_in_the_table(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = nodes
+    here = first.cluster_scores()
+    now = time.time()
+    for _ in range(RULES.ip_lockout):
+        await here.failed([IP, USER], now, RULES)
+    there = await live_scores(second)
+    until, scored = await there.check([IP, USER], USER)
+    assert until == pytest.approx(now + RULES.lockout_duration)
+    assert scored
+
+
+async def test_forgiving_a_user_reaches_every_copy(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = nodes
+    here, there = await live_scores(first), await live_scores(second)
+    await here.failed([IP, USER], time.time(), RULES)
+    copy = there.copy
+    assert copy is not None
+    await eventually(lambda: copy.check([], USER)[1])
+    await here.forgive(USER)
+    await eventually(lambda: not copy.check([], USER)[1])
+    assert not (await here.check([IP, USER], USER))[1]
+
+
+async def test_a_lost_listening_connection_asks_the_database_until_it_listens_again(
+    nodes: tuple[PostgresStore, PostgresStore], pg_dsn: str
+) -> None:
+    first, second = nodes
+    here, there = await live_scores(first), await live_scores(second)
+    copy = there.copy
+    assert copy is not None
+    admin = await asyncpg.connect(pg_dsn, timeout=5.0)
+    try:
+        # Every other session of the database ends: the pools' and the listeners'.
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    await eventually(lambda: not copy.live)
+    # Meanwhile the check is read from the table: a failure counted now is seen at once.
+    now = time.time()
+    for _ in range(RULES.ip_lockout):
+        await here.failed([IP], now, RULES)
+    assert (await there.check([IP], USER))[0] == pytest.approx(now + RULES.lockout_duration)
+    await eventually(lambda: copy.live)  # listening again, the table read anew
+    assert copy.check([IP], USER)[0] == pytest.approx(now + RULES.lockout_duration)
+
+
+async def test_behind_a_transaction_pooler_every_check_asks_the_database(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(pg_dsn, max_size=2, options=PostgresOptions(transaction_pooler=True))
+    await store.open()
+    try:
+        used = pool_uses(store, monkeypatch)
+        scores = store.cluster_scores()
+        assert await scores.check([IP, USER], USER) == (0.0, False)
+        assert used == ["pool"]
+    finally:
+        await store.close()
