@@ -82,16 +82,19 @@ def test_a_retr_beyond_the_budget_gets_sys_temp_and_the_session_goes_on_rfc3206_
 ):
     """RFC 3206 s4: SYS/TEMP: "the problem is temporary ... try again later".
 
-    One client holds the budget with a 4 MiB body it does not read; a second client's
-    RETR of the same size waits, and is refused once BODY_WAIT has passed.  After the
-    first client has read its body, the second's retry is answered.
+    One client holds the budget with a body it does not read; a second client's RETR of
+    the same size waits, and is refused once BODY_WAIT has passed.  After the first
+    client has read its body, the second's retry is answered.  The body is three times
+    the largest send buffer Linux gives a TCP socket by default (tcp_wmem's 4 MiB), so
+    that most of it stays in the process however large the kernel's buffers grow.
     """
     clock = ManualClock()
-    budget = 5 * MIB * READ_COPIES  # room for one 4 MiB body being read, not two
+    size = 12 * MIB
+    budget = (size + MIB) * READ_COPIES  # room for one body being read, not two
     server = start_pop3_server(
         PLAINTEXT, sections={"server": {"memory_budget": budget}}, clock=clock
     )
-    [message] = server.deliver("alice", big(4 * MIB))
+    [message] = server.deliver("alice", big(size))
     reply = b"+OK %d octets\r\n" % message.info.size
     with Client.connect(server, receive_buffer=65536) as holder, Client.connect(server) as late:
         holder.log_in()
