@@ -8,8 +8,8 @@ Three rules, each reported with the file and line of every import involved:
 * no cycle among its subpackages and top-level modules (``server/`` importing
   ``delivery/`` and ``delivery/`` importing ``server/`` is one layer in two folders, even
   when no two modules import each other);
-* a pure subpackage (``--pure``, repeatable; default the sans-IO ``protocol``) imports only
-  the standard library and itself.
+* a pure subpackage (``--pure``, repeatable; default the sans-IO ``protocol`` and
+  ``ldapwire``) imports only the standard library and itself.
 
 Every import statement counts, wherever it stands: at module level, under
 ``if TYPE_CHECKING:`` and inside a function.  A type-only import is still a dependency:
@@ -255,13 +255,17 @@ def _chain(cycle: list[Edge]) -> str:
     )
 
 
+_SANS_IO = ("protocol", "ldapwire")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--root", type=Path, default=Path("src"))
     parser.add_argument("--package", default="popbox")
     parser.add_argument("--pure", action="append", default=[], metavar="PACKAGE")
     args = parser.parse_args(argv)
-    found = problems(args.root, args.package, args.pure or [f"{args.package}.protocol"])
+    pure = args.pure or [f"{args.package}.{name}" for name in _SANS_IO]
+    found = problems(args.root, args.package, pure)
     for problem in found:
         print(problem)
     if found:

@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from popbox.config.sections import ConfigError
+from popbox.ldapwire.filters import FilterError, compile_filter
 
 __all__ = [
     "FILTER_PLACEHOLDERS",
@@ -171,6 +172,11 @@ def parse_filter_template(text: str, key: str) -> FilterTemplate:
     literals.append(current + text[position:])
     if not fields:
         raise ConfigError(f"{key}: {text!r} names no part of the login (%u, %n or %d)")
+    try:
+        # Every login's filter is this one with escaped values in the placeholders.
+        compile_filter("x".join(literals))
+    except FilterError as exc:
+        raise ConfigError(f"{key}: not an LDAP filter (RFC 4515): {exc}") from None
     return FilterTemplate(text, tuple(literals), tuple(fields))
 
 

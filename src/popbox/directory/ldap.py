@@ -40,7 +40,7 @@ from popbox.directory.ldap_pool import LdapPool, LdapUnavailable
 from popbox.directory.ldap_session import BindResult, Entry, SearchResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     import structlog
 
@@ -90,7 +90,7 @@ class LdapDirectory:
         self._settings = settings
         self._clock = clock
         self._log = log.bind(directory=name)
-        self._pool = LdapPool(name, settings, clock)
+        self._pool = LdapPool(settings, clock)
         # The DN bound for an unknown login: under base_dn, so the server looks it up
         # where it looks up real users, and named so that no entry will ever have it.
         self._absent_dn = f"cn=popbox-no-such-user,{settings.base_dn}"
@@ -111,14 +111,15 @@ class LdapDirectory:
         search_filter, usable = self._filter(login)
         attributes, absent_dn = self._attributes, self._absent_dn
 
-        def job(session: LdapSession) -> _Found:
-            found = session.search(search_filter, attributes)
+        async def job(session: LdapSession) -> _Found:
+            found = await session.search(search_filter, attributes)
             one = usable and len(found.entries) == 1 and not found.truncated
             if one and password:
-                return _Found(found, session.check_password(found.entries[0].dn, password))
+                bind = await session.check_password(found.entries[0].dn, password)
+                return _Found(found, bind)
             # Same work as a real check: one bind, refused.  An empty password goes
             # nowhere near a real DN (it would be an anonymous bind, RFC 4513 5.1.2).
-            session.check_password(absent_dn, password or "-")
+            await session.check_password(absent_dn, password or "-")
             if one:
                 return _Found(found, BindResult(accepted=False, message=""))
             return _Found(found if usable else SearchResult((), truncated=False), None)
@@ -139,8 +140,8 @@ class LdapDirectory:
         search_filter, usable = self._filter(login)
         attributes = self._attributes
 
-        def job(session: LdapSession) -> _Found:
-            return _Found(session.search(search_filter, attributes), None)
+        async def job(session: LdapSession) -> _Found:
+            return _Found(await session.search(search_filter, attributes), None)
 
         found = await self._run(job)
         if isinstance(found, Verdict):
@@ -225,7 +226,7 @@ class LdapDirectory:
 
     # -- outages -----------------------------------------------------------------------
 
-    async def _run(self, job: Callable[[LdapSession], _Found]) -> _Found | Verdict:
+    async def _run(self, job: Callable[[LdapSession], Awaitable[_Found]]) -> _Found | Verdict:
         try:
             found = await self._pool.run(job)
         except LdapUnavailable as exc:
@@ -258,8 +259,8 @@ class LdapDirectory:
         self._probe = None
 
 
-def _ping(session: LdapSession) -> None:
-    session.ping()
+async def _ping(session: LdapSession) -> None:
+    await session.ping()
 
 
 def _ambiguous(search: SearchResult) -> Verdict:

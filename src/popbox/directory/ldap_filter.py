@@ -3,15 +3,14 @@
 RFC 4515 section 3: in an assertion value, ``*``, ``(``, ``)``, ``\\`` and NUL must be
 written as ``\\2a``, ``\\28``, ``\\29``, ``\\5c`` and ``\\00``.  With that, whatever a
 client sends as its login name (``*)(uid=*``, ``*``, a lone backslash) stays one literal
-value and can neither widen the filter nor add a clause.  ldap3's ``escape_filter_chars``
-does exactly that list; it is used rather than a copy of it.
+value and can neither widen the filter nor add a clause (``ldapwire.filters.escape_value``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ldap3.utils.conv import escape_filter_chars
+from popbox.ldapwire.filters import escape_value
 
 if TYPE_CHECKING:
     from popbox.config.ldap import FilterTemplate
@@ -37,7 +36,7 @@ def render_filter(template: FilterTemplate, login: LoginName) -> tuple[str, bool
         values = [NO_MATCH_VALUE] * len(values)
     pieces = [template.literals[0]]
     for value, literal in zip(values, template.literals[1:], strict=True):
-        pieces.append(escape_filter_chars(value, "utf-8"))
+        pieces.append(escape_value(value))
         pieces.append(literal)
     return "".join(pieces), usable
 
