@@ -48,6 +48,11 @@ def test_the_readme_example_parses(table, tls_files):
         ({"filter": "(uid=%u))"}, r"filter: .* unbalanced parentheses"),
         ({"filter": "(uid=%x)"}, r"filter: %x is not a placeholder"),
         ({"filter": "(uid=ann)"}, r"filter: .* names no part of the login"),
+        (
+            {"filter": "(&(uid=%u)mail=x)"},
+            r"filter: not an LDAP filter \(RFC 4515\): .* position 10",
+        ),
+        ({"filter": "(u id=%u)"}, r"filter: not an LDAP filter .* not an attribute description"),
         ({"bind_password": "", "bind_password_file": "/nonexistent/pw"}, r"file: cannot read"),
     ],
 )
