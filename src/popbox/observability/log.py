@@ -32,6 +32,11 @@ def make_logger(
 ) -> structlog.typing.FilteringBoundLogger:
     """A logger writing one line per event to ``stream`` (stderr by default).
 
+    Each line, newline included, is one ``write`` call: a supervisor and its workers
+    share one stderr, and Python's is unbuffered, so ``PrintLogger`` (``print``, which
+    writes the text and then the newline) let two processes' events interleave as
+    ``{A}{B}`` and two newlines, and a reader of the JSON log lost both.
+
     ``level`` is a ``logging`` level or its name in any case ("debug", "INFO", ...).
     """
     if isinstance(level, str):
@@ -40,7 +45,7 @@ def make_logger(
         structlog.processors.JSONRenderer() if json else _render_text
     )
     logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
-        structlog.PrintLogger(stream or sys.stderr),
+        structlog.WriteLogger(stream or sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         processors=[
             structlog.processors.add_log_level,
