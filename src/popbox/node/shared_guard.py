@@ -5,8 +5,10 @@ workers share one ``LoginGuard`` in the supervisor (``NodeScores``), as they sha
 connection limits, and no new component is needed.  Asking the supervisor before every
 login was one control-channel round trip per login, which cost a third of a login's
 CPU (measured with bench/, two workers).  So each worker keeps a copy of what ``check``
-needs (``WorkerGuard``): the keys locked out now, with the seconds left, and the user
-names with failures to forgive.  ``check`` answers from that copy; only a failure
+needs (``WorkerGuard``), in a ``Lockouts`` (``auth/lockout_copy.py``, shared with the
+PostgreSQL copy): the keys locked out now and the user names with failures to forgive.
+The supervisor sends the seconds each lockout has left, and the worker keeps the end on
+its own monotonic clock.  ``check`` answers from that copy; only a failure
 (``failed``, after a wrong password, which is answered after a delay anyway) and a
 success that forgives a score (``succeeded``) go to the supervisor.  Every change the
 supervisor makes is sent to every worker (``guard_update``) before the asking worker
@@ -26,11 +28,11 @@ decides (``auth/guard.py``).
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from popbox.auth.bruteforce import keys_of, user_key
 from popbox.auth.guard import Failed, FallbackGuard, GuardUnavailable, Standing
+from popbox.auth.lockout_copy import Lockouts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -111,9 +113,16 @@ class WorkerGuard:
     ) -> None:
         self._channel = channel
         self._clock = clock
-        self.max_tracked = max_tracked  # as [auth] max_tracked: bounds the copy too
-        self._locked_until: dict[str, float] = {}  # key: this process's clock
-        self._scored: OrderedDict[str, None] = OrderedDict()  # user keys, oldest first
+        self._copy = Lockouts(clock, max_tracked=max_tracked)  # ends on this process's clock
+
+    @property
+    def max_tracked(self) -> int:
+        """As ``[auth] max_tracked``: bounds the copy too (set once the config is known)."""
+        return self._copy.max_tracked
+
+    @max_tracked.setter
+    def max_tracked(self, value: int) -> None:
+        self._copy.max_tracked = value
 
     async def load(self) -> None:
         """Take the supervisor's whole state; raises ``GuardUnavailable`` without it."""
@@ -125,33 +134,20 @@ class WorkerGuard:
         locks: dict[str, Any] = update.get("locks") or {}
         for key, seconds in locks.items():
             if float(seconds) > 0:
-                self._locked_until[str(key)] = now + float(seconds)
+                self._copy.lock(str(key), now + float(seconds))
             else:
-                self._locked_until.pop(str(key), None)
+                self._copy.lift(str(key))
         for key in update.get("scored") or ():
-            self._scored[str(key)] = None
-            self._scored.move_to_end(str(key))
+            self._copy.score(str(key))
         for key in update.get("forgiven") or ():
-            self._scored.pop(str(key), None)
-        while len(self._scored) > self.max_tracked:
-            self._scored.popitem(last=False)  # the supervisor forgets these first too
-        if len(self._locked_until) > self.max_tracked:
-            self._locked_until = {k: t for k, t in self._locked_until.items() if t > now}
+            self._copy.forgive(str(key))
+        self._copy.bound()
 
     async def check(self, ip: str, user: str | None) -> Standing:
         if self._channel.closed.is_set():
             raise GuardUnavailable("the supervisor is gone")
-        now = self._clock()
-        remaining = 0.0
-        for key in keys_of(ip, user):
-            until = self._locked_until.get(key)
-            if until is not None:
-                if until <= now:
-                    del self._locked_until[key]
-                else:
-                    remaining = max(remaining, until - now)
-        scored = user is not None and user_key(user) in self._scored
-        return Standing(remaining, scored)
+        scored = user is not None and self._copy.scored(user_key(user))
+        return Standing(self._copy.remaining(keys_of(ip, user)), scored)
 
     async def failed(self, ip: str, user: str | None) -> Failed:
         reply = await self._ask("guard_failed", ip=ip, user=user)

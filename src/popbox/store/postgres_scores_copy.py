@@ -2,9 +2,11 @@
 
 Theory of operation: reading ``login_failures`` before every login was one round trip
 per login, about a quarter of a login's CPU on PostgreSQL (measured with bench/).  So
-each process keeps a copy of what that check needs, as the workers of a SQLite node do
-(``node/shared_guard.py``): the keys locked out and until when, and the user names with
-failures to forgive.  Every statement that changes a score also notifies
+each process keeps a copy of what that check needs, in the same ``Lockouts`` as the
+workers of a SQLite node (``auth/lockout_copy.py``; ``node/shared_guard.py``): the keys
+locked out and until when, and the user names with failures to forgive.  Here the ends
+are the table's ``locked_until``, wall-clock POSIX seconds, and a copy keeps the later
+of two ends it is told for one key.  Every statement that changes a score also notifies
 ``CHANNEL`` in the same transaction (``postgres_cluster.py``), so the notification is
 delivered exactly when the change commits, to every process listening on the primary.
 
@@ -28,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from popbox.auth.lockout_copy import Lockouts
 from popbox.store.postgres_cluster import CHANNEL
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ _LINK_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceE
 
 
 class ScoresCopy:
-    """Lockouts (wall-clock ends, by key) and scored users, as the database has them."""
+    """The database's lockouts and scored users, in a ``Lockouts`` on the wall clock."""
 
     def __init__(
         self,
@@ -64,11 +66,8 @@ class ScoresCopy:
         keepalive: float = KEEPALIVE,
     ) -> None:
         self._connect = connect
-        self._wall = wall
-        self.max_tracked = max_tracked
+        self._copy = Lockouts(wall, max_tracked=max_tracked)  # ends: locked_until, POSIX
         self._keepalive = keepalive
-        self._locked_until: dict[str, float] = {}
-        self._scored: OrderedDict[str, None] = OrderedDict()
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.live = False
@@ -89,17 +88,16 @@ class ScoresCopy:
 
     def check(self, keys: list[str], user_key: str) -> tuple[float, bool]:
         """As ``PostgresScores.check``: (latest end of a lockout of ``keys``, scored)."""
-        until = max((self._locked_until.get(key, 0.0) for key in keys), default=0.0)
-        return until, user_key in self._scored
+        return self._copy.until(keys), self._copy.scored(user_key)
 
     def apply(self, update: dict[str, Any]) -> None:
         """Take one notification: ``locks`` (key: end) of a failure, or ``forgiven``."""
         for key, until in (update.get("locks") or {}).items():
             self._note(str(key), float(until))
         for key in update.get("forgiven") or ():  # the row is gone, its lockout with it
-            self._scored.pop(str(key), None)
-            self._locked_until.pop(str(key), None)
-        self._bound()
+            self._copy.forgive(str(key))
+            self._copy.lift(str(key))
+        self._copy.bound()
 
     async def _keep(self) -> None:
         while True:
@@ -115,11 +113,10 @@ class ScoresCopy:
             conn.add_termination_listener(lambda _conn: self._lose())
             await conn.add_listener(CHANNEL, self._notified)
             rows = await conn.fetch(_STATE)
-            self._locked_until.clear()
-            self._scored.clear()
+            self._copy.clear()
             for row in rows:
                 self._note(row["key"], float(row["locked_until"]))
-            self._bound()
+            self._copy.bound()
             self.live = True
             while not self._lost.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -145,15 +142,9 @@ class ScoresCopy:
             self.apply(update)
 
     def _note(self, key: str, until: float) -> None:
-        if until > 0:
-            self._locked_until[key] = max(until, self._locked_until.get(key, 0.0))
-        if key.startswith("u:"):
-            self._scored[key] = None
-            self._scored.move_to_end(key)
-
-    def _bound(self) -> None:
-        while len(self._scored) > self.max_tracked:
-            self._scored.popitem(last=False)
-        if len(self._locked_until) > self.max_tracked:
-            now = self._wall()  # lockouts that are over are never read again
-            self._locked_until = {k: t for k, t in self._locked_until.items() if t > now}
+        if until > 0:  # 0: the row was never locked out
+            # The later of two ends is kept: a node whose clock is a little behind may
+            # lock the row again until a little earlier.
+            self._copy.lock(key, max(until, self._copy.until([key])))
+        if key.startswith("u:"):  # a user's row: failures a success would forgive
+            self._copy.score(key)
