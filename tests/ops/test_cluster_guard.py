@@ -91,14 +91,19 @@ def test_guesses_over_two_nodes_of_two_workers_lock_out_at_the_count_in_total(
         "storage": {"backend": "postgresql", "dsn": database.dsn},
         "auth": AUTH,
     }
+    # A failure is recorded before its delay and every node's copy of the lockouts
+    # hears of it by NOTIFY within milliseconds: the delay (1 s by default) is what
+    # has the lockout everywhere before the guesser gets its answer.  With none, the
+    # next login could reach the other node first.
+    pop3 = {**POP3, "auth_failure_delay": 0.1}
     first = start_node(
-        tmp_path / "a", tls_files, sections=sections, pop3=POP3, kinds=frozenset({"pop3"})
+        tmp_path / "a", tls_files, sections=sections, pop3=pop3, kinds=frozenset({"pop3"})
     )
     second = start_node(
         tmp_path / "b",
         tls_files,
         sections=sections,
-        pop3=POP3,
+        pop3=pop3,
         kinds=frozenset({"pop3"}),
         provisioned=True,
     )
