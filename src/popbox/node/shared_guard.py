@@ -5,7 +5,7 @@ workers share one ``LoginGuard`` in the supervisor (``NodeScores``), as they sha
 connection limits, and no new component is needed.  Asking the supervisor before every
 login was one control-channel round trip per login, which cost a third of a login's
 CPU (measured with bench/, two workers).  So each worker keeps a copy of what ``check``
-needs (``WorkerGuard``), in a ``Lockouts`` (``auth/lockout_copy.py``, shared with the
+needs (``WorkerGuard``), in a ``Lockouts`` (``lockouts.py``, shared with the
 PostgreSQL copy): the keys locked out now and the user names with failures to forgive.
 The supervisor sends the seconds each lockout has left, and the worker keeps the end on
 its own monotonic clock.  ``check`` answers from that copy; only a failure
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from popbox.auth.bruteforce import keys_of, user_key
 from popbox.auth.guard import Failed, FallbackGuard, GuardUnavailable, Standing
-from popbox.auth.lockout_copy import Lockouts
+from popbox.lockouts import Lockouts
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -3,7 +3,7 @@
 Theory of operation: reading ``login_failures`` before every login was one round trip
 per login, about a quarter of a login's CPU on PostgreSQL (measured with bench/).  So
 each process keeps a copy of what that check needs, in the same ``Lockouts`` as the
-workers of a SQLite node (``auth/lockout_copy.py``; ``node/shared_guard.py``): the keys
+workers of a SQLite node (``lockouts.py``; ``node/shared_guard.py``): the keys
 locked out and until when, and the user names with failures to forgive.  Here the ends
 are the table's ``locked_until``, wall-clock POSIX seconds, and a copy keeps the later
 of two ends it is told for one key.  Every statement that changes a score also notifies
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from popbox.auth.lockout_copy import Lockouts
+from popbox.lockouts import Lockouts
 from popbox.store.postgres_cluster import CHANNEL
 
 if TYPE_CHECKING:

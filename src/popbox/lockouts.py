@@ -1,6 +1,6 @@
 """A process's copy of brute-force lockouts and scored users whose owner is elsewhere.
 
-Theory of operation: when the scores of ``bruteforce.py`` are shared, they live in one
+Theory of operation: when the scores of ``auth/bruteforce.py`` are shared, they live in one
 owner, the supervisor of a node (``node/shared_guard.py``) or the PostgreSQL database of
 a cluster (``store/postgres_scores_copy.py``), and asking it before every login cost a
 round trip.  So each process keeps what the check before a password needs, in a

@@ -1,4 +1,4 @@
-"""A process's copy of the lockouts and scored users (``auth/lockout_copy.py``).
+"""A process's copy of the lockouts and scored users (``lockouts.py``).
 
 The same ``Lockouts`` backs a node worker's copy (ends on the monotonic clock) and a
 PostgreSQL copy (ends in wall-clock POSIX seconds); time is moved on with ``ManualClock``
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from popbox.auth.bruteforce import keys_of, user_key
-from popbox.auth.lockout_copy import Lockouts
 from popbox.clock import ManualClock
+from popbox.lockouts import Lockouts
 
 IP, USER = keys_of("192.0.2.7", "alice")
 
