@@ -56,7 +56,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--concurrency", type=int, default=50, help="logins in flight")
     parser.add_argument("--duration", type=float, help="seconds per timed window")
-    parser.add_argument("--pool-size", type=int, default=4, help="popbox's LDAP slots/worker")
+    parser.add_argument("--pool-size", type=int, default=16, help="popbox's LDAP slots/worker")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     return parser.parse_args(argv)
 

@@ -64,7 +64,7 @@ class LdapSettings:
     quota_unit: int = 1  # bytes per unit of quota_attribute (1024 for a KiB count)
     active_directory: bool = False  # userAccountControl's ACCOUNTDISABLE bit, AD bind codes
     netbios_domain: str = ""  # with it, DOMAIN\user logins must name this domain
-    pool_size: int = 4
+    pool_size: int = 16
     connect_timeout: float = 3.0  # seconds for each step of opening: TCP, TLS, service bind
     timeout: float = 5.0  # seconds for one login's directory work, all URIs included
     retry_interval: float = 10.0  # seconds a failed URI is skipped before it is tried again
@@ -135,7 +135,7 @@ def parse_ldap_directory(table: dict[str, object], where: str) -> LdapSettings:
         quota_unit=_positive_int(values, "quota_unit", 1, where),
         active_directory=bool(values.get("active_directory", False)),
         netbios_domain=str(values.get("netbios_domain", "")),
-        pool_size=_positive_int(values, "pool_size", 4, where),
+        pool_size=_positive_int(values, "pool_size", 16, where),
         connect_timeout=connect_timeout,
         timeout=timeout,
         retry_interval=_duration(values, "retry_interval", 10.0, where),

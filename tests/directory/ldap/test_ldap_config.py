@@ -23,7 +23,7 @@ def test_the_readme_example_parses(table, tls_files):
     assert settings.uris == ("ldaps://dc1.example.com",)
     assert settings.filter.fields == ("local",)
     assert settings.ca_file == str(tls_files.ca_file)
-    assert (settings.pool_size, settings.timeout, settings.retry_interval) == (4, 5.0, 10.0)
+    assert (settings.pool_size, settings.timeout, settings.retry_interval) == (16, 5.0, 10.0)
 
 
 @pytest.mark.parametrize(
