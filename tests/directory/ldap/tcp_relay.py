@@ -4,8 +4,8 @@
 at once in ``max_open``); ``delay`` holds every reply chunk that long, like a domain
 controller across a WAN link.  Without a target it is a server that misbehaves:
 ``mode="hang"`` accepts and never answers, ``mode="garbage"`` answers every request
-with bytes that are not LDAP.  It runs on the test's event loop; the directory under
-test talks to it from its worker threads.
+with bytes that are not LDAP.  It runs on the test's event loop, as does the directory
+under test.
 """
 
 from __future__ import annotations
