@@ -54,8 +54,8 @@ async def nodes(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore
             await store.close()
 
 
-async def live_scores(store: PostgresStore) -> PostgresScores:
-    scores = store.cluster_scores()
+async def live_scores(store: PostgresStore, max_tracked: int = 1000) -> PostgresScores:
+    scores = store.cluster_scores(max_tracked=max_tracked)
     copy = scores.copy
     assert copy is not None
     await eventually(lambda: copy.live)
@@ -103,7 +103,7 @@ async def test_a_copy_made_later_reads_the_lockouts_and_scores_in_the_table(
     nodes: tuple[PostgresStore, PostgresStore],
 ) -> None:
     first, second = nodes
-    here = first.cluster_scores()
+    here = first.cluster_scores(max_tracked=1000)
     now = time.time()
     for _ in range(RULES.ip_lockout):
         await here.failed([IP, USER], now, RULES)
@@ -160,8 +160,24 @@ async def test_behind_a_transaction_pooler_every_check_asks_the_database(
     await store.open()
     try:
         used = pool_uses(store, monkeypatch)
-        scores = store.cluster_scores()
+        scores = store.cluster_scores(max_tracked=1000)
         assert await scores.check([IP, USER], USER) == (0.0, False)
         assert used == ["pool"]
     finally:
         await store.close()
+
+
+async def test_the_copy_is_bounded_by_the_settings_max_tracked(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """[auth] max_tracked bounds the copy as it bounds a process's own scores: past it
+    the user noted longest ago is dropped."""
+    first, second = nodes
+    here = first.cluster_scores(max_tracked=1000)
+    copy = (await live_scores(second, max_tracked=2)).copy
+    assert copy is not None
+    for name in ("u:a", "u:b", "u:c"):
+        await here.failed(["i:192.0.2.9", name], time.time(), RULES)
+        await eventually(lambda name=name: copy.check([], name)[1])  # type: ignore[misc]
+    assert not copy.check([], "u:a")[1]
+    assert copy.check([], "u:b")[1]

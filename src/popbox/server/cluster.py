@@ -66,7 +66,7 @@ class SharedScores(Protocol):
 class ClusterState(Protocol):
     """A store whose state every node shares."""
 
-    def cluster_scores(self) -> SharedScores: ...
+    def cluster_scores(self, *, max_tracked: int) -> SharedScores: ...
 
     def cluster_sessions(self, clock: Callable[[], float]) -> SessionSlots: ...
 
@@ -123,7 +123,8 @@ def shared_guard(
     """The cluster's guard if ``store`` holds one, else None."""
     if not isinstance(store, ClusterState):
         return None
-    shared = StoreGuard(store.cluster_scores(), local.local.settings, wall)
+    settings = local.local.settings
+    shared = StoreGuard(store.cluster_scores(max_tracked=settings.max_tracked), settings, wall)
     return FallbackGuard(shared, local, fail_open=config.auth.shared_state_unavailable == "open")
 
 

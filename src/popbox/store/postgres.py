@@ -387,15 +387,18 @@ class PostgresStore:
 
     # -- state every node shares (popbox.store.postgres_cluster) ----------------
 
-    def cluster_scores(self) -> PostgresScores:
+    def cluster_scores(self, *, max_tracked: int) -> PostgresScores:
         """Brute-force scores in the database, for every worker of every node.
 
         With a copy of the lockouts kept by LISTEN/NOTIFY (``postgres_scores_copy``),
-        one per store, started here on the running loop; not behind a transaction
-        pooler, where LISTEN cannot work.
+        one per store, started here on the running loop and bounded like the process's
+        own scores (``[auth] max_tracked``); not behind a transaction pooler, where
+        LISTEN cannot work.
         """
         if self._scores_copy is None and not self._options.transaction_pooler:
-            self._scores_copy = ScoresCopy(self._listening_connection, self._clock)
+            self._scores_copy = ScoresCopy(
+                self._listening_connection, self._clock, max_tracked=max_tracked
+            )
             self._scores_copy.start()
         return PostgresScores(self.connection, self._scores_copy)
 

@@ -69,6 +69,9 @@ class ScoresCopy:
         self._copy = Lockouts(wall, max_tracked=max_tracked)  # ends: locked_until, POSIX
         self._keepalive = keepalive
         self._lost = asyncio.Event()
+        # Updates heard while the table is read: applied after it, since one may be of a
+        # change the read's snapshot does not hold yet (applying one twice is harmless).
+        self._held: list[dict[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self.live = False
         """Whether ``check`` may answer: listening, and the table read since."""
@@ -111,11 +114,15 @@ class ScoresCopy:
         try:
             self._lost.clear()
             conn.add_termination_listener(lambda _conn: self._lose())
+            self._held = []
             await conn.add_listener(CHANNEL, self._notified)
             rows = await conn.fetch(_STATE)
             self._copy.clear()
             for row in rows:
                 self._note(row["key"], float(row["locked_until"]))
+            held, self._held = self._held, None
+            for update in held:
+                self.apply(update)
             self._copy.bound()
             self.live = True
             while not self._lost.is_set():
@@ -127,6 +134,7 @@ class ScoresCopy:
                         break  # demoted: the primary is elsewhere now
         finally:
             self.live = False
+            self._held = None
             conn.terminate()
 
     def _lose(self) -> None:
@@ -139,7 +147,10 @@ class ScoresCopy:
         except ValueError:
             return  # not ours: only popbox's statements notify on this channel
         if isinstance(update, dict):
-            self.apply(update)
+            if self._held is not None:
+                self._held.append(update)
+            else:
+                self.apply(update)
 
     def _note(self, key: str, until: float) -> None:
         if until > 0:  # 0: the row was never locked out
