@@ -9,6 +9,7 @@ channels (socketpairs), as ``popbox serve`` does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,11 @@ SETTINGS = GuardSettings(base_delay=0.5, ip_lockout=LOCKOUT, user_lockout=0, loc
 class Node:
     """A supervisor's scores and the channels to its workers' copies."""
 
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: ManualClock, settings: GuardSettings = SETTINGS) -> None:
         self.clock = clock
         self.asked: list[str] = []  # the ops the workers sent, in order
         self.scores = shared_guard.NodeScores(
-            LoginGuard(SETTINGS, clock=clock.monotonic), self._publish
+            LoginGuard(settings, clock=clock.monotonic), self._publish
         )
         self.ends: list[Channel] = []  # both ends of every channel, closed at the end
         self.supervisor_ends: list[Channel] = []
@@ -135,6 +136,25 @@ async def test_a_success_forgives_the_user_on_every_worker(node: Node) -> None:
     await settle()
     assert not (await first.check("192.0.2.1", "alice")).user_scored
     assert not node.scores.guard.scored("alice")
+
+
+async def test_a_success_lifts_the_users_lockout_on_every_worker() -> None:
+    """The supervisor forgets a user's score, lockout included, when the user logs in
+    (a success that raced the failure that locked it); the copies lift it too, or they
+    would refuse the right password until the lockout ran out."""
+    node = Node(ManualClock(), dataclasses.replace(SETTINGS, ip_lockout=0, user_lockout=2))
+    try:
+        first, second = await node.add_worker(), await node.add_worker()
+        await first.failed("192.0.2.1", "alice")
+        await first.failed("192.0.2.2", "alice")
+        await settle()
+        assert (await second.check("192.0.2.3", "alice")).locked_for > 0
+        await second.succeeded("alice")
+        await settle()
+        for copy in (first, second):
+            assert (await copy.check("192.0.2.3", "alice")).locked_for == 0
+    finally:
+        await node.close()
 
 
 async def test_the_consoles_failures_count_for_the_workers_too(node: Node) -> None:
