@@ -50,8 +50,10 @@ class Lockouts:
         self._scored.move_to_end(key)
 
     def forgive(self, key: str) -> None:
-        """``key`` has no failures to forgive; a lockout of it stays until ``lift``."""
+        """The owner forgot the user key ``key`` (a success): its score, and with it any
+        lockout of it, as ``LoginGuard.succeeded`` and the table's DELETE both do."""
         self._scored.pop(key, None)
+        self._ends.pop(key, None)
 
     def clear(self) -> None:
         self._ends.clear()

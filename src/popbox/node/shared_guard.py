@@ -140,9 +140,7 @@ class WorkerGuard:
         for key in update.get("scored") or ():
             self._copy.score(str(key))
         for key in update.get("forgiven") or ():
-            # The supervisor forgot the user's score, and with it any lockout of it.
             self._copy.forgive(str(key))
-            self._copy.lift(str(key))
         self._copy.bound()
 
     async def check(self, ip: str, user: str | None) -> Standing:

@@ -99,7 +99,6 @@ class ScoresCopy:
             self._note(str(key), float(until))
         for key in update.get("forgiven") or ():  # the row is gone, its lockout with it
             self._copy.forgive(str(key))
-            self._copy.lift(str(key))
         self._copy.bound()
 
     async def _keep(self) -> None:
