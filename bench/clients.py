@@ -70,6 +70,7 @@ class ClientProcesses:
             share.users = spec.users[n::processes] or spec.users
             share.concurrency = _split(spec.concurrency, processes, n)
             share.sessions = _split(spec.sessions, processes, n)
+            share.rate = spec.rate / processes
             parent, child = context.Pipe()
             proc = context.Process(target=_process_main, args=(share, child), daemon=True)
             proc.start()

@@ -12,7 +12,11 @@ login scenario (USER, PASS, STAT, QUIT) runs against each server in turn, altern
 the order between runs; the table gives the medians, the popbox/Dovecot ratios (the
 issue's targets: logins/s at least 1.0x, p99 latency no worse) and slapd's CPU time
 per login for each, since a server that asks the directory more costs the directory
-more.  Must run as root (Dovecot's master needs it).
+more.  That scenario keeps 50 logins in flight, so it runs each server at its limit,
+where latency is mostly queueing; the same logins are then started at one fixed rate
+for both servers (``--paced-share`` of Dovecot's logins/s, an open loop), and their
+p50 and p99 are the latency a user sees on a busy server that is not overloaded.
+Must run as root (Dovecot's master needs it).
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=50, help="logins in flight")
     parser.add_argument("--duration", type=float, help="seconds per timed window")
     parser.add_argument("--pool-size", type=int, default=16, help="popbox's LDAP slots/worker")
+    parser.add_argument(
+        "--paced-share",
+        type=float,
+        default=0.7,
+        help="the paced logins' rate, as a share of Dovecot's saturated logins/s",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     return parser.parse_args(argv)
 
@@ -137,8 +147,9 @@ def _table(medians: dict[str, dict[str, float]]) -> list[str]:
         ratio = pop / dov if dov else float("inf")
         unit = "/s" if name.endswith("/s") else "ms"
         goal, met = "", ""
-        if name in TARGETS:
-            comparison, bar = TARGETS[name]
+        target = TARGETS.get(name) or (TARGETS["login: p99 latency"] if " p99 " in name else None)
+        if target is not None:
+            comparison, bar = target
             goal = f"{comparison} {bar}"
             ok = ratio >= bar if comparison == ">=" else ratio <= bar
             met = "yes" if ok else "NO"
@@ -204,7 +215,11 @@ def _start(args: argparse.Namespace, root: Path, s: scenarios.Settings):
 
 
 def _run(
-    pair: list[servers._Server], slapd: Slapd, settings: scenarios.Settings, runs: int
+    pair: list[servers._Server],
+    slapd: Slapd,
+    settings: scenarios.Settings,
+    runs: int,
+    paced_share: float,
 ) -> dict[str, dict[str, float]]:
     warm = dataclasses.replace(settings, duration=1.0)
     for server in pair:  # connections, pools and caches filled; not measured
@@ -215,10 +230,21 @@ def _run(
             for name, value in _measure(server, slapd, settings).items():
                 samples[server.name].setdefault(name, []).append(value)
                 print(f"  run {run + 1} {server.name:8} {name}: {value:.4g}", flush=True)
-    return {
+    medians = {
         who: {name: statistics.median(values) for name, values in found.items()}
         for who, found in samples.items()
     }
+    # The same offered load for both, below either's limit: a share of Dovecot's rate.
+    rate = round(medians["dovecot"]["login: logins/s"] * paced_share, -1)
+    paced: dict[str, dict[str, list[float]]] = {server.name: {} for server in pair}
+    for run in range(runs):
+        for server in pair if run % 2 == 0 else pair[::-1]:
+            for m in scenarios.paced_login(server, settings, rate):
+                paced[server.name].setdefault(m.name, []).append(m.value)
+                print(f"  run {run + 1} {server.name:8} {m.name}: {m.value:.4g}", flush=True)
+    for who, found in paced.items():
+        medians[who].update({name: statistics.median(values) for name, values in found.items()})
+    return medians
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         slapd, pair = _start(args, root, settings)
         for server in pair:
             server.start()
-        medians = _run(pair, slapd, settings, args.runs)
+        medians = _run(pair, slapd, settings, args.runs, args.paced_share)
         print(
             f"\nLDAP logins, {time.strftime('%Y-%m-%d')}, `bench/ldap_login.py"
             f"{' --quick' if args.quick else ''} --runs {args.runs}`: medians; "

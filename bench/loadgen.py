@@ -42,7 +42,7 @@ class ProtocolMismatch(Exception):
 
 @dataclass(slots=True)
 class Spec:
-    scenario: str  # login | retr | biglist | idle | deliver
+    scenario: str  # login | paced_login | retr | biglist | idle | deliver
     host: str
     port: int
     users: list[str]
@@ -54,6 +54,7 @@ class Spec:
     start_at: float = 0.0  # wall clock (time.time) at which every process starts
     duration: float = 1.0
     timeout: float = 60.0  # per session, so a stuck server cannot hang the run
+    rate: float = 0.0  # paced_login: logins started per second in this process
 
 
 @dataclass(slots=True)
@@ -182,6 +183,53 @@ async def _login_loop(spec: Spec, result: Result, worker: int, tls: ssl.SSLConte
             continue
         result.latencies.append(time.perf_counter() - began)
         result.ops += 1
+
+
+async def _paced_logins(spec: Spec, result: Result, tls: ssl.SSLContext | None) -> None:
+    """Start a login every 1/rate s whatever the server does (an open loop).
+
+    Each login's latency runs from the moment it was due, not from when it began: a
+    server that falls behind is charged the wait, as a user would be (a closed loop
+    leaves that wait out, "coordinated omission").  At most ``concurrency`` run at once;
+    a login due while that many are in flight is counted as a failure.
+    """
+    if spec.rate <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / spec.rate
+    origin = loop.time()
+    running: set[asyncio.Task[None]] = set()
+    for n in range(int(spec.duration * spec.rate)):
+        due = origin + n * interval
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        if len(running) >= spec.concurrency:
+            result.fail(TimeoutError(f"{len(running)} logins in flight at the pace's bound"))
+            continue
+        user = spec.users[n % len(spec.users)]
+        task = loop.create_task(_one_login(spec, result, user, tls, due))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.wait(running)
+
+
+async def _one_login(
+    spec: Spec, result: Result, user: str, tls: ssl.SSLContext | None, due: float
+) -> None:
+    client = None
+    try:
+        async with asyncio.timeout(spec.timeout):
+            client = await Pop3Client.connect(spec.host, spec.port, tls)
+            await client.login(user)
+            await client.stat(spec.count)
+            await client.quit()
+    except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+        result.fail(exc)
+        if client is not None:
+            client.abort()
+        return
+    result.latencies.append(asyncio.get_running_loop().time() - due)
+    result.ops += 1
 
 
 def _expected_wire(spec: Spec, user: str) -> list[bytes]:
@@ -346,6 +394,8 @@ async def run_spec(spec: Spec, control: Connection | None = None) -> Result:
         return result
     if spec.scenario == "login":
         jobs = [_login_loop(spec, result, w, tls) for w in range(spec.concurrency)]
+    elif spec.scenario == "paced_login":
+        jobs = [_paced_logins(spec, result, tls)]
     elif spec.scenario == "retr":
         jobs = [_retr_loop(spec, result, u, wires[u], tls) for u in retr_users]
     elif spec.scenario == "deliver":

@@ -22,9 +22,21 @@ import procs
 if TYPE_CHECKING:
     from servers import _Server
 
-__all__ = ["Measurement", "Settings", "biglist", "deliver", "idle", "login", "retr"]
+__all__ = [
+    "Measurement",
+    "Settings",
+    "biglist",
+    "deliver",
+    "idle",
+    "login",
+    "paced_login",
+    "retr",
+]
 
 MB = 1_000_000
+# A paced login still running when this many are is a failure: the pace is over what
+# the server can do, and the run says so instead of piling up connections.
+PACED_IN_FLIGHT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +98,37 @@ def login(server: _Server, s: Settings) -> list[Measurement]:
             "login: p99 latency", _percentile(result.latencies, 0.99) * 1000, "ms", "lower"
         ),
         Measurement("login: server CPU per login", cpu * 1000 / max(result.ops, 1), "ms", "lower"),
+    ]
+
+
+def paced_login(server: _Server, s: Settings, rate: float) -> list[Measurement]:
+    """Logins started at ``rate`` per second (an open loop), with their latencies.
+
+    Unlike ``login``, which keeps ``login_concurrency`` logins in flight and so runs
+    every server at its limit, this offers both the same load, below what either can
+    do: the latency a user sees on a busy server rather than on a saturated one.
+    """
+    spec = loadgen.Spec(
+        "paced_login",
+        "127.0.0.1",
+        server.port,
+        s.login_users,
+        "login",
+        s.login_count,
+        concurrency=PACED_IN_FLIGHT,
+        duration=s.duration,
+        rate=rate,
+    )
+    result = clients.run_parallel(spec, s.clients)
+    _check(result, f"login at {rate:.0f}/s", server)
+    return [
+        Measurement(
+            f"login at {rate:.0f}/s: {label} latency",
+            _percentile(result.latencies, fraction) * 1000,
+            "ms",
+            "lower",
+        )
+        for label, fraction in (("p50", 0.5), ("p99", 0.99))
     ]
 
 

@@ -84,6 +84,9 @@ async def test_bench_clients_complete_every_scenario_against_popbox(tmp_path):
         plain, tls = ports["pop3"], ports["pop3s"]
         runs = {
             "login": _spec("login", plain, users, concurrency=4, duration=0.3),
+            "paced login": _spec(
+                "paced_login", plain, users, concurrency=50, duration=0.5, rate=40.0
+            ),
             "retr": _spec("retr", plain, users, concurrency=2, duration=0.3),
             "retr tls": _spec("retr", tls, users, tls=True, concurrency=2, duration=0.3),
             "biglist": _spec("biglist", plain, users[:1], duration=0.1),
@@ -101,6 +104,28 @@ async def test_bench_clients_complete_every_scenario_against_popbox(tmp_path):
             await server.stop()
 
 
+async def test_paced_logins_start_on_time_and_count_what_the_bound_refuses(tmp_path):
+    """An open loop: rate x duration logins, each timed from when it was due."""
+    servers, ports, users = await _server(tmp_path)
+    try:
+        spec = _spec("paced_login", ports["pop3"], users, concurrency=50, duration=0.5, rate=40)
+        spec.start_at = time.time()
+        result = await loadgen.run_spec(spec)
+        assert (result.ops, result.errors) == (20, 0), result.first_error
+        assert len(result.latencies) == 20
+        assert all(0 < latency < 5 for latency in result.latencies)
+        # No room for a second login in flight: every one due meanwhile is a failure.
+        spec = _spec("paced_login", ports["pop3"], users, concurrency=1, duration=0.1, rate=1000)
+        spec.start_at = time.time()
+        result = await loadgen.run_spec(spec)
+        assert result.ops + result.errors == 100
+        assert result.errors > 0
+        assert "in flight at the pace's bound" in result.first_error
+    finally:
+        for server in servers:
+            await server.stop()
+
+
 async def test_bench_client_processes_report_back(tmp_path):
     """The multi-process driver spawns clients, merges their results and leaves none."""
     servers, ports, users = await _server(tmp_path)
@@ -110,6 +135,10 @@ async def test_bench_client_processes_report_back(tmp_path):
         assert result.errors == 0, result.first_error
         assert result.ops > 0
         assert len(result.latencies) == result.ops
+        # A pace is the total over the processes: each starts its share.
+        spec = _spec("paced_login", ports["pop3"], users, concurrency=50, duration=0.5, rate=40)
+        result = await asyncio.to_thread(clients.run_parallel, spec, 2, lead=0.5)
+        assert (result.ops, result.errors) == (20, 0), result.first_error
     finally:
         for server in servers:
             await server.stop()
