@@ -169,20 +169,26 @@ async def _login_loop(spec: Spec, result: Result, worker: int, tls: ssl.SSLConte
         user = spec.users[n % len(spec.users)]
         n += spec.concurrency
         began = time.perf_counter()
-        client = None
-        try:
-            async with asyncio.timeout(spec.timeout):
-                client = await Pop3Client.connect(spec.host, spec.port, tls)
-                await client.login(user)
-                await client.stat(spec.count)
-                await client.quit()
-        except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
-            result.fail(exc)
-            if client is not None:
-                client.abort()
-            continue
-        result.latencies.append(time.perf_counter() - began)
-        result.ops += 1
+        if await _login_once(spec, result, user, tls):
+            result.latencies.append(time.perf_counter() - began)
+
+
+async def _login_once(spec: Spec, result: Result, user: str, tls: ssl.SSLContext | None) -> bool:
+    """One whole login session (USER, PASS, STAT, QUIT); False when it failed."""
+    client = None
+    try:
+        async with asyncio.timeout(spec.timeout):
+            client = await Pop3Client.connect(spec.host, spec.port, tls)
+            await client.login(user)
+            await client.stat(spec.count)
+            await client.quit()
+    except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
+        result.fail(exc)
+        if client is not None:
+            client.abort()
+        return False
+    result.ops += 1
+    return True
 
 
 async def _paced_logins(spec: Spec, result: Result, tls: ssl.SSLContext | None) -> None:
@@ -206,30 +212,18 @@ async def _paced_logins(spec: Spec, result: Result, tls: ssl.SSLContext | None) 
             result.fail(TimeoutError(f"{len(running)} logins in flight at the pace's bound"))
             continue
         user = spec.users[n % len(spec.users)]
-        task = loop.create_task(_one_login(spec, result, user, tls, due))
+        task = loop.create_task(_paced_login(spec, result, user, tls, due))
         running.add(task)
         task.add_done_callback(running.discard)
     if running:
         await asyncio.wait(running)
 
 
-async def _one_login(
+async def _paced_login(
     spec: Spec, result: Result, user: str, tls: ssl.SSLContext | None, due: float
 ) -> None:
-    client = None
-    try:
-        async with asyncio.timeout(spec.timeout):
-            client = await Pop3Client.connect(spec.host, spec.port, tls)
-            await client.login(user)
-            await client.stat(spec.count)
-            await client.quit()
-    except (OSError, EOFError, TimeoutError, ProtocolMismatch, ValueError) as exc:
-        result.fail(exc)
-        if client is not None:
-            client.abort()
-        return
-    result.latencies.append(asyncio.get_running_loop().time() - due)
-    result.ops += 1
+    if await _login_once(spec, result, user, tls):
+        result.latencies.append(asyncio.get_running_loop().time() - due)
 
 
 def _expected_wire(spec: Spec, user: str) -> list[bytes]:
