@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from popbox.config import Pop3Config
-from popbox.node.supervisor import KILL_AFTER
+from popbox.node.worker_slots import KILL_AFTER
 from popbox_servers import popbox_executable
 
 UNIT = Path(__file__).parents[2] / "packaging" / "popbox.service"

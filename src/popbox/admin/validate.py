@@ -1,6 +1,6 @@
 """Request bodies and parameters checked before a handler acts: 400 naming the field.
 
-JSON bodies are checked against the OpenAPI document's own schemas (``admin/openapi.py``)
+JSON bodies are checked against the OpenAPI document's own schemas (``admin/schemas.py``)
 with jsonschema, so the document says exactly what the server accepts.  Everything is
 checked before anything is changed: a bad request is never half-applied.
 """
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from popbox.admin.openapi import SCHEMAS
+from popbox.admin.schemas import SCHEMAS
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -4,9 +4,9 @@ Theory of operation: with ``[server] workers = N`` (N > 1; 0 means one per CPU c
 ``popbox serve`` becomes a supervisor.  It first checks and creates, once, what every
 worker needs (certificate, auth secret, store: ``server/startup.py``), so that a bad
 file is one line and a first start is not raced by N processes.  It binds every
-listening socket itself, then starts N workers (``python -m popbox.node.worker``) that
-inherit those sockets and all accept on them: the kernel hands each new connection to
-one of them, so every core serves one port.
+listening socket itself, then starts N workers (``python -m popbox.node.worker``, one per
+slot of ``node/worker_slots.py``) that inherit those sockets and all accept on them: the
+kernel hands each new connection to one of them, so every core serves one port.
 
 Why bind once in the supervisor instead of one SO_REUSEPORT socket per worker: with port
 0 each worker would get a different port, and the ``listening KIND HOST:PORT`` lines could
@@ -33,13 +33,9 @@ its TLS certificate.  With ``tls.acme_directory`` the supervisor alone runs ACME
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import signal
-import socket
-import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -55,7 +51,8 @@ from popbox.node import shared_guard
 from popbox.node.admin_bridge import AdminBridge, SupervisorNode
 from popbox.node.control import Channel, Message, encode_config
 from popbox.node.node_report import NodeReport
-from popbox.node.worker_limits import Held, WorkerLimits
+from popbox.node.worker_limits import WorkerLimits
+from popbox.node.worker_slots import Slot, Slots
 from popbox.server.lifecycle import merge_reload
 from popbox.server.limits import LimitSettings
 from popbox.server.startup import StartupError, close_listeners, prepare
@@ -75,13 +72,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
 
-WORKER_MODULE = "popbox.node.worker"
 READY_TIMEOUT = 60.0  # seconds a new worker has to open its store and start accepting
 STABLE_AFTER = 10.0  # a worker that ran this long did not crash at start: reset the delay
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
-KILL_AFTER = 10.0  # seconds past shutdown_grace before a worker that is still there is killed
-ASK_TIMEOUT = 5.0
 
 
 def worker_count(config: Config) -> int:
@@ -90,19 +84,6 @@ def worker_count(config: Config) -> int:
 
 class WorkerStartError(StartupError):
     """A worker exited before it was ready at startup: the line it reported, if any."""
-
-
-@dataclass(eq=False)
-class _Slot:
-    index: int
-    process: asyncio.subprocess.Process | None = None
-    channel: Channel | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    exit_status: int | None = None
-    failure: str | None = None  # the one line a worker that could not start reported
-    served: bool = False  # the current (or last) worker said it was ready
-    tls_generation: int = 0  # the supervisor's _tls_generation when this worker started
-    held: Held = field(default_factory=Held)  # what this worker holds of the limits
 
 
 class Supervisor:
@@ -125,7 +106,7 @@ class Supervisor:
         self._guard = shared_guard.NodeScores(
             LoginGuard(GuardSettings.from_config(config)), self._publish_scores
         )
-        self._slots = [_Slot(i) for i in range(worker_count(config))]
+        self._slots = Slots(worker_count(config))
         self._bound: list[Bound] = []
         self._balance_fd = -1  # the workers' shared connection counters (net/balance.py)
         self._started = False
@@ -138,7 +119,7 @@ class Supervisor:
         self._restarts = PromCounter(
             "popbox_worker_restarts", "Workers started again after exiting", registry=self._registry
         )
-        self._report = NodeReport(self._registry, self._ask_ready)
+        self._report = NodeReport(self._registry, self._slots.ask_ready)
         self._tasks: set[asyncio.Task[object]] = set()
         self._acme: AcmeManager | None = None
         self._tls_generation = 0  # certificates installed by ACME since start
@@ -173,7 +154,8 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
             if self._admin is not None:
                 await self._admin.stop()
-            await self._stop_workers(keepers)
+            self._stopping = True
+            await self._slots.stop(keepers, self.config.pop3.shutdown_grace, self._log)
             close_listeners(self._bound)
             os.close(self._balance_fd)
             if metrics is not None:
@@ -201,7 +183,7 @@ class Supervisor:
         """A renewed certificate is on disk: every worker loads it (as on SIGHUP); one
         started before and not ready yet is told when it is (``_worker_ready``)."""
         self._tls_generation += 1
-        await self._ask_all("reload_tls")
+        await self._slots.ask_all("reload_tls")
 
     async def _prepare_and_bind(
         self,
@@ -255,7 +237,7 @@ class Supervisor:
             self._changed.clear()
             await self._changed.wait()
 
-    async def _keep(self, slot: _Slot) -> None:
+    async def _keep(self, slot: Slot) -> None:
         """Run the worker of ``slot``, and again each time it exits, until stopping."""
         loop = asyncio.get_running_loop()
         failures = 0
@@ -280,25 +262,9 @@ class Supervisor:
             )
             await asyncio.sleep(delay)
 
-    async def _run_worker(self, slot: _Slot) -> int:
-        ours, theirs = socket.socketpair()
-        fds = [theirs.fileno(), self._balance_fd, *(sock.fileno() for _, sock in self._bound)]
-        argv = [sys.executable, "-m", WORKER_MODULE, "--index", str(slot.index)]
-        argv += ["--supervisor", str(os.getpid())]
-        argv += ["--control", str(theirs.fileno())]
-        argv += ["--balance", f"{self._balance_fd}:{len(self._slots)}"]
-        for kind, sock in self._bound:
-            argv += ["--listener", f"{kind}:{sock.fileno()}"]
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
-            )
-        finally:
-            theirs.close()
-        slot.process = process
+    async def _run_worker(self, slot: Slot) -> int:
+        process, ours = await slot.spawn(self._bound, self._balance_fd, len(self._slots))
         slot.tls_generation = self._tls_generation
-        slot.failure = None
-        slot.served = False
         slot.channel = await Channel.open(ours, functools.partial(self._on_message, slot))
         self._log.info("worker_started", worker=slot.index, pid=process.pid)
         try:
@@ -309,11 +275,11 @@ class Supervisor:
             slot.ready.clear()
             self._limits.forget(slot.held)
         slot.exit_status = status
-        self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
+        self._workers_ready.set(self._slots.ready_count())
         self._changed.set()
         return status
 
-    async def _on_message(self, slot: _Slot, message: Message) -> Message | None:
+    async def _on_message(self, slot: Slot, message: Message) -> Message | None:
         op = message.get("op")
         if op == "hello":
             return {"config": encode_config(self.config)}
@@ -330,36 +296,16 @@ class Supervisor:
             return self._guard.answer(message)
         return self._limits.answer(slot.held, message)
 
-    def _worker_ready(self, slot: _Slot) -> None:
+    def _worker_ready(self, slot: Slot) -> None:
         slot.ready.set()
         slot.served = True
         self._log.info("worker_ready", worker=slot.index)
-        self._workers_ready.set(sum(s.ready.is_set() for s in self._slots))
+        self._workers_ready.set(self._slots.ready_count())
         self._changed.set()
         if slot.tls_generation != self._tls_generation:
-            self._spawn(self._ask(slot, "reload_tls"))
+            self._spawn(slot.ask("reload_tls"))
         if self._admin is not None and slot.channel is not None:
             self._admin.node.tell(slot.channel)
-
-    # -- stopping --------------------------------------------------------------------
-
-    async def _stop_workers(self, keepers: list[asyncio.Task[None]]) -> None:
-        self._stopping = True
-        for slot in self._slots:
-            if slot.process is not None and slot.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    slot.process.send_signal(signal.SIGTERM)
-        deadline = self.config.pop3.shutdown_grace + KILL_AFTER
-        _, pending = await asyncio.wait(keepers, timeout=deadline)
-        for slot in self._slots:
-            if slot.process is not None and slot.process.returncode is None:
-                self._log.warning("worker_killed", worker=slot.index, pid=slot.process.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    slot.process.kill()
-        if pending:
-            await asyncio.wait(pending, timeout=KILL_AFTER)
-        for task in pending:
-            task.cancel()
 
     # -- reload, metrics, health --------------------------------------------------------
 
@@ -382,19 +328,19 @@ class Supervisor:
             self.config, ignored = merge_reload(self.config, loaded)
             self._limits.settings = LimitSettings.from_config(self.config.server)
             self._log.info("config_reloaded", path=str(self._path), needs_restart=ignored or None)
-        await self._ask_all("reload", config=encode_config(self.config))
+        await self._slots.ask_all("reload", config=encode_config(self.config))
         return True
 
     async def _start_admin(self) -> None:
         node = SupervisorNode(
             config=lambda: self.config,
             config_path=self._path,
-            ask_all=self._ask_all,
+            ask_all=self._slots.ask_all,
             reload=self._reload,
             metrics=self._report.exports,
             health=self._report.health,
         )
-        node.attach(lambda: [s.channel for s in self._slots if s.channel and s.ready.is_set()])
+        node.attach(self._slots.ready_channels)
         try:
             self._admin, bound = await AdminBridge.start(node, self._log, self._guard)
         except OSError as exc:
@@ -403,23 +349,4 @@ class Supervisor:
             self._announce(f"listening admin {host}:{port}")
 
     def _publish_scores(self, update: Message) -> None:
-        for slot in self._slots:
-            if slot.channel is not None:
-                with contextlib.suppress(ConnectionError):
-                    slot.channel.notify(shared_guard.UPDATE, **update)
-
-    async def _ask(self, slot: _Slot, op: str, **fields: object) -> Message | None:
-        if slot.channel is None or not slot.ready.is_set():
-            return None
-        try:
-            async with asyncio.timeout(ASK_TIMEOUT):
-                return await slot.channel.request(op, **fields)
-        except (ConnectionError, TimeoutError):
-            return None
-
-    async def _ask_all(self, op: str, **fields: object) -> list[Message | None]:
-        return list(await asyncio.gather(*(self._ask(s, op, **fields) for s in self._slots)))
-
-    async def _ask_ready(self, op: str) -> list[Message | None]:
-        ready = [slot for slot in self._slots if slot.ready.is_set()]
-        return list(await asyncio.gather(*(self._ask(slot, op) for slot in ready)))
+        self._slots.notify_all(shared_guard.UPDATE, **update)
