@@ -16,9 +16,6 @@ every guarantee of the contract is made by the database, never by process memory
   ``acquire_lock``) are single statements.
 * A session reads small bodies ahead of its RETRs under a lease; every transaction that
   removes messages waits out other sessions' leases first (``postgres_readahead``).
-* The pool hands a connection on without asyncpg's reset query (one more round trip
-  per checkout): popbox leaves no session state behind (no SET, LISTEN, cursors or
-  session advisory locks), and an open transaction is still rolled back.
 * ``open`` applies the numbered migrations of ``migrations/postgresql`` through
   ``popbox.store.migrate``, under an advisory lock, so nodes starting together
   migrate once.
@@ -31,50 +28,40 @@ every guarantee of the contract is made by the database, never by process memory
   connection dies during COMMIT the outcome is looked up before anything is answered
   (``postgres_maildrop.run_commit``, bounded by ``connect_timeout``).
 
-Driver failures become ``StoreTemporaryError`` or ``StorePermanentError`` in one place,
-``connection()``, using ``postgres_ops.translate``; a failure that says the server is
-gone or no longer the primary also expires the pool's connections, so that each is
-made again through ``dsn``'s host list (failover: ``postgres_failover``).  Every
-network wait is bounded: connecting and waiting for a pooled connection by
-``connect_timeout``, each statement by ``command_timeout``.
+Every call borrows a connection from ``postgres_pool``, where driver failures become
+``StoreTemporaryError`` or ``StorePermanentError``, a lost or demoted server is replaced
+through ``dsn``'s host list, and every network wait is bounded.  The user
+administration methods are inherited from ``postgres_users``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
-
-import asyncpg
 
 from popbox.store import migrate
 from popbox.store import postgres_copy as pg_copy
 from popbox.store import postgres_failover as failover
 from popbox.store import postgres_ops as ops
 from popbox.store import postgres_readahead as ahead
-from popbox.store.base import (
-    MaildropLocked,
-    MessageInfo,
-    StoreError,
-    UnknownUser,
-    UserExists,
-    UserRecord,
-)
+from popbox.store.base import MaildropLocked, MessageInfo, UnknownUser
 from popbox.store.postgres_admin import PostgresAdminRecords
 from popbox.store.postgres_cluster import PostgresScores, PostgresSessions
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
 from popbox.store.postgres_options import PostgresOptions
+from popbox.store.postgres_pool import PostgresPool
 from popbox.store.postgres_scores_copy import ScoresCopy
+from popbox.store.postgres_users import PostgresUsers
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from contextlib import AbstractAsyncContextManager
 
+    import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
-    from popbox.store.base import NewMessage
+    from popbox.store.base import NewMessage, UserRecord
     from popbox.store.store_copy import ImportedMessage, MailboxState
 
 __all__ = ["TOKEN_LIFETIME", "PostgresStore"]
@@ -84,7 +71,7 @@ __all__ = ["TOKEN_LIFETIME", "PostgresStore"]
 TOKEN_LIFETIME = 86400.0
 
 
-class PostgresStore:
+class PostgresStore(PostgresUsers):
     """A ``MailStore`` in the PostgreSQL database at ``dsn``.
 
     ``dsn`` is a libpq connection URL, ``postgresql://user:password@host:port/database``
@@ -111,21 +98,22 @@ class PostgresStore:
         options: PostgresOptions | None = None,
         read_ahead_lifetime: float = ahead.LIFETIME,
     ) -> None:
-        if not 0 <= min_size <= max_size or max_size < 1:
-            raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
-        self._dsn = dsn
-        self._clock = clock
-        self._min_size = min_size
-        self._max_size = max_size
-        self._connect_timeout = connect_timeout
-        self._command_timeout = command_timeout
         self._options = options or PostgresOptions()
+        self._pool = PostgresPool(
+            dsn,
+            self._options,
+            min_size=min_size,
+            max_size=max_size,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
+        self._clock = clock
+        self._connect_timeout = connect_timeout
         self._lifetime = read_ahead_lifetime
         self.read_ahead_budget = ahead.AheadBudget()
         self._scores_copy: ScoresCopy | None = None
         """What the read-ahead copies of every session on this store hold, together."""
         self._state = "new"
-        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self.admin = PostgresAdminRecords(self)
 
     async def open(self) -> None:
@@ -134,24 +122,7 @@ class PostgresStore:
             raise RuntimeError("the store was already opened")
         self._state = "opening"
         try:
-            try:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=self._min_size,
-                    max_size=self._max_size,
-                    timeout=self._connect_timeout,
-                    command_timeout=self._command_timeout,
-                    connect=failover.ConnectBackoff().connect,
-                    init=failover.learn_server,
-                    reset=_keep_session,
-                    connection_class=failover.ServerConnection,
-                    **failover.driver_options(self._options),
-                )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                mapped = ops.translate(exc, connection_gone=False)
-                if mapped is None:
-                    raise
-                raise mapped from exc
+            await self._pool.open()
             async with self.connection() as conn:
                 await ops.apply_migrations(conn, migrate.load("postgresql"), self._clock)
                 await failover.check_synchronous_commit(conn, self._options)
@@ -168,63 +139,7 @@ class PostgresStore:
         copy, self._scores_copy = self._scores_copy, None
         if copy is not None:
             await copy.close()
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await asyncio.wait_for(pool.close(), self._command_timeout)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            # Closing is best effort: a dead server or a stuck call must not keep the
-            # process from shutting down.  terminate() closes the sockets at once.
-            pool.terminate()
-
-    # -- users ---------------------------------------------------------------
-
-    async def add_user(
-        self, name: str, verifiers: Mapping[str, str], quota: int | None = None
-    ) -> None:
-        sql = "INSERT INTO users (name, verifiers, quota, created) VALUES ($1, $2::jsonb, $3, $4)"
-        async with self.connection() as conn:
-            try:
-                await conn.execute(sql, name, json.dumps(dict(verifiers)), quota, self._clock())
-            except asyncpg.UniqueViolationError as exc:  # the only unique key we set is name
-                raise UserExists(f"user {name!r} already exists") from exc
-
-    async def set_verifiers(self, name: str, verifiers: Mapping[str, str]) -> None:
-        sql = "UPDATE users SET verifiers = $2::jsonb WHERE name = $1 RETURNING id"
-        await self._change_user(sql, name, json.dumps(dict(verifiers)))
-
-    async def set_quota(self, name: str, quota: int | None) -> None:
-        await self._change_user(
-            "UPDATE users SET quota = $2 WHERE name = $1 RETURNING id", name, quota
-        )
-
-    async def set_disabled(self, name: str, reason: str | None) -> None:
-        await self._change_user(
-            "UPDATE users SET disabled = $2 WHERE name = $1 RETURNING id", name, reason
-        )
-
-    async def delete_user(self, name: str) -> None:
-        # ON DELETE CASCADE removes messages and lock in the same statement.  DELETE locks
-        # the row FOR UPDATE, so it waits for a delivery in progress instead of racing it.
-        async with self.connection() as conn, conn.transaction():
-            await ahead.hold_off(conn, name, lifetime=self._lifetime)
-            changed = await conn.fetchval(ops.DELETE_USER, name)
-        if changed is None:
-            raise UnknownUser(f"no such user {name!r}")
-
-    async def get_user(self, name: str) -> UserRecord | None:
-        sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
-        async with self.connection() as conn:
-            row = await conn.fetchrow(sql, name)
-        return None if row is None else ops.user_record(row)
-
-    async def list_users(self) -> Sequence[UserRecord]:
-        # The column's "C" collation gives code point order, as Python's sorted() does.
-        sql = "SELECT name, verifiers::text, quota, disabled FROM users ORDER BY name"
-        async with self.connection() as conn:
-            rows = await conn.fetch(sql)
-        return [ops.user_record(row) for row in rows]
+        await self._pool.close()
 
     # -- maildrop ------------------------------------------------------------
 
@@ -397,18 +312,10 @@ class PostgresStore:
         """
         if self._scores_copy is None and not self._options.transaction_pooler:
             self._scores_copy = ScoresCopy(
-                self._listening_connection, self._clock, max_tracked=max_tracked
+                self._pool.connect_alone, self._clock, max_tracked=max_tracked
             )
             self._scores_copy.start()
         return PostgresScores(self.connection, self._scores_copy)
-
-    async def _listening_connection(self) -> asyncpg.Connection[asyncpg.Record]:
-        return await asyncpg.connect(
-            self._dsn,
-            timeout=self._connect_timeout,
-            command_timeout=self._command_timeout,
-            **failover.driver_options(self._options),
-        )
 
     def cluster_sessions(self, clock: Callable[[], float]) -> PostgresSessions:
         """``max_sessions_per_user`` slots in the database, for every node."""
@@ -433,12 +340,6 @@ class PostgresStore:
 
     # -- helpers -------------------------------------------------------------
 
-    async def _change_user(self, sql: str, name: str, *args: Any) -> None:
-        async with self.connection() as conn:
-            changed = await conn.fetchval(sql, name, *args)
-        if changed is None:
-            raise UnknownUser(f"no such user {name!r}")
-
     async def _count_for_user(self, sql: str, name: str, *args: Any, removes: bool = False) -> int:
         """Run a ``user_id, n`` statement of ``postgres_ops``; ``n`` if the user exists.
 
@@ -455,53 +356,8 @@ class PostgresStore:
             raise UnknownUser(f"no such user {name!r}")
         return int(row["n"])
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+    def connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy[asyncpg.Record]]:
         """A pooled connection; driver failures inside the block become ``StoreError``s."""
-        pool = self._pool
-        if pool is None or self._state == "closed":
+        if self._state == "closed":
             raise RuntimeError("the store is not open")
-        lost = False
-        try:
-            async with pool.acquire(timeout=self._connect_timeout) as conn:
-                try:
-                    yield conn
-                except asyncpg.InternalClientError:
-                    # asyncpg can leave a connection whose session the server ended in
-                    # the middle of an operation in a confused protocol state ("cannot
-                    # switch to state 12"): it must not go back to the pool.
-                    conn.terminate()
-                    raise
-                finally:
-                    # After a dropped connection, leaving a transaction block raises a
-                    # plain InterfaceError ("connection is closed") that hides the cause.
-                    lost = _is_lost(conn)
-        except StoreError:
-            raise
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-        ) as exc:
-            mapped = ops.translate(exc, connection_gone=lost or pool.is_closing())
-            if mapped is None:
-                raise
-            if lost or failover.server_changed(exc):
-                # Every pooled connection is on the same server: replace them all
-                # through the host list rather than fail once on each.
-                await pool.expire_connections()
-            raise mapped from exc
-
-
-async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """The pool's reset: nothing to undo (see the module's docstring)."""
-
-
-def _is_lost(conn: PoolConnectionProxy[asyncpg.Record]) -> bool:
-    try:
-        return conn.is_closed()
-    except asyncpg.InterfaceError:
-        # The pool detaches a proxy from its connection when that connection is lost;
-        # nothing else releases it while the block that acquired it is still running.
-        return True
+        return self._pool.connection()

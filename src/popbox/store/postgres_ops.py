@@ -1,32 +1,22 @@
-"""SQL, transactions, schema migration and error mapping behind ``PostgresStore``.
+"""SQL, transactions and schema migration behind ``PostgresStore``.
 
 Kept apart from the store class so that the class reads as the contract it implements
-and this module as the database-specific detail: which SQLSTATEs are worth retrying,
-how nodes agree on who migrates, the statements whose shape matters for correctness
-(one statement where the contract asks for one consistent read or one atomic change),
-and the multi-statement transactions, each a function taking the connection it runs on.
+and this module as the database-specific detail: how nodes agree on who migrates, the
+statements whose shape matters for correctness (one statement where the contract asks
+for one consistent read or one atomic change), and the multi-statement transactions,
+each a function taking the connection it runs on.  Which failures are worth retrying is
+decided where connections are lent out (``postgres_pool``), and the statements on users
+are with the user administration (``postgres_users``).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
 from popbox.store import migrate
-from popbox.store.base import (
-    DeliveryRefused,
-    MessageInfo,
-    RefusalReason,
-    StoreError,
-    StorePermanentError,
-    StoreTemporaryError,
-    UserRecord,
-    assign_uids,
-)
-from popbox.store.postgres_failover import READ_ONLY_SQLSTATE, lock_counter
+from popbox.store.base import DeliveryRefused, MessageInfo, RefusalReason, assign_uids
+from popbox.store.postgres_failover import lock_counter
 from popbox.store.postgres_rows import insert_messages, message_row
 from popbox.store.spooled import SpooledWire
 
@@ -34,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import TypeAlias
 
+    import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
     from popbox.store.base import NewMessage
@@ -47,7 +38,6 @@ __all__ = [
     "COMMITTED_UPDATE",
     "COMMIT_UPDATE",
     "DELETE",
-    "DELETE_USER",
     "EARLIER_DELIVERY",
     "EXPIRE",
     "FETCH",
@@ -62,8 +52,6 @@ __all__ = [
     "deliver",
     "delivered_info",
     "import_messages",
-    "translate",
-    "user_record",
 ]
 
 # pg_advisory_xact_lock key held while migrating: "popbox" in ASCII, so that it is
@@ -73,16 +61,6 @@ MIGRATION_LOCK_KEY = 0x706F70626F78
 # A migration may wait for another node's migration (the advisory lock) and then build
 # indexes over a large table: far longer than an ordinary command may take.
 MIGRATION_TIMEOUT = 600.0
-
-# SQLSTATE classes and codes that describe a passing condition, so the client hears
-# [SYS/TEMP] and an MTA keeps the message queued: 08 connection exception, 40
-# transaction rollback (serialization failure, deadlock), 53 insufficient resources
-# (disk full, too many connections), 57 operator intervention (shutdown, cancel,
-# "cannot connect now"), 58 system error (I/O), 55P03 lock_not_available, and 25006
-# read_only_sql_transaction: a server that was the primary and is now a standby (a
-# switchover); the store then reconnects, through the host list, to the new primary.
-_TEMPORARY_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_TEMPORARY_CODES = frozenset({"55P03", READ_ONLY_SQLSTATE})
 
 # The statements below use a CTE that reads the user id and acts on messages in ONE
 # statement: it is atomic, and the outer SELECT still tells "no such user" (NULL id)
@@ -101,13 +79,6 @@ USED_BY_ID = "SELECT coalesce(sum(size), 0)::bigint FROM messages WHERE user_id 
 FETCH = (
     "SELECT m.wire FROM messages AS m JOIN users AS u ON u.id = m.user_id"
     " WHERE u.name = $1 AND m.uid = $2"
-)
-# delete_user: ON DELETE CASCADE takes the messages and the lock; the lease row has no
-# foreign key (its row 0 has no user), so it goes in the same statement.
-DELETE_USER = (
-    "WITH gone AS (DELETE FROM users WHERE name = $1 RETURNING id),"
-    " lease AS (DELETE FROM read_ahead WHERE user_id IN (SELECT id FROM gone))"
-    " SELECT id FROM gone"
 )
 DELETE = (
     "WITH u AS (SELECT id FROM users WHERE name = $1),"
@@ -192,43 +163,6 @@ SET_QUOTA_WARNED = (
 )
 
 
-def translate(  # noqa: PLR0911 - one return per kind of failure
-    exc: BaseException, *, connection_gone: bool
-) -> StoreError | None:
-    """The ``StoreError`` a driver or network failure stands for, or None for a bug.
-
-    ``connection_gone`` says whether the connection was found closed or the pool is
-    closing: asyncpg then answers with a plain ``InterfaceError``, which otherwise means
-    the API was misused.
-    """
-    if isinstance(exc, OSError):  # refused, reset, unreachable, and TimeoutError
-        return StoreTemporaryError("the mail database is unreachable")
-    if isinstance(exc, asyncpg.PostgresError):
-        state = str(getattr(exc, "sqlstate", "") or "")
-        if (
-            isinstance(exc, asyncpg.PostgresConnectionError)
-            or state[:2] in _TEMPORARY_CLASSES
-            or state in _TEMPORARY_CODES
-        ):
-            return StoreTemporaryError(f"the mail database is unavailable ({state})")
-        # Undefined table or column, a violated constraint, permission denied: the
-        # schema or the data is not what this code expects.  Retrying will not help.
-        return StorePermanentError(f"the mail database needs an administrator ({state})")
-    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
-        # Every host answered, none as the primary: a failover is under way.
-        return StoreTemporaryError("no host of [storage] dsn is a primary at the moment")
-    if isinstance(exc, asyncpg.ClientConfigurationError):
-        return StorePermanentError("the mail database address ([storage] dsn) is invalid")
-    # InternalClientError ("cannot switch to state 12") is what asyncpg raises when the
-    # server ended the session (a restart) in the middle of an operation; the store
-    # drops that connection, and the next one starts clean.
-    if (isinstance(exc, asyncpg.InterfaceError) and connection_gone) or isinstance(
-        exc, asyncpg.InternalClientError
-    ):
-        return StoreTemporaryError("the connection to the mail database was lost")
-    return None
-
-
 async def apply_migrations(
     conn: Conn,
     migrations: Sequence[migrate.Migration],
@@ -263,27 +197,6 @@ async def apply_migrations(
                 step.version,
                 applied_at,
             )
-
-
-def user_record(row: asyncpg.Record) -> UserRecord:
-    """A ``UserRecord`` from a ``name, verifiers, quota, disabled`` row (verifiers as JSON text)."""
-    name = str(row["name"])
-    try:
-        verifiers = json.loads(row["verifiers"])
-    except (TypeError, ValueError) as exc:
-        raise StorePermanentError(f"user {name!r} has unreadable verifiers") from exc
-    if not isinstance(verifiers, dict) or not all(
-        isinstance(value, str) for value in verifiers.values()
-    ):
-        raise StorePermanentError(f"user {name!r} has unreadable verifiers")
-    quota = row["quota"]
-    disabled = row["disabled"]
-    return UserRecord(
-        name=name,
-        verifiers=verifiers,
-        quota=None if quota is None else int(quota),
-        disabled_reason=None if disabled is None else str(disabled),
-    )
 
 
 async def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
