@@ -24,6 +24,7 @@ _INTERPRETED = {"testing.py", "message_info.py"}
 COMPILED = [
     *sorted(str(p) for p in Path("src/popbox/protocol").glob("*.py") if p.name not in _INTERPRETED),
     "src/popbox/server/session.py",
+    "src/popbox/server/ends.py",
     "src/popbox/server/link.py",
     "src/popbox/server/outbox.py",
     "src/popbox/server/budget.py",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from popbox.protocol import authorization, lang, transaction
+from popbox.protocol import answers, authorization, lang, transaction
 from popbox.protocol import commands as c
 from popbox.protocol import sasl as auth
 from popbox.protocol.events import (
@@ -40,7 +40,6 @@ from popbox.protocol.events import (
     Update,
 )
 from popbox.protocol.framing import LineBuffer, LineTooLong
-from popbox.protocol.maildrop import Maildrop
 from popbox.protocol.outgoing import SASL_RESPONSE, Outgoing, redacted
 from popbox.protocol.phases import (
     ALLOWED_IN,
@@ -106,7 +105,7 @@ class Pop3Connection:
         self.outgoing = self._out = Outgoing(self.settings.wire)
         self._utf8 = False  # the UTF8 command has put the session in UTF-8 mode (RFC 6856)
         self._capa = Capabilities(self.settings, self._texts.capa)
-        self._write(Ok(self.settings.banner))
+        self._out.write(Ok(self.settings.banner))
 
     # -- observation ---------------------------------------------------------------
 
@@ -208,25 +207,22 @@ class Pop3Connection:
     # -- answers to events ----------------------------------------------------------
 
     def login_succeeded(self, user: str, messages: Sequence[MessageInfo]) -> None:
-        self._expect(PasswordLogin, SaslStart, SaslContinue)
-        s = self.settings
-        maildrop = Maildrop(messages, exact_size=s.exact_rfc822_size, newest_first=s.newest_first)
-        count, size = maildrop.stat()
-        self._phase = Transaction(user, maildrop)
-        self._write(Ok(self._texts.logged_in(count, size)))
+        expect(self._phase, PasswordLogin, SaslStart, SaslContinue)
+        self._phase, reply = answers.logged_in(user, messages, self.settings, self._texts)
+        self._out.write(reply)
 
     def login_failed(self, reply: Err) -> None:
         """Refuse the login; after ``max_auth_failures`` the connection closes (C0005)."""
-        self._expect(PasswordLogin, SaslStart, SaslContinue)
+        expect(self._phase, PasswordLogin, SaslStart, SaslContinue)
         self._phase = Authorization()
-        self._write(reply)
+        self._out.write(reply)
         self._counters.auth_failures += 1
         if self._counters.auth_failures >= self.settings.max_auth_failures:
             self._close(Err(self._texts.too_many_failures))
 
     def sasl_challenge(self, challenge: bytes) -> None:
         """Send a server challenge ("+ " and base64, RFC 5034) and wait for the response."""
-        awaiting = self._expect(SaslStart, SaslContinue)
+        awaiting = expect(self._phase, SaslStart, SaslContinue)
         assert isinstance(awaiting.resume, Sasl)
         self._phase = awaiting.resume
         self._out.record(ok=True)
@@ -234,21 +230,21 @@ class Pop3Connection:
 
     def tls_established(self) -> None:
         """The STLS handshake finished; everything learnt before it is forgotten (RFC 2595)."""
-        self._expect(StartTls)
+        expect(self._phase, StartTls)
         self._tls_active = True
         self._phase = Authorization()
         self._buffer.clear()  # bytes fed before the handshake finished were plaintext
 
     def send_message(self, data: bytes) -> None:
         """Answer ``Retrieve`` with the message's wire form (whole, or cut by TOP)."""
-        awaiting = self._expect(Retrieve)
+        awaiting = expect(self._phase, Retrieve)
         event = awaiting.event
         assert isinstance(event, Retrieve)
         transaction = awaiting.resume
         assert isinstance(transaction, Transaction)
         self._phase = transaction
         if not (self._utf8 or self._exchange) and needs_utf8(data):
-            self._write(Err(f"message {event.msg} {UTF8_REFUSED}", RespCode.UTF8))
+            self._out.write(Err(f"message {event.msg} {UTF8_REFUSED}", RespCode.UTF8))
             return
         if event.lines is None:
             transaction.maildrop.mark_retrieved(event.msg)
@@ -256,40 +252,33 @@ class Pop3Connection:
             self._out.record(ok=True)
             self._out.status(b"+OK %d octets\r\n" % size)  # serialise's line
         else:
-            self._write(Ok("top of message follows"))
+            self._out.write(Ok("top of message follows"))
         self._out.body(data)
 
     def message_gone(self) -> None:
         """The message was removed after this session's snapshot (C0004)."""
-        awaiting = self._expect(Retrieve)
+        awaiting = expect(self._phase, Retrieve)
         assert isinstance(awaiting.event, Retrieve)
         self._phase = awaiting.resume
         event = awaiting.event
-        self._write(Err(f"message {event.msg} was deleted by another session"))
+        self._out.write(Err(f"message {event.msg} was deleted by another session"))
 
     def store_failed(self, code: RespCode = RespCode.SYS_TEMP, text: str | None = None) -> None:
         """The store (or a user directory) could not answer: one ``-ERR [code]`` (RFC 3206)
         and carry on.  ``text`` replaces the store's standard text for ``code``."""
-        awaiting = self._expect(PasswordLogin, SaslStart, SaslContinue, Retrieve)
-        self._phase = awaiting.resume
-        if not isinstance(awaiting.resume, Transaction):
-            self._phase = Authorization()
-        if text is None:
-            text = self._texts.store_failed(code)
-        self._write(Err(text, code))
+        awaiting = expect(self._phase, PasswordLogin, SaslStart, SaslContinue, Retrieve)
+        self._phase, reply = answers.store_failure(awaiting.resume, self._texts, code, text)
+        self._out.write(reply)
 
     def update_finished(self, *, ok: bool, code: RespCode = RespCode.SYS_TEMP) -> None:
         """UPDATE done: all marked messages removed, or none of them (V0006)."""
-        event = self._expect(Update).event
+        event = expect(self._phase, Update).event
         assert isinstance(event, Update)
-        if ok:
-            self._close(Ok(self._texts.signed_off(len(event.deleted))))
-        else:
-            self._close(Err(self._texts.update_failed(code), code))
+        self._close(answers.updated(event, self._texts, ok=ok, code=code))
 
     def update_unknown(self) -> None:
         """UPDATE's outcome could not be learnt: say so, never a guess (close, no retry)."""
-        self._expect(Update)
+        expect(self._phase, Update)
         self._close(Err(self._texts.update_unknown, RespCode.SYS_TEMP))
 
     def timed_out(self, seconds: float) -> None:
@@ -299,10 +288,7 @@ class Pop3Connection:
     def shutdown(self, *, by_admin: bool = False) -> None:
         """The server is stopping (or an administrator ends the session): tell the client,
         close, no UPDATE."""
-        if by_admin:
-            self._close(Err("session closed by an administrator"))
-        else:
-            self._close(Err(self._texts.shutting_down, RespCode.SYS_TEMP))
+        self._close(answers.shut_down(self._texts, by_admin=by_admin))
 
     # -- internals ------------------------------------------------------------------
 
@@ -341,7 +327,7 @@ class Pop3Connection:
             return None
         if isinstance(command, c.Utf8):  # RFC 6856 s2.1; once in force, it stays
             self._utf8 = True
-            self._write(Ok("UTF-8 mode enabled"))
+            self._out.write(Ok("UTF-8 mode enabled"))
             return None
         assert isinstance(command, c.User | c.Pass | c.Auth | c.Stls)  # ALLOWED[AUTHORIZATION]
         tls, utf8 = self._tls_active, self._utf8
@@ -353,7 +339,7 @@ class Pop3Connection:
         elif isinstance(reply, PasswordLogin):
             return self._await(reply, phase)
         elif isinstance(reply, StartTls):
-            self._write(Ok(self._texts.stls))
+            self._out.write(Ok(self._texts.stls))
             # RFC 2595 s4: pipelined plaintext after STLS must not reach the TLS session.
             self._buffer.clear()
             return self._await(reply, phase)
@@ -374,7 +360,7 @@ class Pop3Connection:
         response = auth.response(line)
         if isinstance(response, Err):  # "*" or bad base64: the exchange is over
             self._phase = Authorization()
-            self._write(response)
+            self._out.write(response)
             return SaslCancelled()
         return self._await(SaslContinue(response), phase)
 
@@ -383,7 +369,7 @@ class Pop3Connection:
         return self._capa.reply(before_login=before_login, tls_active=self._tls_active)
 
     def _bad_input(self, text: str) -> None:
-        self._write(Err(text))
+        self._out.write(Err(text))
         self._counters.bad_commands += 1
         if self._counters.bad_commands >= self.settings.max_bad_commands:
             self._close(Err(self._texts.too_many_bad_commands))
@@ -392,14 +378,8 @@ class Pop3Connection:
         self._phase = Awaiting(event, resume)
         return event
 
-    def _expect(self, *kinds: type) -> Awaiting:
-        return expect(self._phase, *kinds)
-
-    def _write(self, reply: Ok | Err) -> None:
-        self._out.write(reply)
-
     def _close(self, reply: Ok | Err) -> None:
         if not isinstance(self._phase, Closed):
-            self._write(reply)
+            self._out.write(reply)
             self._phase = Closed()
             self._buffer.clear()

@@ -5,27 +5,26 @@ STLS needs to know exactly which bytes arrived before the handshake: everything 
 after the STLS line and before the TLS layer takes over is dropped (RFC 2595 section 4),
 which streams cannot do without touching their private buffer.
 
-The session is always in one ``Stage`` (``server/stage.py``: greeting, serving, TLS
-upgrade pending, half-closed, lost, draining, closing, closed) and moves only along that
-module's table.  Commands are answered in the callback that received them (``_pump``):
-the sans-IO connection answers most of them itself, and a RETR whose body the store can
-read at once (``body_now``) is answered there too.  Only an event that must wait (a
-login, STLS, a large or remote body, room in the memory budget, UPDATE) starts a task;
-until it is answered no further command is read from the buffer, which keeps replies in
-order (RFC 2449 PIPELINING).  A session without such a task has no coroutine at all,
-which is what makes a small RETR cheap and an idle session small.
+The session is always in one ``Stage`` and moves only along ``server/stage.py``'s table
+(which lists the stages, from greeting to closed).  Commands are answered in the callback
+that received them (``_pump``): the sans-IO connection answers most of them itself, and a
+RETR whose body the store can read at once (``body_now``) is answered there too.  Only an
+event that must wait (a login, STLS, a large or remote body, room in the memory budget,
+UPDATE) starts a task; until it is answered no further command is read from the buffer,
+which keeps replies in order (RFC 2449 PIPELINING).  A session without such a task has no
+coroutine at all, which is what makes a small RETR cheap and an idle session small.
 
 Nothing is amplified: one turn answers a bounded amount (the connection's pacing,
 ``Signal.PAUSED``), then the session lets the loop run other connections and goes on
-soon after; no command is answered while output waits (``server/outbox.py``: large bodies
-go out in slices as the client takes them, the rest waits in the outbox), and reading
-stops once ``link.READ_PAUSE_THRESHOLD`` octets wait unanswered.  Large bodies count against
-the process's memory budget (``server/budget.py``) until they have left the process.
-Login events go to the session's ``LoginFlow`` (``server/loginflow.py``), which also holds the
-maildrop lock until UPDATE or the end of the connection; RETR, TOP and UPDATE go to its
-``MailFlow`` (``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s;
-the transport, its reading and its closing are the session's ``ClientLink``
-(``server/link.py``).
+soon after; no command is answered while output waits (``server/outbox.py``), reading
+stops once ``link.READ_PAUSE_THRESHOLD`` octets wait unanswered, and large bodies count
+against the process's memory budget (``server/budget.py``) until they have left it.
+Login events go to the session's ``LoginFlow`` (``server/loginflow.py``), which also holds
+the maildrop lock until UPDATE or the end of the connection; RETR, TOP and UPDATE go to
+its ``MailFlow`` (``server/mailflow.py``); the inactivity timer is ``server/progress.py``'s;
+the transport, its reading and its closing are its ``ClientLink`` (``server/link.py``);
+what happens once at connect and at close, and the timeouts that bound the session, are
+its ``SessionEnds`` (``server/ends.py``).
 """
 
 from __future__ import annotations
@@ -45,11 +44,12 @@ from popbox.protocol.connection import (
     Update,
 )
 from popbox.server.budget import BodyHold
-from popbox.server.link import ClientLink, endpoint
+from popbox.server.ends import CLOSE_LINGER, SessionEnds
+from popbox.server.link import ClientLink
 from popbox.server.loginflow import LoginFlow
 from popbox.server.mailflow import MailFlow
 from popbox.server.observe import SessionObserver
-from popbox.server.progress import InactivityTimer, Output
+from popbox.server.progress import Output
 from popbox.server.stage import ANSWERING, Stage, check_transition
 from popbox.server.starttls import TlsSide, upgrade
 
@@ -60,8 +60,6 @@ if TYPE_CHECKING:
     from popbox.server.context import ServerContext
 
 __all__ = ["Pop3Protocol"]
-
-CLOSE_LINGER = 30.0  # seconds a closed session's last replies may take to drain, at most
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -76,34 +74,26 @@ class Pop3Protocol(asyncio.Protocol):
         client: tuple[str, int] | None = None,  # from a PROXY header; None: the socket's peer
     ) -> None:
         self._server = server
-        self._client = client
         self._settings = settings
-        self._session_id = session_id
         self._conn = Pop3Connection(settings)
         self._observe = SessionObserver(server, self._conn, session_id)  # metrics, log, roster
-        self._peer = "-"
-        self._kicked = False  # an administrator closed it: say so instead of "shutting down"
         self._stage = Stage.GREETING
         self._link = ClientLink(self._observe)
         self._outbox = self._link.outbox
         self._hold = BodyHold(server.budget)
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None  # answering an event that must wait
         self._soon: asyncio.Handle | None = None  # the next turn after a paced one
         self._tls: TlsSide | None = None  # the protocol behind the TLS layer, after STLS
         self._login = LoginFlow(server, self._conn, self._observe, session_id)
         self._mail = MailFlow(server, self._conn, self._login)
+        self._ends = SessionEnds(
+            server, session_id, self._conn, self._observe, self._login, self._link, client=client
+        )
         self._log: structlog.typing.FilteringBoundLogger = server.log
         self._log_commands = server.config.server.log_level == "debug"
-        self._idle = InactivityTimer(  # V0002
-            server.clock,
-            self._timeout,
-            lambda: self._task is not None,
-            self._output_state,
-            self._expire,
+        self._idle = self._ends.timer(  # V0002
+            lambda: self._task is not None, self._output_state, self._expire
         )
-        # How long closing may wait for the last replies to drain (the timeout, at most).
-        self._linger = min(server.config.pop3.unauthenticated_timeout, CLOSE_LINGER)
         self._lines_seen = 0
 
     @property
@@ -120,16 +110,7 @@ class Pop3Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's transports do not derive from asyncio's.
         self._link.attach(cast("asyncio.Transport", transport))
-        peer = self._client or transport.get_extra_info("peername")
-        address = endpoint(peer)
-        peer_ip = str(peer[0]) if isinstance(peer, tuple) else address  # brute-force: per IP
-        self._log = self._server.log.bind(session=self._session_id, peer=address)
-        self._login.attach(address, peer_ip, self._log)
-        here = endpoint(transport.get_extra_info("sockname"))
-        self._observe.connected(self._session_id, here, address)
-        self._peer = address
-        self._server.sessions.add(self)
-        self._log.info("connect", tls=self._settings.tls_active)
+        self._log = self._ends.arrive(self, transport, tls=self._settings.tls_active)
         self._idle.arm()
         self._enter(Stage.SERVING)
         self._pump()  # the greeting
@@ -199,7 +180,7 @@ class Pop3Protocol(asyncio.Protocol):
 
     def kick(self) -> None:
         """An administrator ends the session: as ``shutdown``, with its own -ERR text."""
-        self._kicked = True
+        self._ends.kicked = True
         self.shutdown()
 
     @property
@@ -208,10 +189,10 @@ class Pop3Protocol(asyncio.Protocol):
 
     def describe(self) -> dict[str, object]:
         """Who, from where, how, since when, how much (``server/roster.py``)."""
-        return self._observe.describe(self._peer, self._login.mechanism, self._link.transport)
+        return self._observe.describe(self._ends.peer, self._login.mechanism, self._link.transport)
 
     async def wait_closed(self) -> None:
-        await asyncio.shield(self._closed)
+        await asyncio.shield(self._ends.closed)
 
     # -- the session ------------------------------------------------------------------
 
@@ -245,7 +226,7 @@ class Pop3Protocol(asyncio.Protocol):
         if event is Signal.NEED_DATA:
             self._flush()
             if self._stage is Stage.DRAINING:
-                conn.shutdown(by_admin=self._kicked)
+                conn.shutdown(by_admin=self._ends.kicked)
                 return True
             if self._stage in {Stage.LOST, Stage.HALF_CLOSED}:
                 self._finish()  # no QUIT came: no UPDATE (RFC 1939 s6)
@@ -296,7 +277,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._idle.touch()
         self._idle.arm()
         if self._conn.user is not None:  # closing waits as long as the session would
-            self._linger = min(self._server.config.pop3.authenticated_timeout, CLOSE_LINGER)
+            self._ends.linger = min(self._server.config.pop3.authenticated_timeout, CLOSE_LINGER)
         self._pump()
 
     async def _answer(self, event: Event, *, admitted: bool) -> None:
@@ -347,7 +328,7 @@ class Pop3Protocol(asyncio.Protocol):
     def _expire(self, stuck: bool) -> None:  # noqa: FBT001 - InactivityTimer's callback
         if self._stage not in ANSWERING:
             return
-        self._conn.timed_out(self._timeout())  # V0003: one -ERR line, no UPDATE
+        self._conn.timed_out(self._ends.timeout())  # V0003: one -ERR line, no UPDATE
         if stuck:
             self._cut_off()  # the client takes nothing: the line cannot reach it
         self._pump()
@@ -386,31 +367,19 @@ class Pop3Protocol(asyncio.Protocol):
 
     async def _cleanup(self) -> None:
         try:
-            self._server.sessions.discard(self)
-            self._observe.closed()
-            try:
-                await self._login.release_lock()
-            except Exception:  # noqa: BLE001 - the connection must close whatever happened
-                self._log.exception("session_failed")
-            await self._link.close(self._server.clock, self._linger)
-            self._log.info("disconnect", **self._observe.summary())
+            await self._ends.depart(self, self._log)
         finally:
             self._hold.release()
             self._enter(Stage.CLOSED)
-            self._closed.set_result(None)
+            self._ends.closed.set_result(None)
 
     def _stop_now(self) -> None:
         """Stop without waiting for a client that does not read: what it pipelined is
         dropped with the connection (no UPDATE, as for any shutdown)."""
-        self._conn.shutdown(by_admin=self._kicked)
+        self._conn.shutdown(by_admin=self._ends.kicked)
         self._cut_off()
 
     def _cut_off(self) -> None:
         self._link.cut_off()
         if self._stage in ANSWERING and self._stage is not Stage.LOST:
             self._enter(Stage.LOST)
-
-    def _timeout(self) -> float:
-        pop3 = self._server.config.pop3
-        authed = self._conn.user is not None
-        return pop3.authenticated_timeout if authed else pop3.unauthenticated_timeout

@@ -34,6 +34,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from popbox.store import sqlite_ops as ops
+from popbox.store import sqlite_users as users
 from popbox.store.base import (
     MessageInfo,
     StoreError,
@@ -150,39 +151,41 @@ class SqliteStore:
     async def add_user(
         self, name: str, verifiers: Mapping[str, str], quota: int | None = None
     ) -> None:
-        await self.write(ops.add_user, name, json.dumps(dict(verifiers)), quota, self._clock())
+        await self.write(users.add_user, name, json.dumps(dict(verifiers)), quota, self._clock())
 
     async def set_verifiers(self, name: str, verifiers: Mapping[str, str]) -> None:
         sql = "UPDATE users SET verifiers = ? WHERE name = ?"
         cursor = await self.write(
             sqlite3.Connection.execute, sql, (json.dumps(dict(verifiers)), name)
         )
-        ops.require_change(cursor, name)
+        users.require_change(cursor, name)
 
     async def set_quota(self, name: str, quota: int | None) -> None:
         sql = "UPDATE users SET quota = ? WHERE name = ?"
-        ops.require_change(await self.write(sqlite3.Connection.execute, sql, (quota, name)), name)
+        users.require_change(await self.write(sqlite3.Connection.execute, sql, (quota, name)), name)
 
     async def set_disabled(self, name: str, reason: str | None) -> None:
         sql = "UPDATE users SET disabled = ? WHERE name = ?"
-        ops.require_change(await self.write(sqlite3.Connection.execute, sql, (reason, name)), name)
+        users.require_change(
+            await self.write(sqlite3.Connection.execute, sql, (reason, name)), name
+        )
 
     async def delete_user(self, name: str) -> None:
         # One statement, so atomic; ON DELETE CASCADE removes the messages and the lock.
         # A user added again under the name counts uids from 1: copies must go stale.
         sql = "DELETE FROM users WHERE name = ?"
         cursor = await self.write_removing(name, sqlite3.Connection.execute, sql, (name,))
-        ops.require_change(cursor, name)
+        users.require_change(cursor, name)
 
     async def get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, verifiers, quota, disabled FROM users WHERE name = ?"
-        rows = self.read_inline(ops.user_rows, sql, (name,))
-        return ops.user_record(rows[0]) if rows else None
+        rows = self.read_inline(users.user_rows, sql, (name,))
+        return users.user_record(rows[0]) if rows else None
 
     async def list_users(self) -> Sequence[UserRecord]:
         # BINARY collation orders by code point, as Python's sorted() does for str.
         sql = "SELECT name, verifiers, quota, disabled FROM users ORDER BY name"
-        return [ops.user_record(row) for row in await self.read_pooled(ops.user_rows, sql, ())]
+        return [users.user_record(row) for row in await self.read_pooled(users.user_rows, sql, ())]
 
     # -- maildrop ------------------------------------------------------------
 

@@ -6,7 +6,8 @@ connection of its own (``SqliteStore`` says why, and ``sqlite_maildrop`` holds t
 reads that do the same).  Writers wrap their statements in ``_transaction``
 (``BEGIN IMMEDIATE`` ... ``COMMIT``), so each store call is all-or-nothing.  Readers run
 one statement each: in WAL mode a single statement is a consistent read
-(``export_state`` needs three, so it holds one read transaction around them).
+(``export_state`` needs three, so it holds one read transaction around them).  The
+``users`` table's own operations, one statement each, are ``sqlite_users``'.
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ from popbox.store.base import (
     MaildropLocked,
     MessageInfo,
     RefusalReason,
-    StorePermanentError,
     UnknownUser,
-    UserExists,
-    UserRecord,
     assign_uids,
 )
 from popbox.store.spooled import PIECE, wire_pieces
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "acquire_lock",
-    "add_user",
     "apply_migrations",
     "commit_update",
     "deliver",
@@ -47,15 +44,11 @@ __all__ = [
     "export_state",
     "fetch",
     "import_messages",
-    "require_change",
     "set_quota_warned",
     "snapshot",
     "usage",
-    "user_record",
-    "user_rows",
 ]
 
-_CONSTRAINT_UNIQUE = 2067
 _INSERT = (
     "INSERT INTO messages (user_id, uid, size, stored_size, received_at, retrieved_at,"
     " legacy_uidl, wire) VALUES (?, ?, ?, ?, ?, ?, ?, {wire})"
@@ -123,38 +116,6 @@ def _user_id(conn: sqlite3.Connection, name: str) -> int:
     if row is None:
         raise UnknownUser(f"no such user {name!r}")
     return int(row[0])
-
-
-def require_change(cursor: sqlite3.Cursor, name: str) -> None:
-    if cursor.rowcount == 0:
-        raise UnknownUser(f"no such user {name!r}")
-
-
-def user_record(row: tuple[str, str, int | None, str | None]) -> UserRecord:
-    name, verifiers_json, quota, disabled = row
-    try:
-        verifiers = json.loads(verifiers_json)
-    except ValueError as exc:
-        raise StorePermanentError(f"user {name!r} has unreadable verifiers") from exc
-    if not isinstance(verifiers, dict) or not all(
-        isinstance(value, str) for value in verifiers.values()
-    ):
-        raise StorePermanentError(f"user {name!r} has unreadable verifiers")
-    return UserRecord(name=name, verifiers=verifiers, quota=quota, disabled_reason=disabled)
-
-
-def add_user(
-    conn: sqlite3.Connection, name: str, verifiers: str, quota: int | None, now: float
-) -> None:
-    try:
-        conn.execute(
-            "INSERT INTO users (name, verifiers, quota, created) VALUES (?, ?, ?, ?)",
-            (name, verifiers, quota, now),
-        )
-    except sqlite3.IntegrityError as exc:
-        if getattr(exc, "sqlite_errorcode", None) == _CONSTRAINT_UNIQUE:
-            raise UserExists(f"user {name!r} already exists") from exc
-        raise
 
 
 def deliver(  # noqa: PLR0913, PLR0917 - the parts of one delivery
@@ -369,13 +330,6 @@ def fetch(conn: sqlite3.Connection, name: str, uid: int) -> bytes | None:
         (name, uid),
     ).fetchone()
     return None if row is None else bytes(row[0])
-
-
-def user_rows(
-    conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
-) -> list[tuple[str, str, int | None, str | None]]:
-    rows: list[tuple[str, str, int | None, str | None]] = conn.execute(sql, params).fetchall()
-    return rows
 
 
 def export_state(conn: sqlite3.Connection, name: str) -> MailboxState:
