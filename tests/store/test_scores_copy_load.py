@@ -24,16 +24,17 @@ class ScriptedConnection:
     def __init__(self, during_read: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         self._during_read = during_read
         self._rows = rows
-        self._listener: Any = None
+        self._listeners: dict[str, Any] = {}
 
     def add_termination_listener(self, _callback: Any) -> None:
         pass
 
-    async def add_listener(self, _channel: str, callback: Any) -> None:
-        self._listener = callback
+    async def add_listener(self, channel: str, callback: Any) -> None:
+        self._listeners[channel] = callback
 
     async def fetch(self, _query: str) -> list[dict[str, Any]]:
-        self._listener(self, 1, "popbox_login_failures", json.dumps(self._during_read))
+        channel = "popbox_login_failures"
+        self._listeners[channel](self, 1, channel, json.dumps(self._during_read))
         return self._rows
 
     async def fetchval(self, _query: str) -> bool:

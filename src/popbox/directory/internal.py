@@ -97,9 +97,9 @@ class InternalDirectory:
     async def _find(self, login: LoginName) -> UserRecord | None:
         # Users created before [names] existed are stored as they were typed: a name
         # the rules changed is also looked up as sent, so those keep working.
-        record = await self._store.get_user(login.user)
+        record = await self._store.find_user(login.user)
         if record is None and login.raw != login.user:
-            record = await self._store.get_user(login.raw)
+            record = await self._store.find_user(login.raw)
         self._healthy = True
         return record
 

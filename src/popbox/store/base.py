@@ -237,6 +237,13 @@ class MailStore(Protocol):
     async def get_user(self, name: str) -> UserRecord | None:
         """The user, or None when there is no such user."""
 
+    async def find_user(self, name: str) -> UserRecord | None:
+        """As ``get_user``, for logins: may be answered from a copy in this process that
+        forgets a record when a change to it commits (PostgreSQL:
+        ``postgres_accounts_copy``).  Whatever must see the row as it is now (a
+        password upgrade, a mechanism's stored secret, administration) uses ``get_user``.
+        """
+
     async def list_users(self) -> Sequence[UserRecord]:
         """Every user, ordered by name."""
 

@@ -116,6 +116,9 @@ class MemoryStore:
         mailbox = self._users.get(name)
         return None if mailbox is None else _record(name, mailbox)
 
+    async def find_user(self, name: str) -> UserRecord | None:
+        return await self.get_user(name)  # no copy: the users are in this process
+
     async def list_users(self) -> Sequence[UserRecord]:
         self._check_open()
         return [_record(name, self._users[name]) for name in sorted(self._users)]

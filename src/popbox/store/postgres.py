@@ -46,6 +46,7 @@ from popbox.store import postgres_failover as failover
 from popbox.store import postgres_ops as ops
 from popbox.store import postgres_readahead as ahead
 from popbox.store.base import MaildropLocked, MessageInfo, UnknownUser
+from popbox.store.postgres_accounts_copy import AccountsCopy
 from popbox.store.postgres_admin import PostgresAdminRecords
 from popbox.store.postgres_cluster import PostgresScores, PostgresSessions
 from popbox.store.postgres_maildrop import PostgresMaildrop, run_commit
@@ -112,6 +113,8 @@ class PostgresStore(PostgresUsers):
         self._lifetime = read_ahead_lifetime
         self.read_ahead_budget = ahead.AheadBudget()
         self._scores_copy: ScoresCopy | None = None
+        self.accounts = AccountsCopy()
+        """User records for ``find_user``: live while ``_scores_copy`` listens."""
         """What the read-ahead copies of every session on this store hold, together."""
         self._state = "new"
         self.admin = PostgresAdminRecords(self)
@@ -308,11 +311,14 @@ class PostgresStore(PostgresUsers):
         With a copy of the lockouts kept by LISTEN/NOTIFY (``postgres_scores_copy``),
         one per store, started here on the running loop and bounded like the process's
         own scores (``[auth] max_tracked``); not behind a transaction pooler, where
-        LISTEN cannot work.
+        LISTEN cannot work.  Its listening connection also keeps ``accounts`` live.
         """
         if self._scores_copy is None and not self._options.transaction_pooler:
             self._scores_copy = ScoresCopy(
-                self._pool.connect_alone, self._clock, max_tracked=max_tracked
+                self._pool.connect_alone,
+                self._clock,
+                max_tracked=max_tracked,
+                records=self.accounts,
             )
             self._scores_copy.start()
         return PostgresScores(self.connection, self._scores_copy)

@@ -20,6 +20,10 @@ has been made again on whichever server is the primary.  Behind a transaction po
 LISTEN cannot work (each transaction may run on another server connection), so no copy
 is kept there and every check asks.
 
+The same connection also listens for changes to user records, for the process's copy of
+them (``postgres_accounts_copy.AccountsCopy``), which is live exactly while this copy
+is.
+
 A guess that races the notification of the failure that locks its key out is not
 refused by the copy; it would have raced the read of the table as well, and its own
 failure is counted all the same.
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from popbox.lockouts import Lockouts
+from popbox.store import postgres_accounts_copy as accounts
 from popbox.store.postgres_cluster import CHANNEL
 
 if TYPE_CHECKING:
@@ -64,8 +69,10 @@ class ScoresCopy:
         *,
         max_tracked: int = 100_000,
         keepalive: float = KEEPALIVE,
+        records: accounts.AccountsCopy | None = None,
     ) -> None:
         self._connect = connect
+        self._records = records if records is not None else accounts.AccountsCopy()
         self._copy = Lockouts(wall, max_tracked=max_tracked)  # ends: locked_until, POSIX
         self._keepalive = keepalive
         self._lost = asyncio.Event()
@@ -84,6 +91,7 @@ class ScoresCopy:
     async def close(self) -> None:
         task, self._task = self._task, None
         self.live = False
+        self._records.end()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -115,6 +123,7 @@ class ScoresCopy:
             conn.add_termination_listener(lambda _conn: self._lose())
             self._held = []
             await conn.add_listener(CHANNEL, self._notified)
+            await conn.add_listener(accounts.CHANNEL, self._record_changed)
             rows = await conn.fetch(_STATE)
             self._copy.clear()
             for row in rows:
@@ -124,6 +133,7 @@ class ScoresCopy:
                 self.apply(update)
             self._copy.bound()
             self.live = True
+            self._records.begin()
             while not self._lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lost.wait(), self._keepalive)
@@ -133,12 +143,17 @@ class ScoresCopy:
                         break  # demoted: the primary is elsewhere now
         finally:
             self.live = False
+            self._records.end()
             self._held = None
             conn.terminate()
 
     def _lose(self) -> None:
         self.live = False
+        self._records.end()
         self._lost.set()
+
+    def _record_changed(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        self._records.heard(str(payload))
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         try:

@@ -7,6 +7,9 @@ across nodes: the name is the table's one unique key, so of two ``add_user`` cal
 one name, on whichever nodes, one fails with ``UserExists``; a change or a removal whose
 ``RETURNING`` finds no row answers ``UnknownUser``.
 
+``find_user`` is ``get_user`` through the process's copy of user records
+(``postgres_accounts_copy``), which a trigger on ``users`` keeps from going stale.
+
 ``PostgresStore`` inherits these methods from ``PostgresUsers``; they are kept apart
 from the store class so that it reads as the mail path (deliveries, maildrops, UPDATE).
 """
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
+    from popbox.store.postgres_accounts_copy import AccountsCopy
+
 __all__ = ["DELETE_USER", "PostgresUsers", "user_record"]
 
 # delete_user: ON DELETE CASCADE takes the messages and the lock; the lease row has no
@@ -36,6 +41,7 @@ DELETE_USER = (
     " lease AS (DELETE FROM read_ahead WHERE user_id IN (SELECT id FROM gone))"
     " SELECT id FROM gone"
 )
+_GET_USER = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
 
 
 class _Store(Protocol):
@@ -43,6 +49,7 @@ class _Store(Protocol):
 
     _clock: Callable[[], float]
     _lifetime: float
+    accounts: AccountsCopy
 
     def connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy[asyncpg.Record]]: ...
 
@@ -84,10 +91,21 @@ class PostgresUsers:
             raise UnknownUser(f"no such user {name!r}")
 
     async def get_user(self: _Store, name: str) -> UserRecord | None:
-        sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
         async with self.connection() as conn:
-            row = await conn.fetchrow(sql, name)
+            row = await conn.fetchrow(_GET_USER, name)
         return None if row is None else user_record(row)
+
+    async def find_user(self: _Store, name: str) -> UserRecord | None:
+        copy = self.accounts
+        kept, record = copy.get(name)
+        if kept:
+            return record
+        ticket = copy.ticket()
+        async with self.connection() as conn:
+            row = await conn.fetchrow(_GET_USER, name)
+        record = None if row is None else user_record(row)
+        copy.keep(name, record, ticket)
+        return record
 
     async def list_users(self: _Store) -> Sequence[UserRecord]:
         # The column's "C" collation gives code point order, as Python's sorted() does.

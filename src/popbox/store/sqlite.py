@@ -182,6 +182,9 @@ class SqliteStore:
         rows = self.read_inline(users.user_rows, sql, (name,))
         return users.user_record(rows[0]) if rows else None
 
+    async def find_user(self, name: str) -> UserRecord | None:
+        return await self.get_user(name)  # no copy: the read is local and on the loop
+
     async def list_users(self) -> Sequence[UserRecord]:
         # BINARY collation orders by code point, as Python's sorted() does for str.
         sql = "SELECT name, verifiers, quota, disabled FROM users ORDER BY name"
