@@ -19,6 +19,8 @@ if not os.environ.get("PG_DSN"):
     pytest.importorskip("asyncpg")
 import asyncpg
 
+from popbox.directory.base import Account
+from popbox.directory.mailboxes import ensure_mailbox
 from popbox.store.base import UserRecord
 from popbox.store.message import prepare
 from popbox.store.postgres import PostgresStore
@@ -260,6 +262,23 @@ async def test_a_lost_listener_reads_every_login_from_the_table_until_it_listens
     assert found.verifiers == {"plain": "changed"}
     await eventually(lambda: first.accounts.live)
     await kept(first, "alice")
+
+
+async def test_a_directory_users_mailbox_is_made_once_then_found_in_the_copy(
+    nodes: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An LDAP or passwd-file user's first login makes the mailbox; later ones cost no
+    round trip for it."""
+    first, _ = nodes
+    account = Account("dave@example.org", quota_bytes=5000)
+    await ensure_mailbox(first, account)
+    made = await first.get_user("dave@example.org")
+    assert made is not None
+    assert made.quota == 5000
+    await kept(first, "dave@example.org")
+    used = pool_uses(first, monkeypatch)
+    await ensure_mailbox(first, account)
+    assert used == []
 
 
 async def test_behind_a_transaction_pooler_every_login_reads_the_table(

@@ -20,8 +20,10 @@ async def ensure_mailbox(store: MailStore, account: Account) -> None:
     The mailbox is a users row without verifiers: it holds mail, and the internal
     directory does not take it for a user with a password.  A quota the directory stops
     giving is left as it was (an administrator may have set one).  Raises ``StoreError``.
+    Read as a login reads the internal directory's users (``find_user``): on PostgreSQL
+    a directory's user who logs in again costs no round trip here.
     """
-    record = await store.get_user(account.mailbox)
+    record = await store.find_user(account.mailbox)
     if record is None:
         with contextlib.suppress(UserExists):  # another login or delivery made it first
             await store.add_user(account.mailbox, {}, account.quota_bytes)
