@@ -18,6 +18,7 @@ import pytest
 if not os.environ.get("PG_DSN"):
     pytest.importorskip("asyncpg")
 import asyncpg
+from pg_copies import WAIT, eventually, pool_uses
 
 from popbox.directory.base import Account
 from popbox.directory.mailboxes import ensure_mailbox
@@ -28,9 +29,8 @@ from popbox.store.postgres_accounts_copy import AccountsCopy
 from popbox.store.postgres_options import PostgresOptions
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
-WAIT = 10.0  # seconds a notification or a reconnection may take, at most
 ALICE = UserRecord(name="alice", verifiers={"plain": "x"}, quota=None, disabled_reason=None)
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
 
@@ -97,13 +97,6 @@ def test_the_copy_holds_its_limit_forgetting_the_least_recently_used() -> None:
 # -- two nodes on one database ----------------------------------------------------------
 
 
-async def eventually(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "not within the bound"
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def nodes(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
     stores = [PostgresStore(pg_dsn, max_size=2) for _ in range(2)]
@@ -119,18 +112,6 @@ async def nodes(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore
     finally:
         for store in stores:
             await store.close()
-
-
-def pool_uses(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    used: list[str] = []
-    connection = store.connection
-
-    def counted():  # type: ignore[no-untyped-def]
-        used.append("pool")
-        return connection()
-
-    monkeypatch.setattr(store, "connection", counted)
-    return used
 
 
 async def kept(store: PostgresStore, name: str) -> None:

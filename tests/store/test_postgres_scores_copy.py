@@ -8,7 +8,6 @@ listening connection asks the database until it has listened and read the table 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import TYPE_CHECKING
@@ -18,13 +17,14 @@ import pytest
 if not os.environ.get("PG_DSN"):
     pytest.importorskip("asyncpg")
 import asyncpg
+from pg_copies import eventually, pool_uses
 
 from popbox.store.postgres import PostgresStore
 from popbox.store.postgres_cluster import ScoreRules
 from popbox.store.postgres_options import PostgresOptions
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from popbox.store.postgres_cluster import PostgresScores
 
@@ -32,14 +32,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
 RULES = ScoreRules(user_lockout=0, ip_lockout=2, lockout_duration=300.0, half_life=300.0)
 IP, USER = "i:192.0.2.7", "u:alice"
-WAIT = 10.0  # seconds a notification or a reconnection may take, at most
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "not within the bound"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -60,19 +52,6 @@ async def live_scores(store: PostgresStore, max_tracked: int = 1000) -> Postgres
     assert copy is not None
     await eventually(lambda: copy.live)
     return scores
-
-
-def pool_uses(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every use of the store's pool by what is made from it afterwards."""
-    used: list[str] = []
-    connection = store.connection
-
-    def counted():  # type: ignore[no-untyped-def]
-        used.append("pool")
-        return connection()
-
-    monkeypatch.setattr(store, "connection", counted)
-    return used
 
 
 async def test_a_lockout_on_one_node_is_answered_on_the_other_from_its_copy(

@@ -1,0 +1,37 @@
+"""Helpers for the tests of what each process copies from PostgreSQL (the lockouts, the
+user records): waiting for a notification to arrive, and counting uses of the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pytest
+
+    from popbox.store.postgres import PostgresStore
+
+WAIT = 10.0  # seconds a notification or a reconnection may take, at most
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "not within the bound"
+        await asyncio.sleep(0.02)
+
+
+def pool_uses(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every use of the store's pool by what is made from it afterwards."""
+    used: list[str] = []
+    connection = store.connection
+
+    def counted():  # type: ignore[no-untyped-def]
+        used.append("pool")
+        return connection()
+
+    monkeypatch.setattr(store, "connection", counted)
+    return used
