@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -35,3 +37,19 @@ def pool_uses(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[str
 
     monkeypatch.setattr(store, "connection", counted)
     return used
+
+
+async def run_sql(dsn: str, sql: str) -> None:
+    """``sql`` on a connection of its own, as an administrator's client would run it."""
+    admin = await asyncpg.connect(dsn, timeout=5.0)
+    try:
+        await admin.execute(sql)
+    finally:
+        await admin.close()
+
+
+# Every other session of the database ends: the pools' and the listeners'.
+END_OTHER_SESSIONS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)

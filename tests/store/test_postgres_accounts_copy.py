@@ -17,8 +17,7 @@ import pytest
 
 if not os.environ.get("PG_DSN"):
     pytest.importorskip("asyncpg")
-import asyncpg
-from pg_copies import WAIT, eventually, pool_uses
+from pg_copies import END_OTHER_SESSIONS, WAIT, eventually, pool_uses, run_sql
 
 from popbox.directory.base import Account
 from popbox.directory.mailboxes import ensure_mailbox
@@ -191,11 +190,7 @@ async def test_an_administrators_own_sql_is_heard_too(
 ) -> None:
     first, _ = nodes
     await kept(first, "alice")
-    admin = await asyncpg.connect(pg_dsn, timeout=5.0)
-    try:
-        await admin.execute("UPDATE users SET disabled = 'by hand' WHERE name = 'alice'")
-    finally:
-        await admin.close()
+    await run_sql(pg_dsn, "UPDATE users SET disabled = 'by hand' WHERE name = 'alice'")
     await eventually(lambda: not first.accounts.get("alice")[0])
     found = await first.find_user("alice")
     assert found is not None
@@ -220,14 +215,7 @@ async def test_a_lost_listener_reads_every_login_from_the_table_until_it_listens
 ) -> None:
     first, second = nodes
     await kept(first, "alice")
-    admin = await asyncpg.connect(pg_dsn, timeout=5.0)
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await admin.close()
+    await run_sql(pg_dsn, END_OTHER_SESSIONS)
     await eventually(lambda: not first.accounts.live)
     assert len(first.accounts) == 0
     # A change made while nothing listens is seen by the next login all the same.

@@ -16,8 +16,7 @@ import pytest
 
 if not os.environ.get("PG_DSN"):
     pytest.importorskip("asyncpg")
-import asyncpg
-from pg_copies import eventually, pool_uses
+from pg_copies import END_OTHER_SESSIONS, eventually, pool_uses, run_sql
 
 from popbox.store.postgres import PostgresStore
 from popbox.store.postgres_cluster import ScoreRules
@@ -113,15 +112,7 @@ async def test_a_lost_listening_connection_asks_the_database_until_it_listens_ag
     here, there = await live_scores(first), await live_scores(second)
     copy = there.copy
     assert copy is not None
-    admin = await asyncpg.connect(pg_dsn, timeout=5.0)
-    try:
-        # Every other session of the database ends: the pools' and the listeners'.
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await admin.close()
+    await run_sql(pg_dsn, END_OTHER_SESSIONS)
     await eventually(lambda: not copy.live)
     # Meanwhile the check is read from the table: a failure counted now is seen at once.
     now = time.time()
