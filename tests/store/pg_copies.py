@@ -4,17 +4,18 @@ user records): waiting for a notification to arrive, and counting uses of the po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from popbox.store.postgres import PostgresStore
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
     import pytest
-
-    from popbox.store.postgres import PostgresStore
 
 WAIT = 10.0  # seconds a notification or a reconnection may take, at most
 
@@ -53,3 +54,16 @@ END_OTHER_SESSIONS = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
 )
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one database, as two nodes have, opened and closed around the block."""
+    stores = [PostgresStore(dsn, max_size=2) for _ in range(2)]
+    try:
+        for store in stores:
+            await store.open()
+        yield stores[0], stores[1]
+    finally:
+        for store in stores:
+            await store.close()

@@ -17,7 +17,7 @@ import pytest
 
 if not os.environ.get("PG_DSN"):
     pytest.importorskip("asyncpg")
-from pg_copies import END_OTHER_SESSIONS, WAIT, eventually, pool_uses, run_sql
+from pg_copies import END_OTHER_SESSIONS, WAIT, eventually, pool_uses, run_sql, two_nodes
 
 from popbox.directory.base import Account
 from popbox.directory.mailboxes import ensure_mailbox
@@ -98,19 +98,13 @@ def test_the_copy_holds_its_limit_forgetting_the_least_recently_used() -> None:
 
 @pytest.fixture
 async def nodes(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
-    stores = [PostgresStore(pg_dsn, max_size=2) for _ in range(2)]
-    try:
-        for store in stores:
-            await store.open()
+    async with two_nodes(pg_dsn) as (first, second):
         for name in ("alice", "bob"):
-            await stores[0].add_user(name, {"plain": "old"})
+            await first.add_user(name, {"plain": "old"})
         # The server starts the listener with its brute-force scores.
-        stores[0].cluster_scores(max_tracked=1000)
-        await eventually(lambda: stores[0].accounts.live)
-        yield stores[0], stores[1]
-    finally:
-        for store in stores:
-            await store.close()
+        first.cluster_scores(max_tracked=1000)
+        await eventually(lambda: first.accounts.live)
+        yield first, second
 
 
 async def kept(store: PostgresStore, name: str) -> None:

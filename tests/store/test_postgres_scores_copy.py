@@ -16,7 +16,7 @@ import pytest
 
 if not os.environ.get("PG_DSN"):
     pytest.importorskip("asyncpg")
-from pg_copies import END_OTHER_SESSIONS, eventually, pool_uses, run_sql
+from pg_copies import END_OTHER_SESSIONS, eventually, pool_uses, run_sql, two_nodes
 
 from popbox.store.postgres import PostgresStore
 from popbox.store.postgres_cluster import ScoreRules
@@ -35,14 +35,8 @@ IP, USER = "i:192.0.2.7", "u:alice"
 
 @pytest.fixture
 async def nodes(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
-    stores = [PostgresStore(pg_dsn, max_size=2) for _ in range(2)]
-    try:
-        for store in stores:
-            await store.open()
-        yield stores[0], stores[1]
-    finally:
-        for store in stores:
-            await store.close()
+    async with two_nodes(pg_dsn) as pair:
+        yield pair
 
 
 async def live_scores(store: PostgresStore, max_tracked: int = 1000) -> PostgresScores:
