@@ -99,6 +99,21 @@ async def test_add_get_list_users_e0003(store: MailStore) -> None:
     assert [user.name for user in await store.list_users()] == ["alice", "bob"]
 
 
+async def test_find_user_answers_as_get_user_after_each_change(store: MailStore) -> None:
+    """find_user: 'As get_user, for logins': with no copy kept (none here: no listener is
+    started), every answer is the row as it is now."""
+    assert await store.find_user("alice") == await store.get_user("alice")
+    assert await store.find_user("nobody") is None
+    await store.set_disabled("alice", "on leave")
+    found = await store.find_user("alice")
+    assert found is not None
+    assert found.disabled_reason == "on leave"
+    await store.add_user("nobody", {})
+    assert await store.find_user("nobody") == UserRecord("nobody", {})
+    await store.delete_user("alice")
+    assert await store.find_user("alice") is None
+
+
 async def test_add_existing_user_raises_user_exists(store: MailStore) -> None:
     """add_user: 'Create a user with an empty maildrop.  Raises UserExists.'"""
     with pytest.raises(UserExists):
