@@ -41,7 +41,6 @@ DELETE_USER = (
     " lease AS (DELETE FROM read_ahead WHERE user_id IN (SELECT id FROM gone))"
     " SELECT id FROM gone"
 )
-_GET_USER = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
 
 
 class _Store(Protocol):
@@ -52,6 +51,8 @@ class _Store(Protocol):
     accounts: AccountsCopy
 
     def connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy[asyncpg.Record]]: ...
+
+    async def get_user(self, name: str) -> UserRecord | None: ...
 
 
 class PostgresUsers:
@@ -91,8 +92,9 @@ class PostgresUsers:
             raise UnknownUser(f"no such user {name!r}")
 
     async def get_user(self: _Store, name: str) -> UserRecord | None:
+        sql = "SELECT name, verifiers::text, quota, disabled FROM users WHERE name = $1"
         async with self.connection() as conn:
-            row = await conn.fetchrow(_GET_USER, name)
+            row = await conn.fetchrow(sql, name)
         return None if row is None else user_record(row)
 
     async def find_user(self: _Store, name: str) -> UserRecord | None:
@@ -101,9 +103,7 @@ class PostgresUsers:
         if kept:
             return record
         ticket = copy.ticket()
-        async with self.connection() as conn:
-            row = await conn.fetchrow(_GET_USER, name)
-        record = None if row is None else user_record(row)
+        record = await self.get_user(name)
         copy.keep(name, record, ticket)
         return record
 
